@@ -1,0 +1,44 @@
+"""The one error root of mesh and its subtree per domain.
+
+Every error a user can see says what went wrong (``message``) and, where we
+know it, what to do about it (``hint``). The CLI prints both on one line each
+and exits 1; ``--debug`` shows the traceback as well.
+"""
+
+from __future__ import annotations
+
+
+class MeshError(Exception):
+    """Root of every error mesh raises on purpose."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class HomeError(MeshError):
+    """MESH_HOME is missing, unreadable or holds something unexpected."""
+
+
+class ConfigError(MeshError):
+    """A mesh.toml (or an applied config) is invalid."""
+
+
+class IdentityError(MeshError):
+    """CA, certificates, keys and peer identities."""
+
+
+class ProxyError(MeshError):
+    """The data plane could not start or keep serving."""
+
+
+class DiscoveryError(MeshError):
+    """Service discovery (static file, zeroconf, controller)."""
+
+
+class ControllerError(MeshError):
+    """The control plane or the CLI's access to it."""

@@ -1,0 +1,136 @@
+"""MESH_HOME: where mesh keeps its state, and the safe way to write there.
+
+Layout (DESIGN.md section 3)::
+
+    ca/root.pem ca/root.key ca/issuer.pem ca/issuer.key ca/bundle.pem
+    controller.json  join-token  operator/  run/
+
+Writes go to a temporary file in the same directory, then ``os.replace``:
+nothing half-written is ever left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mesh.errors import HomeError
+
+ENV_VAR = "MESH_HOME"
+
+
+def default_home() -> Path:
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".mesh"
+
+
+@dataclass(frozen=True)
+class MeshHome:
+    """Paths inside one MESH_HOME. Creating the object touches no file."""
+
+    root: Path
+
+    @classmethod
+    def resolve(cls, home: str | Path | None = None) -> MeshHome:
+        return cls(Path(home).expanduser() if home else default_home())
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.root / "ca"
+
+    @property
+    def root_cert(self) -> Path:
+        return self.ca_dir / "root.pem"
+
+    @property
+    def root_key(self) -> Path:
+        return self.ca_dir / "root.key"
+
+    @property
+    def issuer_cert(self) -> Path:
+        return self.ca_dir / "issuer.pem"
+
+    @property
+    def issuer_key(self) -> Path:
+        return self.ca_dir / "issuer.key"
+
+    @property
+    def bundle(self) -> Path:
+        return self.ca_dir / "bundle.pem"
+
+    @property
+    def controller_json(self) -> Path:
+        return self.root / "controller.json"
+
+    @property
+    def join_token(self) -> Path:
+        return self.root / "join-token"
+
+    @property
+    def operator_dir(self) -> Path:
+        return self.root / "operator"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    def has_ca(self) -> bool:
+        return self.root_cert.exists() and self.issuer_key.exists()
+
+    def ensure_dir(self, path: Path, mode: int = 0o700) -> Path:
+        """Create ``path`` (and MESH_HOME) if needed, with ``mode``."""
+        try:
+            path.mkdir(parents=True, exist_ok=True, mode=mode)
+            os.chmod(path, mode)
+        except PermissionError as exc:
+            raise HomeError(
+                f"cannot create {path}: permission denied",
+                hint="choose a writable MESH_HOME with --home DIR or MESH_HOME=DIR",
+            ) from exc
+        except NotADirectoryError as exc:
+            raise HomeError(
+                f"cannot create {path}: a file stands where a directory should be",
+                hint="move that file away or choose another MESH_HOME with --home DIR",
+            ) from exc
+        except OSError as exc:
+            raise HomeError(f"cannot create {path}: {exc.strerror}") from exc
+        return path
+
+
+def atomic_write(path: Path, data: bytes | str, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never half."""
+    if isinstance(data, str):
+        data = data.encode()
+    directory = path.parent
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    except FileNotFoundError as exc:
+        raise HomeError(f"cannot write {path}: directory {directory} does not exist") from exc
+    except PermissionError as exc:
+        raise HomeError(f"cannot write {path}: permission denied") from exc
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def loose_permissions(path: Path) -> bool:
+    """True when a secret file can be read by group or others."""
+    try:
+        return bool(path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO))
+    except FileNotFoundError:
+        return False
