@@ -47,7 +47,7 @@ def _register() -> None:
     from mesh.cli import version
 
     version.register(app)
-    for name in ("ca", "config"):
+    for name in ("ca", "config", "proxy"):
         try:
             module = __import__(f"mesh.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as exc:

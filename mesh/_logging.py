@@ -1,0 +1,18 @@
+"""Log lines of mesh processes: one line each, prefixed so they can be told apart."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+
+def setup_logging(component: str, debug: bool = False, level: str | None = None) -> None:
+    chosen = logging.DEBUG if debug else getattr(logging, (level or "INFO").upper(), logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"[mesh {component}] %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(chosen)
+    # Third-party chatter stays out of the user's way unless asked for.
+    for noisy in ("zeroconf", "hpack", "h2"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if not debug else logging.INFO)

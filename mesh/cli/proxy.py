@@ -1,0 +1,61 @@
+"""`mesh proxy`: run the sidecar proxy in the foreground."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from mesh.cli._state import state
+
+
+def proxy(
+    ctx: typer.Context,
+    service: Annotated[str, typer.Option("--service", help="Name of the service this sidecar serves.")],
+    app: Annotated[str, typer.Option("--app", help="HOST:PORT where the app listens (inbound traffic goes there).")],
+    inbound: Annotated[str, typer.Option(help="Inbound mTLS listener, HOST:PORT (port 0: any).")] = "127.0.0.1:0",
+    outbound: Annotated[str, typer.Option(help="Outbound listener for the app, HOST:PORT.")] = "127.0.0.1:0",
+    admin: Annotated[str, typer.Option(help="Admin server (/metrics, /ready, /live, /config), HOST:PORT.")] = "127.0.0.1:0",
+    endpoints: Annotated[
+        Optional[Path], typer.Option("--endpoints", help="Static endpoints file (TOML, re-read when it changes).")
+    ] = None,
+    upstream: Annotated[
+        Optional[list[str]], typer.Option("--upstream", help="SVC=PORT: a local listener on PORT that carries any protocol to SVC.")
+    ] = None,
+    label: Annotated[Optional[list[str]], typer.Option("--label", help="k=v label of this instance.")] = None,
+    cert: Annotated[Optional[Path], typer.Option(help="Certificate chain (PEM); default: issue from MESH_HOME's CA.")] = None,
+    key: Annotated[Optional[Path], typer.Option(help="Private key (PEM) for --cert.")] = None,
+    bundle: Annotated[Optional[Path], typer.Option(help="Trust bundle (PEM) for --cert.")] = None,
+    request_timeout: Annotated[str, typer.Option(help="Time to wait for a response head (504 after).")] = "10s",
+    idle_timeout: Annotated[str, typer.Option(help="Close client connections idle this long.")] = "5m",
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the sidecar proxy: inbound mTLS → app, app → outbound mTLS to peers."""
+    from mesh._logging import setup_logging
+    from mesh.proxy._main import ProxyOptions, run_proxy_command
+
+    st = state(ctx)
+    setup_logging(f"proxy {service}", debug=st.debug, level=log_level)
+    run_proxy_command(
+        ProxyOptions(
+            home=st.home,
+            service=service,
+            app=app,
+            inbound=inbound,
+            outbound=outbound,
+            admin=admin,
+            endpoints=endpoints,
+            upstreams=upstream or [],
+            labels=label or [],
+            cert=cert,
+            key=key,
+            bundle=bundle,
+            request_timeout=request_timeout,
+            idle_timeout=idle_timeout,
+        )
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(proxy)

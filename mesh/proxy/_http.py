@@ -1,0 +1,547 @@
+"""The HTTP/1 proxy loop: one accepted connection, many requests.
+
+For each request: read the head (deadline), let the router decide (pure),
+then do the I/O: take a pooled upstream connection, send the head, stream the
+body both ways with back-pressure, and record what happened. The inbound and
+outbound stacks differ only in their router.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import trio
+
+from mesh.proxy._conn import HttpConnection, PeerClosed, relay_bytes
+from mesh.proxy._pool import ConnectionPool, UpstreamConnectError, UpstreamConnection, UpstreamKey, open_upstream
+from mesh.proxy.protocol.errors import RemoteProtocolError
+from mesh.proxy.protocol.http1 import (
+    Data,
+    EndOfMessage,
+    Event,
+    Framing,
+    Headers,
+    RequestHead,
+    RequestReader,
+    ResponseHead,
+    Upgraded,
+    encode_chunk,
+    encode_last_chunk,
+    encode_request_head,
+    encode_response_head,
+    simple_response,
+    strip_hop_by_hop,
+)
+
+log = logging.getLogger("mesh.proxy")
+
+MESH_ERROR = b"x-mesh-error"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    head_timeout: float = 10.0  # whole request head must arrive within this (408)
+    idle_timeout: float = 300.0  # keep-alive connection with no request
+    request_timeout: float = 10.0  # response head must arrive within this (504)
+    drain_timeout: float = 10.0
+
+
+@dataclass(slots=True)
+class Forward:
+    """Send the request to ``key``."""
+
+    key: UpstreamKey
+    peer_service: str
+    target: bytes
+    add_headers: Headers = field(default_factory=list)
+    drop_headers: frozenset[bytes] = frozenset()
+    timeout: float = 10.0
+    endpoint: str | None = None  # address for balancer feedback
+    tunnel: bool = False  # CONNECT: answer 200 and relay bytes
+
+
+@dataclass(slots=True)
+class Reject:
+    """Answer the request ourselves: a mesh-made error."""
+
+    status: int
+    reason: str
+    message: str
+    peer_service: str = ""
+
+
+class Router(Protocol):
+    direction: str
+
+    def route(self, head: RequestHead) -> Forward | Reject: ...
+
+    def finished(self, forward: Forward, started: float, success: bool) -> None: ...
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """What the proxy observed of one request; metrics and tap read it."""
+
+    direction: str
+    peer_service: str
+    method: bytes
+    authority: bytes
+    path: bytes
+    status: int
+    latency_ms: float
+    mesh_error: str | None
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+Recorder = Callable[[RequestRecord], None]
+
+
+class Drain:
+    """Graceful shutdown: stop taking new requests, let the current ones end."""
+
+    def __init__(self) -> None:
+        self.draining = False
+        self._idle_scopes: set[trio.CancelScope] = set()
+
+    def start(self) -> None:
+        self.draining = True
+        for scope in list(self._idle_scopes):
+            scope.cancel()
+
+    def idle_scope(self, timeout: float) -> trio.CancelScope:
+        scope = trio.CancelScope(deadline=trio.current_time() + timeout)
+        if self.draining:
+            scope.cancel()
+        self._idle_scopes.add(scope)
+        return scope
+
+    def done(self, scope: trio.CancelScope) -> None:
+        self._idle_scopes.discard(scope)
+
+
+class _UpstreamBroken(Exception):
+    """The upstream failed after part of the response went to the client."""
+
+
+def mesh_error_response(status: int, reason: str, message: str, keep_alive: bool) -> bytes:
+    return simple_response(
+        status,
+        f"mesh: {message}\n".encode(),
+        [(b"x-mesh-error", reason.encode())],
+        keep_alive=keep_alive,
+    )
+
+
+class HttpProxyConnection:
+    """Serves one client connection that speaks HTTP/1."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        prefix: bytes,
+        router: Router,
+        pool: ConnectionPool,
+        record: Recorder,
+        limits: Limits,
+        drain: Drain,
+    ) -> None:
+        self.client: HttpConnection[RequestReader] = HttpConnection(stream, RequestReader())
+        self.prefix = prefix
+        self.router = router
+        self.pool = pool
+        self.record = record
+        self.limits = limits
+        self.drain = drain
+
+    async def serve(self) -> None:
+        client = self.client
+        try:
+            if self.prefix:
+                client.received += len(self.prefix)
+                try:
+                    client.pending = client.reader.feed(self.prefix)
+                except RemoteProtocolError as exc:
+                    await self._protocol_error(exc)
+                    return
+            while True:
+                head = await self._next_head()
+                if head is None:
+                    return
+                if not await self._exchange(head):
+                    return
+                if self.drain.draining:
+                    return
+        except PeerClosed:
+            return
+        finally:
+            await client.aclose()
+
+    # -- reading the request head -------------------------------------------
+
+    async def _next_head(self) -> RequestHead | None:
+        client = self.client
+        if not client.pending:
+            scope = self.drain.idle_scope(self.limits.idle_timeout)
+            try:
+                with scope:
+                    data = await client.receive_bytes()
+            finally:
+                self.drain.done(scope)
+            if scope.cancelled_caught or not data:
+                return None
+            deadline = trio.current_time() + self.limits.head_timeout
+            try:
+                events = client.reader.feed(data)
+                while not events:
+                    with trio.move_on_at(deadline):
+                        data = await client.receive_bytes()
+                        if not data:
+                            return None
+                        events = client.reader.feed(data)
+                        continue
+                    await client.send(
+                        mesh_error_response(408, "head-timeout", "request head not received in time", False)
+                    )
+                    self._record_local(408, "head-timeout")
+                    return None
+            except RemoteProtocolError as exc:
+                await self._protocol_error(exc)
+                return None
+            client.pending = events
+        head = client.pending.pop(0)
+        assert isinstance(head, RequestHead)
+        return head
+
+    async def _protocol_error(self, exc: RemoteProtocolError) -> None:
+        reason = "header-too-large" if exc.status == 431 else "bad-request"
+        log.info("%s: rejected client request: %s", self.router.direction, exc)
+        self._record_local(exc.status, reason)
+        try:
+            await self.client.send(mesh_error_response(exc.status, reason, str(exc), keep_alive=False))
+        except PeerClosed:
+            pass
+
+    def _record_local(self, status: int, reason: str) -> None:
+        self.record(RequestRecord(self.router.direction, "", b"", b"", b"", status, 0.0, reason))
+
+    # -- one request/response exchange ---------------------------------------
+
+    async def _exchange(self, head: RequestHead) -> bool:
+        """Forward one request; returns whether the client connection stays open."""
+        started = time.perf_counter()
+        decision = self.router.route(head)
+        authority = head.header(b"host") or b""
+        if isinstance(decision, Reject):
+            return await self._reject(head, decision, started, authority)
+        if head.upgrade:
+            return await self._tunnel(head, decision, started, authority)
+
+        status = 0
+        mesh_error: str | None = None
+        try:
+            status, keep = await self._forward(head, decision)
+            return keep and head.keep_alive
+        except UpstreamConnectError as exc:
+            mesh_error = exc.reason
+            status = 502
+            return await self._send_error(head, 502, exc.reason, exc.message)
+        except trio.TooSlowError:
+            mesh_error = "timeout"
+            status = 504
+            return await self._send_error(
+                head, 504, "timeout", f"{decision.peer_service or 'upstream'} did not answer within {decision.timeout:g}s"
+            )
+        except _UpstreamBroken as exc:
+            mesh_error = "upstream-reset"
+            status = status or 502
+            log.info("%s: %s", self.router.direction, exc)
+            return False
+        finally:
+            success = mesh_error is None and status < 500
+            self.router.finished(decision, started, success)
+            self.record(
+                RequestRecord(
+                    self.router.direction,
+                    decision.peer_service,
+                    head.method,
+                    authority,
+                    head.target,
+                    status,
+                    (time.perf_counter() - started) * 1000.0,
+                    mesh_error,
+                )
+            )
+
+    async def _reject(self, head: RequestHead, decision: Reject, started: float, authority: bytes) -> bool:
+        self.record(
+            RequestRecord(
+                self.router.direction,
+                decision.peer_service,
+                head.method,
+                authority,
+                head.target,
+                decision.status,
+                (time.perf_counter() - started) * 1000.0,
+                decision.reason,
+            )
+        )
+        return await self._send_error(head, decision.status, decision.reason, decision.message)
+
+    async def _send_error(self, head: RequestHead, status: int, reason: str, message: str) -> bool:
+        # With an unread request body we cannot find the next request: close.
+        keep = head.keep_alive and self._body_done() and not self.drain.draining
+        if keep:
+            self._take_body_bytes(Framing.NONE)  # drop the (complete) body of the refused request
+        await self.client.send(mesh_error_response(status, reason, message, keep))
+        return keep
+
+    def _body_done(self) -> bool:
+        pending = self.client.pending
+        return not self.client.reader.in_body or any(isinstance(e, EndOfMessage) for e in pending)
+
+    def _request_head_bytes(self, head: RequestHead, decision: Forward) -> bytes:
+        headers = strip_hop_by_hop(head.headers, keep_upgrade=head.upgrade)
+        if decision.drop_headers:
+            drop = decision.drop_headers
+            headers = [(k, v) for k, v in headers if k.lower() not in drop]
+        if decision.add_headers:
+            headers += decision.add_headers
+        return encode_request_head(head.method, decision.target, headers, head.framing, upgrade=head.upgrade)
+
+    async def _forward(self, head: RequestHead, decision: Forward) -> tuple[int, bool]:
+        """Returns (status, client keep-alive)."""
+        head_bytes = self._request_head_bytes(head, decision)
+        body_complete = head.framing is Framing.NONE or self._body_done()
+        first_bytes = head_bytes
+        if body_complete:
+            first_bytes += self._take_body_bytes(head.framing)
+        deadline = trio.current_time() + decision.timeout
+
+        for attempt in (1, 2):
+            upstream = await self.pool.acquire(decision.key)
+            upstream.reader.expect(head.method)
+            reused = upstream.uses > 1
+            try:
+                if body_complete:
+                    try:
+                        await upstream.send(first_bytes)
+                        status, keep, upstream_ok = await self._relay_response(upstream, deadline, head)
+                    except _StaleConnection:
+                        await upstream.aclose()
+                        if reused and attempt == 1:
+                            continue  # the pooled connection had died while idle
+                        raise UpstreamConnectError(
+                            "upstream-closed", f"{decision.key.address} closed the connection without answering"
+                        ) from None
+                    await self.pool.release(upstream, upstream_ok)
+                    return status, keep
+                return await self._forward_streaming(head, head_bytes, upstream, deadline)
+            except BaseException:
+                await upstream.aclose()
+                raise
+        raise AssertionError("unreachable")
+
+    def _take_body_bytes(self, framing: Framing) -> bytes:
+        """The whole request body, already read with the head, framed for sending.
+        Consumes the pending events up to the end of the request."""
+        parts: list[bytes] = []
+        pending = self.client.pending
+        while pending:
+            event = pending.pop(0)
+            if isinstance(event, Data):
+                if framing is not Framing.NONE:
+                    parts.append(encode_chunk(event.data) if framing is Framing.CHUNKED else event.data)
+            elif isinstance(event, EndOfMessage):
+                if framing is Framing.CHUNKED:
+                    parts.append(encode_last_chunk(event.trailers))
+                break
+        return b"".join(parts)
+
+    async def _forward_streaming(
+        self, head: RequestHead, head_bytes: bytes, upstream: UpstreamConnection, deadline: float
+    ) -> tuple[int, bool]:
+        """Request body still arriving: stream it while the response comes back."""
+        body_sent = False
+
+        async def pump_body() -> None:
+            nonlocal body_sent
+            framing = head.framing
+            client = self.client
+            await upstream.send(head_bytes)
+            while True:
+                try:
+                    events = await client.receive_events()
+                except RemoteProtocolError as exc:
+                    raise _UpstreamBroken(f"client sent a malformed body: {exc}") from None
+                out: list[bytes] = []
+                done = False
+                for index, event in enumerate(events):
+                    if isinstance(event, Data):
+                        out.append(encode_chunk(event.data) if framing is Framing.CHUNKED else event.data)
+                    elif isinstance(event, EndOfMessage):
+                        if framing is Framing.CHUNKED:
+                            out.append(encode_last_chunk(event.trailers))
+                        client.pending = events[index + 1 :]
+                        done = True
+                        break
+                if out:
+                    await upstream.send(b"".join(out))
+                if done:
+                    body_sent = True
+                    return
+
+        result: tuple[int, bool, bool] | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pump_body)
+                try:
+                    result = await self._relay_response(upstream, deadline, head)
+                except _StaleConnection:
+                    raise _UpstreamBroken("upstream closed the connection without answering") from None
+                if not body_sent:
+                    # Final answer before the whole body: stop reading it; neither
+                    # connection can be reused.
+                    nursery.cancel_scope.cancel()
+        except PeerClosed:
+            raise _UpstreamBroken("a side closed while the request body was streaming") from None
+        assert result is not None
+        status, keep, upstream_ok = result
+        await self.pool.release(upstream, upstream_ok and body_sent)
+        return status, keep and body_sent
+
+    async def _relay_response(
+        self, upstream: UpstreamConnection, deadline: float, head: RequestHead
+    ) -> tuple[int, bool, bool]:
+        """Stream the response to the client. Returns (status, client keep-alive, upstream reusable)."""
+        client = self.client
+        response: ResponseHead | None = None
+        framing = Framing.NONE
+        interim = False
+        while True:
+            try:
+                if response is None:
+                    with trio.fail_at(deadline):
+                        events = await upstream.receive_events()
+                else:
+                    events = await upstream.receive_events()
+            except PeerClosed:
+                if response is None:
+                    raise _StaleConnection() from None
+                try:
+                    events = upstream.reader.feed_eof()
+                except RemoteProtocolError as exc:
+                    raise _UpstreamBroken(str(exc)) from None
+                if not events:
+                    raise _UpstreamBroken("upstream closed the connection mid-response") from None
+            except RemoteProtocolError as exc:
+                if response is None:
+                    raise UpstreamConnectError("bad-response", f"invalid response from upstream: {exc}") from None
+                raise _UpstreamBroken(f"invalid response from upstream: {exc}") from None
+            out: list[bytes] = []
+            for index, event in enumerate(events):
+                if isinstance(event, ResponseHead):
+                    if event.informational:  # 100 Continue and friends: pass on, wait for the final one
+                        out.append(encode_response_head(event.status, event.reason, event.headers, Framing.NONE))
+                        interim = True
+                        continue
+                    response = event
+                    framing = event.framing
+                    keep = head.keep_alive and event.keep_alive and not self.drain.draining
+                    headers = strip_hop_by_hop(event.headers)
+                    out.append(encode_response_head(event.status, event.reason, headers, framing, keep))
+                elif isinstance(event, Data):
+                    out.append(event.data if framing is Framing.LENGTH else encode_chunk(event.data))
+                elif isinstance(event, EndOfMessage):
+                    if interim:
+                        interim = False
+                        continue
+                    if framing is Framing.CHUNKED or framing is Framing.CLOSE:
+                        out.append(encode_last_chunk(event.trailers))
+                    upstream.pending = events[index + 1 :]
+                    await client.send(b"".join(out))
+                    assert response is not None
+                    return response.status, keep, response.keep_alive and framing is not Framing.CLOSE
+            if out:
+                try:
+                    await client.send(b"".join(out))
+                except PeerClosed:
+                    raise _UpstreamBroken("client went away mid-response") from None
+
+    # -- CONNECT and Upgrade ------------------------------------------------
+
+    async def _tunnel(self, head: RequestHead, decision: Forward, started: float, authority: bytes) -> bool:
+        """CONNECT or Upgrade: after the handshake the connection carries raw bytes. Never reused."""
+        client = self.client
+        leftover = b""
+        if client.pending and isinstance(client.pending[-1], Upgraded):
+            leftover = client.pending.pop().leftover
+        outcome: list[tuple[int, str | None]] = []
+
+        def established(status: int, mesh_error: str | None = None) -> None:
+            outcome.append((status, mesh_error))
+            self.record(
+                RequestRecord(
+                    self.router.direction,
+                    decision.peer_service,
+                    head.method,
+                    authority,
+                    head.target,
+                    status,
+                    (time.perf_counter() - started) * 1000.0,
+                    mesh_error,
+                )
+            )
+
+        try:
+            stream = await open_upstream(decision.key, self.pool.contexts, self.pool.connect_timeout)
+        except UpstreamConnectError as exc:
+            established(502, exc.reason)
+            await client.send(mesh_error_response(502, exc.reason, exc.message, keep_alive=False))
+            return False
+        upstream = UpstreamConnection(stream, decision.key)
+        try:
+            if decision.tunnel:  # CONNECT
+                await client.send(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                established(200)
+                await relay_bytes(client.stream, stream, leftover)
+                return False
+            # Upgrade (WebSocket): send the request, relay the response head, then bytes.
+            upstream.reader.expect(head.method)
+            await upstream.send(self._request_head_bytes(head, decision))
+            with trio.fail_after(decision.timeout):
+                events = await upstream.receive_events()
+                while not any(isinstance(e, ResponseHead) for e in events):
+                    events += await upstream.receive_events()
+            response = next(e for e in events if isinstance(e, ResponseHead))
+            if response.status != 101:  # the upstream declined: an ordinary response
+                upstream.pending = events[events.index(response) :]
+                status, _, _ = await self._relay_response(upstream, trio.current_time() + decision.timeout, head)
+                established(status)
+                return False
+            upgraded = next((e.leftover for e in events if isinstance(e, Upgraded)), b"")
+            await client.send(encode_response_head(101, response.reason, response.headers, Framing.NONE))
+            established(101)
+            await relay_bytes(client.stream, stream, leftover, upgraded)
+            return False
+        except (PeerClosed, _StaleConnection, _UpstreamBroken, RemoteProtocolError, trio.TooSlowError) as exc:
+            log.info("%s: upgrade to %s failed: %r", self.router.direction, decision.key.address, exc)
+            if not outcome:
+                established(502, "upgrade-failed")
+                await self._send_error(head, 502, "upgrade-failed", f"upgrade failed: {exc!r}")
+            return False
+        finally:
+            await upstream.aclose()
+
+
+class _StaleConnection(Exception):
+    """The upstream closed before sending any byte of a response."""
+
+
+def new_request_id() -> bytes:
+    return os.urandom(16).hex().encode()

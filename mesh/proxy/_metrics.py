@@ -1,0 +1,57 @@
+"""The proxy's metric set (Linkerd's names, DESIGN.md section 5)."""
+
+from __future__ import annotations
+
+from mesh.proxy._http import RequestRecord
+from mesh.telemetry import MetricsRegistry
+
+
+def classify(status: int, mesh_error: str | None) -> str:
+    return "failure" if mesh_error is not None or status >= 500 or status == 0 else "success"
+
+
+class ProxyMetrics:
+    def __init__(self, registry: MetricsRegistry | None = None) -> None:
+        self.registry = registry = registry or MetricsRegistry()
+        self.requests = registry.counter(
+            "request_total", "Requests received by the proxy.", ("direction", "peer_service")
+        )
+        self.responses = registry.counter(
+            "response_total",
+            "Responses sent by the proxy, including the errors the mesh made itself.",
+            ("direction", "peer_service", "status_code", "classification", "mesh_error"),
+        )
+        self.latency = registry.histogram(
+            "response_latency_ms",
+            "Time from the request head to the end of the response, in milliseconds.",
+            ("direction", "peer_service", "status_class"),
+        )
+        self.tcp_open = registry.gauge(
+            "tcp_open_connections", "Connections accepted and still open.", ("direction",)
+        )
+        self.tcp_read = registry.counter(
+            "tcp_read_bytes_total", "Bytes read from accepted connections.", ("direction",)
+        )
+        self.tcp_write = registry.counter(
+            "tcp_write_bytes_total", "Bytes written to accepted connections.", ("direction",)
+        )
+        self.tls_failures = registry.counter(
+            "tls_handshake_failures_total", "Inbound TLS handshakes refused.", ("reason",)
+        )
+        self.controller_connected = registry.gauge(
+            "controller_connected", "1 while the proxy holds a watch on the controller."
+        )
+        self.cert_expiry = registry.gauge(
+            "identity_cert_expiry_timestamp_seconds", "Expiry of the proxy's workload certificate (Unix time)."
+        )
+
+    def record(self, rec: RequestRecord) -> None:
+        status = rec.status
+        self.requests.labels(rec.direction, rec.peer_service).inc()
+        self.responses.labels(
+            rec.direction, rec.peer_service, status, classify(status, rec.mesh_error), rec.mesh_error or ""
+        ).inc()
+        self.latency.labels(rec.direction, rec.peer_service, f"{status // 100}xx").observe(rec.latency_ms)
+
+    def render(self) -> str:
+        return self.registry.render()

@@ -1,0 +1,172 @@
+"""Upstream connections: open (plain or mTLS with identity check) and keep alive.
+
+A pool holds idle HTTP/1 connections per ``UpstreamKey``. Connections that
+went stale while idle are detected by the caller (EOF before any response
+byte) and retried once on a fresh connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from mesh.errors import IdentityError
+from mesh.proxy._conn import HttpConnection
+from mesh.proxy.protocol.http1 import ResponseReader
+
+log = logging.getLogger("mesh.proxy")
+
+ALPN_HTTP1 = "http/1.1"
+ALPN_TCP = "mesh-tcp"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamKey:
+    host: str
+    port: int
+    alpn: str | None  # None: plain TCP (the local app, egress); else mTLS to a peer proxy
+    identity: str | None  # SPIFFE id the peer must present (mTLS only)
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+class UpstreamConnectError(Exception):
+    """Opening an upstream connection failed; ``reason`` goes in x-mesh-error."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+ContextProvider = Callable[[str], ssl.SSLContext]
+
+
+async def open_upstream(
+    key: UpstreamKey, contexts: ContextProvider | None, timeout: float
+) -> trio.abc.Stream:
+    """Connect (and for mTLS: handshake and check the peer's identity)."""
+    from mesh.identity import check_peer_identity, handshake_failure_reason
+
+    try:
+        with trio.fail_after(timeout):
+            stream: trio.abc.Stream = await trio.open_tcp_stream(key.host, key.port)
+    except trio.TooSlowError:
+        raise UpstreamConnectError(
+            "connect-timeout", f"connecting to {key.address} timed out after {timeout:g}s"
+        ) from None
+    except OSError as exc:
+        raise UpstreamConnectError("connect-failed", f"cannot connect to {key.address}: {_os_reason(exc)}") from None
+    if key.alpn is None:
+        return stream
+    if contexts is None:
+        await stream.aclose()
+        raise UpstreamConnectError("tls-failed", "this proxy has no identity to call peers with")
+    tls = trio.SSLStream(stream, contexts(key.alpn), server_hostname=None)
+    try:
+        with trio.fail_after(timeout):
+            await tls.do_handshake()
+        if key.identity is not None:
+            check_peer_identity(tls, key.identity)  # type: ignore[arg-type]
+    except trio.TooSlowError:
+        await _abort(tls)
+        raise UpstreamConnectError(
+            "tls-timeout", f"TLS handshake with {key.address} timed out after {timeout:g}s"
+        ) from None
+    except IdentityError as exc:
+        await _abort(tls)
+        log.warning("refused peer %s: %s", key.address, exc)
+        raise UpstreamConnectError("identity-mismatch", f"{key.address}: {exc}") from None
+    except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
+        await _abort(tls)
+        reason = handshake_failure_reason(exc)
+        log.warning("TLS handshake with %s failed: %s", key.address, reason)
+        raise UpstreamConnectError("tls-failed", f"TLS handshake with {key.address} failed: {reason}") from None
+    return tls
+
+
+def _os_reason(exc: OSError) -> str:
+    """trio wraps the per-address failures; the first one with an errno says it best."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror.lower()
+        group = getattr(cause, "exceptions", None)
+        cause = group[0] if group else cause.__cause__
+    return str(exc)
+
+
+async def _abort(stream: trio.abc.Stream) -> None:
+    with trio.CancelScope(shield=True), trio.move_on_after(0.5):
+        try:
+            await stream.aclose()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+            pass
+
+
+class UpstreamConnection(HttpConnection[ResponseReader]):
+    __slots__ = ("key", "idle_since", "uses")
+
+    def __init__(self, stream: trio.abc.Stream, key: UpstreamKey) -> None:
+        super().__init__(stream, ResponseReader())
+        self.key = key
+        self.idle_since = 0.0
+        self.uses = 0
+
+
+class ConnectionPool:
+    def __init__(
+        self,
+        contexts: ContextProvider | None,
+        *,
+        connect_timeout: float = 5.0,
+        idle_timeout: float = 60.0,
+        max_idle_per_key: int = 64,
+    ) -> None:
+        self.contexts = contexts
+        self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        self.max_idle_per_key = max_idle_per_key
+        self._idle: dict[UpstreamKey, list[UpstreamConnection]] = {}
+
+    async def acquire(self, key: UpstreamKey) -> UpstreamConnection:
+        idle = self._idle.get(key)
+        if idle:
+            now = trio.current_time()
+            while idle:
+                conn = idle.pop()
+                if now - conn.idle_since < self.idle_timeout:
+                    conn.uses += 1
+                    return conn
+                await conn.aclose()
+        stream = await open_upstream(key, self.contexts, self.connect_timeout)
+        conn = UpstreamConnection(stream, key)
+        conn.uses = 1
+        return conn
+
+    async def release(self, conn: UpstreamConnection, reusable: bool) -> None:
+        if not reusable or conn.closed or conn.pending or not conn.reader.reusable:
+            await conn.aclose()
+            return
+        idle = self._idle.setdefault(conn.key, [])
+        if len(idle) >= self.max_idle_per_key:
+            await conn.aclose()
+            return
+        conn.idle_since = trio.current_time()
+        idle.append(conn)
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                await conn.aclose()
+
+    def __repr__(self) -> str:
+        count = sum(len(v) for v in self._idle.values())
+        return f"<ConnectionPool keys={len(self._idle)} idle={count}>"

@@ -1,0 +1,193 @@
+"""Where a request goes: the outbound and inbound routers (decisions, no I/O)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Collection
+
+import httptools
+
+from mesh.proxy._balancer import Balancer
+from mesh.proxy._http import Forward, Reject, new_request_id
+from mesh.proxy._pool import ALPN_HTTP1, ALPN_TCP, UpstreamKey
+from mesh.proxy.protocol.http1 import RequestHead
+
+CLIENT_ID_HEADER = b"mesh-client-id"
+REQUEST_ID_HEADER = b"x-request-id"
+MESH_SUFFIX = ".mesh"
+
+
+def split_authority(authority: bytes, default_port: int) -> tuple[str, int] | None:
+    """``host[:port]`` (IPv6 in brackets) → (host, port); None when malformed."""
+    text = authority.decode("latin-1").strip()
+    if not text:
+        return None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            return None
+        host, rest = text[1:end], text[end + 1 :]
+        if rest and not rest.startswith(":"):
+            return None
+        port_text = rest[1:]
+    else:
+        host, _, port_text = text.partition(":")
+    if not host:
+        return None
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            return None
+        return host.lower(), int(port_text)
+    return host.lower(), default_port
+
+
+def mesh_service_name(host: str) -> tuple[str, bool]:
+    """(service name, whether ``host`` can only mean a mesh service).
+
+    ``web.mesh`` is always a mesh name. A single label such as ``web`` is one
+    too (except ``localhost``): laptops and racks do not serve plain HTTP on
+    single-label host names through a sidecar. Anything with a dot, or an IP
+    address, may be egress.
+    """
+    if host.endswith(MESH_SUFFIX):
+        return host[: -len(MESH_SUFFIX)], True
+    if "." in host or ":" in host or host == "localhost":
+        return host, False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host, True
+    return host, False
+
+
+class OutboundRouter:
+    """App → mesh. Mesh services go to a peer proxy over mTLS; other hosts go out directly."""
+
+    direction = "outbound"
+
+    def __init__(
+        self,
+        endpoints: Callable[[str], tuple],  # Registry.endpoints
+        balancer: Balancer,
+        trust_domain: str,
+        timeout: float,
+        own_addresses: Collection[tuple[str, int]] = (),
+        fixed_service: str | None = None,
+    ) -> None:
+        self._endpoints = endpoints
+        self._balancer = balancer
+        self._trust_domain = trust_domain
+        self._timeout = timeout
+        self._own = set(own_addresses)
+        self.fixed_service = fixed_service
+
+    def route(self, head: RequestHead) -> Forward | Reject:
+        target = head.target
+        connect = head.method == b"CONNECT"
+        if connect:
+            authority, path = target, b""
+            default_port = 443
+        elif target.startswith(b"http://"):
+            try:
+                url = httptools.parse_url(target)
+            except httptools.HttpParserInvalidURLError:
+                return Reject(400, "bad-request", "invalid request target")
+            authority = url.host + (b":%d" % url.port if url.port else b"")
+            path = (url.path or b"/") + (b"?" + url.query if url.query else b"")
+            default_port = 80
+        elif target.startswith(b"https://"):
+            return Reject(
+                400, "bad-request", "an https:// URL cannot be proxied as plain HTTP; clients use CONNECT for it"
+            )
+        else:
+            authority = head.header(b"host") or b""
+            path = target
+            default_port = 80
+
+        if self.fixed_service is not None:
+            service, is_mesh = self.fixed_service, True
+            host_port: tuple[str, int] | None = None
+        else:
+            host_port = split_authority(authority, default_port)
+            if host_port is None:
+                return Reject(400, "bad-request", "request has no valid host to route to (Host header or absolute URL)")
+            service, is_mesh = mesh_service_name(host_port[0])
+
+        endpoints = self._endpoints(service)
+        if endpoints:
+            endpoint = self._balancer.choose(endpoints)
+            self._balancer.start(endpoint.address)
+            identity = endpoint.identity or f"spiffe://{self._trust_domain}/svc/{service}"
+            key = UpstreamKey(endpoint.host, endpoint.port, ALPN_TCP if connect else ALPN_HTTP1, identity)
+            return Forward(
+                key,
+                service,
+                path,
+                add_headers=self._request_id(head),
+                timeout=self._timeout,
+                endpoint=endpoint.address,
+                tunnel=connect,
+            )
+        if is_mesh:
+            return Reject(503, "no-endpoints", f"no endpoints for service {service!r}", service)
+        assert host_port is not None
+        if _normalise_loopback(host_port) in self._own:
+            return Reject(400, "loop", "request addressed to this proxy itself")
+        return Forward(
+            UpstreamKey(host_port[0], host_port[1], None, None),
+            "egress",
+            path,
+            add_headers=self._request_id(head),
+            timeout=self._timeout,
+            tunnel=connect,
+        )
+
+    @staticmethod
+    def _request_id(head: RequestHead) -> list[tuple[bytes, bytes]]:
+        if head.header(REQUEST_ID_HEADER) is None:
+            return [(b"x-request-id", new_request_id())]
+        return []
+
+    def finished(self, forward: Forward, started: float, success: bool) -> None:
+        if forward.endpoint is not None:
+            self._balancer.finish(forward.endpoint, started, success)
+
+
+def _normalise_loopback(host_port: tuple[str, int]) -> tuple[str, int]:
+    host, port = host_port
+    return ("127.0.0.1", port) if host in ("localhost", "127.0.0.1") else host_port
+
+
+class InboundRouter:
+    """Peer proxy → local app, telling the app who called."""
+
+    direction = "inbound"
+
+    def __init__(self, app: UpstreamKey, caller_id: str, caller_service: str, timeout: float) -> None:
+        self._app = app
+        self._caller = [(b"mesh-client-id", caller_id.encode())]
+        self._caller_service = caller_service
+        self._timeout = timeout
+
+    def route(self, head: RequestHead) -> Forward | Reject:
+        target = head.target
+        if target.startswith(b"http://") or target.startswith(b"https://"):
+            url = httptools.parse_url(target)
+            target = (url.path or b"/") + (b"?" + url.query if url.query else b"")
+        return Forward(
+            self._app,
+            self._caller_service,
+            target,
+            add_headers=self._caller,
+            drop_headers=frozenset({CLIENT_ID_HEADER}),
+            timeout=self._timeout,
+            tunnel=head.method == b"CONNECT",
+        )
+
+    def finished(self, forward: Forward, started: float, success: bool) -> None:
+        pass
+
+
+def tcp_key_for(service: str, endpoint: object, trust_domain: str) -> UpstreamKey:
+    identity = getattr(endpoint, "identity", None) or f"spiffe://{trust_domain}/svc/{service}"
+    return UpstreamKey(endpoint.host, endpoint.port, ALPN_TCP, identity)  # type: ignore[attr-defined]

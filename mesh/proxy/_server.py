@@ -1,0 +1,376 @@
+"""`mesh proxy`: the sidecar's listeners, composed top-down.
+
+    outbound (127.0.0.1)  app ──plain──▶ detect ─▶ HTTP/1 loop ─▶ OutboundRouter ─▶ mTLS pool ─▶ peer
+    --upstream SVC=PORT   app ──any────▶ detect ─▶ HTTP/1 loop or opaque relay (mesh-tcp) ─▶ peer
+    inbound               peer ──mTLS──▶ ALPN http/1.1 ─▶ HTTP/1 loop ─▶ InboundRouter ─▶ app pool
+                                       ─▶ ALPN mesh-tcp ─▶ opaque relay ─▶ app
+    admin                 /metrics /ready /live /config
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from mesh import __version__
+from mesh.errors import ProxyError
+from mesh.proxy._admin import AdminApp
+from mesh.proxy._balancer import Balancer
+from mesh.proxy._conn import relay_bytes
+from mesh.proxy._http import Drain, HttpProxyConnection, Limits
+from mesh.proxy._metrics import ProxyMetrics
+from mesh.proxy._pool import ALPN_HTTP1, ALPN_TCP, ConnectionPool, UpstreamConnectError, UpstreamKey, open_upstream
+from mesh.proxy._routing import InboundRouter, OutboundRouter, tcp_key_for
+from mesh.proxy.protocol.detect import Protocol, detect
+
+log = logging.getLogger("mesh.proxy")
+
+SERVER_SPEAKS_FIRST_AFTER = 1.0  # seconds of client silence on an --upstream listener
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    service: str
+    app: tuple[str, int]
+    inbound: tuple[str, int] = ("127.0.0.1", 0)
+    outbound: tuple[str, int] = ("127.0.0.1", 0)
+    admin: tuple[str, int] = ("127.0.0.1", 0)
+    endpoints_file: Path | None = None
+    upstreams: Mapping[str, int] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    limits: Limits = Limits()
+
+
+class Identity:
+    """The proxy's current credentials and the TLS contexts built from them."""
+
+    def __init__(self, creds: Any) -> None:
+        from mesh.identity import client_context, server_context
+
+        self.creds = creds
+        self.server = server_context(creds, alpn=(ALPN_HTTP1, ALPN_TCP))
+        self._clients = {alpn: client_context(creds, alpn=(alpn,)) for alpn in (ALPN_HTTP1, ALPN_TCP)}
+
+    def client(self, alpn: str) -> ssl.SSLContext:
+        return self._clients[alpn]
+
+    @property
+    def trust_domain(self) -> str:
+        return self.creds.identity.trust_domain
+
+
+@dataclass
+class BoundAddresses:
+    inbound: tuple[str, int]
+    outbound: tuple[str, int]
+    admin: tuple[str, int]
+    upstreams: dict[str, tuple[str, int]]
+
+
+class Proxy:
+    def __init__(self, settings: ProxySettings, identity: Identity, registry: Any) -> None:
+        self.settings = settings
+        self.identity = identity
+        self.registry = registry
+        self.metrics = ProxyMetrics()
+        self.metrics.cert_expiry.set_function(lambda: self.identity.creds.not_after.timestamp())
+        self.balancer = Balancer()
+        self.drain = Drain()
+        self.peer_pool = ConnectionPool(self.identity.client, connect_timeout=5.0)
+        self.app_pool = ConnectionPool(None, connect_timeout=5.0)
+        self.app_key = UpstreamKey(settings.app[0], settings.app[1], None, None)
+        self.started = time.time()
+        self.bound: BoundAddresses | None = None
+        self.handle_signals = True
+        self._stop = trio.Event()
+
+    # -- listeners -----------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[BoundAddresses] = trio.TASK_STATUS_IGNORED) -> None:
+        s = self.settings
+        inbound = await _listen(s.inbound, "inbound")
+        outbound = await _listen(s.outbound, "outbound")
+        admin = await _listen(s.admin, "admin")
+        upstream_listeners = {svc: await _listen(("127.0.0.1", port), f"upstream {svc}") for svc, port in s.upstreams.items()}
+        self.bound = BoundAddresses(
+            _bound(inbound), _bound(outbound), _bound(admin), {svc: _bound(l) for svc, l in upstream_listeners.items()}
+        )
+        own = {self.bound.outbound, *self.bound.upstreams.values(), self.bound.inbound, self.bound.admin}
+        self.outbound_router = OutboundRouter(
+            self.registry.endpoints, self.balancer, self.identity.trust_domain, s.limits.request_timeout, own
+        )
+        admin_app = AdminApp(self.metrics.render, self.config_view, lambda: not self.drain.draining)
+
+        async with trio.open_nursery() as system:
+            if hasattr(self.registry, "run"):
+                await system.start(self.registry.run)
+            async with trio.open_nursery() as connections:
+                data_plane = [(inbound, self._serve_inbound, ()), (outbound, self._serve_outbound, (None,))]
+                data_plane += [(l, self._serve_outbound, (svc,)) for svc, l in upstream_listeners.items()]
+                accept_scopes = [
+                    await connections.start(_accept_loop, listener, connections, handler, args)
+                    for listener, handler, args in data_plane
+                ]
+                # The admin server stays up while draining, answering /ready with 503.
+                await system.start(_accept_loop, admin, system, admin_app.serve_connection, ())
+                task_status.started(self.bound)
+                log.info(
+                    "proxy %s ready: inbound %s, outbound %s, admin %s%s",
+                    s.service,
+                    _fmt(self.bound.inbound),
+                    _fmt(self.bound.outbound),
+                    _fmt(self.bound.admin),
+                    "".join(f", upstream {k} {_fmt(v)}" for k, v in self.bound.upstreams.items()),
+                )
+                await self._wait_for_stop()
+                # Drain: stop accepting, let in-flight requests end, then cut the rest.
+                log.info("draining (up to %gs)", s.limits.drain_timeout)
+                for scope in accept_scopes:
+                    scope.cancel()
+                self.drain.start()
+                connections.cancel_scope.deadline = trio.current_time() + s.limits.drain_timeout
+            await self.peer_pool.aclose()
+            await self.app_pool.aclose()
+            system.cancel_scope.cancel()
+        log.info("proxy %s stopped", s.service)
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (as SIGTERM does)."""
+        self._stop.set()
+
+    async def _wait_for_stop(self) -> None:
+        async with trio.open_nursery() as nursery:
+
+            async def on_signal() -> None:
+                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for signum in signals:
+                        log.info("received %s", signal.Signals(signum).name)
+                        self._stop.set()
+                        return
+
+            if self.handle_signals:
+                nursery.start_soon(on_signal)
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+
+    # -- connection handlers -----------------------------------------------
+
+    async def _serve_inbound(self, tcp: trio.SocketStream) -> None:
+        from mesh.identity import handshake_failure_reason, peer_identity
+
+        metrics = self.metrics
+        tls = trio.SSLStream(tcp, self.identity.server, server_side=True)
+        try:
+            with trio.fail_after(self.settings.limits.head_timeout):
+                await tls.do_handshake()
+            caller = peer_identity(tls)  # type: ignore[arg-type]
+        except trio.TooSlowError:
+            metrics.tls_failures.labels("timeout").inc()
+            await _close(tcp)
+            return
+        except Exception as exc:  # noqa: BLE001 - every handshake failure is logged and counted
+            reason = handshake_failure_reason(exc)
+            metrics.tls_failures.labels(_reason_label(reason)).inc()
+            log.warning("inbound: refused a connection from %s: %s", _peer(tcp), reason)
+            await _close(tcp)
+            return
+        metrics.tcp_open.labels("inbound").inc()
+        try:
+            if tls.selected_alpn_protocol() == ALPN_TCP:
+                await self._relay_to(tls, b"", self.app_key, "inbound")
+                return
+            router = InboundRouter(self.app_key, str(caller), caller.name, self.settings.limits.request_timeout)
+            conn = HttpProxyConnection(tls, b"", router, self.app_pool, metrics.record, self.settings.limits, self.drain)
+            try:
+                await conn.serve()
+            finally:
+                metrics.tcp_read.labels("inbound").inc(conn.client.received)
+                metrics.tcp_write.labels("inbound").inc(conn.client.sent)
+        finally:
+            metrics.tcp_open.labels("inbound").dec()
+            await _close(tls)
+
+    async def _serve_outbound(self, stream: trio.SocketStream, fixed_service: str | None) -> None:
+        metrics = self.metrics
+        metrics.tcp_open.labels("outbound").inc()
+        try:
+            prefix, protocol = await self._detect(stream, fixed_service)
+            if protocol is Protocol.HTTP1:
+                router = self.outbound_router
+                if fixed_service is not None:
+                    router = OutboundRouter(
+                        self.registry.endpoints,
+                        self.balancer,
+                        self.identity.trust_domain,
+                        self.settings.limits.request_timeout,
+                        fixed_service=fixed_service,
+                    )
+                conn = HttpProxyConnection(stream, prefix, router, self.peer_pool, metrics.record, self.settings.limits, self.drain)
+                try:
+                    await conn.serve()
+                finally:
+                    metrics.tcp_read.labels("outbound").inc(conn.client.received)
+                    metrics.tcp_write.labels("outbound").inc(conn.client.sent)
+                return
+            if fixed_service is None:
+                if prefix:
+                    log.info("outbound: closed a connection that speaks neither HTTP/1 nor a known protocol")
+                return
+            endpoints = self.registry.endpoints(fixed_service)
+            if not endpoints:
+                log.warning("outbound: no endpoints for %s; closing a TCP connection", fixed_service)
+                return
+            endpoint = self.balancer.choose(endpoints)
+            await self._relay_to(stream, prefix, tcp_key_for(fixed_service, endpoint, self.identity.trust_domain), "outbound")
+        finally:
+            metrics.tcp_open.labels("outbound").dec()
+            await _close(stream)
+
+    async def _detect(self, stream: trio.SocketStream, fixed_service: str | None) -> tuple[bytes, Protocol]:
+        """Read until the protocol is known. Silence on an --upstream listener means server-speaks-first."""
+        timeout = SERVER_SPEAKS_FIRST_AFTER if fixed_service is not None else self.settings.limits.head_timeout
+        prefix = b""
+        with trio.move_on_after(timeout):
+            while True:
+                try:
+                    data = await stream.receive_some(65536)
+                except (trio.BrokenResourceError, OSError):
+                    return b"", Protocol.OPAQUE
+                if not data:
+                    return prefix, (detect(prefix) or Protocol.OPAQUE)
+                prefix += data
+                protocol = detect(prefix)
+                if protocol is not None:
+                    return prefix, protocol
+        return prefix, Protocol.OPAQUE
+
+    async def _relay_to(self, client: trio.abc.Stream, prefix: bytes, key: UpstreamKey, direction: str) -> None:
+        pool = self.peer_pool if key.alpn else self.app_pool
+        try:
+            upstream = await open_upstream(key, pool.contexts, pool.connect_timeout)
+        except UpstreamConnectError as exc:
+            log.warning("%s: TCP relay to %s failed: %s", direction, key.address, exc.message)
+            return
+        try:
+            sent, received = await relay_bytes(client, upstream, prefix)
+            self.metrics.tcp_read.labels(direction).inc(sent)
+            self.metrics.tcp_write.labels(direction).inc(received)
+        finally:
+            await _close(upstream)
+
+    # -- admin views ---------------------------------------------------------
+
+    def config_view(self) -> dict[str, Any]:
+        bound = self.bound
+        snapshot = {
+            svc: [
+                {"address": e.address, "identity": e.identity, "labels": dict(e.labels)}
+                for e in self.registry.endpoints(svc)
+            ]
+            for svc in sorted(self.registry.services())
+        }
+        creds = self.identity.creds
+        return {
+            "service": self.settings.service,
+            "version": __version__,
+            "identity": str(creds.identity),
+            "certificate_expiry": creds.not_after.isoformat(),
+            "labels": dict(self.settings.labels),
+            "app": _fmt(self.settings.app),
+            "listeners": {
+                "inbound": _fmt(bound.inbound) if bound else None,
+                "outbound": _fmt(bound.outbound) if bound else None,
+                "admin": _fmt(bound.admin) if bound else None,
+                "upstreams": {k: _fmt(v) for k, v in bound.upstreams.items()} if bound else {},
+            },
+            "endpoints": snapshot,
+            "registry_version": getattr(self.registry, "version", 0),
+            "routes": [],
+            "draining": self.drain.draining,
+            "uptime_seconds": round(time.time() - self.started, 1),
+        }
+
+
+async def _accept_loop(
+    listener: trio.SocketListener,
+    nursery: trio.Nursery,
+    handler: Any,
+    args: tuple[Any, ...],
+    *,
+    task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept until cancelled through the scope handed to ``task_status``; then close the listener."""
+    with trio.CancelScope() as scope:
+        task_status.started(scope)
+        while True:
+            try:
+                stream = await listener.accept()
+            except trio.ClosedResourceError:
+                break
+            except OSError as exc:  # EMFILE and friends: back off, keep serving
+                log.warning("accept failed: %s", exc)
+                await trio.sleep(0.05)
+                continue
+            nursery.start_soon(_isolated, handler, stream, args)
+    with trio.CancelScope(shield=True):
+        await listener.aclose()
+
+
+async def _isolated(handler: Any, stream: trio.SocketStream, args: tuple[Any, ...]) -> None:
+    """A bug met by one connection is logged and ends that connection, never the proxy."""
+    try:
+        await handler(stream, *args)
+    except Exception:  # noqa: BLE001
+        log.exception("internal error on a connection from %s (closed it; the proxy keeps serving)", _peer(stream))
+        await _close(stream)
+
+
+async def _listen(address: tuple[str, int], what: str) -> trio.SocketListener:
+    host, port = address
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        hint = "choose another port, or stop the process that holds it" if exc.errno == 98 else None
+        raise ProxyError(f"cannot listen for {what} on {_fmt(address)}: {exc.strerror or exc}", hint=hint) from None
+    return listeners[0]
+
+
+def _bound(listener: trio.SocketListener) -> tuple[str, int]:
+    sockname = listener.socket.getsockname()
+    return sockname[0], sockname[1]
+
+
+def _fmt(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        return _fmt(stream.socket.getpeername()[:2])
+    except OSError:
+        return "?"
+
+
+def _reason_label(reason: str) -> str:
+    lowered = reason.lower()
+    for key in ("expired", "no client certificate", "not issued by", "does not speak tls", "version", "identity"):
+        if key in lowered:
+            return key.replace(" ", "-")
+    return "other"
+
+
+async def _close(stream: trio.abc.Stream) -> None:
+    with trio.CancelScope(shield=True), trio.move_on_after(0.5):
+        try:
+            await stream.aclose()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+            pass

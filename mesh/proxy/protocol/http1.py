@@ -1,0 +1,461 @@
+"""HTTP/1.1 as a sans-IO state machine on top of httptools (llhttp).
+
+``RequestReader`` and ``ResponseReader`` take bytes and give events; the
+``encode_*`` functions turn heads back into bytes. Nothing here does I/O, so the
+proxy's I/O loops stay small and this file is tested without sockets.
+
+Bodies are never buffered: each ``feed`` returns the body bytes it saw as
+``Data`` events, so the caller forwards them before reading more.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import httptools
+
+from mesh.proxy.protocol.errors import LocalProtocolError, RemoteProtocolError
+
+MAX_HEAD_BYTES = 64 * 1024
+MAX_HEADERS = 100
+
+Headers = list[tuple[bytes, bytes]]
+
+# RFC 9110 section 7.6.1, plus the proxy-era ones clients still send.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+
+class Framing(enum.Enum):
+    """How a message's body ends."""
+
+    NONE = "none"  # no body at all
+    LENGTH = "length"  # Content-Length bytes
+    CHUNKED = "chunked"  # chunked transfer coding
+    CLOSE = "close"  # response body ends when the connection closes
+
+
+@dataclass(slots=True)
+class RequestHead:
+    method: bytes
+    target: bytes
+    headers: Headers
+    http_version: bytes
+    keep_alive: bool
+    framing: Framing
+    content_length: int | None
+    upgrade: bool  # CONNECT or Upgrade: the connection stops being HTTP/1 after this
+
+    def header(self, name: bytes) -> bytes | None:
+        return find_header(self.headers, name)
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    status: int
+    reason: bytes
+    headers: Headers
+    http_version: bytes
+    keep_alive: bool
+    framing: Framing
+    content_length: int | None
+
+    def header(self, name: bytes) -> bytes | None:
+        return find_header(self.headers, name)
+
+    @property
+    def informational(self) -> bool:
+        return 100 <= self.status < 200 and self.status != 101
+
+
+@dataclass(slots=True)
+class Data:
+    data: bytes
+
+
+@dataclass(slots=True)
+class EndOfMessage:
+    trailers: Headers = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Upgraded:
+    """The HTTP/1 part is over; ``leftover`` bytes belong to the new protocol."""
+
+    leftover: bytes
+
+
+Event = RequestHead | ResponseHead | Data | EndOfMessage | Upgraded
+
+
+def find_header(headers: Headers, name: bytes) -> bytes | None:
+    """First value of ``name`` (lowercase) in ``headers``."""
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
+class _Reader:
+    """What request and response parsing share: limits, headers, body, trailers."""
+
+    __slots__ = (
+        "_parser",
+        "_events",
+        "_headers",
+        "_head_bytes",
+        "_in_body",
+        "_trailers",
+        "_upgraded",
+        "_framing",
+    )
+
+    def __init__(self) -> None:
+        self._events: list[Event] = []
+        self._headers: Headers = []
+        self._trailers: Headers = []
+        self._head_bytes = 0  # bytes fed since the current head started (upper bound)
+        self._in_body = False
+        self._upgraded = False
+        self._framing = Framing.NONE
+
+    # httptools callbacks -------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._trailers = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_body:  # headers after the head are chunked-body trailers
+            self._trailers.append((name, value))
+            return
+        if len(self._headers) >= MAX_HEADERS:
+            raise _HeadTooLarge(f"more than {MAX_HEADERS} headers")
+        self._headers.append((name, value))
+
+    def on_body(self, body: bytes) -> None:
+        self._events.append(Data(body))
+
+    def on_message_complete(self) -> None:
+        self._events.append(EndOfMessage(self._trailers))
+        self._in_body = False
+
+    def _head_complete(self, framing: Framing) -> None:
+        self._framing = framing
+        self._in_body = True
+        self._head_bytes = 0
+
+    # helpers ----------------------------------------------------------------
+
+    def _framing_of(self, headers: Headers, bodyless: bool) -> tuple[Framing, int | None]:
+        if bodyless:
+            return Framing.NONE, None
+        length: int | None = None
+        chunked = False
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"content-length":
+                length = int(value)  # llhttp already rejected non-digits and conflicts
+            elif lname == b"transfer-encoding":
+                chunked = value.lower().rstrip().endswith(b"chunked")
+        if chunked:
+            return Framing.CHUNKED, None
+        if length is not None:
+            return (Framing.LENGTH if length else Framing.NONE), length
+        return Framing.NONE, None
+
+    def _feed(self, data: bytes, side_error: type[Exception]) -> list[Event]:
+        if self._upgraded:
+            return [Data(data)] if data else []
+        if not self._in_body:
+            self._head_bytes += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0]
+            self._upgraded = True
+            self._events.append(Upgraded(data[offset:]))
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _HeadTooLarge):
+                raise side_error(str(cause), status=431) from None
+            if isinstance(cause, (LocalProtocolError, RemoteProtocolError)):
+                raise cause from None
+            raise side_error(f"malformed HTTP/1 message ({exc})") from exc
+        except httptools.HttpParserError as exc:
+            raise side_error(f"malformed HTTP/1 message ({exc})") from None
+        if not self._in_body and self._head_bytes > MAX_HEAD_BYTES:
+            raise side_error(f"message head larger than {MAX_HEAD_BYTES // 1024} KiB", status=431)
+        events, self._events = self._events, []
+        return events
+
+    @property
+    def in_body(self) -> bool:
+        return self._in_body
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+class RequestReader(_Reader):
+    """Parses requests arriving from a client (the server side of a connection)."""
+
+    __slots__ = ("_url",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._parser = httptools.HttpRequestParser(self)
+        self._url = b""
+
+    def on_message_begin(self) -> None:
+        _Reader.on_message_begin(self)
+        self._url = b""
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        method = parser.get_method()
+        upgrade = parser.should_upgrade() or method == b"CONNECT"
+        framing, length = self._framing_of(self._headers, bodyless=upgrade)
+        self._head_complete(framing)
+        self._events.append(
+            RequestHead(
+                method,
+                self._url,
+                self._headers,
+                parser.get_http_version().encode(),
+                parser.should_keep_alive(),
+                framing,
+                length,
+                upgrade,
+            )
+        )
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Bytes from the client → events. Raises ``RemoteProtocolError`` (400/431)."""
+        return self._feed(data, RemoteProtocolError)
+
+    def __repr__(self) -> str:
+        state = "upgraded" if self._upgraded else "body" if self._in_body else "head/idle"
+        return f"<RequestReader {state}>"
+
+
+class ResponseReader(_Reader):
+    """Parses responses arriving from a server (the client side of a connection).
+
+    Call ``expect(method)`` before each response so HEAD responses are read
+    without a body.
+    """
+
+    __slots__ = ("_reason", "_head_request", "_close_delimited")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._parser = httptools.HttpResponseParser(self)
+        self._reason = b""
+        self._head_request = False
+        self._close_delimited = False
+
+    def expect(self, method: bytes) -> None:
+        self._head_request = method == b"HEAD"
+
+    def on_message_begin(self) -> None:
+        _Reader.on_message_begin(self)
+        self._reason = b""
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        status = parser.get_status_code()
+        bodyless = self._head_request or status < 200 or status in (204, 304)
+        framing, length = self._framing_of(self._headers, bodyless=bodyless)
+        keep_alive = parser.should_keep_alive()
+        if framing is Framing.NONE and not bodyless and length is None:
+            framing = Framing.CLOSE
+            keep_alive = False
+        self._head_complete(framing)
+        self._close_delimited = framing is Framing.CLOSE
+        self._events.append(
+            ResponseHead(
+                status,
+                self._reason,
+                self._headers,
+                parser.get_http_version().encode(),
+                keep_alive,
+                framing,
+                length,
+            )
+        )
+        if self._head_request and status >= 200:
+            # llhttp cannot be told "no body follows" for HEAD; the response is
+            # complete at its head, and the connection is not reused after it.
+            self._events.append(EndOfMessage())
+            self._upgraded = True  # any further bytes are not part of this exchange
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Bytes from the server → events. Raises ``RemoteProtocolError``."""
+        return self._feed(data, RemoteProtocolError)
+
+    def feed_eof(self) -> list[Event]:
+        """The server closed: ends a close-delimited body, else it is a truncation."""
+        if self._in_body and self._close_delimited:
+            self._close_delimited = False
+            self._in_body = False
+            return [EndOfMessage()]
+        if self._in_body or self._head_bytes:
+            raise RemoteProtocolError("upstream closed the connection in the middle of a response")
+        return []
+
+    @property
+    def reusable(self) -> bool:
+        """Whether the connection may carry another request after this response."""
+        return not self._upgraded
+
+    def __repr__(self) -> str:
+        state = "done" if self._upgraded else "body" if self._in_body else "head/idle"
+        return f"<ResponseReader {state}>"
+
+
+# --------------------------------------------------------------------------
+# Writing
+
+
+def strip_hop_by_hop(headers: Headers, keep_upgrade: bool = False) -> Headers:
+    """Headers minus hop-by-hop ones (and those named in ``Connection``)."""
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named.update(token.strip().lower() for token in value.split(b","))
+    out: Headers = []
+    for name, value in headers:
+        lname = name.lower()
+        if lname in HOP_BY_HOP or lname in named:
+            if keep_upgrade and lname == b"upgrade":
+                out.append((name, value))
+            continue
+        out.append((name, value))
+    return out
+
+
+def encode_request_head(
+    method: bytes,
+    target: bytes,
+    headers: Headers,
+    framing: Framing,
+    upgrade: bool = False,
+) -> bytes:
+    """``headers`` carry Content-Length as received; chunked framing is added here."""
+    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
+    _append_headers(parts, headers)
+    if framing is Framing.CHUNKED:
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+    if upgrade and method != b"CONNECT":
+        parts.append(b"Connection: upgrade\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def encode_response_head(
+    status: int,
+    reason: bytes,
+    headers: Headers,
+    framing: Framing,
+    keep_alive: bool = True,
+    upgrade: bool = False,
+) -> bytes:
+    """``headers`` carry Content-Length as received (HEAD and 304 keep theirs);
+    a chunked or close-delimited body goes out chunked."""
+    parts = [b"HTTP/1.1 ", str(status).encode(), b" ", reason or _REASONS.get(status, b"Unknown"), b"\r\n"]
+    _append_headers(parts, headers)
+    if framing is Framing.CHUNKED or framing is Framing.CLOSE:
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+    if upgrade:
+        parts.append(b"Connection: upgrade\r\n")
+    elif not keep_alive:
+        parts.append(b"Connection: close\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def _append_headers(parts: list[bytes], headers: Headers) -> None:
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+
+
+def encode_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def encode_last_chunk(trailers: Headers | None = None) -> bytes:
+    if not trailers:
+        return b"0\r\n\r\n"
+    parts = [b"0\r\n"]
+    _append_headers(parts, trailers)
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def simple_response(
+    status: int,
+    body: bytes,
+    headers: Headers | None = None,
+    keep_alive: bool = True,
+) -> bytes:
+    """A complete small response (mesh-made errors, admin pages)."""
+    all_headers: Headers = [
+        (b"Content-Type", b"text/plain; charset=utf-8"),
+        (b"Content-Length", str(len(body)).encode()),
+    ]
+    if headers:
+        all_headers += headers
+    head = encode_response_head(status, b"", all_headers, Framing.LENGTH, keep_alive)
+    return head + body
+
+
+_REASONS = {
+    100: b"Continue",
+    101: b"Switching Protocols",
+    200: b"OK",
+    201: b"Created",
+    202: b"Accepted",
+    204: b"No Content",
+    206: b"Partial Content",
+    301: b"Moved Permanently",
+    302: b"Found",
+    304: b"Not Modified",
+    400: b"Bad Request",
+    401: b"Unauthorized",
+    403: b"Forbidden",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+
+def reason_phrase(status: int) -> bytes:
+    return _REASONS.get(status, b"Unknown")

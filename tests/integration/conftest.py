@@ -1,0 +1,221 @@
+"""Fixtures that start real processes (mesh, apps) on 127.0.0.1 and always clean them up."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+APPS = Path(__file__).with_name("apps.py")
+READY = re.compile(
+    r"ready: inbound (?P<inbound>\S+), outbound (?P<outbound>[^,\s]+), admin (?P<admin>[^,\s]+)(?P<rest>.*)$"
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+def port_of(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, pattern: str | re.Pattern[str], timeout: float = 15.0) -> re.Match[str]:
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.log().splitlines():
+                match = regex.search(line)
+                if match:
+                    return match
+            if self.popen.poll() is not None:
+                raise AssertionError(f"{self.name} exited with {self.popen.returncode}:\n{self.log()}")
+            time.sleep(0.05)
+        raise AssertionError(f"{self.name}: no line matching {regex.pattern!r} in {timeout}s:\n{self.log()}")
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        return self.popen.returncode
+
+
+@dataclass
+class ProxyInfo:
+    process: Process
+    inbound: int
+    outbound: int
+    admin: int
+    upstreams: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://127.0.0.1:{self.outbound}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin}"
+
+
+class Cluster:
+    """Processes of one test. Everything started here is stopped at teardown."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.home = tmp_path / "home"
+        self.processes: list[Process] = []
+        self._env = dict(os.environ, MESH_HOME=str(self.home), PYTHONUNBUFFERED="1")
+        for proxy_var in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+            self._env.pop(proxy_var, None)
+
+    def mesh(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mesh", *args], env=self._env, capture_output=True, text=True, timeout=timeout
+        )
+
+    def init_ca(self) -> None:
+        result = self.mesh("ca", "init")
+        assert result.returncode == 0, result.stderr
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Process:
+        log_path = self.tmp / f"{name}.log"
+        log_file = open(log_path, "wb")
+        popen = subprocess.Popen(
+            argv,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**self._env, **(env or {})},
+            start_new_session=True,
+        )
+        log_file.close()
+        process = Process(name, popen, log_path)
+        self.processes.append(process)
+        return process
+
+    def app(self, kind: str = "http", name: str = "app") -> int:
+        process = self.spawn(f"app-{name}", [sys.executable, str(APPS), kind, "0", name])
+        return int(process.wait_for(r"listening \S+:(\d+)").group(1))
+
+    def proxy(
+        self,
+        service: str,
+        app_port: int,
+        endpoints: Path | None = None,
+        extra: list[str] | None = None,
+        name: str | None = None,
+    ) -> ProxyInfo:
+        argv = [sys.executable, "-m", "mesh", "proxy", "--service", service, "--app", f"127.0.0.1:{app_port}"]
+        if endpoints is not None:
+            argv += ["--endpoints", str(endpoints)]
+        argv += extra or []
+        process = self.spawn(name or f"proxy-{service}", argv)
+        match = process.wait_for(READY)
+        upstreams = {
+            m.group(1): port_of(m.group(2)) for m in re.finditer(r"upstream (\S+) (\S+?)(?:,|$)", match.group("rest"))
+        }
+        return ProxyInfo(
+            process,
+            port_of(match.group("inbound")),
+            port_of(match.group("outbound")),
+            port_of(match.group("admin")),
+            upstreams,
+        )
+
+    def write_endpoints(self, entries: list[tuple[str, int]], name: str = "endpoints.toml") -> Path:
+        path = self.tmp / name
+        text = "".join(f'[[endpoint]]\nservice = "{svc}"\naddress = "127.0.0.1:{port}"\n\n' for svc, port in entries)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        return path
+
+    def close(self) -> None:
+        for process in reversed(self.processes):
+            if process.popen.poll() is None:
+                try:
+                    os.killpg(process.popen.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 10
+        for process in self.processes:
+            try:
+                process.popen.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(process.popen.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                process.popen.wait(5)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@dataclass
+class Pair:
+    """client app → client proxy (outbound) → mTLS → web proxy (inbound) → web app."""
+
+    cluster: Cluster
+    web_app: int
+    web: ProxyInfo
+    client: ProxyInfo
+    endpoints: Path
+
+
+@pytest.fixture
+def pair(cluster: Cluster) -> Pair:
+    cluster.init_ca()
+    web_app = cluster.app("http", "web")
+    web = cluster.proxy("web", web_app)
+    endpoints = cluster.write_endpoints([("web", web.inbound)])
+    client_app = cluster.app("http", "client")
+    client = cluster.proxy("client", client_app, endpoints=endpoints)
+    return Pair(cluster, web_app, web, client, endpoints)
+
+
+def raw_request(port: int, data: bytes, timeout: float = 10.0, read_all: bool = True) -> bytes:
+    """Send raw bytes to 127.0.0.1:port and read until the server closes (or timeout)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                if not read_all:
+                    break
+        except socket.timeout:
+            pass
+        return b"".join(chunks)
