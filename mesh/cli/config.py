@@ -1,0 +1,74 @@
+"""`mesh config validate FILE`: check a mesh.toml without applying it."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, NoReturn
+
+import typer
+
+from mesh.cli._output import OutputFormat, OutputOption, print_error, print_ok, render
+
+config_app = typer.Typer(
+    name="config",
+    help="Work with mesh.toml files.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+
+
+@config_app.command()
+def validate(
+    file: Annotated[
+        str, typer.Argument(metavar="FILE", help="The mesh.toml to check.", show_default=False)
+    ],
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Check a mesh.toml without applying it.
+
+    Prints every problem, one line each with its key path, and exits 1 if there is any.
+    """
+    from mesh.config import ConfigInvalid, load_config
+    from mesh.errors import ConfigError
+
+    try:
+        config = load_config(file)
+    except ConfigInvalid as exc:
+        _report_invalid(output, file, [str(issue) for issue in exc.issues], hint=None)
+    except ConfigError as exc:
+        _report_invalid(output, file, [exc.message], hint=exc.hint)
+    summary = config.summary()
+    if output is OutputFormat.json:
+        render(output, {"file": file, "valid": True, "errors": [], "summary": summary})
+    else:
+        # Plain line, not rich: a file name like "a[1].toml" must not be read as markup.
+        print_ok(f"{file}: OK ({_describe(summary)})")
+
+
+def _report_invalid(
+    output: OutputFormat, file: str, lines: list[str], hint: str | None
+) -> NoReturn:
+    if output is OutputFormat.json:
+        render(output, {"file": file, "valid": False, "errors": lines, "summary": None})
+    elif len(lines) == 1 and hint:
+        print_error(lines[0], hint)
+    else:
+        # One problem per line, compiler style: `FILE: key.path: expected …, found …`.
+        for line in lines:
+            sys.stderr.write(line + "\n")
+    raise typer.Exit(code=1)
+
+
+def _describe(summary: dict[str, int]) -> str:
+    nouns = (
+        ("services", "service"),
+        ("gateways", "gateway"),
+        ("routes", "route"),
+        ("policies", "policy"),
+    )
+    return ", ".join(f"{summary[key]} {key if summary[key] != 1 else one}" for key, one in nouns)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(config_app, name="config")

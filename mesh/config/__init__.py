@@ -1,0 +1,79 @@
+"""mesh.toml: the typed, frozen config model, its loading and its validation.
+
+    config = load_config("mesh.toml")           # file → MeshConfig, or ConfigInvalid
+    config = parse_config(data, "controller")   # dict/JSON → the same checks
+    data = config.to_dict()                     # → plain JSON-able data
+
+Every problem in a config is reported at once, one line each:
+``mesh.toml: route[1].split[0].weight: expected an integer 0–100, found "ten"``.
+Pure code: no I/O beyond reading the file, no trio.
+"""
+
+from __future__ import annotations
+
+from mesh.config._duration import DURATION_EXPECTED, format_duration, parse_duration
+from mesh.config._frozen import FrozenMap
+from mesh.config._issues import ConfigInvalid, ConfigIssue, render_value
+from mesh.config._load import load_config, load_config_text
+from mesh.config._model import (
+    DEFAULT_RETRY_ON,
+    DEFAULT_TIMEOUT,
+    DEFAULT_TRUST_DOMAIN,
+    RETRY_CONDITIONS,
+    DiscoveryConfig,
+    FaultConfig,
+    GatewayConfig,
+    MeshConfig,
+    MeshSettings,
+    PolicyConfig,
+    RateLimitConfig,
+    RetryPolicy,
+    RouteConfig,
+    RouteMatch,
+    ServiceConfig,
+    SplitTarget,
+)
+from mesh.config._names import (
+    SERVICE_NAME_RULE,
+    TRUST_DOMAIN_RULE,
+    is_valid_service_name,
+    is_valid_spiffe_id,
+    is_valid_trust_domain,
+    split_host_port,
+)
+from mesh.config._validate import parse_config
+
+__all__ = [
+    "DEFAULT_RETRY_ON",
+    "DEFAULT_TIMEOUT",
+    "DEFAULT_TRUST_DOMAIN",
+    "DURATION_EXPECTED",
+    "RETRY_CONDITIONS",
+    "SERVICE_NAME_RULE",
+    "TRUST_DOMAIN_RULE",
+    "ConfigInvalid",
+    "ConfigIssue",
+    "DiscoveryConfig",
+    "FaultConfig",
+    "FrozenMap",
+    "GatewayConfig",
+    "MeshConfig",
+    "MeshSettings",
+    "PolicyConfig",
+    "RateLimitConfig",
+    "RetryPolicy",
+    "RouteConfig",
+    "RouteMatch",
+    "ServiceConfig",
+    "SplitTarget",
+    "format_duration",
+    "is_valid_service_name",
+    "is_valid_spiffe_id",
+    "is_valid_trust_domain",
+    "load_config",
+    "load_config_text",
+    "parse_config",
+    "parse_duration",
+    "render_value",
+    "split_host_port",
+]
