@@ -1,0 +1,91 @@
+"""Identity: the CA (root, issuer, leaf), CSR signing, SPIFFE ids, mTLS contexts, peer identity.
+
+The proxy and the controller build on exactly the names exported here; see
+docs/security.md for the model and the decisions behind it.
+"""
+
+from __future__ import annotations
+
+from mesh.identity._ca import CertificateAuthority
+from mesh.identity._certs import (
+    CLOCK_SKEW,
+    DEFAULT_LEAF_TTL,
+    ISSUER_LIFETIME,
+    RENEW_FRACTION,
+    ROOT_LIFETIME,
+    cert_to_pem,
+    generate_key,
+    key_to_pem,
+    load_certificate,
+    load_certificate_file,
+    load_certificates,
+    make_csr,
+    renew_at,
+    spiffe_id_of,
+    trust_domain_of,
+)
+from mesh.identity._credentials import CredentialPaths, IssuedCredentials, load_credentials
+from mesh.identity._files import InsecurePermissionsWarning
+from mesh.identity._inspect import (
+    describe_certificate,
+    fingerprint,
+    human_duration,
+    iso_utc,
+    parse_fingerprint,
+    verify_chain,
+)
+from mesh.identity._spiffe import (
+    DEFAULT_TRUST_DOMAIN,
+    SpiffeId,
+    operator_identity,
+    service_identity,
+    validate_name,
+    validate_trust_domain,
+)
+from mesh.identity._tls import (
+    check_peer_identity,
+    client_context,
+    handshake_failure_reason,
+    peer_identity,
+    server_context,
+)
+
+__all__ = [
+    "CLOCK_SKEW",
+    "DEFAULT_LEAF_TTL",
+    "DEFAULT_TRUST_DOMAIN",
+    "ISSUER_LIFETIME",
+    "RENEW_FRACTION",
+    "ROOT_LIFETIME",
+    "CertificateAuthority",
+    "CredentialPaths",
+    "InsecurePermissionsWarning",
+    "IssuedCredentials",
+    "SpiffeId",
+    "cert_to_pem",
+    "check_peer_identity",
+    "client_context",
+    "describe_certificate",
+    "fingerprint",
+    "generate_key",
+    "handshake_failure_reason",
+    "human_duration",
+    "iso_utc",
+    "key_to_pem",
+    "load_certificate",
+    "load_certificate_file",
+    "load_certificates",
+    "load_credentials",
+    "make_csr",
+    "operator_identity",
+    "parse_fingerprint",
+    "peer_identity",
+    "renew_at",
+    "server_context",
+    "service_identity",
+    "spiffe_id_of",
+    "trust_domain_of",
+    "validate_name",
+    "validate_trust_domain",
+    "verify_chain",
+]

@@ -1,0 +1,38 @@
+"""Telemetry: the metrics registry and the Prometheus text format.
+
+Pure and synchronous (no trio): the proxy increments, the admin server renders,
+the controller and the CLI parse what other proxies expose.
+"""
+
+from __future__ import annotations
+
+from mesh.telemetry._exposition import CONTENT_TYPE, parse_prometheus_text
+from mesh.telemetry._metrics import (
+    DEFAULT_LATENCY_BUCKETS_MS,
+    Counter,
+    CounterChild,
+    Gauge,
+    GaugeChild,
+    Histogram,
+    HistogramChild,
+    LabelValue,
+    MetricsRegistry,
+)
+from mesh.telemetry._quantile import histogram_quantile
+from mesh.telemetry._sample import Sample
+
+__all__ = [
+    "CONTENT_TYPE",
+    "DEFAULT_LATENCY_BUCKETS_MS",
+    "Counter",
+    "CounterChild",
+    "Gauge",
+    "GaugeChild",
+    "Histogram",
+    "HistogramChild",
+    "LabelValue",
+    "MetricsRegistry",
+    "Sample",
+    "histogram_quantile",
+    "parse_prometheus_text",
+]
