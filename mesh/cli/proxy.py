@@ -29,6 +29,8 @@ def proxy(
     bundle: Annotated[Optional[Path], typer.Option(help="Trust bundle (PEM) for --cert.")] = None,
     request_timeout: Annotated[str, typer.Option(help="Time to wait for a response head (504 after).")] = "10s",
     idle_timeout: Annotated[str, typer.Option(help="Close client connections idle this long.")] = "5m",
+    head_timeout: Annotated[str, typer.Option(help="A request head must arrive within this (408 after).")] = "10s",
+    drain_timeout: Annotated[str, typer.Option(help="On SIGTERM, let in-flight requests finish for this long.")] = "10s",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the sidecar proxy: inbound mTLS → app, app → outbound mTLS to peers."""
@@ -53,6 +55,8 @@ def proxy(
             bundle=bundle,
             request_timeout=request_timeout,
             idle_timeout=idle_timeout,
+            head_timeout=head_timeout,
+            drain_timeout=drain_timeout,
         )
     )
 

@@ -90,12 +90,13 @@ async def relay_bytes(
     a_leftover: bytes = b"",
     b_leftover: bytes = b"",
 ) -> tuple[int, int]:
-    """Copy both ways until either side is done; returns (bytes a→b, bytes b→a).
+    """Copy both ways between a client-side stream ``a`` and a server-side ``b``.
 
-    When a side reaches EOF we half-close the other if it can (plain TCP).
-    TLS streams cannot carry a half-close, so then the other direction goes on
-    until it ends by itself: no byte still on its way is dropped. An error on
-    either side ends both.
+    Returns (bytes a→b, bytes b→a). An EOF is passed on as a half-close where
+    the other stream can carry one (plain TCP). TLS cannot, so: when the server
+    side ends, everything ends (the client then sees the close); when the
+    client side ends, the server's answer keeps flowing until it ends too.
+    An error on either side ends both.
     """
     counts = [0, 0]
 
@@ -116,8 +117,11 @@ async def relay_bytes(
         if isinstance(dst, trio.abc.HalfCloseableStream):
             try:
                 await dst.send_eof()
+                return
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                nursery.cancel_scope.cancel()
+                pass
+        if index == 1:  # the server side ended and the client side cannot be told by half
+            nursery.cancel_scope.cancel()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(pump, a, b, a_leftover, 0)

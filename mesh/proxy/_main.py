@@ -31,6 +31,8 @@ class ProxyOptions:
     bundle: Path | None = None
     request_timeout: str = "10s"
     idle_timeout: str = "5m"
+    head_timeout: str = "10s"
+    drain_timeout: str = "10s"
 
 
 def parse_listen_address(text: str, what: str, allow_any_port: bool = True) -> tuple[str, int]:
@@ -61,14 +63,17 @@ def settings_from(options: ProxyOptions) -> ProxySettings:
     for name, port in parse_pairs(options.upstreams, "--upstream", "SVC=PORT, e.g. web=9001").items():
         if not is_valid_service_name(name):
             raise ProxyError(f"--upstream: invalid service name {name!r}", hint=f"use {SERVICE_NAME_RULE}")
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            raise ProxyError(f"--upstream: invalid port {port!r} for {name}", hint="a port is 1-65535")
+        if not port.isdigit() or int(port) > 65535:
+            raise ProxyError(f"--upstream: invalid port {port!r} for {name}", hint="a port is 1-65535 (0: any free port)")
         upstreams[name] = int(port)
-    try:
-        request_timeout = parse_duration(options.request_timeout)
-        idle_timeout = parse_duration(options.idle_timeout)
-    except (ConfigError, ValueError) as exc:
-        raise ProxyError(f"invalid duration: {exc}", hint="write durations like 250ms, 10s, 5m") from None
+    durations: dict[str, float] = {}
+    for option in ("request_timeout", "idle_timeout", "head_timeout", "drain_timeout"):
+        text = getattr(options, option)
+        try:
+            durations[option] = parse_duration(text)
+        except (ConfigError, ValueError):
+            flag = "--" + option.replace("_", "-")
+            raise ProxyError(f"{flag}: invalid duration {text!r}", hint="write durations like 250ms, 10s, 5m") from None
     if options.endpoints is not None and not options.endpoints.exists():
         raise ProxyError(f"--endpoints: {options.endpoints} does not exist")
     return ProxySettings(
@@ -80,7 +85,7 @@ def settings_from(options: ProxyOptions) -> ProxySettings:
         endpoints_file=options.endpoints,
         upstreams=upstreams,
         labels=parse_pairs(options.labels, "--label", "k=v, e.g. version=v1"),
-        limits=Limits(request_timeout=request_timeout, idle_timeout=idle_timeout),
+        limits=Limits(**durations),
     )
 
 

@@ -116,6 +116,7 @@ class _Reader:
         "_events",
         "_headers",
         "_head_bytes",
+        "_field_bytes",
         "_in_body",
         "_trailers",
         "_upgraded",
@@ -126,7 +127,8 @@ class _Reader:
         self._events: list[Event] = []
         self._headers: Headers = []
         self._trailers: Headers = []
-        self._head_bytes = 0  # bytes fed since the current head started (upper bound)
+        self._head_bytes = 0  # bytes fed while a head is arriving (catches a head still growing)
+        self._field_bytes = 0  # exact size of the head's fields so far (catches a head that completed)
         self._in_body = False
         self._upgraded = False
         self._framing = Framing.NONE
@@ -136,6 +138,7 @@ class _Reader:
     def on_message_begin(self) -> None:
         self._headers = []
         self._trailers = []
+        self._field_bytes = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._in_body:  # headers after the head are chunked-body trailers
@@ -143,7 +146,13 @@ class _Reader:
             return
         if len(self._headers) >= MAX_HEADERS:
             raise _HeadTooLarge(f"more than {MAX_HEADERS} headers")
+        self._count_head_bytes(len(name) + len(value) + 4)
         self._headers.append((name, value))
+
+    def _count_head_bytes(self, size: int) -> None:
+        self._field_bytes += size
+        if self._field_bytes > MAX_HEAD_BYTES:
+            raise _HeadTooLarge(f"message head larger than {MAX_HEAD_BYTES // 1024} KiB")
 
     def on_body(self, body: bytes) -> None:
         self._events.append(Data(body))
@@ -225,6 +234,7 @@ class RequestReader(_Reader):
         self._url = b""
 
     def on_url(self, url: bytes) -> None:
+        self._count_head_bytes(len(url))
         self._url += url
 
     def on_headers_complete(self) -> None:
