@@ -8,6 +8,7 @@ outbound stacks differ only in their router.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -426,8 +427,11 @@ class HttpProxyConnection:
         while True:
             try:
                 if response is None:
-                    with trio.fail_at(deadline):
+                    # A bare CancelScope: cheaper than fail_at's context manager on the hot path.
+                    with trio.CancelScope(deadline=deadline) as scope:
                         events = await upstream.receive_events()
+                    if scope.cancelled_caught:
+                        raise trio.TooSlowError
                 else:
                     events = await upstream.receive_events()
             except PeerClosed:
@@ -543,5 +547,10 @@ class _StaleConnection(Exception):
     """The upstream closed before sending any byte of a response."""
 
 
+_ID_PREFIX = os.urandom(8).hex()
+_id_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
 def new_request_id() -> bytes:
-    return os.urandom(16).hex().encode()
+    """32 hex digits, unique per process (random prefix) and per request (counter): no syscall."""
+    return b"%s%016x" % (_ID_PREFIX.encode(), next(_id_counter) & 0xFFFFFFFFFFFFFFFF)

@@ -13,6 +13,7 @@ def classify(status: int, mesh_error: str | None) -> str:
 class ProxyMetrics:
     def __init__(self, registry: MetricsRegistry | None = None) -> None:
         self.registry = registry = registry or MetricsRegistry()
+        self._series: dict[tuple[str, str, int, str | None], tuple] = {}
         self.requests = registry.counter(
             "request_total", "Requests received by the proxy.", ("direction", "peer_service")
         )
@@ -46,12 +47,22 @@ class ProxyMetrics:
         )
 
     def record(self, rec: RequestRecord) -> None:
-        status = rec.status
-        self.requests.labels(rec.direction, rec.peer_service).inc()
-        self.responses.labels(
-            rec.direction, rec.peer_service, status, classify(status, rec.mesh_error), rec.mesh_error or ""
-        ).inc()
-        self.latency.labels(rec.direction, rec.peer_service, f"{status // 100}xx").observe(rec.latency_ms)
+        # One dict lookup per request finds the three series this outcome updates.
+        key = (rec.direction, rec.peer_service, rec.status, rec.mesh_error)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = self._new_series(*key)
+        requests, responses, latency = series
+        requests.inc()
+        responses.inc()
+        latency.observe(rec.latency_ms)
+
+    def _new_series(self, direction: str, peer: str, status: int, mesh_error: str | None) -> tuple:
+        return (
+            self.requests.labels(direction, peer),
+            self.responses.labels(direction, peer, status, classify(status, mesh_error), mesh_error or ""),
+            self.latency.labels(direction, peer, f"{status // 100}xx"),
+        )
 
     def render(self) -> str:
         return self.registry.render()

@@ -16,6 +16,7 @@ import trio
 
 from mesh.errors import IdentityError
 from mesh.proxy._conn import HttpConnection
+from mesh.proxy._tls import TLSStream
 from mesh.proxy.protocol.http1 import ResponseReader
 
 log = logging.getLogger("mesh.proxy")
@@ -68,7 +69,7 @@ async def open_upstream(
     if contexts is None:
         await stream.aclose()
         raise UpstreamConnectError("tls-failed", "this proxy has no identity to call peers with")
-    tls = trio.SSLStream(stream, contexts(key.alpn), server_hostname=None)
+    tls = TLSStream(stream, contexts(key.alpn), server_side=False)
     try:
         with trio.fail_after(timeout):
             await tls.do_handshake()

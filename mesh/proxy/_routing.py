@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Collection
 
@@ -17,6 +18,7 @@ REQUEST_ID_HEADER = b"x-request-id"
 MESH_SUFFIX = ".mesh"
 
 
+@functools.lru_cache(maxsize=4096)
 def split_authority(authority: bytes, default_port: int) -> tuple[str, int] | None:
     """``host[:port]`` (IPv6 in brackets) → (host, port); None when malformed."""
     text = authority.decode("latin-1").strip()
@@ -41,6 +43,7 @@ def split_authority(authority: bytes, default_port: int) -> tuple[str, int] | No
     return host.lower(), default_port
 
 
+@functools.lru_cache(maxsize=4096)
 def mesh_service_name(host: str) -> tuple[str, bool]:
     """(service name, whether ``host`` can only mean a mesh service).
 

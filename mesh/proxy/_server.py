@@ -29,6 +29,7 @@ from mesh.proxy._http import Drain, HttpProxyConnection, Limits
 from mesh.proxy._metrics import ProxyMetrics
 from mesh.proxy._pool import ALPN_HTTP1, ALPN_TCP, ConnectionPool, UpstreamConnectError, UpstreamKey, open_upstream
 from mesh.proxy._routing import InboundRouter, OutboundRouter, tcp_key_for
+from mesh.proxy._tls import TLSStream
 from mesh.proxy.protocol.detect import Protocol, detect
 
 log = logging.getLogger("mesh.proxy")
@@ -167,7 +168,7 @@ class Proxy:
         from mesh.identity import handshake_failure_reason, peer_identity
 
         metrics = self.metrics
-        tls = trio.SSLStream(tcp, self.identity.server, server_side=True)
+        tls = TLSStream(tcp, self.identity.server, server_side=True)
         try:
             with trio.fail_after(self.settings.limits.head_timeout):
                 await tls.do_handshake()
