@@ -31,6 +31,21 @@ def proxy(
     idle_timeout: Annotated[str, typer.Option(help="Close client connections idle this long.")] = "5m",
     head_timeout: Annotated[str, typer.Option(help="A request head must arrive within this (408 after).")] = "10s",
     drain_timeout: Annotated[str, typer.Option(help="On SIGTERM, let in-flight requests finish for this long.")] = "10s",
+    controller: Annotated[
+        Optional[str], typer.Option(help="Controller HOST:PORT (default: from MESH_HOME/controller.json).")
+    ] = None,
+    token: Annotated[
+        Optional[str], typer.Option(help="Join token for the first certificate (default: $MESH_JOIN_TOKEN or MESH_HOME/join-token).")
+    ] = None,
+    cert_ttl: Annotated[Optional[str], typer.Option(help="Lifetime of the certificates to ask for (default 24h).")] = None,
+    zeroconf: Annotated[bool, typer.Option("--zeroconf/--no-zeroconf", help="Advertise and discover with mDNS.")] = True,
+    lan: Annotated[bool, typer.Option("--lan", help="zeroconf on every interface (default: loopback only).")] = False,
+    interface: Annotated[
+        Optional[list[str]], typer.Option("--interface", help="zeroconf on this interface address (repeatable).")
+    ] = None,
+    advertise: Annotated[
+        Optional[str], typer.Option(help="Host that peers dial for the inbound listener (default: its bind address).")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the sidecar proxy: inbound mTLS → app, app → outbound mTLS to peers."""
@@ -57,6 +72,12 @@ def proxy(
             idle_timeout=idle_timeout,
             head_timeout=head_timeout,
             drain_timeout=drain_timeout,
+            controller=controller,
+            token=token,
+            cert_ttl=cert_ttl,
+            zeroconf=zeroconf,
+            interfaces=("all",) if lan else tuple(interface or ("127.0.0.1",)),
+            advertise=advertise,
         )
     )
 

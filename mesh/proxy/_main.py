@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -9,10 +11,12 @@ from typing import Any
 
 import trio
 
-from mesh.errors import ConfigError, IdentityError, ProxyError
+from mesh.errors import ConfigError, ControllerError, IdentityError, ProxyError
 from mesh.home import MeshHome
 from mesh.proxy._http import Limits
 from mesh.proxy._server import Identity, Proxy, ProxySettings
+
+log = logging.getLogger("mesh.proxy")
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,12 @@ class ProxyOptions:
     idle_timeout: str = "5m"
     head_timeout: str = "10s"
     drain_timeout: str = "10s"
+    controller: str | None = None  # HOST:PORT, overriding MESH_HOME/controller.json
+    token: str | None = None  # join token for the first certificate
+    cert_ttl: str | None = None  # ask for leaves this short (renewal tests); default 24h
+    zeroconf: bool = True
+    interfaces: tuple[str, ...] = ("127.0.0.1",)
+    advertise: str | None = None  # host peers dial for our inbound listener
 
 
 def parse_listen_address(text: str, what: str, allow_any_port: bool = True) -> tuple[str, int]:
@@ -89,31 +99,20 @@ def settings_from(options: ProxyOptions) -> ProxySettings:
     )
 
 
-def load_identity(options: ProxyOptions) -> Any:
-    """Credentials from --cert/--key/--bundle, else freshly issued by MESH_HOME's CA (key stays in memory)."""
-    from mesh.identity import CertificateAuthority, generate_key, key_to_pem, load_credentials, make_csr
-    from mesh.identity import IssuedCredentials, load_certificates, service_identity
+def issue_locally(options: ProxyOptions, ttl: timedelta) -> Any:
+    """No controller: sign our own CSR with MESH_HOME's CA (single-host development)."""
+    from mesh.identity import CertificateAuthority, IssuedCredentials, generate_key, key_to_pem
+    from mesh.identity import load_certificates, make_csr, service_identity
 
-    given = [p for p in (options.cert, options.key, options.bundle) if p is not None]
-    if given:
-        if len(given) != 3:
-            raise IdentityError("--cert, --key and --bundle go together", hint="give all three, or none")
-        creds = load_credentials(options.cert, options.key, options.bundle)  # type: ignore[arg-type]
-        if creds.identity.name != options.service:
-            raise IdentityError(
-                f"the certificate is for {creds.identity}, not for service {options.service!r}",
-                hint=f"issue one with `mesh ca issue {options.service}`",
-            )
-        return creds
     if not options.home.has_ca():
         raise IdentityError(
-            f"no certificate given and no CA in {options.home.root}",
-            hint="run `mesh ca init` (or `mesh up`), or pass --cert/--key/--bundle",
+            f"no certificate given, no controller and no CA in {options.home.root}",
+            hint="run `mesh up` (or `mesh ca init`), or pass --cert/--key/--bundle",
         )
     ca = CertificateAuthority.load(options.home)
     identity = service_identity(ca.trust_domain, options.service)
     key = generate_key()
-    chain = ca.sign_csr(make_csr(key, identity), identity, timedelta(hours=24))
+    chain = ca.sign_csr(make_csr(key, identity), identity, ttl)
     return IssuedCredentials(
         identity=identity,
         cert_chain_pem=chain,
@@ -123,16 +122,128 @@ def load_identity(options: ProxyOptions) -> Any:
     )
 
 
-def make_registry(settings: ProxySettings) -> Any:
-    from mesh.discovery import MemoryRegistry, StaticFileRegistry
+def credentials_from_files(options: ProxyOptions) -> Any | None:
+    from mesh.identity import load_credentials
 
-    if settings.endpoints_file is not None:
-        return StaticFileRegistry(settings.endpoints_file)
-    return MemoryRegistry()
+    given = [p for p in (options.cert, options.key, options.bundle) if p is not None]
+    if not given:
+        return None
+    if len(given) != 3:
+        raise IdentityError("--cert, --key and --bundle go together", hint="give all three, or none")
+    creds = load_credentials(options.cert, options.key, options.bundle)  # type: ignore[arg-type]
+    if creds.identity.name != options.service:
+        raise IdentityError(
+            f"the certificate is for {creds.identity}, not for service {options.service!r}",
+            hint=f"issue one with `mesh ca issue {options.service}`",
+        )
+    return creds
+
+
+async def obtain_identity(options: ProxyOptions, controller: Any, ttl: timedelta | None) -> Any:
+    """Files first; else the controller (CSR with the join token); else the local CA."""
+    from mesh.proxy._control import read_join_token, request_certificate
+
+    creds = credentials_from_files(options)
+    if creds is not None:
+        return creds
+    if controller is not None:
+        try:
+            return await request_certificate(
+                controller, options.service, token=read_join_token(options.home, options.token), current=None, ttl=ttl
+            )
+        except ControllerError as exc:
+            if not options.home.has_ca():
+                raise
+            log.warning("%s; issuing a certificate from the local CA instead", exc.message)
+    return issue_locally(options, ttl or timedelta(hours=24))
 
 
 def run_proxy_command(options: ProxyOptions) -> None:
     settings = settings_from(options)
-    creds = load_identity(options)
-    proxy = Proxy(settings, Identity(creds), make_registry(settings))
-    trio.run(proxy.run)
+    ttl = _cert_ttl(options)
+    trio.run(_run_proxy, options, settings, ttl)
+
+
+def _cert_ttl(options: ProxyOptions) -> timedelta | None:
+    if options.cert_ttl is None:
+        return None
+    from mesh.config import parse_duration
+
+    try:
+        return timedelta(seconds=parse_duration(options.cert_ttl))
+    except ValueError:
+        raise ProxyError(f"--cert-ttl: invalid duration {options.cert_ttl!r}", hint="e.g. 20s, 1h, 24h") from None
+
+
+async def _run_proxy(options: ProxyOptions, settings: ProxySettings, ttl: timedelta | None) -> None:
+    from mesh.discovery import CompositeRegistry, MemoryRegistry, StaticFileRegistry
+    from mesh.proxy._control import ControlLink, controller_from_home
+
+    controller = controller_from_home(options.home, options.controller)
+    creds = await obtain_identity(options, controller, ttl)
+    parts: list[Any] = []
+    if settings.endpoints_file is not None:
+        parts.append(StaticFileRegistry(settings.endpoints_file))
+    view = MemoryRegistry()
+    parts.append(view)
+    zeroconf = None
+    if options.zeroconf:
+        from mesh.discovery import ZeroconfRegistry
+
+        zeroconf = ZeroconfRegistry(interfaces=options.interfaces, trust_domain=creds.identity.trust_domain)
+        parts.append(zeroconf)
+    proxy = Proxy(settings, Identity(creds), CompositeRegistry(parts))
+    proxy.advertise_host = options.advertise
+    instance = f"{settings.service}-{os.urandom(3).hex()}"
+    if controller is not None:
+        link = ControlLink(proxy, controller, view, instance, leaf_ttl=ttl)
+        proxy.control = link
+        proxy.background.append(link.run)
+        proxy.shutdown_hooks.append(link.withdraw)
+    elif ttl is not None:
+        proxy.background.append(lambda: _renew_locally(proxy, options, ttl))
+    if zeroconf is not None:
+        _advertise(proxy, options, instance)
+    await proxy.run()
+
+
+def _advertise(proxy: Proxy, options: ProxyOptions, instance: str) -> None:
+    from mesh import __version__
+    from mesh.discovery import MeshServiceRecord, ZeroconfAdvertiser
+
+    advertiser = ZeroconfAdvertiser(interfaces=options.interfaces)
+    record: list[Any] = []
+
+    async def advertise() -> None:
+        assert proxy.bound is not None
+        host, port = proxy.advertised_inbound()
+        record.append(
+            MeshServiceRecord(
+                service=proxy.settings.service,
+                identity=str(proxy.identity.creds.identity),
+                host=host,
+                port=port,
+                labels=dict(proxy.settings.labels),
+                admin_port=proxy.bound.admin[1],
+                version=__version__,
+                instance=instance,
+            )
+        )
+        await advertiser.advertise(record[0])
+
+    async def withdraw() -> None:
+        await advertiser.aclose()
+
+    proxy.background.append(advertise)
+    proxy.shutdown_hooks.append(withdraw)
+
+
+async def _renew_locally(proxy: Proxy, options: ProxyOptions, ttl: timedelta) -> None:
+    from datetime import datetime, timezone
+
+    from mesh.identity import renew_at
+
+    while True:
+        due = renew_at(proxy.identity.creds.leaf)
+        await trio.sleep(max((due - datetime.now(timezone.utc)).total_seconds(), 0.0))
+        proxy.set_credentials(issue_locally(options, ttl))

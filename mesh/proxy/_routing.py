@@ -37,7 +37,7 @@ def split_authority(authority: bytes, default_port: int) -> tuple[str, int] | No
     if not host:
         return None
     if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
             return None
         return host.lower(), int(port_text)
     return host.lower(), default_port
@@ -95,7 +95,8 @@ class OutboundRouter:
                 url = httptools.parse_url(target)
             except httptools.HttpParserInvalidURLError:
                 return Reject(400, "bad-request", "invalid request target")
-            authority = url.host + (b":%d" % url.port if url.port else b"")
+            host = b"[" + url.host + b"]" if b":" in url.host else url.host
+            authority = host + (b":%d" % url.port if url.port is not None else b"")
             path = (url.path or b"/") + (b"?" + url.query if url.query else b"")
             default_port = 80
         elif target.startswith(b"https://"):
@@ -175,7 +176,10 @@ class InboundRouter:
     def route(self, head: RequestHead) -> Forward | Reject:
         target = head.target
         if target.startswith(b"http://") or target.startswith(b"https://"):
-            url = httptools.parse_url(target)
+            try:
+                url = httptools.parse_url(target)
+            except httptools.HttpParserInvalidURLError:
+                return Reject(400, "bad-request", "invalid request target")
             target = (url.path or b"/") + (b"?" + url.query if url.query else b"")
         return Forward(
             self._app,

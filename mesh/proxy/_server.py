@@ -13,7 +13,7 @@ import logging
 import signal
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,13 +85,38 @@ class Proxy:
         self.metrics.cert_expiry.set_function(lambda: self.identity.creds.not_after.timestamp())
         self.balancer = Balancer()
         self.drain = Drain()
-        self.peer_pool = ConnectionPool(self.identity.client, connect_timeout=5.0)
+        # The provider reads self.identity at each connect, so a renewed certificate is used at once.
+        self.peer_pool = ConnectionPool(lambda alpn: self.identity.client(alpn), connect_timeout=5.0)
         self.app_pool = ConnectionPool(None, connect_timeout=5.0)
         self.app_key = UpstreamKey(settings.app[0], settings.app[1], None, None)
         self.started = time.time()
         self.bound: BoundAddresses | None = None
         self.handle_signals = True
         self._stop = trio.Event()
+        self.shutdown_hooks: list[Callable[[], Awaitable[None]]] = []  # run before draining
+        self.background: list[Callable[[], Awaitable[None]]] = []  # started once listening
+        self.routes: list[dict[str, Any]] = []
+        self.policies: list[dict[str, Any]] = []
+        self.control: Any = None  # ControlLink when a controller is known
+        self.advertise_host: str | None = None
+
+    def set_credentials(self, creds: Any) -> None:
+        """Swap in a renewed certificate: new connections use it, open ones keep theirs."""
+        self.identity = Identity(creds)
+
+    def apply_policy_snapshot(self, snapshot: dict[str, Any]) -> None:
+        self.routes = list(snapshot.get("routes", []))
+        self.policies = list(snapshot.get("policies", []))
+
+    def advertised_inbound(self) -> tuple[str, int]:
+        """The inbound address peers should dial (a wildcard bind is not dialable)."""
+        assert self.bound is not None
+        host, port = self.bound.inbound
+        if self.advertise_host:
+            host = self.advertise_host
+        elif host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return host, port
 
     # -- listeners -----------------------------------------------------------
 
@@ -123,6 +148,8 @@ class Proxy:
                 # The admin server stays up while draining, answering /ready with 503.
                 await system.start(_accept_loop, admin, system, admin_app.serve_connection, ())
                 task_status.started(self.bound)
+                for task in self.background:
+                    system.start_soon(task)
                 log.info(
                     "proxy %s ready: inbound %s, outbound %s, admin %s%s",
                     s.service,
@@ -132,7 +159,11 @@ class Proxy:
                     "".join(f", upstream {k} {_fmt(v)}" for k, v in self.bound.upstreams.items()),
                 )
                 await self._wait_for_stop()
-                # Drain: stop accepting, let in-flight requests end, then cut the rest.
+                # Withdraw first (peers stop picking us), then drain: stop accepting,
+                # let in-flight requests end, then cut the rest.
+                with trio.move_on_after(2):
+                    for hook in self.shutdown_hooks:
+                        await hook()
                 log.info("draining (up to %gs)", s.limits.drain_timeout)
                 for scope in accept_scopes:
                     scope.cancel()
@@ -294,7 +325,16 @@ class Proxy:
             },
             "endpoints": snapshot,
             "registry_version": getattr(self.registry, "version", 0),
-            "routes": [],
+            "controller": {
+                "address": self.control.controller.address,
+                "connected": self.control.connected,
+                "snapshot_version": self.control.snapshot_version,
+                "config_version": self.control.config_version,
+            }
+            if self.control
+            else None,
+            "routes": self.routes,
+            "policies": self.policies,
             "draining": self.drain.draining,
             "uptime_seconds": round(time.time() - self.started, 1),
         }

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,9 @@ class Cluster:
     def __init__(self, tmp_path: Path) -> None:
         self.tmp = tmp_path
         self.home = tmp_path / "home"
+        # A trust domain per test: zeroconf on loopback is shared by every test
+        # (and every developer) on this machine; records of other trust domains are ignored.
+        self.trust_domain = f"t{uuid.uuid4().hex[:12]}.test"
         self.processes: list[Process] = []
         self._env = dict(os.environ, MESH_HOME=str(self.home), PYTHONUNBUFFERED="1")
         for proxy_var in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
@@ -98,8 +102,11 @@ class Cluster:
         )
 
     def init_ca(self) -> None:
-        result = self.mesh("ca", "init")
+        result = self.mesh("ca", "init", "--trust-domain", self.trust_domain)
         assert result.returncode == 0, result.stderr
+
+    def spiffe(self, service: str) -> str:
+        return f"spiffe://{self.trust_domain}/svc/{service}"
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Process:
         log_path = self.tmp / f"{name}.log"

@@ -64,7 +64,7 @@ def test_requests_and_httpx_via_http_proxy_env(pair: Pair, monkeypatch: pytest.M
             response = session.get("http://web/headers", timeout=10)
             assert response.status_code == 200
         seen = response.json()
-    assert seen["mesh-client-id"] == "spiffe://mesh.local/svc/client"
+    assert seen["mesh-client-id"] == pair.cluster.spiffe("client")
     assert len(seen["x-request-id"]) == 32
     # A streamed upload from a generator (chunked) and a large streamed download.
     chunks = [os.urandom(64 * 1024) for _ in range(64)]
@@ -87,12 +87,12 @@ def test_origin_form_with_host_header_and_chunked_response(pair: Pair) -> None:
 def test_caller_identity_cannot_be_spoofed(pair: Pair) -> None:
     response = requests.get(
         "http://web/headers",
-        headers={"mesh-client-id": "spiffe://mesh.local/svc/admin", "traceparent": "00-abc-def-01", "b3": "1-2-1"},
+        headers={"mesh-client-id": pair.cluster.spiffe("admin"), "traceparent": "00-abc-def-01", "b3": "1-2-1"},
         proxies={"http": pair.client.proxy_url},
         timeout=10,
     )
     seen = response.json()
-    assert seen["mesh-client-id"] == "spiffe://mesh.local/svc/client"
+    assert seen["mesh-client-id"] == pair.cluster.spiffe("client")
     assert seen["traceparent"] == "00-abc-def-01" and seen["b3"] == "1-2-1"
     assert "proxy-connection" not in seen
 
@@ -285,10 +285,11 @@ def test_egress_to_non_mesh_host(pair: Pair) -> None:
 
 def test_balances_across_endpoints_and_follows_file_changes(cluster: Cluster) -> None:
     cluster.init_ca()
-    one = cluster.proxy("web", cluster.app("http", "one"), name="proxy-one")
-    two = cluster.proxy("web", cluster.app("http", "two"), name="proxy-two")
+    static = ["--no-zeroconf"]  # this test is about the endpoints file alone
+    one = cluster.proxy("web", cluster.app("http", "one"), extra=static, name="proxy-one")
+    two = cluster.proxy("web", cluster.app("http", "two"), extra=static, name="proxy-two")
     endpoints = cluster.write_endpoints([("web", one.inbound)])
-    client = cluster.proxy("client", 1, endpoints)
+    client = cluster.proxy("client", 1, endpoints, extra=static)
     with requests.Session() as session:
         session.proxies = {"http": client.proxy_url}
         assert {session.get("http://web/", timeout=5).headers["x-app"] for _ in range(10)} == {"one"}
@@ -338,7 +339,7 @@ def test_metrics_count_requests(pair: Pair) -> None:
     assert sample(inbound, "request_total", direction="inbound", peer_service="client") == 9
     assert sample(inbound, "identity_cert_expiry_timestamp_seconds") > time.time()
     config = requests.get(pair.client.admin_url + "/config", timeout=5).json()
-    assert config["identity"] == "spiffe://mesh.local/svc/client"
+    assert config["identity"] == pair.cluster.spiffe("client")
     assert config["endpoints"]["web"][0]["address"] == f"127.0.0.1:{pair.web.inbound}"
     assert requests.get(pair.client.admin_url + "/ready", timeout=5).status_code == 200
     assert requests.get(pair.client.admin_url + "/live", timeout=5).status_code == 200

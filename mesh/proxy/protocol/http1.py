@@ -38,6 +38,9 @@ HOP_BY_HOP = frozenset(
 )
 
 
+_NEVER_HOP_BY_HOP = frozenset({b"content-length", b"host"})
+
+
 class Framing(enum.Enum):
     """How a message's body ends."""
 
@@ -116,6 +119,7 @@ class _Reader:
         "_events",
         "_headers",
         "_head_bytes",
+        "_head_tail",
         "_field_bytes",
         "_in_body",
         "_trailers",
@@ -127,8 +131,9 @@ class _Reader:
         self._events: list[Event] = []
         self._headers: Headers = []
         self._trailers: Headers = []
-        self._head_bytes = 0  # bytes fed while a head is arriving (catches a head still growing)
-        self._field_bytes = 0  # exact size of the head's fields so far (catches a head that completed)
+        self._head_bytes = 0  # bytes of the current head received in earlier reads
+        self._head_tail = b""  # last bytes of the previous read: a CRLFCRLF may straddle two reads
+        self._field_bytes = 0  # size of the fields so far (also bounds trailers and reason phrases)
         self._in_body = False
         self._upgraded = False
         self._framing = Framing.NONE
@@ -141,13 +146,12 @@ class _Reader:
         self._field_bytes = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._in_body:  # headers after the head are chunked-body trailers
-            self._trailers.append((name, value))
-            return
-        if len(self._headers) >= MAX_HEADERS:
-            raise _HeadTooLarge(f"more than {MAX_HEADERS} headers")
+        # Headers after the head are chunked-body trailers, held to the same limits.
+        fields = self._trailers if self._in_body else self._headers
+        if len(fields) >= MAX_HEADERS:
+            raise _HeadTooLarge(f"more than {MAX_HEADERS} {'trailers' if self._in_body else 'headers'}")
         self._count_head_bytes(len(name) + len(value) + 4)
-        self._headers.append((name, value))
+        fields.append((name, value))
 
     def _count_head_bytes(self, size: int) -> None:
         self._field_bytes += size
@@ -165,6 +169,8 @@ class _Reader:
         self._framing = framing
         self._in_body = True
         self._head_bytes = 0
+        self._head_tail = b""
+        self._field_bytes = 0  # trailers get a budget of their own
 
     # helpers ----------------------------------------------------------------
 
@@ -185,11 +191,27 @@ class _Reader:
             return (Framing.LENGTH if length else Framing.NONE), length
         return Framing.NONE, None
 
+    def _check_head_size(self, data: bytes, side_error: type[Exception]) -> None:
+        """Measure the head before llhttp sees it: the end of the head is the first CRLFCRLF."""
+        end = data.find(b"\r\n\r\n")
+        if end < 0 and self._head_tail:
+            joined = self._head_tail + data[:3]
+            end = joined.find(b"\r\n\r\n")
+            if end >= 0:
+                end -= len(self._head_tail)
+        if end >= 0:
+            size = self._head_bytes + end + 4
+        else:
+            size = self._head_bytes = self._head_bytes + len(data)
+            self._head_tail = (self._head_tail + data)[-3:]
+        if size > MAX_HEAD_BYTES:
+            raise side_error(f"message head larger than {MAX_HEAD_BYTES // 1024} KiB", status=431)
+
     def _feed(self, data: bytes, side_error: type[Exception]) -> list[Event]:
         if self._upgraded:
             return [Data(data)] if data else []
         if not self._in_body:
-            self._head_bytes += len(data)
+            self._check_head_size(data, side_error)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -205,8 +227,6 @@ class _Reader:
             raise side_error(f"malformed HTTP/1 message ({exc})") from exc
         except httptools.HttpParserError as exc:
             raise side_error(f"malformed HTTP/1 message ({exc})") from None
-        if not self._in_body and self._head_bytes > MAX_HEAD_BYTES:
-            raise side_error(f"message head larger than {MAX_HEAD_BYTES // 1024} KiB", status=431)
         events, self._events = self._events, []
         return events
 
@@ -239,6 +259,9 @@ class RequestReader(_Reader):
 
     def on_headers_complete(self) -> None:
         parser = self._parser
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise RemoteProtocolError(f"HTTP/{version} is not supported", status=505)
         method = parser.get_method()
         upgrade = parser.should_upgrade() or method == b"CONNECT"
         framing, length = self._framing_of(self._headers, bodyless=upgrade)
@@ -248,7 +271,7 @@ class RequestReader(_Reader):
                 method,
                 self._url,
                 self._headers,
-                parser.get_http_version().encode(),
+                version.encode(),
                 parser.should_keep_alive(),
                 framing,
                 length,
@@ -289,6 +312,7 @@ class ResponseReader(_Reader):
         self._reason = b""
 
     def on_status(self, reason: bytes) -> None:
+        self._count_head_bytes(len(reason))
         self._reason += reason
 
     def on_headers_complete(self) -> None:
@@ -317,7 +341,13 @@ class ResponseReader(_Reader):
             # llhttp cannot be told "no body follows" for HEAD; the response is
             # complete at its head, and the connection is not reused after it.
             self._events.append(EndOfMessage())
+            self._in_body = False
             self._upgraded = True  # any further bytes are not part of this exchange
+
+    def on_message_complete(self) -> None:
+        if self._upgraded:
+            return  # a HEAD response already ended at its head
+        _Reader.on_message_complete(self)
 
     def feed(self, data: bytes) -> list[Event]:
         """Bytes from the server → events. Raises ``RemoteProtocolError``."""
@@ -353,6 +383,8 @@ def strip_hop_by_hop(headers: Headers, keep_upgrade: bool = False) -> Headers:
     for name, value in headers:
         if name.lower() == b"connection":
             named.update(token.strip().lower() for token in value.split(b","))
+    # Connection may not remove what frames or routes the message (a smuggling vector).
+    named -= _NEVER_HOP_BY_HOP
     out: Headers = []
     for name, value in headers:
         lname = name.lower()
@@ -410,7 +442,8 @@ def _append_headers(parts: list[bytes], headers: Headers) -> None:
 
 
 def encode_chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
+    # An empty chunk would be the last-chunk marker: encode nothing instead.
+    return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
 
 
 def encode_last_chunk(trailers: Headers | None = None) -> bytes:

@@ -1,0 +1,303 @@
+"""The proxy's link to the controller: certificates, renewal, registration, watch.
+
+A controller that goes away is survived: the proxy keeps its last snapshot and
+certificate, exports ``controller_connected 0``, and reconnects with backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import ssl
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from mesh import __version__
+from mesh.errors import ControllerError, IdentityError
+
+if TYPE_CHECKING:
+    from mesh.home import MeshHome
+    from mesh.proxy._server import Proxy
+
+log = logging.getLogger("mesh.proxy.control")
+
+HEARTBEAT_SECONDS = 10.0
+REGISTRATION_TTL = 30.0
+WATCH_SILENCE_LIMIT = 25.0  # the controller sends a keepalive every 10 s
+BACKOFF_START, BACKOFF_MAX = 0.2, 5.0
+
+
+@dataclass(frozen=True)
+class ControllerAddress:
+    host: str
+    port: int
+    identity: str
+    bundle_pem: bytes
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def controller_from_home(home: MeshHome, override: str | None = None) -> ControllerAddress | None:
+    """The controller recorded in MESH_HOME/controller.json (``--controller HOST:PORT`` overrides the address)."""
+    from mesh.discovery import parse_address
+
+    path = home.controller_json
+    if not path.exists():
+        if override is None:
+            return None
+        raise ControllerError(
+            f"--controller {override} given, but {path} does not exist",
+            hint="run `mesh up` on this host, or `mesh join HOST:PORT --token T --ca-fingerprint F`",
+        )
+    try:
+        record = json.loads(path.read_text())
+        host, port = parse_address(override or record["address"])
+        bundle_path = home.root / record.get("bundle", "ca/bundle.pem")
+        bundle = bundle_path.read_bytes()
+        identity = record.get("identity") or f"spiffe://{record['trust_domain']}/svc/mesh-controller"
+    except (OSError, ValueError, KeyError) as exc:
+        raise ControllerError(f"cannot read {path}: {exc}", hint="run `mesh up` again to rewrite it") from None
+    return ControllerAddress(host, port, identity, bundle)
+
+
+def read_join_token(home: MeshHome, given: str | None) -> str | None:
+    if given:
+        return given
+    env = os.environ.get("MESH_JOIN_TOKEN")
+    if env:
+        return env
+    try:
+        return home.join_token.read_text().strip() or None
+    except OSError:
+        return None
+
+
+async def request_certificate(
+    controller: ControllerAddress,
+    service: str,
+    *,
+    token: str | None,
+    current: Any | None,
+    ttl: timedelta | None = None,
+) -> Any:
+    """A fresh key (never leaves this process) and a leaf signed by the controller."""
+    from mesh.controller import ApiClient, bootstrap_client_context
+    from mesh.identity import (
+        IssuedCredentials,
+        SpiffeId,
+        client_context,
+        generate_key,
+        key_to_pem,
+        load_certificates,
+        make_csr,
+    )
+
+    trust_domain = SpiffeId.parse(controller.identity).trust_domain
+    identity = SpiffeId(trust_domain, "svc", service)
+    key = generate_key()
+    body: dict[str, Any] = {"service": service, "csr": make_csr(key, identity).decode()}
+    if ttl is not None:
+        body["ttl_seconds"] = ttl.total_seconds()
+    if current is None:
+        if not token:
+            raise IdentityError(
+                "no certificate yet and no join token to ask the controller for one",
+                hint="pass --token, set MESH_JOIN_TOKEN, or run on the controller's host (MESH_HOME/join-token)",
+            )
+        body["token"] = token
+        context = bootstrap_client_context(controller.bundle_pem)
+    else:
+        context = client_context(current, alpn=("h2",))
+    client = await ApiClient.connect(controller.host, controller.port, context, expected_identity=controller.identity)
+    try:
+        response = await client.request("POST", "/v1/certificates", body)
+    finally:
+        await client.aclose()
+    if response.status != 200:
+        error = response.body.get("error") if isinstance(response.body, dict) else response.body
+        raise IdentityError(f"the controller refused a certificate for {service}: {error}")
+    chain = response.body["certificate"].encode()
+    leaf = load_certificates(chain)[0]
+    return IssuedCredentials(
+        identity=identity,
+        cert_chain_pem=chain,
+        key_pem=key_to_pem(key),
+        bundle_pem=response.body.get("bundle", controller.bundle_pem.decode()).encode(),
+        not_after=leaf.not_valid_after_utc,
+    )
+
+
+class ControlLink:
+    def __init__(
+        self,
+        proxy: Proxy,
+        controller: ControllerAddress,
+        view: Any,  # MemoryRegistry that mirrors the controller's endpoints
+        instance: str,
+        leaf_ttl: timedelta | None = None,
+    ) -> None:
+        self.proxy = proxy
+        self.controller = controller
+        self.view = view
+        self.instance = instance
+        self.leaf_ttl = leaf_ttl
+        self.snapshot_version = 0
+        self.config_version = 0
+        self.connected = False
+        self._client: Any = None
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._renew_loop)
+            nursery.start_soon(self._watch_loop)
+
+    # -- certificate renewal -------------------------------------------------------
+
+    async def _renew_loop(self) -> None:
+        from mesh.identity import renew_at
+
+        backoff = BACKOFF_START
+        while True:
+            creds = self.proxy.identity.creds
+            due = renew_at(creds.leaf)
+            wait = (due - datetime.now(timezone.utc)).total_seconds()
+            if wait > 0:
+                await trio.sleep(wait)
+            try:
+                fresh = await request_certificate(
+                    self.controller, self.proxy.settings.service, token=None, current=creds, ttl=self.leaf_ttl
+                )
+            except (ControllerError, IdentityError, OSError, trio.BrokenResourceError) as exc:
+                left = (creds.not_after - datetime.now(timezone.utc)).total_seconds()
+                log.warning("certificate renewal failed (%s); %.0fs left on the current one; retrying", exc, left)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            backoff = BACKOFF_START
+            self.proxy.set_credentials(fresh)
+            log.info("renewed the certificate of %s; valid until %s", fresh.identity, fresh.not_after.isoformat())
+
+    # -- watch and registration ---------------------------------------------------
+
+    async def _watch_loop(self) -> None:
+        from mesh.controller import ApiClient
+        from mesh.identity import client_context
+
+        backoff = BACKOFF_START
+        outage_logged = False
+        while True:
+            try:
+                context = client_context(self.proxy.identity.creds, alpn=("h2",))
+                client = await ApiClient.connect(
+                    self.controller.host, self.controller.port, context, expected_identity=self.controller.identity
+                )
+                self._client = client
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._heartbeat_loop, client)
+                        await self._consume_watch(client)
+                        nursery.cancel_scope.cancel()
+                finally:
+                    self._client = None
+                    await client.aclose()
+                reason = "the controller ended the watch"
+            except (ControllerError, trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError) as exc:
+                reason = str(exc)
+            except Exception as exc:  # noqa: BLE001 - the link must never take the proxy down
+                if type(exc).__name__ != "ApiError":
+                    log.exception("controller link failed")
+                reason = str(exc)
+            was_connected = self.connected
+            self._set_connected(False)
+            if was_connected:  # a fresh outage: start again from short waits
+                backoff, outage_logged = BACKOFF_START, False
+            if not outage_logged:
+                log.warning(
+                    "lost the controller at %s (%s); serving with snapshot %d, retrying",
+                    self.controller.address,
+                    reason,
+                    self.snapshot_version,
+                )
+                outage_logged = True
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _consume_watch(self, client: Any) -> None:
+        path = f"/v1/watch?service={self.proxy.settings.service}&instance={self.instance}"
+        async with client.stream("GET", path) as events:
+            iterator = events.__aiter__()
+            while True:
+                with trio.move_on_after(WATCH_SILENCE_LIMIT) as silent:
+                    try:
+                        event = await iterator.__anext__()
+                    except StopAsyncIteration:
+                        return
+                if silent.cancelled_caught:
+                    raise ControllerError("the watch stream went silent")
+                if not self.connected:
+                    self._set_connected(True)
+                    log.info("connected to the controller at %s", self.controller.address)
+                if event.get("type") == "snapshot":
+                    self.apply_snapshot(event)
+                    await client.request("POST", "/v1/ack", {"instance": self.instance, "version": event["version"]})
+
+    def apply_snapshot(self, snapshot: dict[str, Any]) -> None:
+        """Swap in a whole snapshot at once: the hot path never sees half of one."""
+        from mesh.controller import endpoint_from_dict
+
+        endpoints: dict[str, list[Any]] = {}
+        for service, items in snapshot.get("endpoints", {}).items():
+            for item in items:
+                try:
+                    endpoints.setdefault(service, []).append(endpoint_from_dict(item))
+                except (KeyError, ValueError) as exc:
+                    log.debug("ignored an endpoint of %s in the snapshot: %s", service, exc)
+        self.view.replace_all(endpoints)
+        self.proxy.apply_policy_snapshot(snapshot)
+        self.snapshot_version = int(snapshot.get("version", 0))
+        self.config_version = int(snapshot.get("config_version", 0))
+        log.debug("applied snapshot %d", self.snapshot_version)
+
+    async def _heartbeat_loop(self, client: Any) -> None:
+        while True:
+            await self._register(client)
+            await trio.sleep(HEARTBEAT_SECONDS)
+
+    async def _register(self, client: Any) -> None:
+        bound = self.proxy.bound
+        assert bound is not None
+        host, port = self.proxy.advertised_inbound()
+        body = {
+            "service": self.proxy.settings.service,
+            "instance": self.instance,
+            "address": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            "labels": dict(self.proxy.settings.labels),
+            "admin_port": bound.admin[1],
+            "ttl_seconds": REGISTRATION_TTL,
+            "mesh_version": __version__,
+            "cert_expiry": self.proxy.identity.creds.not_after.timestamp(),
+        }
+        response = await client.request("POST", "/v1/registrations", body)
+        if response.status != 200:
+            log.warning("registration refused: %s", response.body)
+
+    async def withdraw(self) -> None:
+        """Best effort, on shutdown: tell the controller before the listeners close."""
+        client = self._client
+        if client is None:
+            return
+        with trio.move_on_after(1.0):
+            try:
+                await client.request("DELETE", f"/v1/registrations?instance={self.instance}")
+            except Exception:  # noqa: BLE001 - the controller may be gone; expiry covers us
+                pass
+
+    def _set_connected(self, connected: bool) -> None:
+        self.connected = connected
+        self.proxy.metrics.controller_connected.set(1 if connected else 0)
