@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 
-def setup_logging(component: str, debug: bool = False, level: str | None = None) -> None:
+def setup_logging(
+    component: str, debug: bool = False, level: str | None = None, log_file: Path | None = None
+) -> None:
+    """Log lines to stderr, or to ``log_file`` (when the terminal shows a live panel instead)."""
     chosen = logging.DEBUG if debug else getattr(logging, (level or "INFO").upper(), logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
+    handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"[mesh {component}] %(levelname)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -44,17 +44,10 @@ def _root(
 
 
 def _register() -> None:
-    from mesh.cli import version
+    import importlib
 
-    version.register(app)
-    for name in ("ca", "config", "proxy"):
-        try:
-            module = __import__(f"mesh.cli.{name}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"mesh.cli.{name}":
-                raise
-            continue
-        module.register(app)
+    for name in ("version", "ca", "config", "proxy", "controller", "up", "status", "apply", "join"):
+        importlib.import_module(f"mesh.cli.{name}").register(app)
 
 
 _register()

@@ -28,9 +28,14 @@ OutputOption = Annotated[
 
 
 def _console(stderr: bool = False) -> Any:
+    import os
+
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped output (scripts, grep, tests) is not folded at 80 columns.
+    width = None if stream.isatty() else 200
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
 
 
 def render(fmt: OutputFormat, data: Any, view: Callable[[Any], Iterable[Any]] | None = None) -> None:

@@ -72,3 +72,48 @@ def _describe(summary: dict[str, int]) -> str:
 
 def register(app: typer.Typer) -> None:
     app.add_typer(config_app, name="config")
+
+
+@config_app.command()
+def show(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> None:
+    """Show the config in force at the controller, with its version."""
+    from mesh.cli._control import operator_request, raise_for_status
+    from mesh.cli._state import state
+
+    data = raise_for_status(operator_request(state(ctx).home, "GET", "/v1/config"), "mesh config show")
+
+    def view(d: dict) -> list[str]:
+        import tomllib  # noqa: F401 - only to say the text below is TOML-shaped
+
+        lines = [f"# config version {d['version']}"]
+        lines.append(_toml(d["config"]))
+        return lines
+
+    render(output, data, view)
+
+
+def _toml(data: dict) -> str:
+    """A readable TOML rendering of a config dict (tables and arrays of tables)."""
+    import json
+
+    def value(v: object) -> str:
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{json.dumps(k)} = {value(x)}" for k, x in v.items()) + " }"
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return json.dumps(v)
+
+    out: list[str] = []
+    for key, section in data.items():
+        if isinstance(section, dict):
+            out.append(f"[{key}]")
+            out += [f"{k} = {value(v)}" for k, v in section.items()]
+            out.append("")
+        elif isinstance(section, list):
+            for item in section:
+                out.append(f"[[{key}]]")
+                out += [f"{k} = {value(v)}" for k, v in item.items()]
+                out.append("")
+    return "\n".join(out).rstrip() + "\n"

@@ -2,11 +2,12 @@
 
 Every backend (static file, zeroconf, controller) is a ``Registry``; they share
 ``MemoryRegistry`` for the table itself. Parsing (addresses, the endpoints file)
-is pure; only change notification and file polling use trio.
+is pure; only change notification, file polling and zeroconf use trio.
 """
 
 from __future__ import annotations
 
+from mesh.discovery._composite import CompositeRegistry
 from mesh.discovery._endpoint import (
     ADDRESS_FORMAT,
     SERVICE_NAME_PATTERN,
@@ -18,17 +19,38 @@ from mesh.discovery._endpoint import (
 from mesh.discovery._registry import MemoryRegistry, Registry
 from mesh.discovery._static_file import parse_endpoints_file, parse_endpoints_text
 from mesh.discovery._static_registry import StaticFileRegistry
+from mesh.discovery._zeroconf import (
+    CONTROLLER_SERVICE_TYPE,
+    MESH_SERVICE_TYPE,
+    RECORD_TTL,
+    ControllerRecord,
+    MeshServiceRecord,
+    ZeroconfAdvertiser,
+    ZeroconfRegistry,
+    find_controller,
+    zeroconf_works,
+)
 
 __all__ = [
     "ADDRESS_FORMAT",
+    "CONTROLLER_SERVICE_TYPE",
+    "MESH_SERVICE_TYPE",
+    "RECORD_TTL",
     "SERVICE_NAME_PATTERN",
+    "CompositeRegistry",
+    "ControllerRecord",
     "Endpoint",
     "MemoryRegistry",
+    "MeshServiceRecord",
     "Registry",
     "StaticFileRegistry",
+    "ZeroconfAdvertiser",
+    "ZeroconfRegistry",
+    "find_controller",
     "format_address",
     "is_valid_service_name",
     "parse_address",
     "parse_endpoints_file",
     "parse_endpoints_text",
+    "zeroconf_works",
 ]

@@ -86,7 +86,10 @@ def _load_chain_and_key(context: ssl.SSLContext, creds: IssuedCredentials) -> No
             ) from None
 
 
-def _base_context(protocol: int, creds: IssuedCredentials, alpn: Sequence[str]) -> ssl.SSLContext:
+def _verifying_context(
+    protocol: int, bundle_pem: bytes, owner: str, alpn: Sequence[str]
+) -> ssl.SSLContext:
+    """TLS 1.3 only, peers verified against ``bundle_pem``; no certificate of our own (yet)."""
     context = ssl.SSLContext(protocol)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.maximum_version = ssl.TLSVersion.TLSv1_3
@@ -95,15 +98,20 @@ def _base_context(protocol: int, creds: IssuedCredentials, alpn: Sequence[str]) 
     context.verify_mode = ssl.CERT_REQUIRED
     context.verify_flags |= ssl.VERIFY_X509_STRICT
     try:
-        context.load_verify_locations(cadata=creds.bundle_pem.decode("ascii"))
+        context.load_verify_locations(cadata=bundle_pem.decode("ascii"))
     except (ssl.SSLError, UnicodeDecodeError, ValueError):
         raise IdentityError(
-            f"the trust bundle of {creds.identity} is not valid PEM",
+            f"the trust bundle of {owner} is not valid PEM",
             hint="copy bundle.pem again from MESH_HOME/ca/bundle.pem",
         ) from None
-    _load_chain_and_key(context, creds)
     if alpn:
         context.set_alpn_protocols(list(alpn))
+    return context
+
+
+def _base_context(protocol: int, creds: IssuedCredentials, alpn: Sequence[str]) -> ssl.SSLContext:
+    context = _verifying_context(protocol, creds.bundle_pem, str(creds.identity), alpn)
+    _load_chain_and_key(context, creds)
     return context
 
 
@@ -123,10 +131,12 @@ def client_context(creds: IssuedCredentials, alpn: Sequence[str] = DEFAULT_ALPN)
 def peer_identity(ssl_object: PeerCertSource) -> SpiffeId:
     """The SPIFFE id of the verified peer certificate (IdentityError if there is none)."""
     context = getattr(ssl_object, "context", None)
-    if isinstance(context, ssl.SSLContext) and context.verify_mode != ssl.CERT_REQUIRED:
+    # CERT_OPTIONAL still verifies a certificate the peer sends (a bad one aborts
+    # the handshake); only CERT_NONE leaves it unchecked.
+    if isinstance(context, ssl.SSLContext) and context.verify_mode == ssl.CERT_NONE:
         # An unverified certificate proves nothing; refuse rather than trust it.
         raise IdentityError(
-            "the peer certificate was not verified (verify_mode is not CERT_REQUIRED)",
+            "the peer certificate was not verified (verify_mode is CERT_NONE)",
             hint="build the context with mesh.identity.server_context/client_context",
         )
     der = ssl_object.getpeercert(binary_form=True)

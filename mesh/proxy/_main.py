@@ -151,7 +151,7 @@ async def obtain_identity(options: ProxyOptions, controller: Any, ttl: timedelta
             return await request_certificate(
                 controller, options.service, token=read_join_token(options.home, options.token), current=None, ttl=ttl
             )
-        except ControllerError as exc:
+        except (ControllerError, IdentityError) as exc:
             if not options.home.has_ca():
                 raise
             log.warning("%s; issuing a certificate from the local CA instead", exc.message)
@@ -180,6 +180,8 @@ async def _run_proxy(options: ProxyOptions, settings: ProxySettings, ttl: timede
     from mesh.proxy._control import ControlLink, controller_from_home
 
     controller = controller_from_home(options.home, options.controller)
+    if controller is None and options.zeroconf:
+        controller = await _controller_by_zeroconf(options)
     creds = await obtain_identity(options, controller, ttl)
     parts: list[Any] = []
     if settings.endpoints_file is not None:
@@ -205,6 +207,27 @@ async def _run_proxy(options: ProxyOptions, settings: ProxySettings, ttl: timede
     if zeroconf is not None:
         _advertise(proxy, options, instance)
     await proxy.run()
+
+
+async def _controller_by_zeroconf(options: ProxyOptions) -> Any:
+    """No controller.json: look for `_mesh-ctl._tcp`, trusting it only through the bundle we hold."""
+    from mesh.discovery import find_controller
+    from mesh.identity import SpiffeId
+    from mesh.proxy._control import ControllerAddress
+
+    from mesh.identity import load_certificates, trust_domain_of
+
+    bundle_path = options.home.bundle
+    if not bundle_path.exists():
+        return None
+    # Only a controller of our own mesh: others on the same LAN (or laptop) are ignored.
+    trust_domain = trust_domain_of(load_certificates(bundle_path.read_bytes())[0])
+    record = await find_controller(options.interfaces, timeout=1.5, trust_domain=trust_domain)
+    if record is None:
+        return None
+    log.info("found the controller at %s:%d by zeroconf", record.host, record.port)
+    SpiffeId.parse(record.identity)
+    return ControllerAddress(record.host, record.port, record.identity, bundle_path.read_bytes())
 
 
 def _advertise(proxy: Proxy, options: ProxyOptions, instance: str) -> None:

@@ -1,0 +1,40 @@
+"""`mesh controller`: run the control plane in the foreground."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from mesh.cli._state import state
+
+
+def controller(
+    ctx: typer.Context,
+    listen: Annotated[str, typer.Option(help="HOST:PORT of the API (HTTP/2 over mTLS).")] = "127.0.0.1:4190",
+    lan: Annotated[bool, typer.Option("--lan", help="zeroconf on every interface (default: loopback only).")] = False,
+    interface: Annotated[
+        Optional[list[str]], typer.Option("--interface", help="zeroconf on this interface address (repeatable).")
+    ] = None,
+    zeroconf: Annotated[bool, typer.Option("--zeroconf/--no-zeroconf", help="Advertise and browse with mDNS.")] = True,
+) -> None:
+    """Run the controller: CA signing, config store, registry, watch streams."""
+    import trio
+
+    from mesh._logging import setup_logging
+    from mesh.controller import ControllerSettings, run_controller
+    from mesh.proxy._main import parse_listen_address
+
+    st = state(ctx)
+    setup_logging("controller", debug=st.debug)
+    settings = ControllerSettings(
+        home=st.home,
+        listen=parse_listen_address(listen, "--listen"),
+        interfaces=("all",) if lan else tuple(interface or ("127.0.0.1",)),
+        zeroconf=zeroconf,
+    )
+    trio.run(run_controller, settings)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(controller)

@@ -1,0 +1,76 @@
+"""`mesh status`: the control plane, every service with its endpoints and identities."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import typer
+
+from mesh.cli._output import OutputFormat, OutputOption, key_value_table, render, rows_table
+from mesh.cli._state import state
+
+
+def status(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> None:
+    """Show the controller, the services it sees, and each proxy's identity and state."""
+    from mesh.cli._control import operator_request, raise_for_status
+
+    data = raise_for_status(operator_request(state(ctx).home, "GET", "/v1/status"), "mesh status")
+    render(output, data, status_view)
+
+
+def status_view(data: dict[str, Any]) -> list[Any]:
+    c = data["controller"]
+    header = key_value_table(
+        {
+            "controller": c["address"],
+            "version": c["version"],
+            "trust domain": c["trust_domain"],
+            "uptime": f"{c['uptime_seconds']:.0f}s",
+            "state version": c["state_version"],
+            "config version": c["config_version"],
+            "issuer expires": c["issuer_expiry"],
+        }
+    )
+    rows = []
+    now = time.time()
+    for service, endpoints in sorted(data["services"].items()):
+        for e in endpoints:
+            expiry = e.get("cert_expiry")
+            rows.append(
+                (
+                    service,
+                    e["address"],
+                    e.get("identity") or "-",
+                    ", ".join(f"{k}={v}" for k, v in sorted((e.get("labels") or {}).items())) or "-",
+                    e.get("mesh_version") or "-",
+                    _left(expiry - now) if expiry else "-",
+                    _sync(e, c["state_version"]),
+                )
+            )
+    table = rows_table(
+        ("SERVICE", "ENDPOINT", "IDENTITY", "LABELS", "VERSION", "CERT LEFT", "CONFIG"),
+        rows,
+        title=f"{len(data['services'])} services",
+    )
+    return [header, table]
+
+
+def _left(seconds: float) -> str:
+    if seconds <= 0:
+        return "expired"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.0f}h"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds:.0f}s"
+
+
+def _sync(entry: dict[str, Any], current: int) -> str:
+    if not entry.get("watching"):
+        return "zeroconf only" if entry.get("source") == "zeroconf" else "not watching"
+    return "current" if entry.get("acked_version") == current else f"at {entry.get('acked_version')}"
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(status)

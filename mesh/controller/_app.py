@@ -1,0 +1,303 @@
+"""The controller's API: who may do what, and what each endpoint answers.
+
+    POST /v1/certificates     sign a CSR (join token, or the caller's own current certificate)
+    GET  /v1/bundle           trust anchors (public; `mesh join` pins them by fingerprint)
+    GET  /v1/health           version and clock (any caller with a mesh certificate)
+    GET  /v1/config           the config in force, with its version
+    POST /v1/config           apply a whole config (operators)
+    GET  /v1/watch            a stream of snapshots for one proxy (NDJSON)
+    POST /v1/ack              a proxy applied a snapshot version
+    POST /v1/registrations    register / heartbeat an endpoint (hosts without multicast)
+    DELETE /v1/registrations  withdraw it
+    GET  /v1/status           the whole picture for `mesh status` (operators)
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import trio
+
+from mesh import __version__
+from mesh.controller._api import ApiError, ApiRequest, ApiResponse
+from mesh.controller._state import ControllerState, EndpointEntry, endpoint_from_dict, endpoint_to_dict
+from mesh.errors import ConfigError, DiscoveryError, IdentityError
+
+log = logging.getLogger("mesh.controller")
+
+CONTROLLER_SERVICE = "mesh-controller"
+KEEPALIVE_SECONDS = 10.0
+MAX_LEAF_TTL = timedelta(hours=24)
+MIN_LEAF_TTL = timedelta(seconds=10)
+
+
+class ControllerApp:
+    def __init__(self, state: ControllerState, ca: Any, join_token: str, address: str) -> None:
+        self.state = state
+        self.ca = ca
+        self._join_token = join_token.encode()
+        self.address = address
+        self.started = time.time()
+        self._change = trio.Event()
+        self._routes: dict[tuple[str, str], Callable[[ApiRequest], Awaitable[Any]]] = {
+            ("POST", "/v1/certificates"): self.sign,
+            ("GET", "/v1/bundle"): self.bundle,
+            ("GET", "/v1/health"): self.health,
+            ("GET", "/v1/config"): self.get_config,
+            ("POST", "/v1/config"): self.apply_config,
+            ("GET", "/v1/watch"): self.watch,
+            ("POST", "/v1/ack"): self.ack,
+            ("POST", "/v1/registrations"): self.register,
+            ("DELETE", "/v1/registrations"): self.deregister,
+            ("GET", "/v1/status"): self.status,
+        }
+
+    async def handle(self, request: ApiRequest) -> ApiResponse | AsyncIterator[Any]:
+        route = self._routes.get((request.method, request.path))
+        if route is None:
+            if any(path == request.path for _, path in self._routes):
+                raise ApiError(405, f"{request.method} is not allowed on {request.path}")
+            raise ApiError(404, f"no such endpoint: {request.path}")
+        return await route(request)
+
+    async def wait_changed(self) -> None:
+        await self._change.wait()
+
+    def changed(self) -> None:
+        """Wake every watch stream: the state's version moved."""
+        self._change.set()
+        self._change = trio.Event()
+
+    # -- who is asking ---------------------------------------------------------
+
+    def _require_peer(self, request: ApiRequest) -> Any:
+        if request.peer is None:
+            raise ApiError(401, "a client certificate is required", "proxies and the CLI present their mesh identity")
+        if request.peer.trust_domain != self.state.trust_domain:
+            raise ApiError(403, f"{request.peer} is not of trust domain {self.state.trust_domain}")
+        return request.peer
+
+    def _require_operator(self, request: ApiRequest) -> Any:
+        peer = self._require_peer(request)
+        if peer.kind != "operator":
+            log.warning("refused %s %s from %s: operators only", request.method, request.path, peer)
+            raise ApiError(403, f"{peer} is not an operator", "run the CLI on a host with MESH_HOME/operator/")
+        return peer
+
+    def _require_service(self, request: ApiRequest, service: str) -> Any:
+        peer = self._require_peer(request)
+        if peer.kind != "svc" or peer.name != service:
+            log.warning("refused %s %s for %s from %s", request.method, request.path, service, peer)
+            raise ApiError(403, f"{peer} may not act for service {service!r}")
+        return peer
+
+    # -- certificates -------------------------------------------------------------
+
+    async def sign(self, request: ApiRequest) -> ApiResponse:
+        from mesh.identity import service_identity
+
+        body = _object(request.json())
+        service = _string(body, "service")
+        csr = _string(body, "csr").encode()
+        ttl = timedelta(seconds=float(body.get("ttl_seconds") or MAX_LEAF_TTL.total_seconds()))
+        ttl = min(max(ttl, MIN_LEAF_TTL), MAX_LEAF_TTL)
+        if service == CONTROLLER_SERVICE:
+            raise ApiError(403, f"{service!r} is reserved for the controller")
+        if request.peer is not None:
+            self._require_service(request, service)  # renewal: only for yourself
+        else:
+            token = str(body.get("token") or "").encode()
+            if not token or not hmac.compare_digest(token, self._join_token):
+                log.warning("refused a certificate for %s: %s join token", service, "wrong" if token else "no")
+                raise ApiError(
+                    403,
+                    "the join token is missing or wrong",
+                    "use the token that `mesh up` printed (MESH_HOME/join-token on the controller's host)",
+                )
+        try:
+            identity = service_identity(self.state.trust_domain, service)
+            chain = self.ca.sign_csr(csr, identity, ttl)
+        except IdentityError as exc:
+            raise ApiError(400, exc.message, exc.hint) from None
+        log.info("signed a certificate for %s (%s)", identity, "renewal" if request.peer else "join token")
+        return ApiResponse(200, {"certificate": chain.decode(), "bundle": self.ca.bundle_pem.decode()})
+
+    async def bundle(self, request: ApiRequest) -> ApiResponse:
+        return ApiResponse(200, {"bundle": self.ca.bundle_pem.decode(), "trust_domain": self.state.trust_domain})
+
+    async def health(self, request: ApiRequest) -> ApiResponse:
+        self._require_peer(request)
+        return ApiResponse(
+            200,
+            {
+                "version": __version__,
+                "time": time.time(),
+                "trust_domain": self.state.trust_domain,
+                "state_version": self.state.version,
+            },
+        )
+
+    # -- config ------------------------------------------------------------------
+
+    async def get_config(self, request: ApiRequest) -> ApiResponse:
+        self._require_peer(request)
+        state = self.state
+        return ApiResponse(200, {"version": state.config_version, "config": state.config.to_dict()})
+
+    async def apply_config(self, request: ApiRequest) -> ApiResponse:
+        operator = self._require_operator(request)
+        body = _object(request.json())
+        data = body.get("config")
+        if not isinstance(data, dict):
+            raise ApiError(400, "expected {\"config\": {...}}")
+        source = str(body.get("source") or "applied config")
+        before = self.state.config_version
+        try:
+            version = self.state.apply_config(data, source)
+        except ConfigError as exc:
+            issues = [str(i) for i in getattr(exc, "issues", ())] or [exc.message]
+            log.warning("rejected a config from %s: %s", operator, "; ".join(issues))
+            return ApiResponse(400, {"error": "the config is invalid; the previous one stays in force", "issues": issues})
+        if version != before:
+            log.info("config version %d applied by %s", version, operator)
+            self.changed()
+        return ApiResponse(200, {"version": version, "changed": version != before})
+
+    # -- watch ---------------------------------------------------------------------
+
+    async def watch(self, request: ApiRequest) -> AsyncIterator[Any]:
+        service = request.query.get("service", "")
+        instance = request.query.get("instance", "")
+        peer = self._require_service(request, service)
+        if not instance:
+            raise ApiError(400, "query parameter 'instance' is required")
+        return self._watch_stream(instance, service, str(peer))
+
+    async def _watch_stream(self, instance: str, service: str, identity: str) -> AsyncIterator[Any]:
+        state = self.state
+        watch = state.watch_started(instance, service, identity)
+        log.info("proxy %s (%s) is watching", instance, identity)
+        try:
+            sent = 0
+            while True:
+                if state.version != sent:
+                    sent = watch.sent_version = state.version
+                    yield {"type": "snapshot", **state.snapshot()}
+                with trio.move_on_after(KEEPALIVE_SECONDS) as idle:
+                    await self._change.wait()
+                if idle.cancelled_caught:
+                    yield {"type": "keepalive", "version": state.version}
+        finally:
+            state.watch_ended(instance, watch)
+            log.info("proxy %s stopped watching", instance)
+
+    async def ack(self, request: ApiRequest) -> ApiResponse:
+        body = _object(request.json())
+        instance = _string(body, "instance")
+        watch = self.state.watches.get(instance)
+        if watch is not None:
+            self._require_service(request, watch.service)
+        ok = self.state.ack(instance, int(body.get("version", 0)))
+        return ApiResponse(200 if ok else 404, {"acked": ok})
+
+    # -- registrations ----------------------------------------------------------
+
+    async def register(self, request: ApiRequest) -> ApiResponse:
+        body = _object(request.json())
+        service = _string(body, "service")
+        self._require_service(request, service)
+        try:
+            endpoint = endpoint_from_dict({**body, "identity": str(request.peer)})
+        except (KeyError, ValueError, DiscoveryError) as exc:
+            raise ApiError(400, f"invalid registration: {exc}") from None
+        ttl = min(float(body.get("ttl_seconds") or 30.0), 300.0)
+        entry = EndpointEntry(
+            endpoint,
+            _string(body, "instance"),
+            "registration",
+            expires_at=self.state.clock() + ttl,
+            version=str(body.get("mesh_version") or ""),
+            cert_expiry=body.get("cert_expiry"),
+        )
+        if self.state.upsert(entry):
+            log.info("registered %s at %s", entry.instance, endpoint.address)
+            self.changed()
+        return ApiResponse(200, {"ttl_seconds": ttl})
+
+    async def deregister(self, request: ApiRequest) -> ApiResponse:
+        instance = request.query.get("instance", "")
+        entry = next((e for e in self.state.entries() if e.instance == instance), None)
+        if entry is None:
+            return ApiResponse(404, {"error": f"no registration {instance!r}"})
+        self._require_service(request, entry.endpoint.service)
+        if self.state.remove(instance, "registration"):
+            log.info("withdrew %s", instance)
+            self.changed()
+        return ApiResponse(200, {"removed": True})
+
+    # -- status ------------------------------------------------------------------
+
+    async def status(self, request: ApiRequest) -> ApiResponse:
+        self._require_operator(request)
+        return ApiResponse(200, self.status_view())
+
+    def status_view(self) -> dict[str, Any]:
+        state = self.state
+        services: dict[str, list[dict[str, Any]]] = {}
+        registered = {e.endpoint.address for e in state.entries() if e.source == "registration"}
+        for entry in state.entries():
+            if entry.source == "zeroconf" and entry.endpoint.address in registered:
+                continue  # the same proxy, seen both ways: show its registration
+            watch = state.watches.get(entry.instance)
+            services.setdefault(entry.endpoint.service, []).append(
+                {
+                    **endpoint_to_dict(entry.endpoint),
+                    "instance": entry.instance,
+                    "source": entry.source,
+                    "mesh_version": entry.version,
+                    "cert_expiry": entry.cert_expiry,
+                    "watching": watch is not None,
+                    "acked_version": watch.acked_version if watch else None,
+                }
+            )
+        return {
+            "controller": {
+                "address": self.address,
+                "version": __version__,
+                "trust_domain": state.trust_domain,
+                "uptime_seconds": round(time.time() - self.started, 1),
+                "state_version": state.version,
+                "config_version": state.config_version,
+                "issuer_expiry": self.ca.issuer_not_after.isoformat(),
+            },
+            "services": services,
+            "watches": [
+                {
+                    "instance": w.instance,
+                    "service": w.service,
+                    "identity": w.identity,
+                    "acked_version": w.acked_version,
+                    "current": w.acked_version == state.version,
+                }
+                for w in state.watches.values()
+            ],
+            "config": state.config.summary(),
+        }
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ApiError(400, "expected a JSON object")
+    return value
+
+
+def _string(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value:
+        raise ApiError(400, f"expected a non-empty string at {key!r}")
+    return value

@@ -1,0 +1,199 @@
+"""`mesh controller`: the control plane in one trio process.
+
+Start-up order: take the MESH_HOME lock (one controller per home), load the
+CA, make sure the join token and the operator identity exist, bind the API
+port, write controller.json, then serve: the API, lease expiry, and zeroconf
+(advertise ourselves, feed what we browse into the registry).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import getpass
+import json
+import logging
+import os
+import re
+import secrets
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import trio
+
+from mesh import __version__
+from mesh.controller._app import CONTROLLER_SERVICE, ControllerApp
+from mesh.controller._state import ControllerState, EndpointEntry
+from mesh.errors import ControllerError
+from mesh.home import MeshHome, atomic_write
+
+log = logging.getLogger("mesh.controller")
+
+DEFAULT_LISTEN = ("127.0.0.1", 4190)
+CONTROLLER_CERT_TTL = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    home: MeshHome
+    listen: tuple[str, int] = DEFAULT_LISTEN
+    interfaces: tuple[str, ...] = ("127.0.0.1",)
+    zeroconf: bool = True
+
+
+@contextmanager
+def home_lock(home: MeshHome) -> Iterator[None]:
+    """One controller per MESH_HOME: an flock on run/controller.lock (released by the kernel on death)."""
+    run_dir = home.ensure_dir(home.run_dir)
+    path = run_dir / "controller.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise ControllerError(
+                f"another controller is already running on {home.root} (pid {holder})",
+                hint="`mesh status` shows it; `mesh down` stops it",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def ensure_join_token(home: MeshHome) -> str:
+    path = home.join_token
+    if path.exists():
+        token = path.read_text().strip()
+        if token:
+            return token
+    token = secrets.token_urlsafe(32)
+    atomic_write(path, token + "\n", mode=0o600)
+    return token
+
+
+def operator_name() -> str:
+    try:
+        name = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+        name = "admin"
+    name = re.sub(r"[^a-z0-9-]", "-", name.lower()).strip("-")[:63] or "admin"
+    return name
+
+
+def ensure_operator(home: MeshHome, ca: Any) -> None:
+    """The CLI's own identity toward the controller (MESH_HOME/operator/)."""
+    from mesh.identity import operator_identity
+
+    cert = home.operator_dir / "cert.pem"
+    if cert.exists():
+        return
+    home.ensure_dir(home.operator_dir)
+    creds = ca.issue(operator_identity(ca.trust_domain, operator_name()), ttl=timedelta(days=365))
+    creds.write(home.operator_dir)
+
+
+def write_controller_json(home: MeshHome, address: tuple[str, int], trust_domain: str, identity: str) -> None:
+    host, port = address
+    record = {
+        "address": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+        "trust_domain": trust_domain,
+        "bundle": "ca/bundle.pem",
+        "identity": identity,
+        "version": __version__,
+        "pid": os.getpid(),
+    }
+    atomic_write(home.controller_json, json.dumps(record, indent=2) + "\n", mode=0o644)
+
+
+async def run_controller(
+    settings: ControllerSettings, *, task_status: trio.TaskStatus[ControllerApp] = trio.TASK_STATUS_IGNORED
+) -> None:
+    from mesh.controller._api import serve_api, server_context_optional_client
+    from mesh.identity import CertificateAuthority, service_identity
+
+    home = settings.home
+    with home_lock(home):
+        ca = CertificateAuthority.load(home)
+        token = ensure_join_token(home)
+        ensure_operator(home, ca)
+        identity = service_identity(ca.trust_domain, CONTROLLER_SERVICE)
+        creds = ca.issue(identity, ttl=CONTROLLER_CERT_TTL)
+        context = server_context_optional_client(creds)
+        host, port = settings.listen
+        try:
+            listener = (await trio.open_tcp_listeners(port, host=host))[0]
+        except OSError as exc:
+            hint = "stop what holds it, or pick another with --listen HOST:PORT" if exc.errno == 98 else None
+            raise ControllerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint=hint) from None
+        bound = listener.socket.getsockname()[:2]
+        state = ControllerState(trust_domain=ca.trust_domain)
+        app = ControllerApp(state, ca, token, f"{bound[0]}:{bound[1]}")
+        write_controller_json(home, bound, ca.trust_domain, str(identity))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_api, listener, context, app.handle)
+            nursery.start_soon(_expire_leases, app)
+            if settings.zeroconf:
+                await nursery.start(_zeroconf, app, settings, str(identity), bound)
+            log.info("controller listening on %s:%d (trust domain %s)", bound[0], bound[1], ca.trust_domain)
+            task_status.started(app)
+            await _wait_for_signal()
+            log.info("controller stopping")
+            nursery.cancel_scope.cancel()
+
+
+async def _wait_for_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s", signal.Signals(signum).name)
+            return
+
+
+async def _expire_leases(app: ControllerApp) -> None:
+    while True:
+        await trio.sleep(1.0)
+        dead = app.state.expire()
+        if dead:
+            log.info("registrations expired: %s", ", ".join(dead))
+            app.changed()
+
+
+async def _zeroconf(
+    app: ControllerApp,
+    settings: ControllerSettings,
+    identity: str,
+    bound: tuple[str, int],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Advertise `_mesh-ctl._tcp` and mirror every `_mesh._tcp` record into the registry."""
+    from mesh.discovery import ControllerRecord, ZeroconfAdvertiser, ZeroconfRegistry
+
+    registry = ZeroconfRegistry(interfaces=settings.interfaces, trust_domain=app.state.trust_domain)
+    advertiser = ZeroconfAdvertiser(interfaces=settings.interfaces)
+    host = bound[0] if bound[0] not in ("0.0.0.0", "::") else "127.0.0.1"
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(registry.run)
+            await advertiser.advertise(ControllerRecord(identity=identity, host=host, port=bound[1], version=__version__))
+            task_status.started()
+            version = -1
+            while True:
+                if registry.version != version:
+                    version = registry.version
+                    entries = [
+                        EndpointEntry(endpoint, f"zeroconf:{endpoint.address}", "zeroconf")
+                        for service in registry.services()
+                        for endpoint in registry.endpoints(service)
+                    ]
+                    if app.state.replace_source("zeroconf", entries):
+                        app.changed()
+                await registry.wait_changed(version)
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            await advertiser.aclose()

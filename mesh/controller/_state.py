@@ -1,0 +1,199 @@
+"""The control plane's state, pure and synchronous (no trio, no sockets).
+
+What the controller knows: the applied config (versioned), the endpoints of
+every service (seen via zeroconf or registered directly, with expiry), and the
+proxies that watch it (with the snapshot version each acknowledged). Every
+change bumps ``version``; a proxy's snapshot is built from the state at that
+version, so two proxies that acked the same version see the same world.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from mesh.config import MeshConfig, parse_config
+from mesh.discovery import Endpoint
+
+# Registrations (hosts without multicast) live this long without a heartbeat.
+DEFAULT_REGISTRATION_TTL = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointEntry:
+    endpoint: Endpoint
+    instance: str  # unique per proxy: "<service>-<random>"
+    source: str  # "zeroconf" | "registration"
+    expires_at: float | None = None  # registrations only
+    version: str | None = None  # the proxy's mesh version, when known
+    cert_expiry: float | None = None  # Unix time, reported by registrations
+
+
+@dataclass(slots=True)
+class ProxyWatch:
+    instance: str
+    service: str
+    identity: str
+    connected_at: float
+    acked_version: int = 0
+    sent_version: int = 0
+
+
+@dataclass
+class ControllerState:
+    trust_domain: str
+    clock: Callable[[], float] = time.time
+    config: MeshConfig = field(default_factory=lambda: parse_config({}))
+    config_version: int = 0
+    version: int = 1
+    _entries: dict[str, EndpointEntry] = field(default_factory=dict)  # by instance
+    watches: dict[str, ProxyWatch] = field(default_factory=dict)  # by instance
+
+    def _changed(self) -> None:
+        self.version += 1
+
+    # -- config ------------------------------------------------------------
+
+    def apply_config(self, data: dict[str, Any], source: str = "applied config") -> int:
+        """Validate the whole config, then swap it in. Raises ConfigInvalid; the old config stays."""
+        config = parse_config(data, source)
+        if config.mesh.trust_domain != self.trust_domain:
+            from mesh.config import ConfigInvalid, ConfigIssue
+
+            raise ConfigInvalid(
+                (
+                    ConfigIssue(
+                        source,
+                        "mesh.trust_domain",
+                        f"expected {self.trust_domain!r} (the CA's trust domain), found {config.mesh.trust_domain!r}",
+                    ),
+                )
+            )
+        if config == self.config:
+            return self.config_version
+        self.config = config
+        self.config_version += 1
+        self._changed()
+        return self.config_version
+
+    # -- registry ---------------------------------------------------------------
+
+    def upsert(self, entry: EndpointEntry) -> bool:
+        old = self._entries.get(entry.instance)
+        if old is not None and old.endpoint == entry.endpoint and old.source == entry.source:
+            # A heartbeat: extend the lease without waking every watcher.
+            self._entries[entry.instance] = entry
+            return False
+        self._entries[entry.instance] = entry
+        self._changed()
+        return True
+
+    def remove(self, instance: str, source: str | None = None) -> bool:
+        entry = self._entries.get(instance)
+        if entry is None or (source is not None and entry.source != source):
+            return False
+        del self._entries[instance]
+        self._changed()
+        return True
+
+    def replace_source(self, source: str, entries: Iterable[EndpointEntry]) -> bool:
+        """Make the entries of ``source`` exactly ``entries`` (zeroconf's whole view)."""
+        wanted = {e.instance: e for e in entries}
+        current = {k: v for k, v in self._entries.items() if v.source == source}
+        if {k: v.endpoint for k, v in current.items()} == {k: v.endpoint for k, v in wanted.items()}:
+            return False
+        for instance in current:
+            if instance not in wanted:
+                del self._entries[instance]
+        self._entries.update(wanted)
+        self._changed()
+        return True
+
+    def expire(self) -> list[str]:
+        """Drop registrations whose lease ran out; returns their instances."""
+        now = self.clock()
+        dead = [k for k, e in self._entries.items() if e.expires_at is not None and e.expires_at < now]
+        for instance in dead:
+            del self._entries[instance]
+        if dead:
+            self._changed()
+        return dead
+
+    def endpoints(self) -> dict[str, list[Endpoint]]:
+        """Every service's endpoints; one endpoint per address (zeroconf and a registration may both see it)."""
+        by_service: dict[str, dict[str, Endpoint]] = {}
+        for entry in sorted(self._entries.values(), key=lambda e: (e.source != "registration", e.instance)):
+            by_service.setdefault(entry.endpoint.service, {}).setdefault(entry.endpoint.address, entry.endpoint)
+        return {svc: list(eps.values()) for svc, eps in sorted(by_service.items())}
+
+    def entries(self) -> list[EndpointEntry]:
+        return sorted(self._entries.values(), key=lambda e: (e.endpoint.service, e.instance))
+
+    # -- watches ----------------------------------------------------------------
+
+    def watch_started(self, instance: str, service: str, identity: str) -> ProxyWatch:
+        watch = ProxyWatch(instance, service, identity, self.clock())
+        self.watches[instance] = watch
+        return watch
+
+    def watch_ended(self, instance: str, watch: ProxyWatch) -> None:
+        if self.watches.get(instance) is watch:
+            del self.watches[instance]
+
+    def ack(self, instance: str, version: int) -> bool:
+        watch = self.watches.get(instance)
+        if watch is None:
+            return False
+        watch.acked_version = max(watch.acked_version, version)
+        return True
+
+    def snapshot(self) -> dict[str, Any]:
+        """What every proxy receives: the whole (small) world at this version.
+
+        A proxy cannot know in advance which services its app will call (any
+        `HTTP_PROXY` request may name one), so it gets all endpoints; on one
+        laptop or rack this is a few kilobytes.
+        """
+        config = self.config
+        return {
+            "version": self.version,
+            "config_version": self.config_version,
+            "trust_domain": self.trust_domain,
+            "authz_default": config.mesh.authz_default,
+            "endpoints": {
+                svc: [endpoint_to_dict(e) for e in eps] for svc, eps in self.endpoints().items()
+            },
+            "routes": [r.to_dict() for r in config.routes],
+            "policies": [p.to_dict() for p in config.policies],
+        }
+
+
+def endpoint_to_dict(endpoint: Endpoint) -> dict[str, Any]:
+    return {
+        "service": endpoint.service,
+        "address": endpoint.address,
+        "identity": endpoint.identity,
+        "labels": dict(endpoint.labels),
+        "admin_port": endpoint.admin_port,
+    }
+
+
+def endpoint_from_dict(data: dict[str, Any]) -> Endpoint:
+    from mesh.discovery import parse_address
+
+    host, port = parse_address(str(data["address"]))
+    labels = data.get("labels") or {}
+    return Endpoint(
+        service=str(data["service"]),
+        host=host,
+        port=port,
+        identity=data.get("identity"),
+        labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
+        admin_port=data.get("admin_port"),
+    )
+
+
+def with_lease(entry: EndpointEntry, ttl: float, now: float) -> EndpointEntry:
+    return replace(entry, expires_at=now + ttl)

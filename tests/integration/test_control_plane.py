@@ -1,0 +1,261 @@
+"""`mesh up`, `mesh controller`, discovery, certificates and config push, with real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.integration.conftest import Cluster, ProxyInfo
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def up(cluster: Cluster) -> dict:
+    """`mesh up --detach` on an ephemeral port, in this test's trust domain."""
+    cluster.init_ca()
+    result = cluster.mesh("up", "--detach", "--listen", "127.0.0.1:0", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    cluster.processes.append(_adopt(cluster, "controller", info["pid"]))
+    return info
+
+
+def _adopt(cluster: Cluster, name: str, pid: int):  # noqa: ANN202 - a Process for cleanup
+    """Make a detached daemon part of the test's clean-up."""
+    from tests.integration.conftest import Process
+
+    class Adopted:
+        def __init__(self, pid: int) -> None:
+            self.pid = pid
+            self.returncode: int | None = None
+
+        def poll(self) -> int | None:
+            from mesh.controller._daemon import alive
+
+            if not alive(self.pid):
+                self.returncode = 0
+            return self.returncode
+
+        def wait(self, timeout: float | None = None) -> int:
+            deadline = time.monotonic() + (timeout or 10)
+            while self.poll() is None:
+                if time.monotonic() > deadline:
+                    raise subprocess.TimeoutExpired("daemon", timeout or 10)
+                time.sleep(0.05)
+            return 0
+
+        def send_signal(self, signum: int) -> None:
+            os.kill(self.pid, signum)
+
+        def kill(self) -> None:
+            os.kill(self.pid, signal.SIGKILL)
+
+    return Process(name, Adopted(pid), cluster.home / "run" / f"{name}.log")  # type: ignore[arg-type]
+
+
+def status(cluster: Cluster) -> dict:
+    result = cluster.mesh("status", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def get(proxy: ProxyInfo, url: str, timeout: float = 5) -> requests.Response:
+    return requests.get(url, proxies={"http": proxy.proxy_url}, timeout=timeout)
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except (requests.RequestException, AssertionError, KeyError) as exc:
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def admin_config(proxy: ProxyInfo) -> dict:
+    return requests.get(proxy.admin_url + "/config", timeout=5).json()
+
+
+def metric(proxy: ProxyInfo, name: str) -> float:
+    from mesh.telemetry import parse_prometheus_text
+
+    text = requests.get(proxy.admin_url + "/metrics", timeout=5).text
+    return sum(s.value for s in parse_prometheus_text(text) if s.name == name)
+
+
+def test_up_discover_route_status_and_down(cluster: Cluster) -> None:
+    info = up(cluster)
+    assert info["join"].startswith("mesh join 127.0.0.1:")
+    web = cluster.proxy("web", cluster.app("http", "web"))
+    started = time.monotonic()
+    client = cluster.proxy("client", cluster.app("http", "client"))
+    # No endpoints file: zeroconf and the controller's watch find web.
+    wait_for(lambda: get(client, "http://web/", timeout=2).status_code == 200, 5, "client → web")
+    assert time.monotonic() - started < 5 + 3  # within 5 s of the second proxy being up
+    assert get(client, "http://web/headers").json()["mesh-client-id"] == cluster.spiffe("client")
+
+    state = wait_for(lambda: (s := status(cluster)) and {"web", "client"} <= set(s["services"]) and s, 5, "status")
+    web_entry = state["services"]["web"][0]
+    assert web_entry["identity"] == cluster.spiffe("web")
+    assert web_entry["address"] == f"127.0.0.1:{web.inbound}"
+    text = cluster.mesh("status")
+    assert text.returncode == 0 and "web" in text.stdout and "client" in text.stdout
+
+    # A proxy stopped with SIGTERM disappears from status and from its peers' endpoints.
+    assert web.process.terminate() == 0
+    wait_for(lambda: "web" not in status(cluster)["services"], 5, "web gone from status")
+    wait_for(lambda: "web" not in admin_config(client)["endpoints"], 5, "web gone from client's endpoints")
+    assert get(client, "http://web/").status_code == 503
+
+    down = cluster.mesh("down", "-o", "json")
+    assert down.returncode == 0, down.stderr
+    assert [d["name"] for d in json.loads(down.stdout)["stopped"]] == ["controller"]
+    from mesh.controller._daemon import alive  # a zombie (nobody reaps in a container) is not alive
+
+    assert not alive(info["pid"])
+
+
+def test_apply_reaches_proxies_and_bad_config_is_rejected(cluster: Cluster, tmp_path: Path) -> None:
+    up(cluster)
+    web = cluster.proxy("web", cluster.app("http", "web"))
+    wait_for(lambda: admin_config(web)["controller"]["connected"], 5, "web connected")
+    good = tmp_path / "mesh.toml"
+    good.write_text(
+        f'[mesh]\ntrust_domain = "{cluster.trust_domain}"\n\n'
+        '[[route]]\nservice = "web"\ntimeout = "3s"\n\n[[policy]]\nservice = "web"\nallow = ["client"]\n'
+    )
+    started = time.monotonic()
+    result = cluster.mesh("apply", str(good))
+    assert result.returncode == 0, result.stderr
+    assert "applied, config version 1" in result.stdout
+    wait_for(lambda: admin_config(web)["controller"]["config_version"] == 1, 2, "config version 1 at web")
+    assert time.monotonic() - started < 2.5
+    assert admin_config(web)["policies"][0]["allow"] == ["client"]
+
+    shown = json.loads(cluster.mesh("config", "show", "-o", "json").stdout)
+    assert shown["version"] == 1 and shown["config"]["route"][0]["timeout"] == "3s"
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[route]]\nservice = "web"\nsplit = [ { labels = { version = "v1" }, weight = 90 } ]\n')
+    result = cluster.mesh("apply", str(bad))
+    assert result.returncode == 1
+    assert "route[0].split: expected weights that sum to 100, found 90" in result.stderr
+    assert json.loads(cluster.mesh("config", "show", "-o", "json").stdout)["version"] == 1
+    assert admin_config(web)["controller"]["config_version"] == 1
+
+
+def test_short_lived_certificates_renew_without_failed_requests(cluster: Cluster) -> None:
+    up(cluster)
+    web = cluster.proxy("web", cluster.app("http", "web"), extra=["--cert-ttl", "12s"])
+    client = cluster.proxy("client", cluster.app("http", "client"), extra=["--cert-ttl", "12s"])
+    wait_for(lambda: get(client, "http://web/").status_code == 200, 5, "client → web")
+    first = {p.process.name: admin_config(p)["certificate_expiry"] for p in (web, client)}
+    failures: list[str] = []
+    count = 0
+    deadline = time.monotonic() + 13  # past 70 % of 12 s: every proxy renews at least once
+    with requests.Session() as session:
+        session.proxies = {"http": client.proxy_url}
+        while time.monotonic() < deadline:
+            try:
+                response = session.get("http://web/", timeout=5)
+                if response.status_code != 200:
+                    failures.append(f"{response.status_code} {response.headers.get('x-mesh-error')}")
+            except requests.RequestException as exc:
+                failures.append(repr(exc))
+            count += 1
+            time.sleep(0.02)
+    assert failures == []
+    assert count > 100
+    for proxy in (web, client):
+        assert admin_config(proxy)["certificate_expiry"] != first[proxy.process.name]
+        proxy.process.wait_for("renewed the certificate")
+
+
+def test_controller_killed_traffic_flows_and_restart_resyncs(cluster: Cluster, tmp_path: Path) -> None:
+    info = up(cluster)
+    web = cluster.proxy("web", cluster.app("http", "web"))
+    client = cluster.proxy("client", cluster.app("http", "client"))
+    wait_for(lambda: get(client, "http://web/").status_code == 200, 5, "client → web")
+    wait_for(lambda: metric(client, "controller_connected") == 1, 5, "connected")
+    os.kill(info["pid"], signal.SIGKILL)
+    wait_for(lambda: metric(client, "controller_connected") == 0, 30, "controller_connected 0")
+    for _ in range(20):
+        assert get(client, "http://web/").status_code == 200
+    # Restart on the same port: proxies reconnect and resync by themselves.
+    address = json.loads((cluster.home / "controller.json").read_text())["address"]
+    restarted = cluster.spawn("controller-2", [sys.executable, "-m", "mesh", "controller", "--listen", address])
+    restarted.wait_for("controller listening")
+    wait_for(lambda: metric(client, "controller_connected") == 1, 15, "reconnected")
+    config = tmp_path / "mesh.toml"
+    config.write_text(f'[mesh]\ntrust_domain = "{cluster.trust_domain}"\n\n[[route]]\nservice = "web"\ntimeout = "4s"\n')
+    assert cluster.mesh("apply", str(config)).returncode == 0
+    wait_for(lambda: admin_config(web)["routes"] and admin_config(web)["routes"][0]["timeout"] == "4s", 3, "resync")
+    assert get(client, "http://web/").status_code == 200
+
+
+def test_refusals(cluster: Cluster) -> None:
+    info = up(cluster)
+    # A second controller on the same home says so and exits.
+    second = cluster.mesh("controller", "--listen", "127.0.0.1:0", timeout=20)
+    assert second.returncode == 1
+    assert "another controller is already running" in second.stderr
+    # `mesh up` again: already up.
+    again = cluster.mesh("up", "--detach", "--listen", "127.0.0.1:0")
+    assert again.returncode == 1 and "already up" in again.stderr
+    # A port in use: a clear error naming it (another home, same port as ours).
+    other = Cluster(cluster.tmp / "other")
+    other.home.mkdir(parents=True)
+    assert other.mesh("ca", "init").returncode == 0
+    busy = other.mesh("controller", "--listen", info["controller"], timeout=20)
+    assert busy.returncode == 1 and info["controller"] in busy.stderr and "in use" in busy.stderr
+    # A wrong join token: refused, and the proxy does not start.
+    (cluster.home / "ca" / "issuer.key").rename(cluster.home / "ca" / "issuer.key.away")  # no local fallback
+    try:
+        refused = cluster.mesh(
+            "proxy", "--service", "web", "--app", "127.0.0.1:1", "--token", "wrong", "--no-zeroconf", timeout=20
+        )
+    finally:
+        (cluster.home / "ca" / "issuer.key.away").rename(cluster.home / "ca" / "issuer.key")
+    assert refused.returncode == 1
+    assert "join token is missing or wrong" in refused.stderr
+    # A certificate for someone else's identity: refused (403) and logged.
+    from tests.integration.controller_client import renew_as
+
+    status_code, body = renew_as(cluster.home, holder="web", asks_for="ratings")
+    assert status_code == 403 and "may not act for service 'ratings'" in body["error"]
+    controller_log = (cluster.home / "run" / "controller.log").read_text()
+    assert "refused POST /v1/certificates for ratings" in controller_log
+
+
+def test_join_pins_the_bundle_by_fingerprint(cluster: Cluster, tmp_path: Path) -> None:
+    info = up(cluster)
+    address = info["controller"]
+    token = (cluster.home / "join-token").read_text().strip()
+    other = Cluster(tmp_path / "host-b")
+    other.home.mkdir(parents=True)
+    wrong = other.mesh("join", address, "--token", token, "--ca-fingerprint", "sha256:" + "0" * 64)
+    assert wrong.returncode == 1 and "does not have fingerprint" in wrong.stderr
+    assert not (other.home / "controller.json").exists()
+    ok = other.mesh("join", address, "--token", token, "--ca-fingerprint", info["ca_fingerprint"])
+    assert ok.returncode == 0, ok.stderr
+    assert (other.home / "ca" / "bundle.pem").read_bytes() == (cluster.home / "ca" / "bundle.pem").read_bytes()
+    # A proxy on the joined "host" gets its certificate from the controller with the token.
+    other.trust_domain = cluster.trust_domain
+    web = other.proxy("web", other.app("http", "web"))
+    assert admin_config(web)["identity"] == cluster.spiffe("web")
+    wait_for(lambda: "web" in status(cluster)["services"], 5, "web registered")
