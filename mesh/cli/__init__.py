@@ -46,11 +46,21 @@ def _root(
 def _register() -> None:
     import importlib
 
-    for name in ("version", "ca", "config", "proxy", "controller", "up", "status", "apply", "join"):
+    for name in ("version", "ca", "config", "proxy", "inject", "gateway", "controller", "up", "status", "apply", "join"):
         importlib.import_module(f"mesh.cli.{name}").register(app)
 
 
 _register()
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    """The first MeshError (or KeyboardInterrupt) in a tree of exception groups, else the group."""
+    from mesh.errors import MeshError
+
+    matched = group.subgroup(lambda e: isinstance(e, (MeshError, KeyboardInterrupt)))
+    while isinstance(matched, BaseExceptionGroup):
+        matched = matched.exceptions[0]
+    return matched if matched is not None else group
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,7 +70,14 @@ def main(argv: list[str] | None = None) -> None:
     from mesh.errors import MeshError
 
     try:
-        app(args=args, prog_name="mesh")
+        try:
+            app(args=args, prog_name="mesh")
+        except BaseExceptionGroup as group:
+            # trio wraps errors raised inside nurseries; the user wants the error itself.
+            leaf = _first_leaf(group)
+            if leaf is group:
+                raise
+            raise leaf from group
     except MeshError as exc:
         if debug:
             import traceback

@@ -265,6 +265,7 @@ class ControlLink:
         log.debug("applied snapshot %d", self.snapshot_version)
 
     async def _heartbeat_loop(self, client: Any) -> None:
+        await self.proxy.app_ready.wait()
         while True:
             await self._register(client)
             await trio.sleep(HEARTBEAT_SECONDS)

@@ -69,13 +69,13 @@ def settings_from(options: ProxyOptions) -> ProxySettings:
 
     if not is_valid_service_name(options.service):
         raise ProxyError(f"--service: invalid service name {options.service!r}", hint=f"use {SERVICE_NAME_RULE}")
-    upstreams: dict[str, int] = {}
+    upstreams: dict[str, tuple[str, int]] = {}
     for name, port in parse_pairs(options.upstreams, "--upstream", "SVC=PORT, e.g. web=9001").items():
         if not is_valid_service_name(name):
             raise ProxyError(f"--upstream: invalid service name {name!r}", hint=f"use {SERVICE_NAME_RULE}")
         if not port.isdigit() or int(port) > 65535:
             raise ProxyError(f"--upstream: invalid port {port!r} for {name}", hint="a port is 1-65535 (0: any free port)")
-        upstreams[name] = int(port)
+        upstreams[name] = ("127.0.0.1", int(port))
     durations: dict[str, float] = {}
     for option in ("request_timeout", "idle_timeout", "head_timeout", "drain_timeout"):
         text = getattr(options, option)
@@ -160,8 +160,13 @@ async def obtain_identity(options: ProxyOptions, controller: Any, ttl: timedelta
 
 def run_proxy_command(options: ProxyOptions) -> None:
     settings = settings_from(options)
-    ttl = _cert_ttl(options)
-    trio.run(_run_proxy, options, settings, ttl)
+
+    async def main() -> None:
+        proxy = await build_proxy(options, settings)
+        proxy.app_ready.set()  # a standalone sidecar: the app is already there
+        await proxy.run()
+
+    trio.run(main)
 
 
 def _cert_ttl(options: ProxyOptions) -> timedelta | None:
@@ -175,10 +180,12 @@ def _cert_ttl(options: ProxyOptions) -> timedelta | None:
         raise ProxyError(f"--cert-ttl: invalid duration {options.cert_ttl!r}", hint="e.g. 20s, 1h, 24h") from None
 
 
-async def _run_proxy(options: ProxyOptions, settings: ProxySettings, ttl: timedelta | None) -> None:
+async def build_proxy(options: ProxyOptions, settings: ProxySettings) -> Proxy:
+    """Identity, registries, controller link and zeroconf, wired into a Proxy (not yet running)."""
     from mesh.discovery import CompositeRegistry, MemoryRegistry, StaticFileRegistry
     from mesh.proxy._control import ControlLink, controller_from_home
 
+    ttl = _cert_ttl(options)
     controller = controller_from_home(options.home, options.controller)
     if controller is None and options.zeroconf:
         controller = await _controller_by_zeroconf(options)
@@ -206,7 +213,7 @@ async def _run_proxy(options: ProxyOptions, settings: ProxySettings, ttl: timede
         proxy.background.append(lambda: _renew_locally(proxy, options, ttl))
     if zeroconf is not None:
         _advertise(proxy, options, instance)
-    await proxy.run()
+    return proxy
 
 
 async def _controller_by_zeroconf(options: ProxyOptions) -> Any:
@@ -238,6 +245,7 @@ def _advertise(proxy: Proxy, options: ProxyOptions, instance: str) -> None:
     record: list[Any] = []
 
     async def advertise() -> None:
+        await proxy.app_ready.wait()
         assert proxy.bound is not None
         host, port = proxy.advertised_inbound()
         record.append(

@@ -40,12 +40,12 @@ SERVER_SPEAKS_FIRST_AFTER = 1.0  # seconds of client silence on an --upstream li
 @dataclass(frozen=True)
 class ProxySettings:
     service: str
-    app: tuple[str, int]
+    app: tuple[str, int] | None  # None: a gateway, which has no app behind it
     inbound: tuple[str, int] = ("127.0.0.1", 0)
     outbound: tuple[str, int] = ("127.0.0.1", 0)
     admin: tuple[str, int] = ("127.0.0.1", 0)
     endpoints_file: Path | None = None
-    upstreams: Mapping[str, int] = field(default_factory=dict)
+    upstreams: Mapping[str, tuple[str, int]] = field(default_factory=dict)  # service → local listen address
     labels: Mapping[str, str] = field(default_factory=dict)
     limits: Limits = Limits()
 
@@ -88,11 +88,13 @@ class Proxy:
         # The provider reads self.identity at each connect, so a renewed certificate is used at once.
         self.peer_pool = ConnectionPool(lambda alpn: self.identity.client(alpn), connect_timeout=5.0)
         self.app_pool = ConnectionPool(None, connect_timeout=5.0)
-        self.app_key = UpstreamKey(settings.app[0], settings.app[1], None, None)
+        self.app_key = UpstreamKey(settings.app[0], settings.app[1], None, None) if settings.app else None
         self.started = time.time()
         self.bound: BoundAddresses | None = None
         self.handle_signals = True
         self._stop = trio.Event()
+        # Set once the app accepts connections: only then do we advertise and register.
+        self.app_ready = trio.Event()
         self.shutdown_hooks: list[Callable[[], Awaitable[None]]] = []  # run before draining
         self.background: list[Callable[[], Awaitable[None]]] = []  # started once listening
         self.routes: list[dict[str, Any]] = []
@@ -125,7 +127,7 @@ class Proxy:
         inbound = await _listen(s.inbound, "inbound")
         outbound = await _listen(s.outbound, "outbound")
         admin = await _listen(s.admin, "admin")
-        upstream_listeners = {svc: await _listen(("127.0.0.1", port), f"upstream {svc}") for svc, port in s.upstreams.items()}
+        upstream_listeners = {svc: await _listen(address, f"upstream {svc}") for svc, address in s.upstreams.items()}
         self.bound = BoundAddresses(
             _bound(inbound), _bound(outbound), _bound(admin), {svc: _bound(l) for svc, l in upstream_listeners.items()}
         )
@@ -197,6 +199,10 @@ class Proxy:
 
     async def _serve_inbound(self, tcp: trio.SocketStream) -> None:
         from mesh.identity import handshake_failure_reason, peer_identity
+
+        if self.app_key is None:  # a gateway is never advertised; nobody should dial its inbound
+            await _close(tcp)
+            return
 
         metrics = self.metrics
         tls = TLSStream(tcp, self.identity.server, server_side=True)
@@ -316,7 +322,7 @@ class Proxy:
             "identity": str(creds.identity),
             "certificate_expiry": creds.not_after.isoformat(),
             "labels": dict(self.settings.labels),
-            "app": _fmt(self.settings.app),
+            "app": _fmt(self.settings.app) if self.settings.app else None,
             "listeners": {
                 "inbound": _fmt(bound.inbound) if bound else None,
                 "outbound": _fmt(bound.outbound) if bound else None,

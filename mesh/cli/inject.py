@@ -1,0 +1,66 @@
+"""`mesh inject -- CMD ARGS...`: run an app behind its own mTLS sidecar."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from mesh.cli._state import state
+
+
+def inject(
+    ctx: typer.Context,
+    command: Annotated[list[str], typer.Argument(metavar="-- CMD [ARGS]...", help="The app to run.")],
+    name: Annotated[Optional[str], typer.Option(help="Service name (default: from the command).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port the app listens on (default: a free one, in $PORT).")] = None,
+    upstream: Annotated[
+        Optional[list[str]],
+        typer.Option("--upstream", help="SVC or SVC=LOCALPORT: a local listener to SVC, in $MESH_UPSTREAM_<SVC>_URL."),
+    ] = None,
+    label: Annotated[Optional[list[str]], typer.Option("--label", help="k=v label of this instance.")] = None,
+    health: Annotated[Optional[str], typer.Option(help="Path that must answer 2xx before the service is advertised.")] = None,
+    ready_timeout: Annotated[float, typer.Option(help="Seconds the app has to open its port.")] = 30.0,
+    controller: Annotated[Optional[str], typer.Option(help="Controller HOST:PORT (default: MESH_HOME/controller.json).")] = None,
+    token: Annotated[Optional[str], typer.Option(help="Join token for the first certificate.")] = None,
+    cert_ttl: Annotated[Optional[str], typer.Option(help="Lifetime of the certificates to ask for (default 24h).")] = None,
+    inbound: Annotated[str, typer.Option(help="Inbound mTLS listener of the sidecar, HOST:PORT.")] = "127.0.0.1:0",
+    admin: Annotated[str, typer.Option(help="Admin server of the sidecar, HOST:PORT.")] = "127.0.0.1:0",
+    zeroconf: Annotated[bool, typer.Option("--zeroconf/--no-zeroconf", help="Advertise and discover with mDNS.")] = True,
+    lan: Annotated[bool, typer.Option("--lan", help="zeroconf on every interface (default: loopback only).")] = False,
+) -> None:
+    """Start a sidecar, then the app with PORT, HTTP_PROXY and MESH_UPSTREAM_*_URL set; exit with the app's status."""
+    from mesh._logging import setup_logging
+    from mesh.inject import InjectOptions, default_service_name, run_inject_command
+
+    st = state(ctx)
+    service = name or default_service_name(command)
+    setup_logging(f"inject {service}", debug=st.debug)
+    status = run_inject_command(
+        InjectOptions(
+            home=st.home,
+            command=command,
+            name=service,
+            port=port,
+            upstreams=upstream or [],
+            labels=label or [],
+            health=health,
+            ready_timeout=ready_timeout,
+            proxy_args={
+                "controller": controller,
+                "token": token,
+                "cert_ttl": cert_ttl,
+                "inbound": inbound,
+                "admin": admin,
+                "zeroconf": zeroconf,
+                "interfaces": ("all",) if lan else ("127.0.0.1",),
+            },
+        )
+    )
+    sys.stdout.flush()
+    raise typer.Exit(status)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})(inject)
