@@ -53,7 +53,28 @@ def status_view(data: dict[str, Any]) -> list[Any]:
         rows,
         title=f"{len(data['services'])} services",
     )
-    return [header, table]
+    parts = [header, table]
+    units = data.get("units") or []
+    if units:
+        parts.append(
+            rows_table(
+                ("PROCESS", "SERVICE", "STATE", "PID", "RESTARTS", "LAST EXIT", "LAST LINE"),
+                [
+                    (
+                        u["name"],
+                        u.get("service") or "-",
+                        u["state"],
+                        u.get("pid") or "-",
+                        u["restarts"],
+                        "-" if u.get("last_exit") is None else u["last_exit"],
+                        (u.get("last_lines") or ["-"])[-1][:60],
+                    )
+                    for u in units
+                ],
+                title=f"{len(units)} processes run by `mesh up`",
+            )
+        )
+    return parts
 
 
 def _left(seconds: float) -> str:

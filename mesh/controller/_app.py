@@ -44,6 +44,7 @@ class ControllerApp:
         self.address = address
         self.started = time.time()
         self._change = trio.Event()
+        self.units: Callable[[], list[dict[str, Any]]] | None = None  # processes `mesh up` keeps running
         self._routes: dict[tuple[str, str], Callable[[ApiRequest], Awaitable[Any]]] = {
             ("POST", "/v1/certificates"): self.sign,
             ("GET", "/v1/bundle"): self.bundle,
@@ -287,6 +288,7 @@ class ControllerApp:
                 for w in state.watches.values()
             ],
             "config": state.config.summary(),
+            "units": self.units() if self.units else [],
         }
 
 

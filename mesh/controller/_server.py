@@ -112,8 +112,12 @@ def write_controller_json(home: MeshHome, address: tuple[str, int], trust_domain
 
 
 async def run_controller(
-    settings: ControllerSettings, *, task_status: trio.TaskStatus[ControllerApp] = trio.TASK_STATUS_IGNORED
+    settings: ControllerSettings,
+    stop: trio.Event | None = None,
+    *,
+    task_status: trio.TaskStatus[ControllerApp] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """Serve until SIGTERM/SIGINT, or until ``stop`` is set (when the caller owns the signals)."""
     from mesh.controller._api import serve_api, server_context_optional_client
     from mesh.identity import CertificateAuthority, service_identity
 
@@ -142,7 +146,10 @@ async def run_controller(
                 await nursery.start(_zeroconf, app, settings, str(identity), bound)
             log.info("controller listening on %s:%d (trust domain %s)", bound[0], bound[1], ca.trust_domain)
             task_status.started(app)
-            await _wait_for_signal()
+            if stop is None:
+                await _wait_for_signal()
+            else:
+                await stop.wait()
             log.info("controller stopping")
             nursery.cancel_scope.cancel()
 

@@ -26,7 +26,7 @@ def up(cluster: Cluster) -> dict:
     result = cluster.mesh("up", "--detach", "--listen", "127.0.0.1:0", "-o", "json")
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
-    cluster.processes.append(_adopt(cluster, "controller", info["pid"]))
+    cluster.processes.append(_adopt(cluster, "mesh", info["pid"]))
     return info
 
 
@@ -124,7 +124,7 @@ def test_up_discover_route_status_and_down(cluster: Cluster) -> None:
 
     down = cluster.mesh("down", "-o", "json")
     assert down.returncode == 0, down.stderr
-    assert [d["name"] for d in json.loads(down.stdout)["stopped"]] == ["controller"]
+    assert [d["name"] for d in json.loads(down.stdout)["stopped"]] == ["mesh"]
     from mesh.controller._daemon import alive  # a zombie (nobody reaps in a container) is not alive
 
     assert not alive(info["pid"])
@@ -238,7 +238,7 @@ def test_refusals(cluster: Cluster) -> None:
 
     status_code, body = renew_as(cluster.home, holder="web", asks_for="ratings")
     assert status_code == 403 and "may not act for service 'ratings'" in body["error"]
-    controller_log = (cluster.home / "run" / "controller.log").read_text()
+    controller_log = (cluster.home / "run" / "mesh.log").read_text()
     assert "refused POST /v1/certificates for ratings" in controller_log
 
 

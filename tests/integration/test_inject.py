@@ -26,7 +26,7 @@ def up(cluster: Cluster) -> None:
     assert result.returncode == 0, result.stderr
     from tests.integration.test_control_plane import _adopt
 
-    cluster.processes.append(_adopt(cluster, "controller", json.loads(result.stdout)["pid"]))
+    cluster.processes.append(_adopt(cluster, "mesh", json.loads(result.stdout)["pid"]))
 
 
 def write_script(tmp: Path, name: str, body: str) -> Path:

@@ -1,0 +1,211 @@
+"""The services of a mesh.toml (or the demo), kept running by `mesh up`.
+
+Each unit is one process, usually `mesh inject … -- CMD`. A unit that exits is
+restarted with a backoff that grows (1 s, 2 s, 4 s … 30 s) and resets once the
+unit has stayed up for a while; the panel and `mesh status` show the restarts,
+the last exit code and the last log lines. Stopping sends SIGTERM to every
+unit (each withdraws its service, then stops its app) and waits.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from mesh.home import MeshHome
+from mesh.inject._run import _die_with_parent
+
+log = logging.getLogger("mesh.up")
+
+BACKOFF_START, BACKOFF_MAX = 1.0, 30.0
+STABLE_AFTER = 30.0  # seconds up before the backoff resets
+STOP_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    name: str  # unique among units: "reviews-v2", "details", "gateway", "traffic"
+    argv: tuple[str, ...]
+    service: str | None = None  # the mesh service it serves, when it is one
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class Unit:
+    spec: UnitSpec
+    log_path: Path
+    state: str = "starting"  # starting | running | backoff | stopped
+    pid: int | None = None
+    restarts: int = 0
+    last_exit: int | None = None
+    started_at: float | None = None
+    next_start: float | None = None
+    process: trio.Process | None = field(default=None, repr=False)
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "name": self.spec.name,
+            "service": self.spec.service,
+            "state": self.state,
+            "pid": self.pid,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
+            "uptime_seconds": round(time.time() - self.started_at, 1) if self.started_at and self.state == "running" else None,
+            "log": str(self.log_path),
+            "last_lines": app_lines(tail(self.log_path, 30))[-3:] if self.restarts else [],
+        }
+
+
+def tail(path: Path, lines: int) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(size - 4096, 0))
+            return [line.decode(errors="replace") for line in f.read().splitlines()[-lines:]]
+    except OSError:
+        return []
+
+
+def app_lines(lines: list[str]) -> list[str]:
+    """The app's own lines when there are any: they say why it died; the sidecar's rarely do."""
+    own = [line for line in lines if not line.startswith("[mesh ")]
+    return own or lines
+
+
+def mesh_argv(home: MeshHome, *args: str) -> tuple[str, ...]:
+    return (sys.executable, "-m", "mesh", "--home", str(home.root), *args)
+
+
+def units_from_config(home: MeshHome, config: Any) -> list[UnitSpec]:
+    """One unit per service replica and per gateway."""
+    specs: list[UnitSpec] = []
+    for service in config.services:
+        for replica in range(service.replicas):
+            args = ["inject", "--name", service.name]
+            for key, value in service.labels.items():
+                args += ["--label", f"{key}={value}"]
+            for upstream in service.upstreams:
+                args += ["--upstream", upstream]
+            if service.health:
+                args += ["--health", service.health]
+            if service.port and service.replicas == 1:
+                args += ["--port", str(service.port)]
+            name = service.name if service.replicas == 1 else f"{service.name}-{replica + 1}"
+            specs.append(
+                UnitSpec(name, mesh_argv(home, *args, "--", *service.command), service.name, tuple(service.env.items()))
+            )
+    for index, gateway in enumerate(config.gateways):
+        name = "gateway" if len(config.gateways) == 1 else f"gateway-{index + 1}"
+        specs.append(UnitSpec(name, mesh_argv(home, "gateway", "--listen", gateway.listen, "--to", gateway.to), "gateway"))
+    return specs
+
+
+def demo_units(home: MeshHome, traffic: bool) -> list[UnitSpec]:
+    from mesh.demo import DEMO_GATEWAY, DEMO_SERVICES
+
+    specs: list[UnitSpec] = []
+    for entry in DEMO_SERVICES:
+        args = ["inject", "--name", entry["name"]]
+        for key, value in entry.get("labels", {}).items():
+            args += ["--label", f"{key}={value}"]
+        for upstream in entry.get("upstreams", []):
+            args += ["--upstream", upstream]
+        if entry.get("health"):
+            args += ["--health", entry["health"]]
+        version = entry.get("labels", {}).get("version")
+        name = f"{entry['name']}-{version}" if version else entry["name"]
+        specs.append(UnitSpec(name, mesh_argv(home, *args, "--", *entry["command"]), entry["name"]))
+    listen, to = DEMO_GATEWAY["listen"], DEMO_GATEWAY["to"]
+    specs.append(UnitSpec("gateway", mesh_argv(home, "gateway", "--listen", listen, "--to", to), "gateway"))
+    if traffic:
+        url = f"http://{listen}/productpage"
+        specs.append(UnitSpec("traffic", (sys.executable, "-m", "mesh.demo", "traffic", "--url", url)))
+    return specs
+
+
+class Fleet:
+    def __init__(self, home: MeshHome, specs: Sequence[UnitSpec]) -> None:
+        run_dir = home.ensure_dir(home.run_dir)
+        self.units = [Unit(spec, run_dir / f"{spec.name}.log") for spec in specs]
+        self._stopping = False
+        self._changed = trio.Event()
+
+    def view(self) -> list[dict[str, Any]]:
+        return [unit.view() for unit in self.units]
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            for unit in self.units:
+                nursery.start_soon(self._keep_running, unit)
+            task_status.started()
+
+    async def _keep_running(self, unit: Unit) -> None:
+        import os
+
+        backoff = BACKOFF_START
+        while not self._stopping:
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", **dict(unit.spec.env)}
+            with open(unit.log_path, "ab") as log_file:
+                try:
+                    process = await trio.lowlevel.open_process(
+                        list(unit.spec.argv),
+                        stdin=subprocess.DEVNULL,
+                        stdout=log_file,
+                        stderr=log_file,
+                        env=env,
+                        preexec_fn=_die_with_parent,  # noqa: PLW1509
+                    )
+                except OSError as exc:
+                    log.error("%s: cannot start: %s", unit.spec.name, exc)
+                    unit.state, unit.last_exit = "backoff", 127
+                    process = None
+            if process is not None:
+                unit.process, unit.pid, unit.state = process, process.pid, "running"
+                unit.started_at = time.time()
+                log.info("%s started (pid %d)", unit.spec.name, process.pid)
+                returncode = await process.wait()
+                unit.last_exit = returncode if returncode >= 0 else 128 - returncode
+                if self._stopping:
+                    break
+                ran = time.time() - (unit.started_at or time.time())
+                if ran > STABLE_AFTER:
+                    backoff = BACKOFF_START
+            unit.restarts += 1
+            unit.state = "backoff"
+            unit.next_start = time.time() + backoff
+            log.warning("%s exited with %s; restarting in %gs", unit.spec.name, unit.last_exit, backoff)
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+        unit.state = "stopped"
+
+    async def stop(self) -> None:
+        """SIGTERM every unit, wait for all (SIGKILL after STOP_TIMEOUT)."""
+        self._stopping = True
+        running = [u for u in self.units if u.process is not None and u.process.returncode is None]
+        for unit in running:
+            assert unit.process is not None
+            try:
+                unit.process.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        with trio.move_on_after(STOP_TIMEOUT):
+            for unit in running:
+                assert unit.process is not None
+                await unit.process.wait()
+        for unit in running:
+            assert unit.process is not None
+            if unit.process.returncode is None:
+                log.warning("%s did not stop in %gs; killing it", unit.spec.name, STOP_TIMEOUT)
+                unit.process.kill()
+                await unit.process.wait()
+            unit.state = "stopped"

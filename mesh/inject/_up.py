@@ -1,0 +1,57 @@
+"""What `mesh up` runs: the controller and, around it, the services it keeps alive.
+
+Foreground (`mesh up`) shows a live panel; detached (`mesh up --detach`) the
+same runner works in a background process with its log in MESH_HOME/run/.
+Stopping is ordered: services first (each withdraws itself from a still
+running controller), then the controller.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from mesh.home import MeshHome
+from mesh.inject._fleet import Fleet, UnitSpec
+
+log = logging.getLogger("mesh.up")
+
+
+@dataclass(frozen=True)
+class UpPlan:
+    home: MeshHome
+    listen: tuple[str, int]
+    interfaces: tuple[str, ...]
+    config: Any | None  # a parsed MeshConfig to apply once up
+    config_source: str | None
+    units: Sequence[UnitSpec]
+
+
+async def run_up(plan: UpPlan, panel: Callable[[Any, Fleet], Any] | None = None) -> None:
+    from mesh.controller import ControllerSettings, run_controller
+
+    stop = trio.Event()
+    settings = ControllerSettings(home=plan.home, listen=plan.listen, interfaces=plan.interfaces)
+    async with trio.open_nursery() as nursery:
+        app = await nursery.start(run_controller, settings, stop)
+        if plan.config is not None:
+            app.state.apply_config(plan.config.to_dict(), plan.config_source or "mesh.toml")
+            app.changed()
+        fleet = Fleet(plan.home, plan.units)
+        app.units = fleet.view
+        async with trio.open_nursery() as services:
+            await services.start(fleet.run)
+            if panel is not None:
+                services.start_soon(panel, app, fleet)
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info("received %s: stopping services, then the controller", signal.Signals(signum).name)
+                    break
+            await fleet.stop()
+            services.cancel_scope.cancel()
+        stop.set()
