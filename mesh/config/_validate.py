@@ -671,6 +671,8 @@ def _read_config(data: Any, issues: _Issues) -> MeshConfig | None:
     _check_unique_listen(arrays["gateway"], issues)
     _check_unique_route_names(arrays["route"], issues)
     _check_unique(arrays["policy"], "policy", "service", "one policy per service", issues)
+    _check_subsets(arrays["service"], arrays["route"], issues)
+    _check_overlapping_faults(arrays["route"], issues)
     if issues.items:
         return None
     return MeshConfig(
@@ -724,6 +726,49 @@ def _check_unique_listen(gateways: list[Any], issues: _Issues) -> None:
             )
         else:
             first_at[address] = i
+
+
+def _check_subsets(services: list[Any], routes: list[Any], issues: _Issues) -> None:
+    """A split target must use label keys that the service's instances have.
+
+    Values cannot be checked here: other versions of a service may run on other
+    hosts (a mesh.toml has one [[service]] per name), but a key the service
+    never has is a typo that would send the whole split to no endpoint.
+    """
+    keys_of: dict[str, set[str]] = {}
+    for service in services:
+        if service is not _INVALID:
+            keys_of.setdefault(service.name, set()).update(service.labels)
+    for i, route in enumerate(routes):
+        if route is _INVALID or route.service not in keys_of:
+            continue
+        known = keys_of[route.service]
+        for j, target in enumerate(route.split):
+            unknown = sorted(set(target.labels) - known)
+            if unknown:
+                have = ", ".join(sorted(known)) or "no labels"
+                issues.expected(
+                    f"route[{i}].split[{j}].labels",
+                    f"label keys of service {render_value(route.service)} ({have})",
+                    ", ".join(render_value(k) for k in unknown),
+                )
+
+
+def _check_overlapping_faults(routes: list[Any], issues: _Issues) -> None:
+    """Two faults on routes with the same match for one service: which one applies would be arbitrary."""
+    first_at: dict[tuple[str, Any], int] = {}
+    for i, route in enumerate(routes):
+        if route is _INVALID or route.fault is None:
+            continue
+        key = (route.service, route.match)
+        if key in first_at:
+            issues.expected(
+                f"route[{i}].fault",
+                "at most one fault per service and match",
+                f"another fault on the same match (first at route[{first_at[key]}].fault)",
+            )
+        else:
+            first_at[key] = i
 
 
 def _check_unique_route_names(routes: list[Any], issues: _Issues) -> None:

@@ -44,7 +44,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import ifaddr
 import trio
@@ -174,11 +174,11 @@ def _check_identity(identity: object) -> None:
 
 def _check_host(host: object) -> None:
     try:
-        address = ipaddress.IPv4Address(host)  # type: ignore[arg-type]
+        address = ipaddress.IPv4Address(host) if isinstance(host, str) else None
     except ValueError:
-        raise ValueError(
-            f"host must be the IPv4 address peers connect to, got {host!r}"
-        ) from None
+        address = None
+    if address is None:
+        raise ValueError(f"host must be the IPv4 address peers connect to, got {host!r}")
     if address.is_unspecified or address.is_multicast:
         raise ValueError(f"host must be the address peers connect to, not {host}")
 
@@ -194,7 +194,9 @@ def _check_version(version: object) -> None:
 
 
 def _check_instance(instance: object) -> None:
-    if instance is not None and (not isinstance(instance, str) or not _INSTANCE.fullmatch(instance)):
+    if instance is not None and (
+        not isinstance(instance, str) or not _INSTANCE.fullmatch(instance)
+    ):
         raise ValueError(
             "instance must be 1 to 63 letters, digits and '-', "
             f"starting and ending with a letter or digit, got {instance!r}"
@@ -234,8 +236,7 @@ class _Malformed(ValueError):
 
 
 def _instance_of(name: str, type_: str) -> str:
-    suffix = "." + type_
-    return name[: -len(suffix)] if name.endswith(suffix) else name
+    return name.removesuffix("." + type_)
 
 
 def _text_properties(properties: Mapping[bytes, bytes | None]) -> dict[str, str]:
@@ -369,9 +370,7 @@ def interface_choice(interfaces: Sequence[str]) -> list[str] | InterfaceChoice:
     ``"all"`` (``--lan``) is the only way to reach the machine's real networks
     without naming them; nothing picks it by default. Raises DiscoveryError.
     """
-    if isinstance(interfaces, str):
-        interfaces = [interfaces]
-    chosen = list(interfaces)
+    chosen = list(_as_tuple(interfaces))
     if not chosen:
         raise DiscoveryError(
             "zeroconf needs at least one interface", hint='use ["127.0.0.1"] (loopback)'
@@ -402,12 +401,13 @@ def interface_choice(interfaces: Sequence[str]) -> list[str] | InterfaceChoice:
     return chosen
 
 
+def _as_tuple(interfaces: Sequence[str]) -> tuple[str, ...]:
+    return (interfaces,) if isinstance(interfaces, str) else tuple(interfaces)
+
+
 def _local_ipv4_addresses() -> set[str]:
     return {
-        ip.ip
-        for adapter in ifaddr.get_adapters()
-        for ip in adapter.ips
-        if isinstance(ip.ip, str)
+        ip.ip for adapter in ifaddr.get_adapters() for ip in adapter.ips if isinstance(ip.ip, str)
     }
 
 
@@ -427,13 +427,24 @@ async def _open(interfaces: Sequence[str]) -> Zeroconf:
     return await trio.to_thread.run_sync(_open_zeroconf, interfaces)
 
 
-async def _close(zc: Zeroconf) -> None:
-    """Close zeroconf (goodbyes for what is still registered), even when cancelled."""
+def _close_zeroconf(zc: Zeroconf, browser: ServiceBrowser | None = None) -> None:
+    """Stop the browser (zc.close does not know browsers made directly), then zeroconf.
+
+    Blocking: joins the browser's thread, sends goodbyes for what is still
+    registered (about 250 ms) and joins zeroconf's loop thread.
+    """
+    try:
+        if browser is not None:
+            browser.cancel()
+        zc.close()
+    except Exception:  # a failing close must not hide the real exit
+        logger.debug("closing zeroconf failed", exc_info=True)
+
+
+async def _close(zc: Zeroconf, browser: ServiceBrowser | None = None) -> None:
+    """``_close_zeroconf`` in a worker thread, even when cancelled."""
     with trio.CancelScope(shield=True):
-        try:
-            await trio.to_thread.run_sync(zc.close)
-        except Exception:  # noqa: BLE001 - a failing close must not hide the real exit
-            logger.debug("closing zeroconf failed", exc_info=True)
+        await trio.to_thread.run_sync(_close_zeroconf, zc, browser)
 
 
 async def _on_loop(zc: Zeroconf, coroutine: Coroutine[Any, Any, _T]) -> _T:
@@ -542,7 +553,7 @@ class ZeroconfAdvertiser:
 
     def __init__(self, interfaces: Sequence[str] = DEFAULT_INTERFACES) -> None:
         interface_choice(interfaces)  # fail fast on a bad list
-        self._interfaces = tuple(interfaces)
+        self._interfaces = _as_tuple(interfaces)
         self._zc: Zeroconf | None = None
         self._lock = trio.Lock()
         self._advertised: dict[str, _Advertised] = {}  # by full DNS-SD name
@@ -556,7 +567,7 @@ class ZeroconfAdvertiser:
     def advertised(self) -> list[AnyRecord]:
         return [entry.record for entry in self._advertised.values()]
 
-    async def __aenter__(self) -> ZeroconfAdvertiser:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -582,7 +593,9 @@ class ZeroconfAdvertiser:
                     _reannounce(self._zc), self._zc.loop
                 )
             zc = self._zc
-            advertised = record if record.instance else replace(record, instance=self._instance(record))
+            advertised = (
+                record if record.instance else replace(record, instance=self._instance(record))
+            )
             old = self._advertised.get(_full_name(advertised))
             if old is not None and old.info.server:
                 server = old.info.server  # an update keeps the host name
@@ -592,7 +605,13 @@ class ZeroconfAdvertiser:
             if old is not None:
                 await _on_loop(zc, _update(zc, info))
             else:
-                await _on_loop(zc, _register(zc, info))
+                try:
+                    await _on_loop(zc, _register(zc, info))
+                except BaseException:
+                    # Cancelled half-way: take back whatever zeroconf may hold.
+                    with trio.CancelScope(shield=True):
+                        await _on_loop(zc, _unregister(zc, info))
+                    raise
             self._advertised[info.name] = _Advertised(record, advertised, info)
             logger.debug("zeroconf: advertising %s", info.name)
             return advertised
@@ -642,7 +661,10 @@ async def _reannounce(zc: Zeroconf) -> None:
     while True:
         await asyncio.sleep(REANNOUNCE_INTERVAL)
         for info in zc.registry.async_get_service_infos():
-            zc.async_send(zc.generate_service_broadcast(info, None))
+            try:
+                zc.async_send(zc.generate_service_broadcast(info, None))
+            except Exception:  # one bad send must not end the announcements of all
+                logger.warning("zeroconf: could not re-announce %s", info.name, exc_info=True)
 
 
 async def _register(zc: Zeroconf, info: ServiceInfo) -> None:
@@ -656,6 +678,8 @@ async def _update(zc: Zeroconf, info: ServiceInfo) -> None:
 
 
 async def _unregister(zc: Zeroconf, info: ServiceInfo) -> None:
+    if zc.registry.async_get_info_name(info.name) is None:
+        return
     goodbyes = await zc.async_unregister_service(info)
     await goodbyes  # three goodbye packets, 125 ms apart
 
@@ -685,7 +709,7 @@ class ZeroconfRegistry:
         if not isinstance(trust_domain, str) or not _TRUST_DOMAIN.fullmatch(trust_domain):
             raise ValueError(f"invalid trust domain {trust_domain!r}")
         interface_choice(interfaces)  # fail fast on a bad list
-        self._interfaces = tuple(interfaces)
+        self._interfaces = _as_tuple(interfaces)
         self._trust_domain = trust_domain
         self._resolve_timeout = resolve_timeout
         self._table = MemoryRegistry()
@@ -737,17 +761,18 @@ class ZeroconfRegistry:
         if self._zc is not None:
             raise RuntimeError("ZeroconfRegistry.run() is already running")
         zc = self._zc = await _open(self._interfaces)
+        browser: ServiceBrowser | None = None
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                _start_browser(zc, MESH_SERVICE_TYPE, self._on_change)
+                browser = _start_browser(zc, MESH_SERVICE_TYPE, self._on_change)
                 nursery.start_soon(self._watch_ttl, zc)
                 task_status.started()
         finally:
             self._nursery = None
             self._resolving.clear()
             self._zc = None
-            await _close(zc)
+            await _close(zc, browser)
 
     # -- in the trio thread
 
@@ -810,7 +835,7 @@ class ZeroconfRegistry:
         """Drop records whose SRV went past its TTL (a dead owner); revive them if announced again."""
         while True:
             await trio.sleep(EXPIRY_CHECK_INTERVAL)
-            names = [*self._records, *self._stale]
+            names = {*self._records, *self._stale}
             if not names:
                 continue
             fresh = await _on_loop(zc, _fresh_names(zc, names))
@@ -868,6 +893,7 @@ async def find_controller(
     other meshes are ignored. None when none was found in time.
     """
     zc = await _open(interfaces)
+    browser: ServiceBrowser | None = None
     try:
         send, receive = trio.open_memory_channel[str](math.inf)
 
@@ -875,7 +901,7 @@ async def find_controller(
             if change is not ServiceStateChange.Removed:
                 send.send_nowait(name)
 
-        _start_browser(zc, CONTROLLER_SERVICE_TYPE, on_change)  # closed with zc
+        browser = _start_browser(zc, CONTROLLER_SERVICE_TYPE, on_change)
         with trio.move_on_after(timeout):
             async for name in receive:
                 info = await _resolve(zc, CONTROLLER_SERVICE_TYPE, name, RESOLVE_TIMEOUT)
@@ -893,7 +919,7 @@ async def find_controller(
                     logger.debug("zeroconf: ignoring controller %s: %s", name, exc)
         return None
     finally:
-        await _close(zc)
+        await _close(zc, browser)
 
 
 # -- self-test ---------------------------------------------------------------------------------
@@ -908,65 +934,64 @@ def zeroconf_works(
     from trio, call it through ``trio.to_thread.run_sync``. The probe has a type
     of its own (``_mesh-probe._tcp``), so running registries never see it.
     """
-    where = ", ".join(interfaces) if not isinstance(interfaces, str) else interfaces
+    interfaces = _as_tuple(interfaces)
+    where = ", ".join(interfaces)
     try:
-        interface_choice(interfaces)
+        choice = interface_choice(interfaces)
+        advertiser = _open_zeroconf(interfaces)
     except DiscoveryError as exc:
         return False, exc.message + (f" ({exc.hint})" if exc.hint else "")
-    opened: list[Zeroconf] = []
+    browser: ServiceBrowser | None = None
     try:
         try:
-            advertiser = _open_zeroconf(interfaces)
-            opened.append(advertiser)
             browser_zc = _open_zeroconf(interfaces)
-            opened.append(browser_zc)
         except DiscoveryError as exc:
             return False, exc.message
-        token = _new_id()
-        name = f"probe-{token}.{PROBE_SERVICE_TYPE}"
-        seen = threading.Event()
-
-        def handler(
-            zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
-        ) -> None:
-            if name == f"probe-{token}.{PROBE_SERVICE_TYPE}" and (
-                state_change is not ServiceStateChange.Removed
-            ):
-                seen.set()
-
-        ServiceBrowser(browser_zc, PROBE_SERVICE_TYPE, handlers=[handler])
-        host = "127.0.0.1" if interface_choice(interfaces) is InterfaceChoice.All else interfaces[0]
-        info = ServiceInfo(
-            PROBE_SERVICE_TYPE,
-            name,
-            port=9,
-            properties={"probe": token},
-            server=f"probe-{token}.local.",
-            host_ttl=RECORD_TTL,
-            other_ttl=RECORD_TTL,
-            parsed_addresses=[host],
-        )
-        start = time.monotonic()
         try:
-            advertiser.register_service(info, cooperating_responders=True)
-        except Exception as exc:  # noqa: BLE001 - report, do not crash `mesh check`
-            return False, f"could not advertise a probe record on {where}: {exc}"
-        if not seen.wait(timeout):
-            return False, (
-                f"advertised a probe record on {where} but no browser saw it within "
-                f"{timeout:g} s: multicast to 224.0.0.251:5353 does not come back "
-                "(a firewall, or an interface without multicast?)"
+            token = _new_id()
+            name = f"probe-{token}.{PROBE_SERVICE_TYPE}"
+            seen_at: list[float] = []
+            seen = threading.Event()
+
+            def handler(
+                zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
+            ) -> None:
+                if name == f"probe-{token}.{PROBE_SERVICE_TYPE}" and not seen.is_set():
+                    seen_at.append(time.monotonic())
+                    seen.set()
+
+            browser = ServiceBrowser(browser_zc, PROBE_SERVICE_TYPE, handlers=[handler])
+            info = ServiceInfo(
+                PROBE_SERVICE_TYPE,
+                name,
+                port=9,
+                properties={"probe": token},
+                server=f"probe-{token}.local.",
+                host_ttl=RECORD_TTL,
+                other_ttl=RECORD_TTL,
+                parsed_addresses=["127.0.0.1" if choice is InterfaceChoice.All else interfaces[0]],
             )
-        found = browser_zc.get_service_info(PROBE_SERVICE_TYPE, name, timeout=int(timeout * 1000))
-        elapsed = time.monotonic() - start
-        if found is None:
-            return False, f"saw the probe record on {where} but could not resolve its SRV/TXT/A"
-        if found.properties.get(b"probe") != token.encode() or found.port != 9:
-            return False, f"the probe record came back changed on {where}: {found!r}"
-        return True, f"advertised and discovered a probe record on {where} in {elapsed:.2f} s"
-    finally:
-        for zc in opened:
+            start = time.monotonic()
             try:
-                zc.close()
-            except Exception:  # noqa: BLE001
-                logger.debug("closing zeroconf failed", exc_info=True)
+                advertiser.register_service(info, cooperating_responders=True)
+            except Exception as exc:  # noqa: BLE001 - report it, do not crash `mesh check`
+                return False, f"could not advertise a probe record on {where}: {exc}"
+            if not seen.wait(timeout):
+                return False, (
+                    f"advertised a probe record on {where} but no browser saw it within "
+                    f"{timeout:g} s: multicast to 224.0.0.251:5353 does not come back "
+                    "(a firewall, or an interface without multicast?)"
+                )
+            found = browser_zc.get_service_info(
+                PROBE_SERVICE_TYPE, name, timeout=int(timeout * 1000)
+            )
+            if found is None:
+                return False, f"saw the probe record on {where} but could not resolve its SRV/TXT/A"
+            if found.properties.get(b"probe") != token.encode() or found.port != 9:
+                return False, f"the probe record came back changed on {where}: {found!r}"
+            took = seen_at[0] - start
+            return True, f"advertised and discovered a probe record on {where} in {took:.3f} s"
+        finally:
+            _close_zeroconf(browser_zc, browser)
+    finally:
+        _close_zeroconf(advertiser)

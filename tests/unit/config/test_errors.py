@@ -474,3 +474,29 @@ def parse_toml(text: str):  # noqa: ANN201 - small local helper
     from mesh.config import load_config_text
 
     return load_config_text(text, "mesh.toml")
+
+
+def test_split_label_keys_unknown_to_the_service() -> None:
+    from mesh.config import ConfigInvalid, parse_config
+
+    data = {
+        "service": [{"name": "reviews", "command": ["x"], "labels": {"version": "v1"}}],
+        "route": [{"service": "reviews", "split": [{"labels": {"versoin": "v2"}, "weight": 100}]}],
+    }
+    with pytest.raises(ConfigInvalid) as caught:
+        parse_config(data, "mesh.toml")
+    assert str(caught.value) == (
+        'mesh.toml: route[0].split[0].labels: expected label keys of service "reviews" (version), found "versoin"'
+    )
+
+
+def test_overlapping_faults_are_refused() -> None:
+    from mesh.config import ConfigInvalid, parse_config
+
+    data = {"route": [{"service": "ratings", "fault": {"delay": "1s"}}, {"service": "ratings", "fault": {"abort_status": 503}}]}
+    with pytest.raises(ConfigInvalid) as caught:
+        parse_config(data, "mesh.toml")
+    assert str(caught.value) == (
+        "mesh.toml: route[1].fault: expected at most one fault per service and match, "
+        "found another fault on the same match (first at route[0].fault)"
+    )

@@ -1,7 +1,8 @@
 """A zeroconf advertiser in a process of its own, for the cross-process tests.
 
-Usage: ``python zeroconf_peer.py '{"service": ..., "identity": ..., ...}'``
-(the fields of MeshServiceRecord; loopback only). Prints ``ready <instance>``
+Usage: ``python zeroconf_peer.py '{"service": ..., "identity": ..., ...}' [TTL]``
+(the fields of MeshServiceRecord; loopback only; TTL shortens the record TTL and
+the re-announce interval with it, for the expiry test). Prints ``ready <instance>``
 once advertised, then reads commands from stdin: ``withdraw`` (prints
 ``withdrawn``); ``exit`` or end of input closes the advertiser (goodbye packets)
 and exits after printing ``closed``.
@@ -14,7 +15,7 @@ import sys
 
 import trio
 
-from mesh.discovery import MeshServiceRecord, ZeroconfAdvertiser
+from mesh.discovery import MeshServiceRecord, ZeroconfAdvertiser, _zeroconf
 
 
 def say(line: str) -> None:
@@ -37,4 +38,7 @@ async def main(fields: dict[str, object]) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 2:
+        _zeroconf.RECORD_TTL = int(sys.argv[2])
+        _zeroconf.REANNOUNCE_INTERVAL = _zeroconf.RECORD_TTL * 0.3
     trio.run(main, json.loads(sys.argv[1]))
