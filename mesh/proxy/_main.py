@@ -203,7 +203,7 @@ async def build_proxy(options: ProxyOptions, settings: ProxySettings) -> Proxy:
         parts.append(zeroconf)
     proxy = Proxy(settings, Identity(creds), CompositeRegistry(parts))
     proxy.advertise_host = options.advertise
-    instance = f"{settings.service}-{os.urandom(3).hex()}"
+    instance = f"{settings.service[:48]}-{os.urandom(3).hex()}"
     if controller is not None:
         link = ControlLink(proxy, controller, view, instance, leaf_ttl=ttl)
         proxy.control = link
@@ -212,7 +212,7 @@ async def build_proxy(options: ProxyOptions, settings: ProxySettings) -> Proxy:
     elif ttl is not None:
         proxy.background.append(lambda: _renew_locally(proxy, options, ttl))
     if zeroconf is not None:
-        _advertise(proxy, options, instance)
+        _advertise(proxy, options)
     return proxy
 
 
@@ -237,7 +237,7 @@ async def _controller_by_zeroconf(options: ProxyOptions) -> Any:
     return ControllerAddress(record.host, record.port, record.identity, bundle_path.read_bytes())
 
 
-def _advertise(proxy: Proxy, options: ProxyOptions, instance: str) -> None:
+def _advertise(proxy: Proxy, options: ProxyOptions) -> None:
     from mesh import __version__
     from mesh.discovery import MeshServiceRecord, ZeroconfAdvertiser
 
@@ -257,7 +257,6 @@ def _advertise(proxy: Proxy, options: ProxyOptions, instance: str) -> None:
                 labels=dict(proxy.settings.labels),
                 admin_port=proxy.bound.admin[1],
                 version=__version__,
-                instance=instance,
             )
         )
         await advertiser.advertise(record[0])
