@@ -111,7 +111,7 @@ def units_from_config(home: MeshHome, config: Any) -> list[UnitSpec]:
 
 
 def demo_units(home: MeshHome, traffic: bool) -> list[UnitSpec]:
-    from mesh.demo import DEMO_GATEWAY, DEMO_SERVICES
+    from mesh.demo import DEMO_GATEWAY, DEMO_SERVICES, instance_name
 
     specs: list[UnitSpec] = []
     for entry in DEMO_SERVICES:
@@ -122,9 +122,7 @@ def demo_units(home: MeshHome, traffic: bool) -> list[UnitSpec]:
             args += ["--upstream", upstream]
         if entry.get("health"):
             args += ["--health", entry["health"]]
-        version = entry.get("labels", {}).get("version")
-        name = f"{entry['name']}-{version}" if version else entry["name"]
-        specs.append(UnitSpec(name, mesh_argv(home, *args, "--", *entry["command"]), entry["name"]))
+        specs.append(UnitSpec(instance_name(entry), mesh_argv(home, *args, "--", *entry["command"]), entry["name"]))
     listen, to = DEMO_GATEWAY["listen"], DEMO_GATEWAY["to"]
     specs.append(UnitSpec("gateway", mesh_argv(home, "gateway", "--listen", listen, "--to", to), "gateway"))
     if traffic:
