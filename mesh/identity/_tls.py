@@ -214,6 +214,6 @@ def handshake_failure_reason(exc: BaseException) -> str:
                 return reason
             if isinstance(current, ssl.SSLEOFError):
                 return "the peer closed the connection during the TLS handshake"
-            return f"TLS handshake failed: {current.reason or current}"
+            return f"OpenSSL said {current.reason or current}"
         current = current.__cause__ or current.__context__
     return f"connection failed during the TLS handshake: {exc}"

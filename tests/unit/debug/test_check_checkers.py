@@ -1,0 +1,525 @@
+"""The real checkers of `mesh check` on fake inputs: a tmp MESH_HOME with a real CA, loose
+permissions, an expiring issuer, a dead controller, fake proxies' admin servers.
+
+Nothing here starts a controller or touches zeroconf (that is the integration test's job);
+where a checker would, the input is faked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from mesh import __version__
+from mesh.debug.check import CheckContext, Report, Status, build_categories, run_checks
+from mesh.debug.check import _checks as checks
+from mesh.debug.check import _probes as probes
+from mesh.home import MeshHome, atomic_write
+from mesh.identity import (
+    CertificateAuthority,
+    cert_to_pem,
+    generate_key,
+    key_to_pem,
+    load_certificate,
+    operator_identity,
+    service_identity,
+)
+from mesh.identity._certs import make_issuer
+
+TD = "check.test"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def run(ctx: CheckContext, *names: str) -> Report:
+    """Run the named categories of `mesh check` (all of them when none are named), retries without waiting."""
+    clock = FakeClock()
+    categories = build_categories(ctx.home, pre=ctx.pre, proxy=ctx.proxy, context=ctx)
+    chosen = [c for c in categories if not names or c.name in names]
+    return run_checks(chosen, clock=clock, sleep=clock.sleep)
+
+
+def outcomes(report: Report, category: str) -> list[tuple[str, str, str | None]]:
+    found = next(c for c in report.categories if c.name == category)
+    return [(o.status.value, o.message, o.hint) for o in found.checks]
+
+
+def only(report: Report, category: str, status: Status) -> list[str]:
+    return [message for s, message, _ in outcomes(report, category) if s == status.value]
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> MeshHome:
+    home = MeshHome(tmp_path / "mesh")
+    CertificateAuthority.init(home, trust_domain=TD)
+    os.chmod(home.root, 0o700)
+    return home
+
+
+@pytest.fixture
+def ca(home: MeshHome) -> CertificateAuthority:
+    return CertificateAuthority.load(home)
+
+
+def write_operator(home: MeshHome, ca: CertificateAuthority, **kw: Any) -> None:
+    kw.setdefault("ttl", timedelta(days=365))  # what the controller gives the operator
+    ca.issue(operator_identity(TD, "ada"), **kw).write(home.operator_dir)
+
+
+# -- environment -----------------------------------------------------------------------
+
+
+def test_pre_on_a_missing_home_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()
+    monkeypatch.setattr(checks, "DEFAULT_CONTROLLER_ADDRESS", ("127.0.0.1", port))
+    monkeypatch.setattr(checks.shutil, "which", lambda name: str(Path(sys.executable).parent / name))
+    report = run(CheckContext(MeshHome(tmp_path / "nothing" / "here"), pre=True))
+    assert [c.name for c in report.categories] == ["environment"]
+    assert report.success
+    results = outcomes(report, "environment")
+    assert [s for s, _, _ in results] == ["ok"] * 5, results
+    assert "does not exist yet; `mesh up` can create it" in results[2][1]
+    assert f"127.0.0.1:{port} is free" in results[3][1]
+
+
+def test_pre_sees_the_controller_port_taken(home: MeshHome) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        atomic_write(home.controller_json, json.dumps({"address": f"127.0.0.1:{port}", "trust_domain": TD}))
+        report = run(CheckContext(home, pre=True), "environment")
+    failed = only(report, "environment", Status.FAIL)
+    assert failed == [f"the controller's address 127.0.0.1:{port} is in use"]
+    assert not report.success
+
+
+def test_a_group_readable_home_warns_with_the_chmod(home: MeshHome) -> None:
+    os.chmod(home.root, 0o755)
+    report = run(CheckContext(home), "environment")
+    (status, message, hint), = [r for r in outcomes(report, "environment") if "MESH_HOME" in r[1]]
+    assert status == "warn"
+    assert message.startswith(f"MESH_HOME {home.root} is readable by group and others (mode 0755)")
+    assert hint == f"chmod 700 {home.root}"
+    assert report.success  # a warning is not a failure
+
+
+def test_a_missing_home_fails_and_skips_what_needs_it(tmp_path: Path) -> None:
+    report = run(CheckContext(MeshHome(tmp_path / "missing")))
+    assert only(report, "environment", Status.FAIL) == [f"MESH_HOME {tmp_path / 'missing'} does not exist"]
+    for category in ("ca", "control plane", "discovery", "policy"):
+        assert outcomes(report, category) == [("skipped", "MESH_HOME is not usable", None)]
+
+
+def test_dependencies_that_do_not_import_fail(home: MeshHome, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(probes, "DEPENDENCIES", ("trio", "surely_not_a_module_xyz"))
+    report = run(CheckContext(home), "environment", "ca")
+    failed = only(report, "environment", Status.FAIL)
+    assert len(failed) == 1 and "cannot import surely_not_a_module_xyz" in failed[0]
+    assert outcomes(report, "ca") == [("skipped", "mesh's dependencies do not import", None)]
+
+
+def test_import_dependencies_reports_versions() -> None:
+    versions, errors = probes.import_dependencies()
+    assert errors == {}
+    assert set(versions) == {"trio", "h2", "httptools", "zeroconf", "cryptography", "rich", "typer"}
+
+
+# -- ca --------------------------------------------------------------------------------
+
+
+def test_a_fresh_ca_passes(home: MeshHome, ca: CertificateAuthority) -> None:
+    write_operator(home, ca)
+    report = run(CheckContext(home), "environment", "ca")
+    assert report.success
+    assert all(s == "ok" for s, _, _ in outcomes(report, "ca")), outcomes(report, "ca")
+    messages = [m for _, m, _ in outcomes(report, "ca")]
+    assert messages[0] == f"root and issuer of trust domain {TD} load from {home.ca_dir}"
+    assert messages[5] == "ca/bundle.pem holds the root (1 trust anchor)"
+
+
+def test_no_ca_fails_once_and_skips_the_rest(home: MeshHome) -> None:
+    for path in (home.root_cert, home.root_key, home.issuer_cert, home.issuer_key, home.bundle):
+        path.unlink()
+    report = run(CheckContext(home), "ca")
+    results = outcomes(report, "ca")
+    assert results[0] == ("fail", f"no CA in {home.ca_dir}", "`mesh up` creates one (or `mesh ca init`)")
+    assert {r[0] for r in results[1:]} == {"skipped"} and len(results) == 6
+
+
+def test_loose_key_files_warn_with_the_chmod(home: MeshHome, ca: CertificateAuthority) -> None:
+    os.chmod(home.issuer_key, 0o644)
+    os.chmod(home.ca_dir, 0o755)
+    report = run(CheckContext(home), "ca")
+    (message,) = only(report, "ca", Status.WARN)
+    assert "ca/ is 0755" in message and "ca/issuer.key is 0644" in message
+    (hint,) = [h for s, _, h in outcomes(report, "ca") if s == "warn"]
+    assert hint == f"chmod 600 {home.issuer_key}; chmod 700 {home.ca_dir}"
+
+
+def test_an_issuer_that_expires_within_60_days_warns(home: MeshHome, ca: CertificateAuthority) -> None:
+    root_key = serialization.load_pem_private_key(home.root_key.read_bytes(), password=None)
+    key = generate_key()
+    issuer = make_issuer(key, ca.root_cert, root_key, lifetime=timedelta(days=30), label="short")  # type: ignore[arg-type]
+    atomic_write(home.issuer_key, key_to_pem(key), mode=0o600)
+    atomic_write(home.issuer_cert, cert_to_pem(issuer))
+    report = run(CheckContext(home), "ca")
+    (warning,) = [r for r in outcomes(report, "ca") if r[0] == "warn"]
+    assert warning[1].startswith("issuer certificate expires in 29d 23h")
+    assert "mesh ca rotate" in (warning[2] or "")
+    assert report.success
+
+
+def test_a_ca_past_its_issuer_fails(home: MeshHome, ca: CertificateAuthority) -> None:
+    later = ca.issuer_not_after + timedelta(days=10)
+    report = run(CheckContext(home, now=lambda: later), "ca")
+    failed = only(report, "ca", Status.FAIL)
+    assert any(m.startswith("issuer certificate expired 10d ago") for m in failed), failed
+    assert any(m.startswith("the issuer's chain to the root does not verify") for m in failed), failed
+    assert only(report, "ca", Status.OK)[1].startswith("root certificate is valid")
+
+
+def test_an_issuer_of_another_ca_does_not_chain(home: MeshHome, tmp_path: Path) -> None:
+    other = MeshHome(tmp_path / "other")
+    CertificateAuthority.init(other, trust_domain=TD)
+    for name in ("issuer.pem", "issuer.key"):
+        (home.ca_dir / name).write_bytes((other.ca_dir / name).read_bytes())
+    report = run(CheckContext(home), "ca")
+    (failed,) = only(report, "ca", Status.FAIL)
+    assert failed.startswith("the issuer's chain to the root does not verify")
+    assert "same name, different key" in failed
+
+
+def test_a_bundle_without_the_root_fails(home: MeshHome, tmp_path: Path) -> None:
+    other = MeshHome(tmp_path / "other")
+    CertificateAuthority.init(other, trust_domain=TD)
+    home.bundle.write_bytes(other.bundle.read_bytes())
+    report = run(CheckContext(home), "ca")
+    (failed,) = only(report, "ca", Status.FAIL)
+    assert failed.startswith("ca/bundle.pem (1 trust anchor) does not hold the root sha256:")
+
+
+def test_an_issuer_key_of_another_issuer_fails_to_load(home: MeshHome, tmp_path: Path) -> None:
+    home.issuer_key.write_bytes(key_to_pem(generate_key()))
+    report = run(CheckContext(home), "ca")
+    assert outcomes(report, "ca")[0][:2] == ("fail", f"{home.issuer_key} does not belong to {home.issuer_cert}")
+
+
+# -- control plane ---------------------------------------------------------------------
+
+
+def test_no_controller_json_fails_with_how_to_start(home: MeshHome) -> None:
+    report = run(CheckContext(home), "control plane", "policy")
+    results = outcomes(report, "control plane")
+    assert results[0][0] == "fail" and "no controller.json" in results[0][1]
+    assert "mesh up --detach" in (results[0][2] or "")
+    assert {r[1] for r in results[1:]} == {"no controller is recorded in MESH_HOME"}
+    assert outcomes(report, "policy") == [("skipped", "no controller is recorded in MESH_HOME", None)]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_dead_controller_fails_with_a_hint(home: MeshHome, ca: CertificateAuthority) -> None:
+    write_operator(home, ca)
+    port, pid = closed_port(), dead_pid()
+    record = {
+        "address": f"127.0.0.1:{port}",
+        "trust_domain": TD,
+        "bundle": "ca/bundle.pem",
+        "identity": f"spiffe://{TD}/svc/mesh-controller",
+        "pid": pid,
+    }
+    atomic_write(home.controller_json, json.dumps(record))
+    report = run(CheckContext(home, proxy=True), "control plane", "data plane", "policy")
+    results = outcomes(report, "control plane")
+    assert [r[0] for r in results] == ["ok", "fail", "skipped", "skipped", "skipped", "skipped", "skipped"]
+    status, message, hint = results[1]
+    assert message == (
+        f"cannot connect to the controller at 127.0.0.1:{port}: connection refused; "
+        f"its process (pid {pid}) is gone"
+    )
+    assert hint is not None and hint.startswith("start it with `mesh up --detach`; if it was killed")
+    assert str(home.run_dir / "controller.log") in hint
+    assert outcomes(report, "data plane") == [("skipped", "the controller is not reachable", None)]
+    assert not report.success
+
+
+@contextmanager
+def refusing_server() -> Iterator[int]:
+    """A TCP port that accepts connections and closes them at once (no TLS): fails fast."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    server.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
+def test_an_expired_operator_certificate_fails_and_blocks_the_api_checks(home: MeshHome, ca: CertificateAuthority) -> None:
+    write_operator(home, ca, ttl=timedelta(hours=1), not_before=datetime.now(UTC) - timedelta(hours=3))
+    with refusing_server() as port:
+        atomic_write(home.controller_json, json.dumps({"address": f"127.0.0.1:{port}", "trust_domain": TD}))
+        report = run(CheckContext(home), "control plane")
+    results = outcomes(report, "control plane")
+    assert [r[0] for r in results[:3]] == ["ok", "ok", "fail"]
+    assert results[2][1].startswith(f"operator certificate spiffe://{TD}/operator/ada expired 2h ago")
+    assert "move" in (results[2][2] or "") and "operator" in (results[2][2] or "")
+    assert results[3] == ("skipped", "the CLI has no valid operator identity", None)
+
+
+def test_a_host_without_an_operator_identity(home: MeshHome) -> None:
+    with refusing_server() as port:
+        atomic_write(home.controller_json, json.dumps({"address": f"127.0.0.1:{port}", "trust_domain": TD}))
+        report = run(CheckContext(home), "control plane")
+    results = outcomes(report, "control plane")
+    assert results[2][0] == "fail" and results[2][1].startswith(f"no operator identity in {home.operator_dir}")
+    assert "controller's host" in (results[2][2] or "")
+
+
+def test_an_operator_certificate_close_to_expiry_warns(home: MeshHome, ca: CertificateAuthority) -> None:
+    write_operator(home, ca, ttl=timedelta(days=10))
+    with refusing_server() as port:
+        atomic_write(home.controller_json, json.dumps({"address": f"127.0.0.1:{port}", "trust_domain": TD}))
+        report = run(CheckContext(home), "control plane")
+    results = outcomes(report, "control plane")
+    assert results[2][0] == "warn" and "expires in 9d 23h" in results[2][1]
+    assert results[3][0] == "fail"  # still tried: a warning blocks nothing
+    assert "TLS handshake failed" in results[3][1] or "closed" in results[3][1], results[3]
+
+
+# -- discovery -------------------------------------------------------------------------
+
+
+def test_zeroconf_that_does_not_work_fails_and_skips_the_controller_record(
+    home: MeshHome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mesh.discovery
+
+    monkeypatch.setattr(mesh.discovery, "zeroconf_works", lambda interfaces, timeout: (False, "nobody saw the probe"))
+    report = run(CheckContext(home), "discovery")
+    assert outcomes(report, "discovery")[0][:2] == ("fail", "zeroconf does not work: nobody saw the probe")
+    assert outcomes(report, "discovery")[1] == ("skipped", "zeroconf does not work here", None)
+
+
+def test_static_discovery_does_not_use_zeroconf(home: MeshHome) -> None:
+    ctx = CheckContext(home)
+    ctx.health = {"version": __version__}
+    ctx._config = (2, {"discovery": {"mode": "static", "interfaces": ["127.0.0.1"]}})
+    ctx.controller = type("C", (), {"identity": f"spiffe://{TD}/svc/mesh-controller", "port": 1})()
+    report = run(ctx, "discovery")
+    assert [r[:2] for r in outcomes(report, "discovery")] == [
+        ("ok", "discovery mode is 'static': zeroconf is not used"),
+        ("ok", "discovery mode is 'static': the controller is not looked up by mDNS"),
+    ]
+
+
+# -- data plane ------------------------------------------------------------------------
+
+
+class FakeAdmin:
+    """A proxy's admin server: /ready and /config with what the test says."""
+
+    def __init__(self, ready: int, config: dict[str, Any]) -> None:
+        admin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                if self.path == "/ready":
+                    body, status = b"ready\n", admin.ready
+                elif self.path == "/config":
+                    body, status = json.dumps(admin.config).encode(), 200
+                else:
+                    body, status = b"not found\n", 404
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.ready = ready
+        self.config = config
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def admins() -> Iterator[list[FakeAdmin]]:
+    started: list[FakeAdmin] = []
+    yield started
+    for admin in started:
+        admin.close()
+
+
+def proxy_context(home: MeshHome, ca: CertificateAuthority, services: dict[str, Any], state_version: int = 5) -> CheckContext:
+    write_operator(home, ca)
+    ctx = CheckContext(home, proxy=True)
+    ctx.status = {"controller": {"state_version": state_version, "config_version": 1}, "services": services, "watches": []}
+    return ctx
+
+
+def test_each_proxy_gets_one_line(
+    home: MeshHome, ca: CertificateAuthority, admins: list[FakeAdmin], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    leaf = ca.issue(service_identity(TD, "web"))
+    der = load_certificate(leaf.cert_chain_pem).public_bytes(serialization.Encoding.DER)
+    probed: list[tuple[str, int]] = []
+
+    def fake_tls(host: str, port: int, context: Any, timeout: float) -> bytes:
+        probed.append((host, port))
+        return der
+
+    monkeypatch.setattr(probes, "tls_peer_certificate", fake_tls)
+    config = {
+        "version": __version__,
+        "certificate_expiry": leaf.not_after.isoformat(),
+        "controller": {"connected": True, "snapshot_version": 5, "config_version": 1},
+    }
+    healthy = FakeAdmin(200, config)
+    draining = FakeAdmin(503, {**config, "controller": {"connected": True, "snapshot_version": 3}})
+    admins += [healthy, draining]
+
+    def entry(instance: str, inbound: int, admin: int | None) -> dict[str, Any]:
+        return {
+            "address": f"127.0.0.1:{inbound}",
+            "identity": f"spiffe://{TD}/svc/web",
+            "admin_port": admin,
+            "instance": instance,
+            "mesh_version": __version__,
+            "watching": True,
+            "acked_version": 5 if instance == "web-1" else 3,
+        }
+
+    services = {
+        "web": [entry("web-1", 4001, healthy.port), entry("web-2", 4002, draining.port), entry("web-3", 4003, closed_port())],
+        "static": [{"address": "127.0.0.1:4004", "admin_port": None, "instance": "zeroconf:127.0.0.1:4004"}],
+    }
+    report = run(proxy_context(home, ca, services), "data plane")
+    results = outcomes(report, "data plane")
+    assert len(results) == 4
+    static, web1, web2, web3 = results
+    assert static[0] == "warn" and "no admin port known" in static[1]
+    assert web1[:2] == ("ok", f"web 127.0.0.1:4001 (web-1): ready, certificate 23h 59m left, config current (v5), mesh {__version__}")
+    assert web2[0] == "fail"
+    assert "GET /ready answered 503" in web2[1] and "config at snapshot 3, the controller is at 5" in web2[1]
+    assert web3[0] == "fail" and "does not answer (connection refused" in web3[1]
+    assert ("127.0.0.1", 4001) in probed  # the inbound listener, where peers connect
+
+
+def test_no_proxies_warns(home: MeshHome, ca: CertificateAuthority) -> None:
+    report = run(proxy_context(home, ca, {}), "data plane")
+    ((status, message, hint),) = outcomes(report, "data plane")
+    assert (status, message) == ("warn", "no proxies are registered with the controller")
+    assert "mesh proxy --service" in (hint or "")
+
+
+def test_tls_probe_against_a_server_that_is_not_mesh(home: MeshHome, ca: CertificateAuthority) -> None:
+    # A plain TCP server: the handshake fails and says so, it does not hang.
+    write_operator(home, ca)
+    from mesh.identity import client_context, load_credentials
+
+    creds = load_credentials(home.operator_dir / "cert.pem", home.operator_dir / "key.pem", home.bundle)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            conn.close()
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        with pytest.raises(OSError):
+            probes.tls_peer_certificate("127.0.0.1", port, client_context(creds, alpn=("http/1.1",)), 2.0)
+        thread.join(5)
+
+
+# -- policy ----------------------------------------------------------------------------
+
+
+def test_policy_warns_about_a_service_without_endpoints(home: MeshHome, ca: CertificateAuthority) -> None:
+    ctx = proxy_context(home, ca, {"web": [{"address": "127.0.0.1:1"}], "ghost": []})
+    ctx._config = (3, {"route": [{"service": "web"}], "policy": [{"service": "ratings"}, {"service": "ghost"}]})
+    report = run(ctx, "policy")
+    ((status, message, hint),) = outcomes(report, "policy")
+    assert status == "warn"
+    assert message == "config v3: 2 entries name services with no endpoints: policy[0] -> ratings, policy[1] -> ghost"
+    assert hint and "mesh status" in hint
+
+
+def test_file_modes_skip_missing_files(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("")
+    os.chmod(tmp_path / "a", 0o640)
+    found = probes.file_modes([tmp_path / "a", tmp_path / "missing"])
+    assert [(f.path.name, f.mode) for f in found] == [("a", 0o640)]
+
+
+def test_certificate_times_reads_identity_and_validity(ca: CertificateAuthority) -> None:
+    leaf = ca.issue(service_identity(TD, "web"))
+    der = load_certificate(leaf.cert_chain_pem).public_bytes(serialization.Encoding.DER)
+    identity, not_before, not_after = probes.certificate_times(der)
+    assert identity == f"spiffe://{TD}/svc/web"
+    assert not_after == leaf.not_after
+    assert isinstance(x509.load_der_x509_certificate(der), x509.Certificate)
+    assert not_after - not_before == timedelta(hours=24, minutes=1)
