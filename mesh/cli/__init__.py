@@ -46,7 +46,8 @@ def _root(
 def _register() -> None:
     import importlib
 
-    for name in ("version", "ca", "config", "proxy", "inject", "gateway", "controller", "up", "status", "apply", "join"):
+    for name in ("version", "ca", "config", "proxy", "inject", "gateway", "controller", "up", "status", "apply", "join", "check",
+                 "tap", "top", "stat", "edges", "fault", "routes"):
         importlib.import_module(f"mesh.cli.{name}").register(app)
 
 

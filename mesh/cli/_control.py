@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from mesh.errors import ControllerError
@@ -42,6 +44,39 @@ async def _operator_request(home: MeshHome, method: str, path: str, body: Any, t
     )
     try:
         return await client.request(method, path, body, timeout=timeout)
+    finally:
+        await client.aclose()
+
+
+@asynccontextmanager
+async def operator_client(home: MeshHome, timeout: float = 10.0) -> AsyncIterator[Any]:
+    """An ApiClient connected as the operator of MESH_HOME (for streams: ``client.stream(...)``)."""
+    from mesh.controller import ApiClient
+    from mesh.identity import client_context, load_credentials
+    from mesh.proxy._control import controller_from_home
+
+    controller = controller_from_home(home)
+    if controller is None:
+        raise ControllerError(
+            f"no controller recorded in {home.root}",
+            hint="start one with `mesh up` (or `mesh up --detach`)",
+        )
+    operator = home.operator_dir
+    if not (operator / "cert.pem").exists():
+        raise ControllerError(
+            f"no operator identity in {operator}",
+            hint="`mesh up` creates it on the controller's host",
+        )
+    creds = load_credentials(operator / "cert.pem", operator / "key.pem", home.bundle)
+    client = await ApiClient.connect(
+        controller.host,
+        controller.port,
+        client_context(creds, alpn=("h2",)),
+        expected_identity=controller.identity,
+        timeout=timeout,
+    )
+    try:
+        yield client
     finally:
         await client.aclose()
 

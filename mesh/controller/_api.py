@@ -497,6 +497,10 @@ class _ServerConnection(_H2Endpoint):
                 h2.exceptions.StreamClosedError,
             ):
                 pass  # the stream or the whole connection went away meanwhile
+            except h2.exceptions.ProtocolError:
+                if self._h2.state_machine.state != h2.connection.ConnectionState.CLOSED:
+                    log.exception("stream %d from %s failed", stream_id, self._address)
+                # else: the client closed the connection before the answer: nothing to do
             except Exception:  # noqa: BLE001 - one bad stream must not take the others down
                 log.exception("stream %d from %s failed", stream_id, self._address)
                 await self._reset_quietly(stream_id, ErrorCodes.INTERNAL_ERROR)

@@ -10,6 +10,8 @@
     POST /v1/registrations    register / heartbeat an endpoint (hosts without multicast)
     DELETE /v1/registrations  withdraw it
     GET  /v1/status           the whole picture for `mesh status` (operators)
+    GET  /v1/tap              every proxy's /tap merged into one NDJSON stream (operators)
+    GET  /v1/stats            golden metrics per service, version and edge, from every proxy (operators)
 """
 
 from __future__ import annotations
@@ -56,7 +58,13 @@ class ControllerApp:
             ("POST", "/v1/registrations"): self.register,
             ("DELETE", "/v1/registrations"): self.deregister,
             ("GET", "/v1/status"): self.status,
+            ("GET", "/v1/tap"): self.tap,
+            ("GET", "/v1/stats"): self.stats,
+            ("POST", "/v1/faults"): self.add_fault,
+            ("DELETE", "/v1/faults"): self.remove_fault,
+            ("GET", "/v1/routes"): self.routes,
         }
+        self._stats: Any = None  # StatsCollector, made on the first stats request
 
     async def handle(self, request: ApiRequest) -> ApiResponse | AsyncIterator[Any]:
         route = self._routes.get((request.method, request.path))
@@ -189,6 +197,7 @@ class ControllerApp:
                 if state.version != sent:
                     sent = watch.sent_version = state.version
                     yield {"type": "snapshot", **state.snapshot()}
+                    continue  # the state may have moved while the snapshot was on its way
                 with trio.move_on_after(KEEPALIVE_SECONDS) as idle:
                     await self._change.wait()
                 if idle.cancelled_caught:
@@ -241,6 +250,55 @@ class ControllerApp:
             self.changed()
         return ApiResponse(200, {"removed": True})
 
+    # -- temporary faults (`mesh fault`) --------------------------------------------
+
+    async def add_fault(self, request: ApiRequest) -> ApiResponse:
+        from mesh.config import is_valid_service_name
+        from mesh.controller._state import TemporaryFault
+
+        operator = self._require_operator(request)
+        body = _object(request.json())
+        service = _string(body, "service")
+        if not is_valid_service_name(service):
+            raise ApiError(400, f"invalid service name {service!r}")
+        try:
+            seconds = float(body.get("for_seconds", 300))
+            delay = body.get("delay_seconds")
+            delay = None if delay is None else float(delay)
+            abort = body.get("abort_status")
+            abort = None if abort is None else int(abort)
+            percent = float(body.get("percent", 100))
+        except (TypeError, ValueError):
+            raise ApiError(400, "delay_seconds, abort_status, percent and for_seconds must be numbers") from None
+        if delay is None and abort is None:
+            raise ApiError(400, "a fault needs a delay, an abort status, or both")
+        if not 0 < seconds <= 86400 or not 0 <= percent <= 100 or (delay is not None and delay < 0):
+            raise ApiError(400, "expected 0 < for ≤ 24h, 0 ≤ percent ≤ 100 and a delay ≥ 0")
+        if abort is not None and not 400 <= abort <= 599:
+            raise ApiError(400, f"abort status {abort} is not an HTTP error status (400-599)")
+        fault = TemporaryFault(service, self.state.clock() + seconds, delay, percent, abort, percent)
+        self.state.set_fault(fault)
+        log.info("fault on %s for %gs set by %s: %s", service, seconds, operator, fault)
+        self.changed()
+        return ApiResponse(200, fault.to_dict())
+
+    async def remove_fault(self, request: ApiRequest) -> ApiResponse:
+        self._require_operator(request)
+        service = request.query.get("service", "")
+        removed = self.state.clear_fault(service)
+        if removed:
+            self.changed()
+        return ApiResponse(200 if removed else 404, {"removed": removed})
+
+    async def routes(self, request: ApiRequest) -> ApiResponse:
+        from mesh.controller._routes_view import routes_view
+
+        self._require_operator(request)
+        service = request.query.get("service", "")
+        if not service:
+            raise ApiError(400, "query parameter 'service' is required")
+        return ApiResponse(200, await routes_view(self.state, service))
+
     # -- status ------------------------------------------------------------------
 
     async def status(self, request: ApiRequest) -> ApiResponse:
@@ -289,7 +347,38 @@ class ControllerApp:
             ],
             "config": state.config.summary(),
             "units": self.units() if self.units else [],
+            "faults": [f.to_dict() for f in state.faults.values()],
         }
+
+    # -- telemetry fan-in (mesh tap, top, stat, edges) ------------------------------
+
+    def proxy_targets(self) -> list[Any]:
+        from mesh.controller._fanin import proxy_targets
+
+        return proxy_targets(self.state)
+
+    async def tap(self, request: ApiRequest) -> AsyncIterator[Any]:
+        from mesh.controller._fanin import TapFanIn
+        from mesh.telemetry import TapFilter
+
+        self._require_operator(request)
+        try:
+            tap_filter, max_rps = TapFilter.from_query(request.query)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        return TapFanIn(self.proxy_targets, tap_filter, max_rps)
+
+    async def stats(self, request: ApiRequest) -> ApiResponse:
+        from mesh.controller._fanin import StatsCollector, parse_window
+
+        self._require_operator(request)
+        try:
+            window = parse_window(request.query.get("window"))
+        except ValueError as exc:
+            raise ApiError(400, str(exc), "e.g. window=60 or window=5m") from None
+        if self._stats is None:
+            self._stats = StatsCollector(self.proxy_targets, self.state.trust_domain)
+        return ApiResponse(200, await self._stats.stats(window))
 
 
 def _object(value: Any) -> dict[str, Any]:

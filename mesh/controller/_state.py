@@ -31,6 +31,28 @@ class EndpointEntry:
     cert_expiry: float | None = None  # Unix time, reported by registrations
 
 
+@dataclass(frozen=True, slots=True)
+class TemporaryFault:
+    """`mesh fault`: chaos for a while, then it removes itself."""
+
+    service: str
+    expires_at: float
+    delay_seconds: float | None = None
+    delay_percent: float = 100.0
+    abort_status: int | None = None
+    abort_percent: float = 100.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "expires_at": self.expires_at,
+            "delay_seconds": self.delay_seconds,
+            "delay_percent": self.delay_percent,
+            "abort_status": self.abort_status,
+            "abort_percent": self.abort_percent,
+        }
+
+
 @dataclass(slots=True)
 class ProxyWatch:
     instance: str
@@ -50,6 +72,7 @@ class ControllerState:
     version: int = 1
     _entries: dict[str, EndpointEntry] = field(default_factory=dict)  # by instance
     watches: dict[str, ProxyWatch] = field(default_factory=dict)  # by instance
+    faults: dict[str, TemporaryFault] = field(default_factory=dict)  # by service
 
     def _changed(self) -> None:
         self.version += 1
@@ -112,14 +135,27 @@ class ControllerState:
         return True
 
     def expire(self) -> list[str]:
-        """Drop registrations whose lease ran out; returns their instances."""
+        """Drop registrations whose lease ran out, and faults whose time is up; returns what went."""
         now = self.clock()
         dead = [k for k, e in self._entries.items() if e.expires_at is not None and e.expires_at < now]
         for instance in dead:
             del self._entries[instance]
-        if dead:
+        over = [svc for svc, f in self.faults.items() if f.expires_at <= now]
+        for service in over:
+            del self.faults[service]
+        if dead or over:
             self._changed()
-        return dead
+        return dead + [f"fault on {svc}" for svc in over]
+
+    def set_fault(self, fault: TemporaryFault) -> None:
+        self.faults[fault.service] = fault
+        self._changed()
+
+    def clear_fault(self, service: str) -> bool:
+        if self.faults.pop(service, None) is None:
+            return False
+        self._changed()
+        return True
 
     def endpoints(self) -> dict[str, list[Endpoint]]:
         """Every service's endpoints; one endpoint per address (zeroconf and a registration may both see it)."""
@@ -167,6 +203,7 @@ class ControllerState:
             },
             "routes": [r.to_dict() for r in config.routes],
             "policies": [p.to_dict() for p in config.policies],
+            "faults": [f.to_dict() for f in self.faults.values()],
         }
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import trio
 
 from mesh.home import MeshHome
-from mesh.inject._run import _die_with_parent
+from mesh.inject._process import Child, open_child
 
 log = logging.getLogger("mesh.up")
 
@@ -49,7 +49,7 @@ class Unit:
     last_exit: int | None = None
     started_at: float | None = None
     next_start: float | None = None
-    process: trio.Process | None = field(default=None, repr=False)
+    process: Child | None = field(default=None, repr=False)
 
     def view(self) -> dict[str, Any]:
         return {
@@ -155,13 +155,8 @@ class Fleet:
             env = {**os.environ, "PYTHONUNBUFFERED": "1", **dict(unit.spec.env)}
             with open(unit.log_path, "ab") as log_file:
                 try:
-                    process = await trio.lowlevel.open_process(
-                        list(unit.spec.argv),
-                        stdin=subprocess.DEVNULL,
-                        stdout=log_file,
-                        stderr=log_file,
-                        env=env,
-                        preexec_fn=_die_with_parent,  # noqa: PLW1509
+                    process = open_child(
+                        unit.spec.argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env
                     )
                 except OSError as exc:
                     log.error("%s: cannot start: %s", unit.spec.name, exc)

@@ -13,7 +13,6 @@ Order matters, and is the point of this module:
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import shutil
@@ -28,6 +27,7 @@ import trio
 from mesh.errors import ProxyError
 from mesh.home import MeshHome
 from mesh.inject._env import build_app_env, default_service_name, parse_upstreams
+from mesh.inject._process import Child, open_child
 
 log = logging.getLogger("mesh.inject")
 
@@ -51,16 +51,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: its own process group, and SIGTERM if mesh inject dies."""
-    os.setpgid(0, 0)
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def exit_status(returncode: int) -> int:
@@ -104,9 +94,7 @@ async def run_injected(options: InjectOptions) -> int:
             labels=settings.labels,
         )
         try:
-            process = await trio.lowlevel.open_process(
-                list(options.command), env=env, preexec_fn=_die_with_parent  # noqa: PLW1509
-            )
+            process = open_child(options.command, env=env)
         except FileNotFoundError:
             log.error("command not found: %s", options.command[0])
             proxy.stop()
@@ -121,7 +109,7 @@ async def run_injected(options: InjectOptions) -> int:
     return status
 
 
-async def _supervise(process: trio.Process, proxy: Any, port: int, options: InjectOptions) -> int:
+async def _supervise(process: Child, proxy: Any, port: int, options: InjectOptions) -> int:
     async with trio.open_nursery() as nursery:
 
         async def readiness() -> None:
@@ -165,7 +153,7 @@ async def _withdraw(proxy: Any) -> None:
             await hook()
 
 
-def _signal(process: trio.Process, signum: int) -> None:
+def _signal(process: Child, signum: int) -> None:
     if process.returncode is None:
         try:
             process.send_signal(signum)
@@ -173,7 +161,7 @@ def _signal(process: trio.Process, signum: int) -> None:
             pass
 
 
-async def _wait_ready(process: trio.Process, port: int, health: str | None, timeout: float) -> bool:
+async def _wait_ready(process: Child, port: int, health: str | None, timeout: float) -> bool:
     with trio.move_on_after(timeout):
         while process.returncode is None:
             if await _answers(port, health):

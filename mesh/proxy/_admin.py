@@ -1,4 +1,4 @@
-"""The proxy's admin server: /metrics, /ready, /live, /config.
+"""The proxy's admin server: /metrics, /ready, /live, /config, /tap.
 
 Plain HTTP/1.1 on loopback (ephemeral port unless set). Small and separate
 from the data path: it shares the HTTP/1 reader, nothing else.
@@ -10,13 +10,15 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 import trio
 
 from mesh.proxy._conn import HttpConnection, PeerClosed
 from mesh.proxy.protocol.errors import RemoteProtocolError
-from mesh.proxy.protocol.http1 import EndOfMessage, RequestHead, RequestReader, simple_response
-from mesh.telemetry import CONTENT_TYPE
+from mesh.proxy.protocol.http1 import EndOfMessage, RequestHead, RequestReader, encode_chunk, simple_response
+from mesh.telemetry import CONTENT_TYPE, TapFilter, TapHub
+from mesh.telemetry._tap import DEFAULT_MAX_QUEUE
 
 log = logging.getLogger("mesh.proxy.admin")
 
@@ -91,3 +93,80 @@ class AdminApp:
 
 def _with_type(response: bytes, content_type: bytes) -> bytes:
     return response.replace(b"text/plain; charset=utf-8", content_type, 1)
+
+
+TAP_HEAD = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"Content-Type: application/x-ndjson\r\n"
+    b"Transfer-Encoding: chunked\r\n"
+    b"Cache-Control: no-store\r\n"
+    b"Connection: close\r\n\r\n"
+)
+
+
+def tap_handler(hub: TapHub, max_queue: int = DEFAULT_MAX_QUEUE) -> StreamHandler:
+    """``GET /tap?service=&direction=&path=&method=&authority=&max_rps=``: NDJSON until the client leaves.
+
+    One line per event (``{"type": "request", ...}``), and ``{"type": "dropped",
+    "count": N, "total": M}`` when this listener's queue overflowed. The
+    subscription exists only while the connection does: with nobody tapping the
+    proxy builds no events at all.
+    """
+
+    async def serve(head: RequestHead, stream: trio.abc.Stream) -> None:
+        _, _, query = head.target.decode("latin-1").partition("?")
+        if head.method != b"GET":
+            await _send_quietly(stream, simple_response(405, b"method not allowed\n", [(b"Allow", b"GET")], False))
+            return
+        try:
+            tap_filter, max_rps = TapFilter.from_query(dict(parse_qsl(query, keep_blank_values=True)))
+        except ValueError as exc:
+            await _send_quietly(stream, simple_response(400, f"{exc}\n".encode(), keep_alive=False))
+            return
+        subscription = hub.subscribe(tap_filter, max_queue=max_queue, max_rps=max_rps)
+        wake = trio.Event()
+
+        def notify() -> None:
+            wake.set()
+
+        subscription.set_notify(notify)
+        log.debug("tap listener joined (%d now)", hub.listeners)
+        try:
+            await stream.send_all(TAP_HEAD)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_cancel_on_eof, stream, nursery.cancel_scope)
+                while True:
+                    if not subscription.pending:
+                        wake = trio.Event()
+                        await wake.wait()
+                    lines = []
+                    dropped = subscription.take_dropped()
+                    if dropped:
+                        lines.append({"type": "dropped", "count": dropped, "total": subscription.dropped})
+                    lines.extend(event.to_dict() for event in subscription.take())
+                    payload = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
+                    await stream.send_all(encode_chunk(payload.encode()))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # the listener went away
+        finally:
+            hub.unsubscribe(subscription)
+            log.debug("tap listener left (%d now)", hub.listeners)
+
+    return serve
+
+
+async def _cancel_on_eof(stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
+    """A streaming response is one-way: the client closing its side means it is gone."""
+    try:
+        while await stream.receive_some(4096):
+            pass
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass
+    scope.cancel()
+
+
+async def _send_quietly(stream: trio.abc.Stream, data: bytes) -> None:
+    try:
+        await stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass

@@ -98,8 +98,10 @@ class Balancer:
         load.pending = max(load.pending - 1, 0)
         now = self._clock()
         rtt_ms = (now - started) * 1000.0
-        # A failure counts as slow, so a failing endpoint loses traffic too.
-        load.observe(rtt_ms if success else max(rtt_ms, 1000.0), now)
+        # Latency only, as in Linkerd: failures are the outlier detector's business
+        # (consecutive failures eject an endpoint), so a failing endpoint is not
+        # half-hidden here where ejection would never see enough of it.
+        load.observe(rtt_ms, now)
 
     def forget(self, keep: set[str]) -> None:
         for address in list(self._loads):

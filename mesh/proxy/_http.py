@@ -14,11 +14,12 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
 from mesh.proxy._conn import HttpConnection, PeerClosed, relay_bytes
+from mesh.proxy._policy import may_retry, retry_condition
 from mesh.proxy._pool import ConnectionPool, UpstreamConnectError, UpstreamConnection, UpstreamKey, open_upstream
 from mesh.proxy.protocol.errors import RemoteProtocolError
 from mesh.proxy.protocol.http1 import (
@@ -64,6 +65,10 @@ class Forward:
     timeout: float = 10.0
     endpoint: str | None = None  # address for balancer feedback
     tunnel: bool = False  # CONNECT: answer 200 and relay bytes
+    route: str | None = None  # name of the matched route, for metrics
+    retry: Any = None  # RetryPolicy of the route, when retries are on
+    candidates: tuple[Any, ...] = ()  # endpoints a retry may go to; outlier detection's peers
+    delay: float = 0.0  # injected fault delay before forwarding
 
 
 @dataclass(slots=True)
@@ -83,10 +88,19 @@ class Router(Protocol):
 
     def finished(self, forward: Forward, started: float, success: bool) -> None: ...
 
+    def requested(self, forward: Forward) -> None: ...
+
+    def retry_to(self, forward: Forward) -> Forward | None: ...
+
 
 @dataclass(slots=True)
 class RequestRecord:
-    """What the proxy observed of one request; metrics and tap read it."""
+    """What the proxy observed of one request; metrics and tap read it.
+
+    ``head`` and ``forward`` are references (no copying on the hot path): the
+    tap reads the request id, the chosen endpoint, its identity and whether the
+    hop is mTLS from them, and only while someone listens.
+    """
 
     direction: str
     peer_service: str
@@ -97,7 +111,10 @@ class RequestRecord:
     latency_ms: float
     mesh_error: str | None
     bytes_in: int = 0
-    bytes_out: int = 0
+    bytes_out: int = 0  # response bytes written to the client
+    head: RequestHead | None = None
+    forward: Forward | None = None  # None when the mesh answered without routing
+    retries: int = 0  # attempts beyond the first (actual requests = 1 + retries)
 
 
 Recorder = Callable[[RequestRecord], None]
@@ -159,6 +176,8 @@ class HttpProxyConnection:
         self.record = record
         self.limits = limits
         self.drain = drain
+        self._attempt: Forward | None = None  # the attempt in flight (retries replace it)
+        self._retries = 0
 
     async def serve(self) -> None:
         client = self.client
@@ -245,7 +264,12 @@ class HttpProxyConnection:
 
         status = 0
         mesh_error: str | None = None
+        sent_before = self.client.sent
+        self._attempt = decision
+        self._retries = 0
         try:
+            if decision.delay:
+                await trio.sleep(decision.delay)  # an injected fault
             status, keep = await self._forward(head, decision)
             return keep and head.keep_alive
         except UpstreamConnectError as exc:
@@ -265,6 +289,7 @@ class HttpProxyConnection:
             return False
         finally:
             success = mesh_error is None and status < 500
+            decision = self._attempt  # the last attempt is the one that answered
             self.router.finished(decision, started, success)
             self.record(
                 RequestRecord(
@@ -276,6 +301,10 @@ class HttpProxyConnection:
                     status,
                     (time.perf_counter() - started) * 1000.0,
                     mesh_error,
+                    bytes_out=self.client.sent - sent_before,
+                    head=head,
+                    forward=decision,
+                    retries=self._retries,
                 )
             )
 
@@ -290,6 +319,7 @@ class HttpProxyConnection:
                 decision.status,
                 (time.perf_counter() - started) * 1000.0,
                 decision.reason,
+                head=head,
             )
         )
         return await self._send_error(head, decision.status, decision.reason, decision.message)
@@ -316,37 +346,81 @@ class HttpProxyConnection:
         return encode_request_head(head.method, decision.target, headers, head.framing, upgrade=head.upgrade)
 
     async def _forward(self, head: RequestHead, decision: Forward) -> tuple[int, bool]:
-        """Returns (status, client keep-alive)."""
+        """Returns (status, client keep-alive). Retries (route policy, within budget) and
+        the one replay after a pooled connection died while idle happen here."""
         head_bytes = self._request_head_bytes(head, decision)
         body_complete = head.framing is Framing.NONE or self._body_done()
         first_bytes = head_bytes
+        body = b""
         if body_complete:
-            first_bytes += self._take_body_bytes(head.framing)
+            body = self._take_body_bytes(head.framing)
+            first_bytes += body
         deadline = trio.current_time() + decision.timeout
+        retry = decision.retry
+        retries_left = 0
+        if retry is not None and body_complete and may_retry(head.method, len(body), retry.retryable):
+            retries_left = retry.attempts
+            self.router.requested(decision)
+        current = decision
+        replayed_stale = False
 
-        for attempt in (1, 2):
-            upstream = await self.pool.acquire(decision.key)
+        def next_attempt(status: int | None) -> Forward | None:
+            """A retry for this outcome (None: connection failure), or None to give up."""
+            nonlocal retries_left, current
+            if retries_left <= 0 or not retry_condition(status, retry.on):
+                return None
+            nxt = self.router.retry_to(current)
+            if nxt is None:
+                return None
+            self.router.finished(current, time.perf_counter(), False)
+            retries_left -= 1
+            self._retries += 1
+            return nxt
+
+        while True:
+            self._attempt = current
+            try:
+                upstream = await self.pool.acquire(current.key)
+            except UpstreamConnectError:
+                nxt = next_attempt(None)
+                if nxt is None:
+                    raise
+                current = nxt
+                first_bytes = self._request_head_bytes(head, current) + body
+                continue
             upstream.reader.expect(head.method)
             reused = upstream.uses > 1
             try:
-                if body_complete:
-                    try:
-                        await upstream.send(first_bytes)
-                        status, keep, upstream_ok = await self._relay_response(upstream, deadline, head)
-                    except _StaleConnection:
-                        await upstream.aclose()
-                        if reused and attempt == 1:
-                            continue  # the pooled connection had died while idle
+                if not body_complete:
+                    return await self._forward_streaming(head, head_bytes, upstream, deadline)
+                try:
+                    await upstream.send(first_bytes)
+                    status, keep, upstream_ok = await self._relay_response(
+                        upstream, deadline, head, next_attempt if retries_left else None
+                    )
+                except _StaleConnection:
+                    await upstream.aclose()
+                    if reused and not replayed_stale:
+                        replayed_stale = True
+                        continue  # the pooled connection had died while idle
+                    nxt = next_attempt(None)
+                    if nxt is None:
                         raise UpstreamConnectError(
-                            "upstream-closed", f"{decision.key.address} closed the connection without answering"
+                            "upstream-closed", f"{current.key.address} closed the connection without answering"
                         ) from None
-                    await self.pool.release(upstream, upstream_ok)
-                    return status, keep
-                return await self._forward_streaming(head, head_bytes, upstream, deadline)
+                    current = nxt
+                    first_bytes = self._request_head_bytes(head, current) + body
+                    continue
+                except _Retry as again:
+                    await upstream.aclose()
+                    current = again.forward
+                    first_bytes = self._request_head_bytes(head, current) + body
+                    continue
+                await self.pool.release(upstream, upstream_ok)
+                return status, keep
             except BaseException:
                 await upstream.aclose()
                 raise
-        raise AssertionError("unreachable")
 
     def _take_body_bytes(self, framing: Framing) -> bytes:
         """The whole request body, already read with the head, framed for sending.
@@ -417,7 +491,11 @@ class HttpProxyConnection:
         return status, keep and body_sent
 
     async def _relay_response(
-        self, upstream: UpstreamConnection, deadline: float, head: RequestHead
+        self,
+        upstream: UpstreamConnection,
+        deadline: float,
+        head: RequestHead,
+        retry: Callable[[int | None], Forward | None] | None = None,
     ) -> tuple[int, bool, bool]:
         """Stream the response to the client. Returns (status, client keep-alive, upstream reusable)."""
         client = self.client
@@ -454,6 +532,11 @@ class HttpProxyConnection:
                         out.append(encode_response_head(event.status, event.reason, event.headers, Framing.NONE))
                         interim = True
                         continue
+                    if retry is not None and not out:
+                        # Nothing of this response reached the client yet: it may be retried.
+                        again = retry(event.status)
+                        if again is not None:
+                            raise _Retry(again)
                     response = event
                     framing = event.framing
                     keep = head.keep_alive and event.keep_alive and not self.drain.draining
@@ -499,6 +582,8 @@ class HttpProxyConnection:
                     status,
                     (time.perf_counter() - started) * 1000.0,
                     mesh_error,
+                    head=head,
+                    forward=decision,
                 )
             )
 
@@ -541,6 +626,11 @@ class HttpProxyConnection:
             return False
         finally:
             await upstream.aclose()
+
+
+class _Retry(Exception):
+    def __init__(self, forward: Forward) -> None:
+        self.forward = forward
 
 
 class _StaleConnection(Exception):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from mesh.proxy._http import RequestRecord
 from mesh.telemetry import MetricsRegistry
 
@@ -27,6 +29,17 @@ class ProxyMetrics:
             "Time from the request head to the end of the response, in milliseconds.",
             ("direction", "peer_service", "status_class"),
         )
+        self.retries = registry.counter(
+            "retry_total",
+            "Extra attempts made by retry policies (actual requests = request_total + retry_total).",
+            ("direction", "peer_service"),
+        )
+        self.route_responses = registry.counter(
+            "route_response_total", "Responses per route of the caller's route table.", ("peer_service", "route", "classification")
+        )
+        self.route_latency = registry.histogram(
+            "route_response_latency_ms", "Latency per route, in milliseconds.", ("peer_service", "route")
+        )
         self.tcp_open = registry.gauge(
             "tcp_open_connections", "Connections accepted and still open.", ("direction",)
         )
@@ -45,6 +58,13 @@ class ProxyMetrics:
         self.cert_expiry = registry.gauge(
             "identity_cert_expiry_timestamp_seconds", "Expiry of the proxy's workload certificate (Unix time)."
         )
+        self.tap_dropped = registry.counter(
+            "tap_dropped_events_total", "Tap events dropped because a listener did not keep up."
+        )
+        self.tap_listeners = registry.gauge("tap_listeners", "Open /tap streams (0: no tap events are built).")
+        # Counters start at zero then: the controller's rates use it as a baseline.
+        self.start_time = registry.gauge("process_start_time_seconds", "When the proxy started (Unix time).")
+        self.start_time.set(round(time.time(), 3))
 
     def record(self, rec: RequestRecord) -> None:
         # One dict lookup per request finds the three series this outcome updates.
@@ -56,6 +76,13 @@ class ProxyMetrics:
         requests.inc()
         responses.inc()
         latency.observe(rec.latency_ms)
+        if rec.retries:
+            self.retries.labels(rec.direction, rec.peer_service).inc(rec.retries)
+        forward = rec.forward
+        if forward is not None and forward.route is not None:
+            classification = classify(rec.status, rec.mesh_error)
+            self.route_responses.labels(rec.peer_service, forward.route, classification).inc()
+            self.route_latency.labels(rec.peer_service, forward.route).observe(rec.latency_ms)
 
     def _new_series(self, direction: str, peer: str, status: int, mesh_error: str | None) -> tuple:
         return (

@@ -290,3 +290,47 @@ class PolicySet:
         if policy is not None and policy.allow is not None:
             return named(policy.allow)
         return self.authz_default == "allow"
+
+
+# ---------------------------------------------------------------- per-proxy state
+
+
+class PolicyState:
+    """What one proxy remembers between requests: the compiled snapshot, endpoint
+    health, retry budgets and rate-limit buckets. Still no I/O."""
+
+    def __init__(self, trust_domain: str, clock: Clock = time.monotonic, rng: random.Random | None = None) -> None:
+        self.current = PolicySet(trust_domain=trust_domain)
+        self.outliers = OutlierDetector(clock=clock)
+        self.rng = rng or random.Random()
+        self._clock = clock
+        self._budgets: dict[str, RetryBudget] = {}
+        self._buckets: dict[tuple[str, str, str], TokenBucket] = {}
+
+    def update(self, snapshot: Mapping[str, Any]) -> None:
+        """Swap in a new snapshot at once; counters and buckets survive it."""
+        self.current = PolicySet.from_snapshot(snapshot)
+        self._buckets.clear()  # limits may have changed; a fresh bucket starts full
+
+    def budget(self, service: str, retry: Any) -> RetryBudget:
+        budget = self._budgets.get(service)
+        if budget is None or budget.ratio != retry.budget or budget.min_per_second != retry.min_per_second:
+            budget = self._budgets[service] = RetryBudget(retry.budget, retry.min_per_second, clock=self._clock)
+        return budget
+
+    def admit(self, service: str, caller: str, route: CompiledRoute | None) -> bool:
+        """Rate limits of the service's policy and of the matched route (token buckets)."""
+        limits = []
+        policy = self.current.policies.get(service)
+        if policy is not None and policy.rate_limit is not None:
+            limits.append(("policy", policy.rate_limit))
+        if route is not None and route.config.rate_limit is not None:
+            limits.append((route.name, route.config.rate_limit))
+        for scope, limit in limits:
+            key = (service, scope, caller if limit.per_caller else "*")
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self._buckets[key] = TokenBucket(limit.requests_per_second, limit.burst, clock=self._clock)
+            if not bucket.take():
+                return False
+        return True

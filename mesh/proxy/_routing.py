@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import logging
+from dataclasses import replace
 from collections.abc import Callable, Collection
 
 import httptools
 
 from mesh.proxy._balancer import Balancer
+from mesh.proxy._policy import Fault, PolicyState, choose_subset, in_subset
 from mesh.proxy._http import Forward, Reject, new_request_id
 from mesh.proxy._pool import ALPN_HTTP1, ALPN_TCP, UpstreamKey
 from mesh.proxy.protocol.http1 import RequestHead
+
+log = logging.getLogger("mesh.proxy")
 
 CLIENT_ID_HEADER = b"mesh-client-id"
 REQUEST_ID_HEADER = b"x-request-id"
@@ -76,6 +81,7 @@ class OutboundRouter:
         timeout: float,
         own_addresses: Collection[tuple[str, int]] = (),
         fixed_service: str | None = None,
+        policy: PolicyState | None = None,
     ) -> None:
         self._endpoints = endpoints
         self._balancer = balancer
@@ -83,6 +89,7 @@ class OutboundRouter:
         self._timeout = timeout
         self._own = set(own_addresses)
         self.fixed_service = fixed_service
+        self.policy = policy or PolicyState(trust_domain)
 
     def route(self, head: RequestHead) -> Forward | Reject:
         target = head.target
@@ -119,19 +126,7 @@ class OutboundRouter:
 
         endpoints = self._endpoints(service)
         if endpoints:
-            endpoint = self._balancer.choose(endpoints)
-            self._balancer.start(endpoint.address)
-            identity = endpoint.identity or f"spiffe://{self._trust_domain}/svc/{service}"
-            key = UpstreamKey(endpoint.host, endpoint.port, ALPN_TCP if connect else ALPN_HTTP1, identity)
-            return Forward(
-                key,
-                service,
-                path,
-                add_headers=self._request_id(head),
-                timeout=self._timeout,
-                endpoint=endpoint.address,
-                tunnel=connect,
-            )
+            return self._to_mesh(head, service, path, endpoints, connect)
         if is_mesh:
             return Reject(503, "no-endpoints", f"no endpoints for service {service!r}", service)
         assert host_port is not None
@@ -146,6 +141,65 @@ class OutboundRouter:
             tunnel=connect,
         )
 
+    def _to_mesh(self, head: RequestHead, service: str, path: bytes, endpoints: tuple, connect: bool) -> Forward | Reject:
+        """Route (first match), fault, split subset, outlier ejection, then one endpoint."""
+        state = self.policy
+        policies = state.current
+        route = None
+        if policies.routes.get(service) and not connect:
+            headers = {k.lower(): v for k, v in head.headers}
+            route = policies.route_for(service, head.method, path, headers)
+        fault = policies.faults.get(service)
+        if fault is None and route is not None and route.config.fault is not None:
+            f = route.config.fault
+            fault = Fault(f.delay, f.delay_percent, f.abort_status, f.abort_percent)
+        delay = 0.0
+        if fault is not None:
+            delay, abort = fault.decide(state.rng)
+            if abort is not None:
+                return Reject(abort, "fault-injected", f"fault injected for {service} by mesh policy", service)
+        subset = choose_subset(route, state.rng) if route is not None else None
+        candidates = in_subset(endpoints, subset) if subset else list(endpoints)
+        if not candidates:
+            wanted = ",".join(f"{k}={v}" for k, v in (subset or {}).items())
+            return Reject(503, "no-endpoints", f"no endpoints of {service!r} with {wanted}", service)
+        healthy = state.outliers.available(candidates)
+        if not healthy:
+            return Reject(503, "circuit-open", f"every endpoint of {service!r} is ejected after failures", service)
+        endpoint = self._balancer.choose(healthy)
+        self._balancer.start(endpoint.address)
+        identity = endpoint.identity or f"spiffe://{self._trust_domain}/svc/{service}"
+        key = UpstreamKey(endpoint.host, endpoint.port, ALPN_TCP if connect else ALPN_HTTP1, identity)
+        return Forward(
+            key,
+            service,
+            path,
+            add_headers=self._request_id(head),
+            timeout=route.config.timeout if route is not None else self._timeout,
+            endpoint=endpoint.address,
+            tunnel=connect,
+            route=route.name if route is not None else None,
+            retry=route.config.retries if route is not None and route.config.retries.attempts else None,
+            candidates=tuple(healthy),
+            delay=delay,
+        )
+
+    def retry_to(self, forward: Forward) -> Forward | None:
+        """Another attempt for ``forward``, on another endpoint when there is one, within the budget."""
+        if forward.retry is None or not self.policy.budget(forward.peer_service, forward.retry).try_withdraw():
+            return None
+        others = [e for e in self.policy.outliers.available(forward.candidates) if e.address != forward.endpoint]
+        endpoint = self._balancer.choose(others or self.policy.outliers.available(forward.candidates) or forward.candidates)
+        self._balancer.start(endpoint.address)
+        identity = endpoint.identity or f"spiffe://{self._trust_domain}/svc/{forward.peer_service}"
+        key = UpstreamKey(endpoint.host, endpoint.port, forward.key.alpn, identity)
+        return replace(forward, key=key, endpoint=endpoint.address, delay=0.0)
+
+    def requested(self, forward: Forward) -> None:
+        """One effective request (retries spend budget earned by these)."""
+        if forward.retry is not None:
+            self.policy.budget(forward.peer_service, forward.retry).record_request()
+
     @staticmethod
     def _request_id(head: RequestHead) -> list[tuple[bytes, bytes]]:
         if head.header(REQUEST_ID_HEADER) is None:
@@ -155,6 +209,10 @@ class OutboundRouter:
     def finished(self, forward: Forward, started: float, success: bool) -> None:
         if forward.endpoint is not None:
             self._balancer.finish(forward.endpoint, started, success)
+            if forward.candidates:
+                ejected = self.policy.outliers.record(forward.endpoint, success, forward.candidates)
+                if ejected:
+                    log.warning("ejected %s of %s after consecutive failures", forward.endpoint, forward.peer_service)
 
 
 def _normalise_loopback(host_port: tuple[str, int]) -> tuple[str, int]:
@@ -167,11 +225,22 @@ class InboundRouter:
 
     direction = "inbound"
 
-    def __init__(self, app: UpstreamKey, caller_id: str, caller_service: str, timeout: float) -> None:
+    def __init__(
+        self,
+        app: UpstreamKey,
+        caller_id: str,
+        caller_service: str,
+        timeout: float,
+        service: str = "",
+        policy: PolicyState | None = None,
+    ) -> None:
         self._app = app
+        self._caller_id = caller_id
         self._caller = [(b"mesh-client-id", caller_id.encode())]
         self._caller_service = caller_service
         self._timeout = timeout
+        self._service = service
+        self._policy = policy
 
     def route(self, head: RequestHead) -> Forward | Reject:
         target = head.target
@@ -181,6 +250,17 @@ class InboundRouter:
             except httptools.HttpParserInvalidURLError:
                 return Reject(400, "bad-request", "invalid request target")
             target = (url.path or b"/") + (b"?" + url.query if url.query else b"")
+        state = self._policy
+        if state is not None:
+            # The callee decides who may call it, and how fast: enforced here, not at the caller.
+            if not state.current.authorize(self._service, self._caller_id):
+                return Reject(403, "forbidden", f"{self._caller_id} may not call {self._service}", self._caller_service)
+            route = None
+            if state.current.routes.get(self._service):
+                headers = {k.lower(): v for k, v in head.headers}
+                route = state.current.route_for(self._service, head.method, target, headers)
+            if not state.admit(self._service, self._caller_id, route):
+                return Reject(429, "rate-limited", f"rate limit of {self._service} reached", self._caller_service)
         return Forward(
             self._app,
             self._caller_service,
@@ -193,6 +273,12 @@ class InboundRouter:
 
     def finished(self, forward: Forward, started: float, success: bool) -> None:
         pass
+
+    def requested(self, forward: Forward) -> None:
+        pass
+
+    def retry_to(self, forward: Forward) -> Forward | None:
+        return None  # the caller's proxy retries; the callee's never multiplies them
 
 
 def tcp_key_for(service: str, endpoint: object, trust_domain: str) -> UpstreamKey:

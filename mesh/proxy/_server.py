@@ -4,12 +4,13 @@
     --upstream SVC=PORT   app ──any────▶ detect ─▶ HTTP/1 loop or opaque relay (mesh-tcp) ─▶ peer
     inbound               peer ──mTLS──▶ ALPN http/1.1 ─▶ HTTP/1 loop ─▶ InboundRouter ─▶ app pool
                                        ─▶ ALPN mesh-tcp ─▶ opaque relay ─▶ app
-    admin                 /metrics /ready /live /config
+    admin                 /metrics /ready /live /config /tap
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import ssl
 import time
@@ -22,15 +23,18 @@ import trio
 
 from mesh import __version__
 from mesh.errors import ProxyError
-from mesh.proxy._admin import AdminApp
+from mesh.proxy._admin import AdminApp, tap_handler
 from mesh.proxy._balancer import Balancer
 from mesh.proxy._conn import relay_bytes
 from mesh.proxy._http import Drain, HttpProxyConnection, Limits
 from mesh.proxy._metrics import ProxyMetrics
+from mesh.proxy._policy import PolicyState
+from mesh.proxy._observe import recorder
 from mesh.proxy._pool import ALPN_HTTP1, ALPN_TCP, ConnectionPool, UpstreamConnectError, UpstreamKey, open_upstream
 from mesh.proxy._routing import InboundRouter, OutboundRouter, tcp_key_for
 from mesh.proxy._tls import TLSStream
 from mesh.proxy.protocol.detect import Protocol, detect
+from mesh.telemetry import TapHub
 
 log = logging.getLogger("mesh.proxy")
 
@@ -82,8 +86,14 @@ class Proxy:
         self.identity = identity
         self.registry = registry
         self.metrics = ProxyMetrics()
+        self.tap = TapHub(on_drop=self.metrics.tap_dropped.inc)  # /tap listeners; idle costs one check
+        self.metrics.tap_listeners.set_function(lambda: self.tap.listeners)
         self.metrics.cert_expiry.set_function(lambda: self.identity.creds.not_after.timestamp())
         self.balancer = Balancer()
+        self.policy = PolicyState(identity.trust_domain)
+        base = os.environ.get("MESH_OUTLIER_EJECTION_SECONDS")  # tuning knob (tests shorten it)
+        if base:
+            self.policy.outliers.base = float(base)
         self.drain = Drain()
         # The provider reads self.identity at each connect, so a renewed certificate is used at once.
         self.peer_pool = ConnectionPool(lambda alpn: self.identity.client(alpn), connect_timeout=5.0)
@@ -99,6 +109,7 @@ class Proxy:
         self.background: list[Callable[[], Awaitable[None]]] = []  # started once listening
         self.routes: list[dict[str, Any]] = []
         self.policies: list[dict[str, Any]] = []
+        self.faults: list[dict[str, Any]] = []
         self.control: Any = None  # ControlLink when a controller is known
         self.advertise_host: str | None = None
 
@@ -107,8 +118,16 @@ class Proxy:
         self.identity = Identity(creds)
 
     def apply_policy_snapshot(self, snapshot: dict[str, Any]) -> None:
+        from mesh.errors import ConfigError
+
+        try:
+            self.policy.update(snapshot)
+        except (ConfigError, ValueError) as exc:  # the controller validated it; be safe anyway
+            log.error("kept the previous policies: snapshot %s is invalid: %s", snapshot.get("version"), exc)
+            return
         self.routes = list(snapshot.get("routes", []))
         self.policies = list(snapshot.get("policies", []))
+        self.faults = list(snapshot.get("faults", []))
 
     def advertised_inbound(self) -> tuple[str, int]:
         """The inbound address peers should dial (a wildcard bind is not dialable)."""
@@ -133,9 +152,11 @@ class Proxy:
         )
         own = {self.bound.outbound, *self.bound.upstreams.values(), self.bound.inbound, self.bound.admin}
         self.outbound_router = OutboundRouter(
-            self.registry.endpoints, self.balancer, self.identity.trust_domain, s.limits.request_timeout, own
+            self.registry.endpoints, self.balancer, self.identity.trust_domain, s.limits.request_timeout, own, policy=self.policy
         )
-        admin_app = AdminApp(self.metrics.render, self.config_view, lambda: not self.drain.draining)
+        admin_app = AdminApp(
+            self.metrics.render, self.config_view, lambda: not self.drain.draining, {b"/tap": tap_handler(self.tap)}
+        )
 
         async with trio.open_nursery() as system:
             if hasattr(self.registry, "run"):
@@ -225,8 +246,16 @@ class Proxy:
             if tls.selected_alpn_protocol() == ALPN_TCP:
                 await self._relay_to(tls, b"", self.app_key, "inbound")
                 return
-            router = InboundRouter(self.app_key, str(caller), caller.name, self.settings.limits.request_timeout)
-            conn = HttpProxyConnection(tls, b"", router, self.app_pool, metrics.record, self.settings.limits, self.drain)
+            router = InboundRouter(
+                self.app_key,
+                str(caller),
+                caller.name,
+                self.settings.limits.request_timeout,
+                service=self.settings.service,
+                policy=self.policy,
+            )
+            record = recorder(self, caller)
+            conn = HttpProxyConnection(tls, b"", router, self.app_pool, record, self.settings.limits, self.drain)
             try:
                 await conn.serve()
             finally:
@@ -250,8 +279,11 @@ class Proxy:
                         self.identity.trust_domain,
                         self.settings.limits.request_timeout,
                         fixed_service=fixed_service,
+                        policy=self.policy,
                     )
-                conn = HttpProxyConnection(stream, prefix, router, self.peer_pool, metrics.record, self.settings.limits, self.drain)
+                conn = HttpProxyConnection(
+                    stream, prefix, router, self.peer_pool, recorder(self), self.settings.limits, self.drain
+                )
                 try:
                     await conn.serve()
                 finally:
@@ -341,6 +373,7 @@ class Proxy:
             else None,
             "routes": self.routes,
             "policies": self.policies,
+            "faults": self.faults,
             "draining": self.drain.draining,
             "uptime_seconds": round(time.time() - self.started, 1),
         }

@@ -1,7 +1,7 @@
-"""Telemetry: the metrics registry and the Prometheus text format.
+"""Telemetry: the metrics registry, the Prometheus text format, and tap events.
 
-Pure and synchronous (no trio): the proxy increments, the admin server renders,
-the controller and the CLI parse what other proxies expose.
+Pure and synchronous (no trio): the proxy increments and publishes, the admin
+server renders and streams, the controller and the CLI parse what other proxies expose.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from mesh.telemetry._metrics import (
 )
 from mesh.telemetry._quantile import histogram_quantile
 from mesh.telemetry._sample import Sample
+from mesh.telemetry._tap import Subscription, TapEvent, TapFilter, TapHub
 
 __all__ = [
     "CONTENT_TYPE",
@@ -33,6 +34,10 @@ __all__ = [
     "LabelValue",
     "MetricsRegistry",
     "Sample",
+    "Subscription",
+    "TapEvent",
+    "TapFilter",
+    "TapHub",
     "histogram_quantile",
     "parse_prometheus_text",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import socket
 import socketserver
 import sys
@@ -39,6 +40,10 @@ class TestApp(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:
+        fail_file = os.environ.get("APP_FAIL_FILE")
+        if fail_file and os.path.exists(fail_file):  # tests switch this app to failing and back
+            self._send(503, f"{self.server.name} is failing\n".encode(), extra={"x-app": self.server.name})  # type: ignore[attr-defined]
+            return
         path, _, query = self.path.partition("?")
         params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
         if path == "/headers":

@@ -123,8 +123,8 @@ class Cluster:
         self.processes.append(process)
         return process
 
-    def app(self, kind: str = "http", name: str = "app") -> int:
-        process = self.spawn(f"app-{name}", [sys.executable, str(APPS), kind, "0", name])
+    def app(self, kind: str = "http", name: str = "app", env: dict[str, str] | None = None) -> int:
+        process = self.spawn(f"app-{name}", [sys.executable, str(APPS), kind, "0", name], env=env)
         return int(process.wait_for(r"listening \S+:(\d+)").group(1))
 
     def proxy(
@@ -134,12 +134,13 @@ class Cluster:
         endpoints: Path | None = None,
         extra: list[str] | None = None,
         name: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> ProxyInfo:
         argv = [sys.executable, "-m", "mesh", "proxy", "--service", service, "--app", f"127.0.0.1:{app_port}"]
         if endpoints is not None:
             argv += ["--endpoints", str(endpoints)]
         argv += extra or []
-        process = self.spawn(name or f"proxy-{service}", argv)
+        process = self.spawn(name or f"proxy-{service}", argv, env=env)
         match = process.wait_for(READY)
         upstreams = {
             m.group(1): port_of(m.group(2)) for m in re.finditer(r"upstream (\S+) (\S+?)(?:,|$)", match.group("rest"))

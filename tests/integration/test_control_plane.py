@@ -248,6 +248,13 @@ def test_join_pins_the_bundle_by_fingerprint(cluster: Cluster, tmp_path: Path) -
     token = (cluster.home / "join-token").read_text().strip()
     other = Cluster(tmp_path / "host-b")
     other.home.mkdir(parents=True)
+    try:
+        _join_other_host(cluster, other, address, token, info)
+    finally:
+        other.close()
+
+
+def _join_other_host(cluster: Cluster, other: Cluster, address: str, token: str, info: dict) -> None:
     wrong = other.mesh("join", address, "--token", token, "--ca-fingerprint", "sha256:" + "0" * 64)
     assert wrong.returncode == 1 and "does not have fingerprint" in wrong.stderr
     assert not (other.home / "controller.json").exists()

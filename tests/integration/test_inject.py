@@ -108,6 +108,10 @@ def test_exit_status_and_signals_pass_through(cluster: Cluster, tmp_path: Path) 
     )
     app = cluster.spawn("trap", [*MESH, "inject", "--name", "trap", "--no-zeroconf", "--", sys.executable, str(trap)])
     app.wait_for("app is ready")
+    # Longer than trio's idle worker threads live: the app must not die with the
+    # thread that forked it (PR_SET_PDEATHSIG is per thread).
+    time.sleep(11)
+    assert "app got" not in app.log()
     app.popen.send_signal(signal.SIGTERM)
     assert app.popen.wait(20) == 42
     log = app.log()

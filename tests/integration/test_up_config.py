@@ -125,7 +125,7 @@ def test_demo_serves_product_page_with_all_review_versions(cluster: Cluster) -> 
     cluster.init_ca()
     up_detached(cluster, "--demo", "--no-traffic")
     try:
-        wait_for(lambda: requests.get("http://127.0.0.1:9080/productpage", timeout=3).status_code == 200, 30, "demo")
+        wait_for(lambda: requests.get("http://127.0.0.1:9080/productpage", timeout=3).status_code == 200, 60, "demo")
         seen: set[str] = set()
         deadline = time.monotonic() + 30
         while seen != {"v1", "v2", "v3"} and time.monotonic() < deadline:
@@ -147,6 +147,7 @@ def test_demo_serves_product_page_with_all_review_versions(cluster: Cluster) -> 
 
 def requests_port_busy(port: int) -> bool:
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the gateway does
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

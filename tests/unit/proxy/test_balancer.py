@@ -190,13 +190,13 @@ def test_forgiven_slow_endpoint_gets_traffic_again() -> None:
     assert all(balancer.choose(endpoints) is endpoints[0] for _ in range(50))
 
 
-def test_failure_counts_as_slow() -> None:
+def test_failure_is_measured_by_its_latency_only() -> None:
+    # Failing endpoints are ejected by the outlier detector (see test_policy); the
+    # balancer weighs latency alone, so a fast failure is not disguised as slowness.
     clock = Clock()
     balancer = Balancer(random.Random(0), clock)
     _request(balancer, clock, Ep("bad:1"), 0.001, success=False)
-    assert balancer.load("bad:1").cost(clock()) >= 1000.0
-    endpoints = [Ep("bad:1"), Ep("good:1")]
-    assert all(balancer.choose(endpoints).address == "good:1" for _ in range(50))
+    assert balancer.load("bad:1").cost(clock()) < 10.0
 
 
 def test_pending_never_goes_negative() -> None:
