@@ -165,6 +165,7 @@ class OutlierDetector:
         self.max_fraction = max_fraction
         self._clock = clock
         self._health: dict[str, _Health] = {}
+        self._ejected_until_max = 0.0  # lets the hot path skip the scan while nothing is ejected
 
     def record(self, address: str, success: bool, peers: Sequence[HasLabels]) -> bool:
         """Returns True when this outcome ejected the endpoint."""
@@ -182,14 +183,21 @@ class OutlierDetector:
         health.ejections += 1
         health.ejected_until = now + min(self.base * 2 ** (health.ejections - 1), self.max_duration)
         health.consecutive_failures = 0
+        self._ejected_until_max = max(self._ejected_until_max, health.ejected_until)
         return True
 
     def ejected(self, address: str, now: float | None = None) -> bool:
         health = self._health.get(address)
         return health is not None and health.ejected_until > (self._clock() if now is None else now)
 
-    def available(self, endpoints: Sequence[E]) -> list[E]:
+    def available(self, endpoints: Sequence[E]) -> Sequence[E]:
+        """The endpoints not ejected now (the same sequence, uncopied, when none is)."""
+        if self._ejected_until_max <= 0:
+            return endpoints
         now = self._clock()
+        if self._ejected_until_max <= now:
+            self._ejected_until_max = 0.0
+            return endpoints
         return [e for e in endpoints if not self.ejected(e.address, now)]
 
 

@@ -159,7 +159,7 @@ class OutboundRouter:
             if abort is not None:
                 return Reject(abort, "fault-injected", f"fault injected for {service} by mesh policy", service)
         subset = choose_subset(route, state.rng) if route is not None else None
-        candidates = in_subset(endpoints, subset) if subset else list(endpoints)
+        candidates = in_subset(endpoints, subset) if subset else endpoints
         if not candidates:
             wanted = ",".join(f"{k}={v}" for k, v in (subset or {}).items())
             return Reject(503, "no-endpoints", f"no endpoints of {service!r} with {wanted}", service)
@@ -180,7 +180,7 @@ class OutboundRouter:
             tunnel=connect,
             route=route.name if route is not None else None,
             retry=route.config.retries if route is not None and route.config.retries.attempts else None,
-            candidates=tuple(healthy),
+            candidates=tuple(healthy) if not isinstance(healthy, tuple) else healthy,
             delay=delay,
         )
 
