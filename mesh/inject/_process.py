@@ -38,6 +38,7 @@ class Child:
         self._popen = popen
         self.pid = popen.pid
         self._pidfd: int | None = None
+        self._watching: trio.Event | None = None
         try:
             self._pidfd = os.pidfd_open(popen.pid)
         except (AttributeError, OSError):
@@ -48,11 +49,20 @@ class Child:
         return self._popen.poll()
 
     async def wait(self) -> int:
+        """The exit status. Several tasks may wait: one watches the pidfd, the others its event."""
         while self._popen.poll() is None:
-            if self._pidfd is not None:
-                await trio.lowlevel.wait_readable(self._pidfd)
-            else:
-                await trio.sleep(POLL_SECONDS)
+            if self._watching is not None:
+                await self._watching.wait()
+                continue
+            self._watching = trio.Event()
+            try:
+                if self._pidfd is not None:
+                    await trio.lowlevel.wait_readable(self._pidfd)
+                else:
+                    await trio.sleep(POLL_SECONDS)
+            finally:
+                self._watching.set()
+                self._watching = None
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None

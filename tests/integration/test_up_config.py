@@ -41,9 +41,10 @@ def processes_of(home: Path) -> list[str]:
             continue
         if stat.split(") ", 1)[1].startswith("Z"):
             continue
-        if str(home) in cmdline or f"MESH_HOME={home}".encode() in environ:
-            if "pytest" not in cmdline:
-                found.append(f"{entry.name}: {cmdline}")
+        if int(entry.name) == os.getpid():
+            continue  # the test itself
+        if str(home) in cmdline or f"MESH_HOME={home}\0".encode() in environ + b"\0":
+            found.append(f"{entry.name}: {cmdline}")
     return found
 
 
@@ -140,6 +141,7 @@ def test_demo_serves_product_page_with_all_review_versions(cluster: Cluster) -> 
         assert {"productpage", "details", "reviews", "ratings"} <= services
         reviews = status(cluster)["services"]["reviews"]
         assert sorted(e["labels"]["version"] for e in reviews) == ["v1", "v2", "v3"]
+        _observe_demo(cluster)
     finally:
         assert cluster.mesh("down", timeout=60).returncode == 0
     wait_for(lambda: processes_of(cluster.home) == [], 10, "no process left")
@@ -153,3 +155,63 @@ def requests_port_busy(port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def _observe_demo(cluster: Cluster) -> None:
+    """`mesh top/tap/stat/edges` on the running demo, with a bounded request loop as traffic."""
+    import threading
+
+    stop = threading.Event()
+
+    def traffic() -> None:
+        deadline = time.monotonic() + 25
+        with requests.Session() as session:
+            for _ in range(2000):
+                if stop.is_set() or time.monotonic() > deadline:
+                    return
+                session.get("http://127.0.0.1:9080/productpage", timeout=5)
+                time.sleep(0.05)
+
+    worker = threading.Thread(target=traffic)
+    worker.start()
+    try:
+        top = cluster.mesh("top", "--once", "--seconds", "3", timeout=30)
+        assert top.returncode == 0, top.stderr
+        for row in (r"gateway\s+productpage", r"productpage\s+reviews", r"reviews\s+ratings", r"productpage\s+details"):
+            assert re.search(row, top.stdout), (row, top.stdout)
+        tap = cluster.mesh("tap", "reviews", "-o", "json", "--max", "3", timeout=30)
+        assert tap.returncode == 0, tap.stderr
+        events = [json.loads(line) for line in tap.stdout.splitlines() if line.strip()]
+        assert len(events) == 3 and all("reviews" in (e.get("src"), e.get("dst")) or e.get("dst_service") == "reviews" or e.get("src_service") == "reviews" for e in events)
+        stat = cluster.mesh("stat", "-o", "json", timeout=30)
+        assert stat.returncode == 0, stat.stderr
+        stats = json.loads(stat.stdout)
+        rows = {(r["service"], r["version"]): r for r in stats["rows"]}
+        assert {("reviews", "v1"), ("reviews", "v2"), ("reviews", "v3")} <= set(rows), rows
+        assert rows[("reviews", None)]["success_rate"] == 1.0 and rows[("reviews", None)]["p50_ms"] is not None
+        edges = json.loads(cluster.mesh("edges", "-o", "json", timeout=30).stdout)
+        pairs = {(e["src"], e["dst"]) for e in edges.get("edges", [])}
+        assert {("gateway", "productpage"), ("productpage", "reviews"), ("reviews", "ratings")} <= pairs, pairs
+        assert all(e["mtls"] for e in edges["edges"] if e["dst"] in ("reviews", "ratings"))
+    finally:
+        stop.set()
+        worker.join(30)
+
+
+def test_ctrl_c_on_foreground_up_stops_every_child(cluster: Cluster, tmp_path: Path) -> None:
+    import signal
+
+    cluster.init_ca()
+    server = tmp_path / "server.py"
+    server.write_text(textwrap.dedent(HTTP_SERVER))
+    config = tmp_path / "mesh.toml"
+    config.write_text(
+        f'[mesh]\ntrust_domain = "{cluster.trust_domain}"\n\n'
+        f'[[service]]\nname = "web"\ncommand = ["{sys.executable}", "{server}"]\nreplicas = 2\n'
+    )
+    up = cluster.spawn("up", [sys.executable, "-m", "mesh", "up", "--listen", "127.0.0.1:0", str(config)])
+    wait_for(lambda: len(status(cluster)["services"].get("web", [])) == 2, 20, "two web instances")
+    assert len(processes_of(cluster.home)) >= 5  # up + 2 × (inject + app)
+    up.popen.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    assert up.popen.wait(30) == 0
+    wait_for(lambda: processes_of(cluster.home) == [], 10, "no child left")
