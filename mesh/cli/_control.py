@@ -18,34 +18,8 @@ def operator_request(home: MeshHome, method: str, path: str, body: Any = None, t
 
 
 async def _operator_request(home: MeshHome, method: str, path: str, body: Any, timeout: float) -> Any:
-    from mesh.controller import ApiClient
-    from mesh.identity import client_context, load_credentials
-    from mesh.proxy._control import controller_from_home
-
-    controller = controller_from_home(home)
-    if controller is None:
-        raise ControllerError(
-            f"no controller recorded in {home.root}",
-            hint="start one with `mesh up` (or `mesh up --detach`)",
-        )
-    operator = home.operator_dir
-    if not (operator / "cert.pem").exists():
-        raise ControllerError(
-            f"no operator identity in {operator}",
-            hint="`mesh up` creates it on the controller's host",
-        )
-    creds = load_credentials(operator / "cert.pem", operator / "key.pem", home.bundle)
-    client = await ApiClient.connect(
-        controller.host,
-        controller.port,
-        client_context(creds, alpn=("h2",)),
-        expected_identity=controller.identity,
-        timeout=timeout,
-    )
-    try:
+    async with operator_client(home, timeout) as client:
         return await client.request(method, path, body, timeout=timeout)
-    finally:
-        await client.aclose()
 
 
 @asynccontextmanager
