@@ -115,6 +115,7 @@ class RequestRecord:
     head: RequestHead | None = None
     forward: Forward | None = None  # None when the mesh answered without routing
     retries: int = 0  # attempts beyond the first (actual requests = 1 + retries)
+    grpc_status: int | None = None  # gRPC calls: the grpc-status the caller got (0 = OK)
 
 
 Recorder = Callable[[RequestRecord], None]

@@ -8,14 +8,17 @@ from mesh.proxy._http import RequestRecord
 from mesh.telemetry import MetricsRegistry
 
 
-def classify(status: int, mesh_error: str | None) -> str:
-    return "failure" if mesh_error is not None or status >= 500 or status == 0 else "success"
+def classify(status: int, mesh_error: str | None, grpc_status: int | None = None) -> str:
+    """gRPC calls answer HTTP 200 either way: their grpc-status decides."""
+    if mesh_error is not None or status >= 500 or status == 0 or grpc_status not in (None, 0):
+        return "failure"
+    return "success"
 
 
 class ProxyMetrics:
     def __init__(self, registry: MetricsRegistry | None = None) -> None:
         self.registry = registry = registry or MetricsRegistry()
-        self._series: dict[tuple[str, str, int, str | None], tuple] = {}
+        self._series: dict[tuple[str, str, int, str | None, int | None], tuple] = {}
         self.requests = registry.counter(
             "request_total", "Requests received by the proxy.", ("direction", "peer_service")
         )
@@ -68,7 +71,7 @@ class ProxyMetrics:
 
     def record(self, rec: RequestRecord) -> None:
         # One dict lookup per request finds the three series this outcome updates.
-        key = (rec.direction, rec.peer_service, rec.status, rec.mesh_error)
+        key = (rec.direction, rec.peer_service, rec.status, rec.mesh_error, rec.grpc_status)
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = self._new_series(*key)
@@ -80,14 +83,18 @@ class ProxyMetrics:
             self.retries.labels(rec.direction, rec.peer_service).inc(rec.retries)
         forward = rec.forward
         if forward is not None and forward.route is not None:
-            classification = classify(rec.status, rec.mesh_error)
+            classification = classify(rec.status, rec.mesh_error, rec.grpc_status)
             self.route_responses.labels(rec.peer_service, forward.route, classification).inc()
             self.route_latency.labels(rec.peer_service, forward.route).observe(rec.latency_ms)
 
-    def _new_series(self, direction: str, peer: str, status: int, mesh_error: str | None) -> tuple:
+    def _new_series(
+        self, direction: str, peer: str, status: int, mesh_error: str | None, grpc_status: int | None = None
+    ) -> tuple:
         return (
             self.requests.labels(direction, peer),
-            self.responses.labels(direction, peer, status, classify(status, mesh_error), mesh_error or ""),
+            self.responses.labels(
+                direction, peer, status, classify(status, mesh_error, grpc_status), mesh_error or ""
+            ),
             self.latency.labels(direction, peer, f"{status // 100}xx"),
         )
 

@@ -70,6 +70,7 @@ def tap_event(proxy: Proxy, rec: RequestRecord, caller: Any = None) -> TapEvent:
         mesh_error=rec.mesh_error,
         tls=tls,
         response_bytes=rec.bytes_out or None,
+        grpc_status=rec.grpc_status,
     )
 
 

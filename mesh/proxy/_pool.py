@@ -23,6 +23,7 @@ log = logging.getLogger("mesh.proxy")
 
 ALPN_HTTP1 = "http/1.1"
 ALPN_TCP = "mesh-tcp"
+ALPN_H2 = "h2"
 
 
 @dataclass(frozen=True, slots=True)

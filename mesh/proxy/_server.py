@@ -1,8 +1,10 @@
 """`mesh proxy`: the sidecar's listeners, composed top-down.
 
     outbound (127.0.0.1)  app ──plain──▶ detect ─▶ HTTP/1 loop ─▶ OutboundRouter ─▶ mTLS pool ─▶ peer
-    --upstream SVC=PORT   app ──any────▶ detect ─▶ HTTP/1 loop or opaque relay (mesh-tcp) ─▶ peer
+                                       ─▶ h2 preface ─▶ HTTP/2 loop (_h2.py) ─▶ shared mTLS h2 connection ─▶ peer
+    --upstream SVC=PORT   app ──any────▶ detect ─▶ HTTP/1 loop, HTTP/2 loop, or opaque relay (mesh-tcp) ─▶ peer
     inbound               peer ──mTLS──▶ ALPN http/1.1 ─▶ HTTP/1 loop ─▶ InboundRouter ─▶ app pool
+                                       ─▶ ALPN h2 ─▶ HTTP/2 loop ─▶ InboundRouter ─▶ app over h2c
                                        ─▶ ALPN mesh-tcp ─▶ opaque relay ─▶ app
     admin                 /metrics /ready /live /config /tap
 """
@@ -30,7 +32,8 @@ from mesh.proxy._http import Drain, HttpProxyConnection, Limits
 from mesh.proxy._metrics import ProxyMetrics
 from mesh.proxy._policy import PolicyState
 from mesh.proxy._observe import recorder
-from mesh.proxy._pool import ALPN_HTTP1, ALPN_TCP, ConnectionPool, UpstreamConnectError, UpstreamKey, open_upstream
+from mesh.proxy._h2 import PEER_RESET_BUDGET, H2Pool, H2ProxyConnection
+from mesh.proxy._pool import ALPN_H2, ALPN_HTTP1, ALPN_TCP, ConnectionPool, UpstreamConnectError, UpstreamKey, open_upstream
 from mesh.proxy._routing import InboundRouter, OutboundRouter, tcp_key_for
 from mesh.proxy._tls import TLSStream
 from mesh.proxy.protocol.detect import Protocol, detect
@@ -61,8 +64,8 @@ class Identity:
         from mesh.identity import client_context, server_context
 
         self.creds = creds
-        self.server = server_context(creds, alpn=(ALPN_HTTP1, ALPN_TCP))
-        self._clients = {alpn: client_context(creds, alpn=(alpn,)) for alpn in (ALPN_HTTP1, ALPN_TCP)}
+        self.server = server_context(creds, alpn=(ALPN_HTTP1, ALPN_TCP, ALPN_H2))
+        self._clients = {alpn: client_context(creds, alpn=(alpn,)) for alpn in (ALPN_HTTP1, ALPN_TCP, ALPN_H2)}
 
     def client(self, alpn: str) -> ssl.SSLContext:
         return self._clients[alpn]
@@ -98,6 +101,9 @@ class Proxy:
         # The provider reads self.identity at each connect, so a renewed certificate is used at once.
         self.peer_pool = ConnectionPool(lambda alpn: self.identity.client(alpn), connect_timeout=5.0)
         self.app_pool = ConnectionPool(None, connect_timeout=5.0)
+        # HTTP/2: one shared connection per upstream, streams multiplexed (mTLS ALPN h2 / h2c to the app).
+        self.h2_peer_pool = H2Pool(lambda alpn: self.identity.client(alpn), connect_timeout=5.0)
+        self.h2_app_pool = H2Pool(None, connect_timeout=5.0)
         self.app_key = UpstreamKey(settings.app[0], settings.app[1], None, None) if settings.app else None
         self.started = time.time()
         self.bound: BoundAddresses | None = None
@@ -161,6 +167,8 @@ class Proxy:
         async with trio.open_nursery() as system:
             if hasattr(self.registry, "run"):
                 await system.start(self.registry.run)
+            await system.start(self.h2_peer_pool.run)
+            await system.start(self.h2_app_pool.run)
             async with trio.open_nursery() as connections:
                 data_plane = [(inbound, self._serve_inbound, ()), (outbound, self._serve_outbound, (None,))]
                 data_plane += [(l, self._serve_outbound, (svc,)) for svc, l in upstream_listeners.items()]
@@ -243,7 +251,8 @@ class Proxy:
             return
         metrics.tcp_open.labels("inbound").inc()
         try:
-            if tls.selected_alpn_protocol() == ALPN_TCP:
+            alpn = tls.selected_alpn_protocol()
+            if alpn == ALPN_TCP:
                 await self._relay_to(tls, b"", self.app_key, "inbound")
                 return
             router = InboundRouter(
@@ -255,6 +264,16 @@ class Proxy:
                 policy=self.policy,
             )
             record = recorder(self, caller)
+            if alpn == ALPN_H2:  # HTTP/2 and gRPC; the app speaks h2c (prior knowledge)
+                h2conn = H2ProxyConnection(
+                    tls, b"", router, self.h2_app_pool, record, self.settings.limits, self.drain, PEER_RESET_BUDGET
+                )
+                try:
+                    await h2conn.serve()
+                finally:
+                    metrics.tcp_read.labels("inbound").inc(h2conn.client.received)
+                    metrics.tcp_write.labels("inbound").inc(h2conn.client.sent)
+                return
             conn = HttpProxyConnection(tls, b"", router, self.app_pool, record, self.settings.limits, self.drain)
             try:
                 await conn.serve()
@@ -265,22 +284,37 @@ class Proxy:
             metrics.tcp_open.labels("inbound").dec()
             await _close(tls)
 
+    def _outbound_router(self, fixed_service: str | None) -> OutboundRouter:
+        """The shared router, or one pinned to the service of an --upstream listener."""
+        if fixed_service is None:
+            return self.outbound_router
+        return OutboundRouter(
+            self.registry.endpoints,
+            self.balancer,
+            self.identity.trust_domain,
+            self.settings.limits.request_timeout,
+            fixed_service=fixed_service,
+            policy=self.policy,
+        )
+
     async def _serve_outbound(self, stream: trio.SocketStream, fixed_service: str | None) -> None:
         metrics = self.metrics
         metrics.tcp_open.labels("outbound").inc()
         try:
             prefix, protocol = await self._detect(stream, fixed_service)
+            if protocol is Protocol.HTTP2:  # prior knowledge h2c: per-stream routing, mTLS ALPN h2 upstream
+                router = self._outbound_router(fixed_service)
+                h2conn = H2ProxyConnection(
+                    stream, prefix, router, self.h2_peer_pool, recorder(self), self.settings.limits, self.drain
+                )
+                try:
+                    await h2conn.serve()
+                finally:
+                    metrics.tcp_read.labels("outbound").inc(h2conn.client.received)
+                    metrics.tcp_write.labels("outbound").inc(h2conn.client.sent)
+                return
             if protocol is Protocol.HTTP1:
-                router = self.outbound_router
-                if fixed_service is not None:
-                    router = OutboundRouter(
-                        self.registry.endpoints,
-                        self.balancer,
-                        self.identity.trust_domain,
-                        self.settings.limits.request_timeout,
-                        fixed_service=fixed_service,
-                        policy=self.policy,
-                    )
+                router = self._outbound_router(fixed_service)
                 conn = HttpProxyConnection(
                     stream, prefix, router, self.peer_pool, recorder(self), self.settings.limits, self.drain
                 )

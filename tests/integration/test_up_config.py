@@ -128,7 +128,7 @@ def test_demo_serves_product_page_with_all_review_versions(cluster: Cluster) -> 
     try:
         wait_for(lambda: requests.get("http://127.0.0.1:9080/productpage", timeout=3).status_code == 200, 60, "demo")
         seen: set[str] = set()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # a loaded CI machine starts eight processes slowly
         while seen != {"v1", "v2", "v3"} and time.monotonic() < deadline:
             page = requests.get("http://127.0.0.1:9080/productpage", timeout=5).text
             seen.update(re.findall(r"reviews-(v[123])", page))

@@ -1,0 +1,930 @@
+"""The HTTP/2 (and so gRPC) proxy loop: one accepted connection, many streams.
+
+Each client stream is routed on its own (the router sees an HTTP/1-like
+``RequestHead`` made of ``:method``, ``:path`` and ``:authority``) and forwarded
+as a stream of ONE shared HTTP/2 connection per upstream key (``H2Pool``).
+Headers, DATA and trailers are relayed both ways; received data is acknowledged
+(flow control) only once the other side took it, so a slow reader slows only
+its own stream. RST_STREAM travels both ways.
+
+Hardening: 100 concurrent streams per connection, 64 KiB header lists (h2 also
+bounds CONTINUATION floods by it), and a budget for peer RST_STREAMs
+(100 burst + 10/s) whose exhaustion ends the connection with
+GOAWAY(ENHANCE_YOUR_CALM) — the Rapid Reset attack.
+
+Errors the mesh makes: for gRPC requests a trailers-only HTTP 200 with
+``grpc-status``/``grpc-message`` and ``x-mesh-error``; otherwise the status code
+with ``x-mesh-error`` and a one-line body.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections import deque
+from dataclasses import replace
+from typing import Any
+from urllib.parse import quote
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+import trio
+from h2.errors import ErrorCodes
+
+from mesh.proxy._http import Drain, Forward, Limits, Recorder, Reject, RequestRecord, Router
+from mesh.proxy._pool import ALPN_H2, ALPN_HTTP1, ContextProvider, UpstreamConnectError, UpstreamKey, open_upstream
+from mesh.proxy.protocol.http1 import HOP_BY_HOP, Framing, RequestHead
+
+log = logging.getLogger("mesh.proxy")
+
+MAX_CONCURRENT_STREAMS = 100
+MAX_HEADER_LIST_SIZE = 64 * 1024
+STREAM_WINDOW = 256 * 1024
+CONNECTION_WINDOW = 16 * 1024 * 1024
+_DEFAULT_WINDOW = 65535
+RESET_BURST = 100.0
+RESET_RATE = 10.0  # per second
+# A peer proxy multiplexes the cancels of all its callers (each held to the budget above by
+# their own proxy) onto one connection: it gets a larger budget.
+PEER_RESET_BURST = 10_000.0
+PEER_RESET_RATE = 1_000.0
+PEER_RESET_BUDGET = (PEER_RESET_BURST, PEER_RESET_RATE)
+WRITE_TIMEOUT = 10.0
+RECEIVE_SIZE = 64 * 1024
+UPSTREAM_IDLE = 60.0
+REPLAY_LIMIT = 64 * 1024  # request bytes kept for a replay after REFUSED_STREAM
+
+GRPC_UNAVAILABLE = 14
+GRPC_DEADLINE_EXCEEDED = 4
+GRPC_PERMISSION_DENIED = 7
+GRPC_RESOURCE_EXHAUSTED = 8
+GRPC_UNIMPLEMENTED = 12
+GRPC_INVALID_ARGUMENT = 3
+GRPC_INTERNAL = 13
+# grpc-status values that say the server side failed (as 5xx do): outlier detection counts them.
+GRPC_SERVER_FAULTS = frozenset({2, 4, 13, 14, 15})
+
+_HTTP_TO_GRPC = {
+    400: GRPC_INTERNAL,
+    401: 16,
+    403: GRPC_PERMISSION_DENIED,
+    404: GRPC_UNIMPLEMENTED,
+    429: GRPC_RESOURCE_EXHAUSTED,
+    502: GRPC_UNAVAILABLE,
+    503: GRPC_UNAVAILABLE,
+    504: GRPC_DEADLINE_EXCEEDED,
+}
+
+_STRIP = HOP_BY_HOP | {b"host", b"http2-settings"}
+_GRPC_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
+
+
+def grpc_status_for(status: int) -> int:
+    return _HTTP_TO_GRPC.get(status, GRPC_UNAVAILABLE if status >= 500 else 2)
+
+
+def parse_grpc_timeout(value: bytes | None) -> float | None:
+    """``grpc-timeout`` (e.g. ``100m``) in seconds; None when absent or malformed."""
+    if not value or len(value) < 2 or len(value) > 9:
+        return None
+    digits, unit = value[:-1], value[-1:]
+    if not digits.isdigit() or unit not in _GRPC_UNITS:
+        return None
+    return int(digits) * _GRPC_UNITS[unit]
+
+
+def clean_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Regular headers minus hop-by-hop and ``connection``-named ones; ``te: trailers`` kept."""
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            named.update(t.strip().lower() for t in value.split(b","))
+    out = []
+    for name, value in headers:
+        if name.startswith(b":"):
+            continue
+        if name == b"te":
+            if value.strip().lower() == b"trailers":
+                out.append((b"te", b"trailers"))
+            continue
+        if name in _STRIP or name in named:
+            continue
+        out.append((name, value))
+    return out
+
+
+# ------------------------------------------------------------------ plumbing
+
+
+class _Queue:
+    """An unbounded queue (flow control bounds it) with one waiting reader."""
+
+    __slots__ = ("items", "_event")
+
+    def __init__(self) -> None:
+        self.items: deque[tuple[Any, ...]] = deque()
+        self._event = trio.Event()
+
+    def put(self, item: tuple[Any, ...]) -> None:
+        self.items.append(item)
+        self._event.set()
+
+    async def get(self) -> tuple[Any, ...]:
+        while not self.items:
+            self._event = trio.Event()
+            await self._event.wait()
+        return self.items.popleft()
+
+
+class _StreamGone(Exception):
+    """The stream (or its whole connection) can no longer carry data."""
+
+
+class _Endpoint:
+    """One HTTP/2 connection: h2's state machine over a stream; one writer at a time."""
+
+    def __init__(self, stream: trio.abc.Stream, conn: h2.connection.H2Connection) -> None:
+        self.stream = stream
+        self.h2 = conn
+        self._lock = trio.Lock()
+        self._progress = trio.Event()
+        self.broken = False
+        self.received = 0
+        self.sent = 0
+
+    def notify(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            while True:
+                data = self.h2.data_to_send()
+                if not data or self.broken:
+                    return
+                try:
+                    with trio.CancelScope(shield=True):
+                        with trio.move_on_after(WRITE_TIMEOUT) as stuck:
+                            await self.stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+                    self.mark_broken()
+                    return
+                if stuck.cancelled_caught:
+                    self.mark_broken()
+                    return
+                self.sent += len(data)
+
+    def mark_broken(self) -> None:
+        self.broken = True
+        self.notify()
+
+    async def send_data(self, stream_id: int, data: bytes, end: bool, flush: bool = True) -> None:
+        """Flow-controlled: waits for window; raises _StreamGone when it never will come.
+
+        With ``flush=False`` the frames may stay queued (the caller flushes once a batch is done)."""
+        view = memoryview(data)
+        while True:
+            if self.broken:
+                raise _StreamGone()
+            try:
+                if not view:
+                    if end:
+                        self.h2.end_stream(stream_id)
+                    break
+                window = self.h2.local_flow_control_window(stream_id)
+                if window <= 0:
+                    progress = self._progress
+                    await self.flush()
+                    if self.h2.local_flow_control_window(stream_id) <= 0:
+                        await progress.wait()
+                    continue
+                size = min(window, self.h2.max_outbound_frame_size, len(view))
+                chunk, view = view[:size], view[size:]
+                self.h2.send_data(stream_id, chunk.tobytes(), end_stream=end and not view)
+                if not view:
+                    break
+            except h2.exceptions.ProtocolError:
+                raise _StreamGone() from None
+        if flush:
+            await self.flush()
+
+    def ack(self, stream_id: int, size: int) -> None:
+        if size and not self.broken:
+            try:
+                self.h2.acknowledge_received_data(size, stream_id)
+            except h2.exceptions.ProtocolError:
+                pass
+
+    def reset(self, stream_id: int, code: int) -> bool:
+        try:
+            self.h2.reset_stream(stream_id, code)
+            return True
+        except h2.exceptions.ProtocolError:
+            return False
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(0.5):
+            try:
+                await self.stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+                pass
+
+
+def _ack_queue(endpoint: _Endpoint, stream_id: int, queue: _Queue) -> None:
+    """Give back the window of data that will never be forwarded."""
+    while queue.items:
+        item = queue.items.popleft()
+        if item[0] == "data":
+            endpoint.ack(stream_id, item[2])
+
+
+# ------------------------------------------------------------------ upstream side
+
+
+class H2Upstream:
+    """One client-role HTTP/2 connection to an upstream, shared by many streams."""
+
+    def __init__(self, key: UpstreamKey, stream: trio.abc.Stream) -> None:
+        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
+        conn = h2.connection.H2Connection(config=config)
+        conn.local_settings = h2.settings.Settings(
+            client=True,
+            initial_values={
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_SIZE,
+            },
+        )
+        conn.initiate_connection()
+        conn.increment_flow_control_window(CONNECTION_WINDOW - _DEFAULT_WINDOW)
+        self.key = key
+        self.ep = _Endpoint(stream, conn)
+        self.streams: dict[int, _Queue] = {}
+        self.goaway = False
+        self.closed = False
+        self.idle_since = trio.current_time()
+
+    def available(self) -> bool:
+        if self.closed or self.goaway or self.ep.broken:
+            return False
+        conn = self.ep.h2
+        return conn.open_outbound_streams < min(conn.remote_settings.max_concurrent_streams, 1000)
+
+    def open_stream(self, headers: list[tuple[bytes, bytes]], end_stream: bool) -> tuple[int, _Queue]:
+        conn = self.ep.h2
+        stream_id = conn.get_next_available_stream_id()
+        conn.send_headers(stream_id, headers, end_stream=end_stream)
+        queue = _Queue()
+        self.streams[stream_id] = queue
+        return stream_id, queue
+
+    def forget(self, stream_id: int) -> None:
+        queue = self.streams.pop(stream_id, None)
+        if queue is not None:
+            _ack_queue(self.ep, stream_id, queue)
+        if not self.streams:
+            self.idle_since = trio.current_time()
+
+    async def run(self) -> None:
+        ep = self.ep
+        try:
+            await ep.flush()
+            while not ep.broken:
+                if not self.streams:
+                    with trio.move_on_after(UPSTREAM_IDLE) as idle:
+                        data = await self._receive()
+                    if idle.cancelled_caught:
+                        if not self.streams:
+                            self.goaway = True
+                            ep.h2.close_connection()
+                            await ep.flush()
+                            break
+                        continue
+                else:
+                    data = await self._receive()
+                if not data:
+                    break
+                ep.received += len(data)
+                try:
+                    events = ep.h2.receive_data(data)
+                except h2.exceptions.ProtocolError as exc:
+                    log.info("upstream %s broke HTTP/2: %s", self.key.address, exc)
+                    await ep.flush()
+                    break
+                for event in events:
+                    self._dispatch(event)
+                await ep.flush()
+                if self.goaway and not self.streams:
+                    break
+        finally:
+            self.closed = True
+            ep.mark_broken()
+            for stream_id, queue in list(self.streams.items()):
+                queue.put(("broken",))
+            await ep.aclose()
+
+    async def _receive(self) -> bytes:
+        try:
+            return await self.ep.stream.receive_some(RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+            return b""
+
+    def _dispatch(self, event: h2.events.Event) -> None:
+        ep = self.ep
+        if isinstance(event, h2.events.ResponseReceived):
+            self._put(event.stream_id, ("headers", event.headers))
+        elif isinstance(event, h2.events.InformationalResponseReceived):
+            pass  # 100-continue and friends: not relayed over h2
+        elif isinstance(event, h2.events.DataReceived):
+            if event.stream_id in self.streams:
+                self.streams[event.stream_id].put(("data", event.data, event.flow_controlled_length))
+            else:
+                ep.ack(event.stream_id, event.flow_controlled_length)
+        elif isinstance(event, h2.events.TrailersReceived):
+            self._put(event.stream_id, ("trailers", event.headers))
+        elif isinstance(event, h2.events.StreamEnded):
+            self._put(event.stream_id, ("end",))
+        elif isinstance(event, h2.events.StreamReset):
+            self._put(event.stream_id, ("reset", event.error_code))
+            ep.notify()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self.goaway = True
+            last = event.last_stream_id if event.last_stream_id is not None else 0
+            for stream_id, queue in list(self.streams.items()):
+                if stream_id > last:
+                    queue.put(("reset", ErrorCodes.REFUSED_STREAM))
+            ep.notify()
+        elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+            ep.notify()
+
+    def _put(self, stream_id: int | None, item: tuple[Any, ...]) -> None:
+        queue = self.streams.get(stream_id) if stream_id is not None else None
+        if queue is not None:
+            queue.put(item)
+
+
+class H2Pool:
+    """Shared HTTP/2 connections per upstream key; their reader tasks live in ``run``."""
+
+    def __init__(self, contexts: ContextProvider | None, connect_timeout: float = 5.0) -> None:
+        self.contexts = contexts
+        self.connect_timeout = connect_timeout
+        self._conns: dict[UpstreamKey, list[H2Upstream]] = {}
+        self._locks: dict[UpstreamKey, trio.Lock] = {}
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def _usable(self, key: UpstreamKey) -> H2Upstream | None:
+        conns = self._conns.get(key)
+        if conns:
+            conns[:] = [c for c in conns if not c.closed]
+            for conn in conns:
+                if conn.available():
+                    return conn
+        return None
+
+    async def get(self, key: UpstreamKey) -> H2Upstream:
+        conn = self._usable(key)
+        if conn is not None:
+            return conn
+        lock = self._locks.setdefault(key, trio.Lock())
+        async with lock:
+            conn = self._usable(key)
+            if conn is not None:
+                return conn
+            if self._nursery is None:
+                raise UpstreamConnectError("internal", "the HTTP/2 pool is not running")
+            stream = await open_upstream(key, self.contexts, self.connect_timeout)
+            if key.alpn is not None and getattr(stream, "selected_alpn_protocol", lambda: None)() != ALPN_H2:
+                await stream.aclose()
+                raise UpstreamConnectError("no-h2", f"{key.address} does not speak HTTP/2 through the mesh")
+            conn = H2Upstream(key, stream)
+            self._conns.setdefault(key, []).append(conn)
+            self._nursery.start_soon(_guarded, conn)
+            return conn
+
+
+async def _guarded(conn: H2Upstream) -> None:
+    """A bug met by one upstream connection ends that connection, never the proxy."""
+    try:
+        await conn.run()
+    except Exception:  # noqa: BLE001
+        log.exception("internal error on the HTTP/2 connection to %s (closed it)", conn.key.address)
+
+
+# ------------------------------------------------------------------ client side
+
+
+class _ClientStream:
+    __slots__ = ("id", "headers", "queue", "scope", "reset_code", "done", "sent", "sent_bytes")
+
+    def __init__(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.id = stream_id
+        self.headers = headers
+        self.queue = _Queue()
+        self.scope = trio.CancelScope()
+        self.reset_code: int | None = None
+        self.done = False
+        # What was forwarded of the request, for one replay after REFUSED_STREAM; None once too big.
+        self.sent: list[tuple[Any, ...]] | None = []
+        self.sent_bytes = 0
+
+    def remember(self, item: tuple[Any, ...]) -> None:
+        if self.sent is None:
+            return
+        if item[0] == "data":
+            self.sent_bytes += len(item[1])
+            if self.sent_bytes > REPLAY_LIMIT:
+                self.sent = None
+                return
+        self.sent.append(item)
+
+
+class H2ProxyConnection:
+    """Serves one client connection that speaks HTTP/2 (h2c prior knowledge or TLS)."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        prefix: bytes,
+        router: Router,
+        pool: H2Pool,
+        record: Recorder,
+        limits: Limits,
+        drain: Drain,
+        reset_budget: tuple[float, float] = (RESET_BURST, RESET_RATE),
+    ) -> None:
+        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        conn = h2.connection.H2Connection(config=config)
+        conn.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_SIZE,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+            },
+        )
+        self.client = _Endpoint(stream, conn)
+        self.prefix = prefix
+        self.router = router
+        self.pool = pool
+        self.record = record
+        self.limits = limits
+        self.drain = drain
+        self.streams: dict[int, _ClientStream] = {}
+        self._burst, self._rate = reset_budget
+        self._tokens = self._burst
+        self._tokens_at = time.monotonic()
+        self._read_scope: trio.CancelScope | None = None
+        self._closing = False
+
+    async def serve(self) -> None:
+        ep = self.client
+        conn = ep.h2
+        conn.initiate_connection()
+        conn.increment_flow_control_window(CONNECTION_WINDOW - _DEFAULT_WINDOW)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    await self._read_loop(nursery)
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await ep.flush()
+            await ep.aclose()
+
+    async def _read_loop(self, nursery: trio.Nursery) -> None:
+        ep = self.client
+        data = self.prefix
+        if data:
+            ep.received += len(data)
+        while True:
+            if data:
+                try:
+                    events = ep.h2.receive_data(data)
+                except h2.exceptions.ProtocolError as exc:
+                    log.info("%s: HTTP/2 protocol error from client: %s", self.router.direction, exc)
+                    await ep.flush()
+                    return
+                for event in events:
+                    self._dispatch(event, nursery)
+                await ep.flush()
+                if self._closing or ep.broken:
+                    return
+            if self.drain.draining and not self.streams:
+                ep.h2.close_connection()
+                return
+            scope = self.drain.idle_scope(self.limits.idle_timeout) if not self.streams else trio.CancelScope()
+            self._read_scope = scope
+            try:
+                with scope:
+                    data = await self._receive()
+            finally:
+                self.drain.done(scope)
+                self._read_scope = None
+            if scope.cancelled_caught:
+                if not self.streams:
+                    ep.h2.close_connection()
+                    return
+                data = b""
+                continue
+            if not data:
+                return
+            ep.received += len(data)
+
+    async def _receive(self) -> bytes:
+        try:
+            return await self.client.stream.receive_some(RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+            return b""
+
+    def _dispatch(self, event: h2.events.Event, nursery: trio.Nursery) -> None:
+        ep = self.client
+        if isinstance(event, h2.events.RequestReceived):
+            if self.drain.draining or self._closing:
+                ep.reset(event.stream_id, ErrorCodes.REFUSED_STREAM)
+                return
+            st = _ClientStream(event.stream_id, list(event.headers))
+            self.streams[st.id] = st
+            nursery.start_soon(self._serve_stream, st)
+        elif isinstance(event, h2.events.DataReceived):
+            st = self.streams.get(event.stream_id)
+            if st is not None and not st.done:
+                st.queue.put(("data", event.data, event.flow_controlled_length))
+            else:
+                ep.ack(event.stream_id, event.flow_controlled_length)
+        elif isinstance(event, h2.events.TrailersReceived):
+            st = self.streams.get(event.stream_id)
+            if st is not None:
+                st.queue.put(("trailers", list(event.headers)))
+        elif isinstance(event, h2.events.StreamEnded):
+            st = self.streams.get(event.stream_id)
+            if st is not None:
+                st.queue.put(("end",))
+        elif isinstance(event, h2.events.StreamReset):
+            if event.remote_reset and not self._closing and not self._spend_reset():
+                log.warning("%s: client reset streams too fast; GOAWAY(ENHANCE_YOUR_CALM)", self.router.direction)
+                ep.h2.close_connection(error_code=ErrorCodes.ENHANCE_YOUR_CALM)
+                self._closing = True
+            st = self.streams.get(event.stream_id)
+            if st is not None:
+                st.reset_code = event.error_code
+                st.scope.cancel()
+            ep.notify()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            ep.notify()
+        elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+            ep.notify()
+
+    def _spend_reset(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._tokens_at) * self._rate)
+        self._tokens_at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+    # -- one stream -----------------------------------------------------------
+
+    async def _serve_stream(self, st: _ClientStream) -> None:
+        started = time.perf_counter()
+        pseudo = {k: v for k, v in st.headers if k.startswith(b":")}
+        regular = [(k, v) for k, v in st.headers if not k.startswith(b":")]
+        method = pseudo.get(b":method", b"GET")
+        path = pseudo.get(b":path", b"/")
+        authority = pseudo.get(b":authority") or next((v for k, v in regular if k == b"host"), b"")
+        content_type = next((v for k, v in regular if k == b"content-type"), b"")
+        grpc = content_type.startswith(b"application/grpc")
+        head = RequestHead(
+            method,
+            path,
+            [(b"host", authority)] + [(k, v) for k, v in regular if k != b"host"],
+            b"2.0",
+            True,
+            Framing.CHUNKED,
+            None,
+            False,
+        )
+        outcome: dict[str, Any] = {"status": 0, "mesh_error": None, "grpc_status": None, "bytes_out": 0}
+        decision: Forward | Reject | None = None
+        try:
+            with st.scope:
+                if st.reset_code is not None:
+                    return  # opened and reset at once (Rapid Reset): no routing, nothing upstream
+                if method == b"CONNECT":
+                    decision = Reject(405, "bad-request", "CONNECT over HTTP/2 is not supported by the mesh")
+                else:
+                    decision = self.router.route(head)
+                if isinstance(decision, Reject):
+                    await self._error(st, grpc, decision.status, decision.reason, decision.message, outcome)
+                    return
+                await self._forward(st, head, regular, authority, grpc, decision, outcome)
+        finally:
+            st.done = True
+            self.streams.pop(st.id, None)
+            _ack_queue(self.client, st.id, st.queue)
+            if st.reset_code is not None and outcome["status"] == 0:
+                outcome["mesh_error"] = outcome["mesh_error"] or "client-reset"
+            if isinstance(decision, Forward):
+                # A caller's cancel is not the endpoint's fault: no outlier strike for it.
+                success = outcome["mesh_error"] in (None, "client-reset") and outcome["status"] < 500
+                success = success and outcome["grpc_status"] not in GRPC_SERVER_FAULTS
+                self.router.finished(decision, started, success)
+            self.record(
+                RequestRecord(
+                    self.router.direction,
+                    decision.peer_service if decision is not None else "",
+                    method,
+                    authority,
+                    path,
+                    outcome["status"],
+                    (time.perf_counter() - started) * 1000.0,
+                    outcome["mesh_error"],
+                    bytes_out=outcome["bytes_out"],
+                    head=head,
+                    forward=decision if isinstance(decision, Forward) else None,
+                    grpc_status=outcome["grpc_status"],
+                )
+            )
+            with trio.CancelScope(shield=True):
+                await self.client.flush()
+            if self.drain.draining and not self.streams and self._read_scope is not None:
+                self._read_scope.cancel()
+
+    async def _error(
+        self, st: _ClientStream, grpc: bool, status: int, reason: str, message: str, outcome: dict[str, Any]
+    ) -> None:
+        outcome["mesh_error"] = reason
+        conn = self.client.h2
+        try:
+            if grpc:
+                code = grpc_status_for(status)
+                outcome["status"] = 200
+                outcome["grpc_status"] = code
+                headers = [
+                    (b":status", b"200"),
+                    (b"content-type", b"application/grpc"),
+                    (b"grpc-status", str(code).encode()),
+                    (b"grpc-message", quote(f"mesh: {message}", safe=" ").encode()),
+                    (b"x-mesh-error", reason.encode()),
+                ]
+                conn.send_headers(st.id, headers, end_stream=True)
+            else:
+                outcome["status"] = status
+                body = f"mesh: {message}\n".encode()
+                headers = [
+                    (b":status", str(status).encode()),
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-mesh-error", reason.encode()),
+                ]
+                conn.send_headers(st.id, headers, end_stream=False)
+                await self.client.send_data(st.id, body, end=True)
+        except (h2.exceptions.ProtocolError, _StreamGone):
+            return
+        await self.client.flush()
+
+    def _request_headers(
+        self, regular: list[tuple[bytes, bytes]], method: bytes, authority: bytes, scheme: bytes, decision: Forward
+    ) -> list[tuple[bytes, bytes]]:
+        headers = [(b":method", method), (b":scheme", scheme), (b":authority", authority), (b":path", decision.target)]
+        cleaned = clean_headers(regular)
+        if decision.drop_headers:
+            cleaned = [(k, v) for k, v in cleaned if k not in decision.drop_headers]
+        headers += cleaned
+        headers += [(k.lower(), v) for k, v in decision.add_headers]
+        return headers
+
+    async def _forward(
+        self,
+        st: _ClientStream,
+        head: RequestHead,
+        regular: list[tuple[bytes, bytes]],
+        authority: bytes,
+        grpc: bool,
+        decision: Forward,
+        outcome: dict[str, Any],
+    ) -> None:
+        key = decision.key
+        if key.alpn == ALPN_HTTP1:
+            key = replace(key, alpn=ALPN_H2)
+        timeout: float | None = decision.timeout
+        if grpc:
+            timeout = parse_grpc_timeout(next((v for k, v in regular if k == b"grpc-timeout"), None))
+        deadline = trio.current_time() + timeout if timeout is not None else float("inf")
+        if decision.delay:
+            await trio.sleep(decision.delay)
+        headers = self._request_headers(regular, head.method, authority, b"http", decision)
+        for attempt in range(2):
+            if st.reset_code is not None:
+                return  # reset by the client before it was sent: never reaches the upstream
+            try:
+                with trio.CancelScope(deadline=deadline) as connect_scope:
+                    upstream = await self.pool.get(key)
+            except UpstreamConnectError as exc:
+                await self._error(st, grpc, 502, exc.reason, exc.message, outcome)
+                return
+            if connect_scope.cancelled_caught:
+                await self._timeout(st, grpc, decision, timeout, outcome)
+                return
+            if st.reset_code is not None:
+                return
+            if not await self._attempt(st, upstream, headers, key, grpc, decision, timeout, deadline, outcome, attempt == 0):
+                return
+            # REFUSED_STREAM (e.g. the upstream's GOAWAY crossed our new stream): never processed, so
+            # replay what was forwarded (kept while small) on a fresh connection, once.
+            log.info("%s: %s refused a stream; retrying on a new connection", self.router.direction, key.address)
+            assert st.sent is not None
+            st.queue.items.extendleft(reversed(st.sent))
+            st.sent = []
+            st.sent_bytes = 0
+
+    async def _attempt(
+        self,
+        st: _ClientStream,
+        upstream: H2Upstream,
+        headers: list[tuple[bytes, bytes]],
+        key: UpstreamKey,
+        grpc: bool,
+        decision: Forward,
+        timeout: float | None,
+        deadline: float,
+        outcome: dict[str, Any],
+        may_retry: bool,
+    ) -> bool:
+        """One upstream stream; returns True when it was refused unprocessed and may be replayed."""
+        end_now = bool(st.queue.items) and st.queue.items[0][0] == "end"
+        if end_now:
+            st.queue.items.popleft()
+            st.remember(("end",))
+        retry = False
+        try:
+            up_id, up_queue = upstream.open_stream(headers, end_stream=end_now)
+        except h2.exceptions.ProtocolError as exc:
+            await self._error(st, grpc, 502, "upstream-refused", f"cannot open a stream to {key.address}: {exc}", outcome)
+            return False
+        self.router.requested(decision)
+        up = upstream.ep
+        response_started = False
+        response_complete = False
+        try:
+            await up.flush()
+            async with trio.open_nursery() as nursery:
+                if not end_now:
+                    nursery.start_soon(self._pump_request, st, upstream, up_id)
+                # Response head, within the deadline.
+                item: tuple[Any, ...] | None = None
+                with trio.CancelScope(deadline=deadline) as scope:
+                    item = await up_queue.get()
+                if scope.cancelled_caught:
+                    up.reset(up_id, ErrorCodes.CANCEL)
+                    await up.flush()
+                    nursery.cancel_scope.cancel()
+                    await self._timeout(st, grpc, decision, timeout, outcome)
+                    response_complete = True
+                    return False
+                while True:
+                    assert item is not None
+                    kind = item[0]
+                    if kind == "headers":
+                        resp = item[1]
+                        status = next((v for k, v in resp if k == b":status"), b"502")
+                        outcome["status"] = int(status)
+                        out = [(b":status", status)] + clean_headers(resp)
+                        gs = next((v for k, v in resp if k == b"grpc-status"), None)
+                        if gs is not None and gs.isdigit():
+                            outcome["grpc_status"] = int(gs)
+                        ended = bool(up_queue.items) and up_queue.items[0][0] == "end"
+                        self.client.h2.send_headers(st.id, out, end_stream=ended)
+                        response_started = True
+                        if ended:
+                            up_queue.items.popleft()
+                            response_complete = True
+                            await self.client.flush()
+                            break
+                        await self.client.flush()
+                    elif kind == "data":
+                        await self.client.send_data(st.id, item[1], end=False, flush=False)
+                        outcome["bytes_out"] += len(item[1])
+                        up.ack(up_id, item[2])
+                        if not up_queue.items:  # a batch is done: one write each way
+                            await self.client.flush()
+                            await up.flush()
+                    elif kind == "trailers":
+                        trailers = clean_headers(item[1])
+                        gs = next((v for k, v in trailers if k == b"grpc-status"), None)
+                        if gs is not None and gs.isdigit():
+                            outcome["grpc_status"] = int(gs)
+                        self.client.h2.send_headers(st.id, trailers, end_stream=True)
+                        await self.client.flush()
+                        if up_queue.items and up_queue.items[0][0] == "end":
+                            up_queue.items.popleft()
+                        response_complete = True
+                        break
+                    elif kind == "end":
+                        await self.client.send_data(st.id, b"", end=True)
+                        response_complete = True
+                        break
+                    elif kind in ("reset", "broken"):
+                        code = item[1] if kind == "reset" else ErrorCodes.INTERNAL_ERROR
+                        if (
+                            may_retry
+                            and not response_started
+                            and code == ErrorCodes.REFUSED_STREAM
+                            and st.sent is not None
+                            and st.reset_code is None
+                        ):
+                            retry = True
+                            nursery.cancel_scope.cancel()
+                            return True
+                        if not response_started:
+                            reason = "upstream-reset" if kind == "reset" else "upstream-closed"
+                            nursery.cancel_scope.cancel()
+                            await self._error(
+                                st, grpc, 502, reason, f"{key.address} ended the stream (error code {int(code)})", outcome
+                            )
+                            response_complete = True
+                            return False
+                        outcome["mesh_error"] = "upstream-reset"
+                        self.client.reset(st.id, code)
+                        await self.client.flush()
+                        nursery.cancel_scope.cancel()
+                        return False
+                    item = await up_queue.get()
+                # The response is complete; the request side ends on its own or is cut.
+                nursery.cancel_scope.cancel()
+        except _StreamGone:
+            pass  # the client went away or reset: the finally resets upstream
+        finally:
+            with trio.CancelScope(shield=True):
+                if retry:
+                    pass
+                elif not response_complete:
+                    self.client.reset(st.id, ErrorCodes.CANCEL if st.reset_code is None else st.reset_code)
+                    up.reset(up_id, ErrorCodes.CANCEL)
+                else:
+                    # Request still open after a complete response: stop it (RFC 9113 8.1).
+                    self.client.reset(st.id, ErrorCodes.NO_ERROR)
+                    up.reset(up_id, ErrorCodes.CANCEL)
+                upstream.forget(up_id)
+                await up.flush()
+                await self.client.flush()
+        return False
+
+    async def _timeout(
+        self, st: _ClientStream, grpc: bool, decision: Forward, timeout: float | None, outcome: dict[str, Any]
+    ) -> None:
+        await self._error(
+            st,
+            grpc,
+            504,
+            "timeout",
+            f"{decision.peer_service or 'upstream'} did not answer within {timeout or 0:g}s",
+            outcome,
+        )
+
+    async def _pump_request(self, st: _ClientStream, upstream: H2Upstream, up_id: int) -> None:
+        up = upstream.ep
+        while True:
+            item = await st.queue.get()
+            kind = item[0]
+            try:
+                if kind == "data":
+                    end = bool(st.queue.items) and st.queue.items[0][0] == "end"
+                    if end:
+                        st.queue.items.popleft()
+                    # Remembered before sending: a replay must include what may be half-sent.
+                    st.remember(("data", item[1], 0))
+                    if end:
+                        st.remember(("end",))
+                    try:
+                        await up.send_data(up_id, item[1], end=end, flush=end or not st.queue.items)
+                    finally:
+                        self.client.ack(st.id, item[2])
+                    if end or not st.queue.items:
+                        await self.client.flush()
+                    if end:
+                        return
+                elif kind == "trailers":
+                    st.remember(item)
+                    up.h2.send_headers(up_id, clean_headers(item[1]), end_stream=True)
+                    await up.flush()
+                    return
+                elif kind == "end":
+                    st.remember(item)
+                    await up.send_data(up_id, b"", end=True)
+                    return
+            except (_StreamGone, h2.exceptions.ProtocolError):
+                return
