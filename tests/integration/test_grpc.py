@@ -8,6 +8,8 @@ with bytes (de)serializers, so no generated code is needed.
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import shutil
 import socket
@@ -484,3 +486,69 @@ def test_plain_h2_mesh_errors_carry_status_and_x_mesh_error(mesh: Mesh) -> None:
     assert heads[3][b":status"] == b"200" and heads[3][b"grpc-status"] == b"14"
     assert heads[3][b"x-mesh-error"] == b"no-endpoints"
     sock.close()
+
+
+GREETER_APP = """
+import os, time
+from concurrent import futures
+import grpc
+ident = lambda b: b
+kw = {"request_deserializer": ident, "response_serializer": ident}
+def hello(request, context):
+    caller = dict(context.invocation_metadata()).get("mesh-client-id", "-")
+    return b"hello " + request + b" from " + caller.encode()
+handler = grpc.method_handlers_generic_handler("mesh.test.Greeter", {
+    "Hello": grpc.unary_unary_rpc_method_handler(hello, **kw),
+    "Count": grpc.unary_stream_rpc_method_handler(lambda r, c: (str(i).encode() for i in range(int(r))), **kw),
+    "Join": grpc.stream_unary_rpc_method_handler(lambda rs, c: b",".join(rs), **kw),
+    "Echo": grpc.stream_stream_rpc_method_handler(lambda rs, c: (b"echo " + r for r in rs), **kw),
+})
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+server.add_generic_rpc_handlers((handler,))
+server.add_insecure_port("127.0.0.1:" + os.environ["PORT"])
+server.start()
+server.wait_for_termination()
+"""
+
+CLIENT_APP = """
+import os, sys, time
+import grpc
+target = os.environ["MESH_UPSTREAM_GREETER_URL"].removeprefix("http://")
+ident = lambda b: b
+with grpc.insecure_channel(target, options=[("grpc.enable_http_proxy", 0)]) as channel:
+    call = lambda kind, name: getattr(channel, kind)("/mesh.test.Greeter/" + name, request_serializer=ident, response_deserializer=ident)
+    deadline = time.monotonic() + 15
+    while True:  # the greeter is advertised once its port is open; discovery takes a moment
+        try:
+            print("unary:", call("unary_unary", "Hello")(b"mesh", timeout=5).decode())
+            break
+        except grpc.RpcError as exc:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    print("server-streaming:", b"".join(call("unary_stream", "Count")(b"5", timeout=5)).decode())
+    print("client-streaming:", call("stream_unary", "Join")(iter([b"a", b"b", b"c"]), timeout=5).decode())
+    print("bidi:", [m.decode() for m in call("stream_stream", "Echo")(iter([b"x", b"y"]), timeout=5)])
+"""
+
+
+def test_injected_grpc_greeter_and_client(cluster: Cluster, tmp_path: Path) -> None:
+    """The issue's shape: both sides run under `mesh inject`, the client reaches the greeter by its upstream URL."""
+    from tests.integration.test_inject import up as up_mesh
+
+    up_mesh(cluster)
+    (tmp_path / "greeter.py").write_text(GREETER_APP)
+    (tmp_path / "client.py").write_text(CLIENT_APP)
+    mesh = [sys.executable, "-m", "mesh"]
+    greeter = cluster.spawn("inject-greeter", [*mesh, "inject", "--name", "greeter", "--", sys.executable, str(tmp_path / "greeter.py")])
+    greeter.wait_for("app is ready", timeout=20)
+    client = cluster.spawn(
+        "inject-client",
+        [*mesh, "inject", "--name", "client", "--upstream", "greeter", "--", sys.executable, str(tmp_path / "client.py")],
+    )
+    assert client.popen.wait(60) == 0, client.log()
+    log = client.log()
+    assert f"unary: hello mesh from {cluster.spiffe('client')}" in log
+    assert "server-streaming: 01234" in log
+    assert "client-streaming: a,b,c" in log
+    assert "bidi: ['echo x', 'echo y']" in log
