@@ -20,6 +20,8 @@ caller waits for something reads for everyone (like httpcore), so an
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import contextlib
 import json
 import logging
@@ -164,7 +166,7 @@ def api_client_context(creds: IssuedCredentials) -> ssl.SSLContext:
 # ------------------------------------------------------------ shared HTTP/2 plumbing
 
 
-class _H2Endpoint:
+class _H2Endpoint(ABC):
     """One side of an HTTP/2 connection: h2's state machine over a TLSStream.
 
     Any task may queue frames (h2 calls are synchronous) and then ``_flush``;
@@ -184,8 +186,8 @@ class _H2Endpoint:
         self._progress.set()
         self._progress = trio.Event()
 
-    async def _wait_until(self, ready: Callable[[], object]) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    async def _wait_until(self, ready: Callable[[], object]) -> None: ...
 
     async def _flush(self) -> None:
         async with self._write_lock:

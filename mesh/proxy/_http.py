@@ -292,24 +292,32 @@ class HttpProxyConnection:
             success = mesh_error is None and status < 500
             decision = self._attempt  # the last attempt is the one that answered
             self.router.finished(decision, started, success)
-            self.record(
-                RequestRecord(
-                    self.router.direction,
-                    decision.peer_service,
-                    head.method,
-                    authority,
-                    head.target,
-                    status,
-                    (time.perf_counter() - started) * 1000.0,
-                    mesh_error,
-                    bytes_out=self.client.sent - sent_before,
-                    head=head,
-                    forward=decision,
-                    retries=self._retries,
-                )
+            self._record(
+                head,
+                decision,
+                authority,
+                status,
+                started,
+                mesh_error,
+                bytes_out=self.client.sent - sent_before,
+                retries=self._retries,
             )
 
     async def _reject(self, head: RequestHead, decision: Reject, started: float, authority: bytes) -> bool:
+        self._record(head, decision, authority, decision.status, started, decision.reason)
+        return await self._send_error(head, decision.status, decision.reason, decision.message)
+
+    def _record(
+        self,
+        head: RequestHead,
+        decision: Forward | Reject,
+        authority: bytes,
+        status: int,
+        started: float,
+        mesh_error: str | None,
+        **extra: Any,
+    ) -> None:
+        """One record per request, for metrics and tap (``forward`` only when the mesh routed it)."""
         self.record(
             RequestRecord(
                 self.router.direction,
@@ -317,13 +325,14 @@ class HttpProxyConnection:
                 head.method,
                 authority,
                 head.target,
-                decision.status,
+                status,
                 (time.perf_counter() - started) * 1000.0,
-                decision.reason,
+                mesh_error,
                 head=head,
+                forward=decision if isinstance(decision, Forward) else None,
+                **extra,
             )
         )
-        return await self._send_error(head, decision.status, decision.reason, decision.message)
 
     async def _send_error(self, head: RequestHead, status: int, reason: str, message: str) -> bool:
         # With an unread request body we cannot find the next request: close.
@@ -573,20 +582,7 @@ class HttpProxyConnection:
 
         def established(status: int, mesh_error: str | None = None) -> None:
             outcome.append((status, mesh_error))
-            self.record(
-                RequestRecord(
-                    self.router.direction,
-                    decision.peer_service,
-                    head.method,
-                    authority,
-                    head.target,
-                    status,
-                    (time.perf_counter() - started) * 1000.0,
-                    mesh_error,
-                    head=head,
-                    forward=decision,
-                )
-            )
+            self._record(head, decision, authority, status, started, mesh_error)
 
         try:
             stream = await open_upstream(decision.key, self.pool.contexts, self.pool.connect_timeout)

@@ -17,6 +17,8 @@ refused because they compare equal to ints (``True == 1``) and would alias.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import math
 import re
 from bisect import bisect_left
@@ -140,7 +142,7 @@ class HistogramChild:
 ChildT = TypeVar("ChildT", CounterChild, GaugeChild, HistogramChild)
 
 
-class _MetricFamily(Generic[ChildT]):
+class _MetricFamily(Generic[ChildT], ABC):
     __slots__ = ("_children", "_help", "_labelnames", "_name", "_series", "_unlabelled")
 
     type_name: ClassVar[str]
@@ -212,8 +214,8 @@ class _MetricFamily(Generic[ChildT]):
             )
         return self._unlabelled
 
-    def _new_child(self) -> ChildT:
-        raise NotImplementedError
+    @abstractmethod
+    def _new_child(self) -> ChildT: ...
 
     def _series_items(self) -> list[tuple[tuple[tuple[str, str], ...], ChildT]]:
         # Sorted by label values so that a scrape reads the same way every time.
@@ -222,8 +224,8 @@ class _MetricFamily(Generic[ChildT]):
             for key, child in sorted(self._series.items(), key=lambda item: item[0])
         ]
 
-    def samples(self) -> list[Sample]:
-        raise NotImplementedError
+    @abstractmethod
+    def samples(self) -> list[Sample]: ...
 
 
 class Counter(_MetricFamily[CounterChild]):
