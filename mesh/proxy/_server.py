@@ -268,21 +268,21 @@ class Proxy:
                 h2conn = H2ProxyConnection(
                     tls, b"", router, self.h2_app_pool, record, self.settings.limits, self.drain, PEER_RESET_BUDGET
                 )
-                try:
-                    await h2conn.serve()
-                finally:
-                    metrics.tcp_read.labels("inbound").inc(h2conn.client.received)
-                    metrics.tcp_write.labels("inbound").inc(h2conn.client.sent)
+                await self._serve_counted(h2conn, "inbound")
                 return
             conn = HttpProxyConnection(tls, b"", router, self.app_pool, record, self.settings.limits, self.drain)
-            try:
-                await conn.serve()
-            finally:
-                metrics.tcp_read.labels("inbound").inc(conn.client.received)
-                metrics.tcp_write.labels("inbound").inc(conn.client.sent)
+            await self._serve_counted(conn, "inbound")
         finally:
             metrics.tcp_open.labels("inbound").dec()
             await _close(tls)
+
+    async def _serve_counted(self, conn: Any, direction: str) -> None:
+        """Serve an HTTP/1 or HTTP/2 connection; its bytes are counted once it ends."""
+        try:
+            await conn.serve()
+        finally:
+            self.metrics.tcp_read.labels(direction).inc(conn.client.received)
+            self.metrics.tcp_write.labels(direction).inc(conn.client.sent)
 
     def _outbound_router(self, fixed_service: str | None) -> OutboundRouter:
         """The shared router, or one pinned to the service of an --upstream listener."""
@@ -302,27 +302,23 @@ class Proxy:
         metrics.tcp_open.labels("outbound").inc()
         try:
             prefix, protocol = await self._detect(stream, fixed_service)
-            if protocol is Protocol.HTTP2:  # prior knowledge h2c: per-stream routing, mTLS ALPN h2 upstream
-                router = self._outbound_router(fixed_service)
-                h2conn = H2ProxyConnection(
-                    stream, prefix, router, self.h2_peer_pool, recorder(self), self.settings.limits, self.drain
+            if protocol is Protocol.HTTP2 or protocol is Protocol.HTTP1:
+                # HTTP/2 (prior knowledge h2c): per-stream routing, mTLS ALPN h2 upstream.
+                connection_class, pool = (
+                    (H2ProxyConnection, self.h2_peer_pool)
+                    if protocol is Protocol.HTTP2
+                    else (HttpProxyConnection, self.peer_pool)
                 )
-                try:
-                    await h2conn.serve()
-                finally:
-                    metrics.tcp_read.labels("outbound").inc(h2conn.client.received)
-                    metrics.tcp_write.labels("outbound").inc(h2conn.client.sent)
-                return
-            if protocol is Protocol.HTTP1:
-                router = self._outbound_router(fixed_service)
-                conn = HttpProxyConnection(
-                    stream, prefix, router, self.peer_pool, recorder(self), self.settings.limits, self.drain
+                conn = connection_class(
+                    stream,
+                    prefix,
+                    self._outbound_router(fixed_service),
+                    pool,
+                    recorder(self),
+                    self.settings.limits,
+                    self.drain,
                 )
-                try:
-                    await conn.serve()
-                finally:
-                    metrics.tcp_read.labels("outbound").inc(conn.client.received)
-                    metrics.tcp_write.labels("outbound").inc(conn.client.sent)
+                await self._serve_counted(conn, "outbound")
                 return
             if fixed_service is None:
                 if prefix:
