@@ -84,6 +84,22 @@ def test_origin_form_with_host_header_and_chunked_response(pair: Pair) -> None:
     assert result.stdout == "".join(f"chunk {i}\n" for i in range(4))
 
 
+def test_h2c_upgrade_is_never_forwarded(pair: Pair) -> None:
+    """curl --http2 offers Upgrade: h2c; the mesh declines it and the app sees plain HTTP/1.1."""
+    url = f"http://127.0.0.1:{pair.client.outbound}/headers"
+    result = curl("--http2", "-H", "Host: web", "-D", "-", url)
+    assert result.returncode == 0, result.stderr
+    head, _, body = result.stdout.partition("\n\n")  # text mode: CRLFs read as newlines
+    assert head.startswith("HTTP/1.1 200"), head
+    seen = json.loads(body)
+    assert "upgrade" not in seen and "http2-settings" not in seen, seen
+    assert "upgrade" not in seen.get("connection", "").lower()
+    # A body sent with the upgrade offer arrives whole.
+    result = curl("--http2", "-H", "Host: web", "--data-binary", "hello world", f"http://127.0.0.1:{pair.client.outbound}/upload")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["received"] == 11
+
+
 def test_caller_identity_cannot_be_spoofed(pair: Pair) -> None:
     response = requests.get(
         "http://web/headers",

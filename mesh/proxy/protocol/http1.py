@@ -34,6 +34,7 @@ HOP_BY_HOP = frozenset(
         b"trailer",
         b"transfer-encoding",
         b"upgrade",
+        b"http2-settings",  # only ever meaningful with Upgrade: h2c, which is never forwarded
     }
 )
 
@@ -216,6 +217,8 @@ class _Reader:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             offset = exc.args[0]
+            if self._upgrade_declined():
+                return self._feed(data[offset:], side_error)
             self._upgraded = True
             self._events.append(Upgraded(data[offset:]))
         except httptools.HttpParserCallbackError as exc:
@@ -230,6 +233,10 @@ class _Reader:
         events, self._events = self._events, []
         return events
 
+    def _upgrade_declined(self) -> bool:
+        """True when the reader served an Upgrade as plain HTTP/1 and parsing goes on."""
+        return False
+
     @property
     def in_body(self) -> bool:
         return self._in_body
@@ -239,15 +246,31 @@ class _HeadTooLarge(Exception):
     pass
 
 
-class RequestReader(_Reader):
-    """Parses requests arriving from a client (the server side of a connection)."""
+_H2C_HEADERS = frozenset({b"upgrade", b"http2-settings"})
 
-    __slots__ = ("_url",)
+
+def _upgrades_only_to_h2c(headers: Headers) -> bool:
+    offers = [token.strip().lower() for name, value in headers if name.lower() == b"upgrade" for token in value.split(b",")]
+    return bool(offers) and all(offer == b"h2c" for offer in offers)
+
+
+class RequestReader(_Reader):
+    """Parses requests arriving from a client (the server side of a connection).
+
+    ``Upgrade: h2c`` is declined, as RFC 9113 lets a server do: the request is
+    served as plain HTTP/1.1, without ``Upgrade`` and ``HTTP2-Settings``. (An h2c
+    upgrade forwarded as a tunnel would carry HTTP/2 past the mesh's per-stream
+    routing and hardening.)
+    """
+
+    __slots__ = ("_url", "_h2c_head", "_replaying")
 
     def __init__(self) -> None:
         super().__init__()
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
+        self._h2c_head: bytes | None = None  # the declined upgrade's head, re-parsed without Upgrade
+        self._replaying = False
 
     def on_message_begin(self) -> None:
         _Reader.on_message_begin(self)
@@ -259,25 +282,49 @@ class RequestReader(_Reader):
 
     def on_headers_complete(self) -> None:
         parser = self._parser
+        if self._replaying:
+            self._head_complete(self._framing)
+            return
         version = parser.get_http_version()
         if version not in ("1.1", "1.0"):
             raise RemoteProtocolError(f"HTTP/{version} is not supported", status=505)
         method = parser.get_method()
+        headers = self._headers
         upgrade = parser.should_upgrade() or method == b"CONNECT"
-        framing, length = self._framing_of(self._headers, bodyless=upgrade)
-        self._head_complete(framing)
-        self._events.append(
-            RequestHead(
+        if upgrade and method != b"CONNECT" and _upgrades_only_to_h2c(headers):
+            upgrade = False
+            headers = [(k, v) for k, v in headers if k.lower() not in _H2C_HEADERS]
+            self._h2c_head = b"%s %s HTTP/%s\r\n%s\r\n" % (
                 method,
                 self._url,
-                self._headers,
                 version.encode(),
-                parser.should_keep_alive(),
-                framing,
-                length,
-                upgrade,
+                b"".join(b"%s: %s\r\n" % field for field in headers),
             )
+        framing, length = self._framing_of(headers, bodyless=upgrade)
+        self._head_complete(framing)
+        self._events.append(
+            RequestHead(method, self._url, headers, version.encode(), parser.should_keep_alive(), framing, length, upgrade)
         )
+
+    def on_message_complete(self) -> None:
+        if self._h2c_head is not None:
+            return  # httptools ends an Upgrade request at its head; the body is still to come
+        _Reader.on_message_complete(self)
+
+    def _upgrade_declined(self) -> bool:
+        head = self._h2c_head
+        if head is None:
+            return False
+        # A fresh parser is told the head again, without Upgrade, so it frames the body itself.
+        self._h2c_head = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._in_body = False
+        self._replaying = True
+        try:
+            self._parser.feed_data(head)
+        finally:
+            self._replaying = False
+        return True
 
     def feed(self, data: bytes) -> list[Event]:
         """Bytes from the client → events. Raises ``RemoteProtocolError`` (400/431)."""

@@ -194,6 +194,41 @@ def test_upgrade_header_without_connection_upgrade_is_plain_http() -> None:
     assert not any(isinstance(e, Upgraded) for e in events)
 
 
+H2C_UPGRADES = (
+    b"GET /a HTTP/1.1\r\nHost: web\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+    b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+    b"POST /b HTTP/1.1\r\nHost: web\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+    b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nContent-Length: 11\r\n\r\nhello world"
+    b"PUT /c HTTP/1.1\r\nHost: web\r\nConnection: upgrade\r\nUpgrade: H2C\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5\r\nhello\r\n0\r\n\r\n"
+    b"GET /d HTTP/1.1\r\nHost: web\r\n\r\n"
+)
+
+
+@SPLITS
+@given(st.lists(st.integers(0, len(H2C_UPGRADES)), max_size=8))
+def test_h2c_upgrade_is_declined_and_served_as_http1(cuts: list[int]) -> None:
+    """Upgrade: h2c never becomes a tunnel: the requests (bodies too) go on as HTTP/1.1 without it."""
+    events, error = outcome(RequestReader(), pieces(H2C_UPGRADES, cuts))
+    assert error is None
+    heads = [e for e in events if isinstance(e, RequestHead)]
+    assert [h.target for h in heads] == [b"/a", b"/b", b"/c", b"/d"]
+    assert not any(h.upgrade for h in heads) and not any(isinstance(e, Upgraded) for e in events)
+    for head in heads:
+        assert head.header(b"upgrade") is None and head.header(b"http2-settings") is None
+        assert head.keep_alive
+    assert [h.framing for h in heads] == [Framing.NONE, Framing.LENGTH, Framing.CHUNKED, Framing.NONE]
+    assert sum(isinstance(e, EndOfMessage) for e in events) == 4
+    assert b"".join(e.data for e in events if isinstance(e, Data)) == b"hello worldhello"
+
+
+def test_upgrade_offering_h2c_and_websocket_stays_an_upgrade() -> None:
+    reader = RequestReader()
+    events = reader.feed(WEBSOCKET_REQUEST.replace(b"Upgrade: websocket", b"Upgrade: h2c, websocket") + WS_FRAME)
+    assert isinstance(events[0], RequestHead) and events[0].upgrade
+    assert events[-1] == Upgraded(WS_FRAME)
+
+
 def test_101_response_then_leftover() -> None:
     reader = ResponseReader()
     reader.expect(b"GET")
