@@ -9,6 +9,11 @@ Shapes (every one ends at the same app, an nginx `return 200 "hello\\n"`):
 Loads, per shape: wrk -t1 -c16 (maximum throughput); hey -c16 -q32 (~512 req/s,
 latency); wrk with exponential think time (~500 req/s, latency with spread-out
 arrivals). The shapes run interleaved, twice (a b c a b c); the report gives medians.
+
+HTTP/2 row (when h2load is installed): the same three shapes over HTTP/2 — h2c
+from h2load to the first hop and to the app (an nginx `listen ... http2`), ALPN
+h2 over mTLS between the proxies (nginx: grpc_pass, its one HTTP/2 upstream
+module), h2load -c4 -m16 (64 streams in flight).
 Run through ./scripts/bench; see docs/performance.md.
 """
 
@@ -50,6 +55,8 @@ TARGETS = {
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SHAPES = ("direct", "mesh", "nginx")
 INSTALL_HINT = "apt-get install nginx wrk hey"
+H2_CONNECTIONS = 4
+H2_STREAMS = 16  # per connection (h2load -m)
 
 # Exponential think time per connection (mean 1/32 s): ~500 req/s over 16
 # connections with arrivals spread out, unlike hey's -q whose per-worker tickers
@@ -98,6 +105,11 @@ def check_tools() -> dict[str, str]:
         raise BenchError(f"missing tool(s): {', '.join(missing)}. Install them: {INSTALL_HINT}")
     if not MESH.exists():
         raise BenchError(f"{MESH} not found; run ./install.sh first")
+    h2load = find_tool("h2load")
+    if h2load:
+        tools["h2load"] = h2load
+    else:
+        log("h2load not found: no HTTP/2 row (apt-get install nghttp2-client)")
     return tools  # type: ignore[return-value]
 
 
@@ -476,6 +488,25 @@ def parse_hey(out: str) -> dict[str, Any]:
     return res
 
 
+def parse_h2load(out: str) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    m = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
+    if not m:
+        raise BenchError(f"cannot read h2load's output:\n{out}")
+    res["rps"] = float(m.group(1))
+    m = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", out)
+    if not m:
+        raise BenchError(f"cannot read h2load's request counts:\n{out}")
+    res["requests"] = int(m.group(3))
+    res["failed"] = int(m.group(4))
+    res["errors"] = int(m.group(5)) + int(m.group(6))
+    m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    res["non_2xx"] = sum(int(x) for x in m.groups()[1:]) if m else 0
+    m = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", out)
+    res["mean_ms"] = to_ms(m.group(3)) if m else None
+    return res
+
+
 @dataclass
 class Shape:
     name: str
@@ -536,6 +567,18 @@ class Bench:
         cmd = [self.tools["wrk"], "-t1", f"-c{CONNECTIONS}", f"-d{self.paced:g}s", "--latency", "-s", str(self.pace_script),
                "-H", f"Host: {HOST_HEADER}", shape.url]
         return parse_wrk(run_tool(cmd, self.env, self.paced + 30))
+
+    def h2load(self, shape: Shape, seconds: float) -> dict[str, Any]:
+        cmd = [self.tools["h2load"], "-t1", f"-c{H2_CONNECTIONS}", f"-m{H2_STREAMS}", "-D", f"{seconds:g}",
+               "-H", f":authority: {HOST_HEADER}-h2", shape.url]
+        return parse_h2load(run_tool(cmd, self.env, seconds + 30))
+
+    def h2_round(self, shape: Shape, rnd: int) -> None:
+        r = self.measured(shape, lambda: self.h2load(shape, self.duration))
+        log(f"  {shape.name:<9} round {rnd}: h2load {r['rps']:>9.0f} req/s  mean {fmt(r['mean_ms'])} ms{noise(r)}")
+        if r["failed"] or r["errors"] or r["non_2xx"]:
+            log(f"  WARNING {shape.name}: " + json.dumps({k: r[k] for k in ("failed", "errors", "non_2xx")}))
+        shape.runs.append({"round": rnd, "h2load": r})
 
     def warm_up(self, shape: Shape) -> None:
         self.wrk(shape, 1)
@@ -713,6 +756,51 @@ def render(meta: dict[str, Any], med_: dict[str, Any], rss: dict[str, float], ch
     return "\n".join(lines)
 
 
+def summarise_h2(shapes: dict[str, Shape]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, s in shapes.items():
+        out[name] = {
+            "rps": med([r["h2load"]["rps"] for r in s.runs]),
+            "mean_ms": med([r["h2load"]["mean_ms"] for r in s.runs]),
+            "cpu_s": {p.name: med([r["h2load"]["cpu_s"][p.name] for r in s.runs]) for p in s.proxies},
+            "cpu_us_per_request": {p.name: med([r["h2load"]["cpu_us_per_request"][p.name] for r in s.runs])
+                                   for p in s.proxies},
+            "failed": sum(r["h2load"]["failed"] + r["h2load"]["errors"] + r["h2load"]["non_2xx"] for r in s.runs),
+        }
+    return out
+
+
+def render_h2(med_: dict[str, Any], shapes: dict[str, Shape]) -> str:
+    lines = [f"HTTP/2: h2load -t1 -c{H2_CONNECTIONS} -m{H2_STREAMS} (h2c to the first hop and to the app; "
+             "ALPN h2 over mTLS between the proxies; nginx: grpc_pass)"]
+    rows = [["shape", "req/s (h2load)", "mean ms", "CPU s (out/in)", "CPU us/req (out/in)"]]
+    for name, s in shapes.items():
+        m = med_[name]
+        rows.append([name, f"{m['rps']:.0f}", fmt(m["mean_ms"]),
+                     " / ".join(fmt(m["cpu_s"][p.name]) for p in s.proxies) or "-",
+                     " / ".join(fmt(m["cpu_us_per_request"][p.name], 0) for p in s.proxies) or "-"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(widths[j]) if j == 0 else c.rjust(widths[j]) for j, c in enumerate(r)))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    d, m, n = (med_[k] for k in ("direct-h2", "mesh-h2", "nginx-h2"))
+    lines.append(f"HTTP/2 mesh/nginx throughput: {pct(ratio(m['rps'], n['rps']))}   mesh/direct: {pct(ratio(m['rps'], d['rps']))}"
+                 f"   nginx/direct: {pct(ratio(n['rps'], d['rps']))}")
+    for name, x in med_.items():
+        if x["failed"]:
+            lines.append(f"WARNING: {name}: {x['failed']} failed, errored or non-2xx HTTP/2 requests (details in the JSON)")
+    return "\n".join(lines)
+
+
+def verify_h2(shape: str, tools: dict[str, str], port: int, env: dict[str, str]) -> None:
+    out = run_tool([tools["h2load"], "-n", "20", "-c", "1", "-m", "4", "-H", f":authority: {HOST_HEADER}-h2",
+                    f"http://127.0.0.1:{port}/"], env, 30)
+    r = parse_h2load(out)
+    if r["requests"] != 20 or r["non_2xx"]:
+        raise BenchError(f"{shape}: h2load -n 20 against 127.0.0.1:{port} did not get 20 x 2xx:\n{out}")
+
+
 def source_state() -> dict[str, Any]:
     """Which code was measured: HEAD, and a digest of mesh/ as it is on disk (it may be uncommitted)."""
     import hashlib
@@ -735,6 +823,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="3 s runs")
     ap.add_argument("--out", type=Path, metavar="FILE", help="JSON results file (default bench-results/bench-<timestamp>.json)")
     ap.add_argument("--no-paced", action="store_true", help="skip the paced (exponential think time) latency run")
+    ap.add_argument("--only", choices=("http1", "http2"), help="run one protocol's loads (default: both)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, certificates, logs)")
     args = ap.parse_args(argv)
     duration = 3 if args.quick else args.duration
@@ -751,7 +840,7 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now().astimezone()
     stamp = started.strftime("%Y%m%d-%H%M%S")
     out = args.out or ROOT / "bench-results" / f"bench-{stamp}.json"
-    estimate = 10 + 3 * 1.5 + rounds * 3 * (2 * duration + paced + 0.5)
+    estimate = 10 + 3 * 1.5 + rounds * 3 * (2 * duration + paced + 0.5) + ("h2load" in tools) * (3 + rounds * 3 * duration)
     log(f"{rounds} rounds x 3 shapes, {duration}s per load; about {estimate:.0f}s in all")
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -768,13 +857,23 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     try:
         # --- the app
-        app_port = free_port()
+        h2 = "h2load" in tools
+        app_port, app_h2_port = free_port(), free_port()
+        app_h2_server = f"""
+  server {{
+    listen 127.0.0.1:{app_h2_port} http2;
+    keepalive_requests 10000000;  # nginx ends an HTTP/2 connection after 1000 requests by default
+    location / {{ return 200 "hello\\n"; }}
+  }}""" if h2 else ""
         app = start_nginx(procs, tools, "app (nginx)", tmp / "app", f"""\
   server {{
     listen 127.0.0.1:{app_port};
     location / {{ return 200 "hello\\n"; }}
-  }}""", app_port, env)
+  }}{app_h2_server}""", app_port, env)
         verify_200("direct", app_port)
+        if h2:
+            wait_port(app_h2_port, app.alive, "app (nginx, HTTP/2)")
+            verify_h2("direct-h2", tools, app_h2_port, env)
 
         # --- certificates
         log("CA and certificates (mesh ca init / mesh ca issue)")
@@ -792,37 +891,74 @@ def main(argv: list[str] | None = None) -> int:
             "--service", "web", "--app", f"127.0.0.1:{app_port}", "--inbound", "127.0.0.1:0",
             "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--drain-timeout", "1s"], tmp / "mesh-web.log", mesh_env)
         endpoints = tmp / "endpoints.toml"
-        endpoints.write_text(f'[[endpoint]]\nservice = "web"\naddress = "127.0.0.1:{web_ports["inbound"]}"\n')
+        entries = [("web", web_ports["inbound"])]
+        if h2:  # its own sidecar: the inbound proxy speaks HTTP/2 (h2c) to an app when its callers do
+            web_h2, web_h2_ports = start_mesh(procs, "mesh inbound (web-h2)", [
+                "--service", f"{HOST_HEADER}-h2", "--app", f"127.0.0.1:{app_h2_port}", "--inbound", "127.0.0.1:0",
+                "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--drain-timeout", "1s"], tmp / "mesh-web-h2.log",
+                mesh_env)
+            web_h2.name = "mesh inbound h2"
+            entries.append((f"{HOST_HEADER}-h2", web_h2_ports["inbound"]))
+        endpoints.write_text("".join(f'[[endpoint]]\nservice = "{svc}"\naddress = "127.0.0.1:{port}"\n\n'
+                                     for svc, port in entries))
         client, client_ports = start_mesh(procs, "mesh outbound (client)", [
             "--service", "client", "--app", "127.0.0.1:1", "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0",
             "--admin", "127.0.0.1:0", "--endpoints", str(endpoints), "--drain-timeout", "1s"], tmp / "mesh-client.log", mesh_env)
         client.name, web.name = "mesh outbound", "mesh inbound"
         verify_200("mesh", client_ports["outbound"])
+        if h2:
+            verify_h2("mesh-h2", tools, client_ports["outbound"], mesh_env)
 
         # --- nginx pair
         log("starting nginx pair")
-        n2_port, n1_port = free_port(), free_port()
+        n2_port, n1_port, n2_h2_port, n1_h2_port = free_port(), free_port(), free_port(), free_port()
         web_c = certs / "web"
-        n2 = start_nginx(procs, tools, "nginx #2 (inbound)", tmp / "nginx2", f"""\
-  upstream app {{ server 127.0.0.1:{app_port}; keepalive 32; }}
-  server {{
-    listen 127.0.0.1:{n2_port} ssl;
+        cl_c = certs / "client"
+        server_tls = f"""
     ssl_protocols TLSv1.3;
     ssl_certificate {web_c}/cert.pem;
     ssl_certificate_key {web_c}/key.pem;
     ssl_client_certificate {web_c}/bundle.pem;
     ssl_verify_client on;
     ssl_verify_depth 3;
-    ssl_session_cache shared:SSL:1m;
+    ssl_session_cache shared:SSL:1m;"""
+        # HTTP/2 between the nginx pair: grpc_pass is nginx's one HTTP/2 upstream module.
+        n2_h2 = f"""
+  upstream app_h2 {{ server 127.0.0.1:{app_h2_port}; keepalive 32; }}
+  server {{
+    listen 127.0.0.1:{n2_h2_port} ssl http2;{server_tls}
+    keepalive_requests 10000000;
+    location / {{ grpc_pass grpc://app_h2; }}
+  }}""" if h2 else ""
+        n1_h2 = f"""
+  upstream peer_h2 {{ server 127.0.0.1:{n2_h2_port}; keepalive 32; }}
+  server {{
+    listen 127.0.0.1:{n1_h2_port} http2;
+    keepalive_requests 10000000;
+    location / {{
+      grpc_pass grpcs://peer_h2;
+      grpc_ssl_protocols TLSv1.3;
+      grpc_ssl_certificate {cl_c}/cert.pem;
+      grpc_ssl_certificate_key {cl_c}/key.pem;
+      grpc_ssl_trusted_certificate {cl_c}/bundle.pem;
+      grpc_ssl_verify on;
+      grpc_ssl_verify_depth 3;
+      grpc_ssl_name web;
+      grpc_ssl_session_reuse on;
+    }}
+  }}""" if h2 else ""
+        n2 = start_nginx(procs, tools, "nginx #2 (inbound)", tmp / "nginx2", f"""\
+  upstream app {{ server 127.0.0.1:{app_port}; keepalive 32; }}
+  server {{
+    listen 127.0.0.1:{n2_port} ssl;{server_tls}
     keepalive_requests 100000;
     location / {{
       proxy_pass http://app;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
     }}
-  }}""", n2_port, env)
+  }}{n2_h2}""", n2_port, env)
         verify = verify_nginx_mtls(n2_port, certs / "client")
-        cl_c = certs / "client"
         n1 = start_nginx(procs, tools, "nginx #1 (outbound)", tmp / "nginx1", f"""\
   upstream peer {{ server 127.0.0.1:{n2_port}; keepalive 32; }}
   server {{
@@ -841,9 +977,12 @@ def main(argv: list[str] | None = None) -> int:
       proxy_ssl_name web;   # the leaf has only a URI SAN; OpenSSL then matches the name against CN=web
       proxy_ssl_session_reuse on;
     }}
-  }}""", n1_port, env)
+  }}{n1_h2}""", n1_port, env)
         n1.name, n2.name = "nginx #1", "nginx #2"
         verify_200("nginx", n1_port)
+        if h2:
+            wait_port(n1_h2_port, n1.alive, "nginx #1 (HTTP/2)")
+            verify_h2("nginx-h2", tools, n1_h2_port, env)
 
         shapes = {
             "direct": Shape("direct", app_port, []),
@@ -854,24 +993,43 @@ def main(argv: list[str] | None = None) -> int:
         pace_script.write_text(PACE_LUA % round(1000 / RATE_PER_CONNECTION))
         bench = Bench(tools, procs, app, duration, paced, env, pace_script)
 
-        log("warm-up (1 s wrk per shape, not counted)")
-        for s in shapes.values():
-            bench.warm_up(s)
+        if args.only != "http2":
+            log("warm-up (1 s wrk per shape, not counted)")
+            for s in shapes.values():
+                bench.warm_up(s)
         order = []
-        for rnd in range(1, rounds + 1):
+        for rnd in range(1, rounds + 1) if args.only != "http2" else ():
             for name in SHAPES:
                 order.append(name)
                 bench.one_round(shapes[name], rnd)
+        h2_shapes: dict[str, Shape] = {}
+        if h2 and args.only != "http1":
+            h2_shapes = {
+                "direct-h2": Shape("direct-h2", app_h2_port, []),
+                "mesh-h2": Shape("mesh-h2", client_ports["outbound"], [client, web_h2]),
+                "nginx-h2": Shape("nginx-h2", n1_h2_port, [n1, n2]),
+            }
+            log("HTTP/2: warm-up (1 s h2load per shape, not counted)")
+            for s in h2_shapes.values():
+                bench.h2load(s, 1)
+            for rnd in range(1, rounds + 1):
+                for name, s in h2_shapes.items():
+                    order.append(name)
+                    bench.h2_round(s, rnd)
 
-        rss = {p.name: proc_status_kb(pid, "VmHWM") / 1024 for s in shapes.values() for p in s.proxies for pid in p.measured_pids}
-        rss_now = {p.name: proc_status_kb(pid, "VmRSS") / 1024 for s in shapes.values() for p in s.proxies for pid in p.measured_pids}
-        medians = summarise(shapes)
-        checks = target_checks(medians, rss)
+        every_shape = [*shapes.values(), *h2_shapes.values()]
+        rss = {p.name: proc_status_kb(pid, "VmHWM") / 1024 for s in every_shape for p in s.proxies for pid in p.measured_pids}
+        rss_now = {p.name: proc_status_kb(pid, "VmRSS") / 1024 for s in every_shape for p in s.proxies for pid in p.measured_pids}
+        http1 = args.only != "http2"
+        medians = summarise(shapes) if http1 else None
+        h2_medians = summarise_h2(h2_shapes) if h2_shapes else None
+        checks = target_checks(medians, rss) if medians is not None else []
         meta = {
             "date": started.isoformat(timespec="seconds"),
             "machine": {"nproc": os.cpu_count(), "cpu_model": cpu_model(), "kernel": platform.release(),
                         "python": platform.python_version()},
             "tools": {"nginx": tool_version([tools["nginx"], "-v"]), "wrk": tool_version([tools["wrk"], "-v"]),
+                      "h2load": tool_version([tools["h2load"], "--version"]) if h2 else None,
                       "hey": "hey (Debian package)", "mesh": tool_version([str(MESH), "version"])},
             "duration_s": duration, "paced_s": paced, "rounds": rounds, "order": order,
             "connections": CONNECTIONS, "hey_rate_per_connection": RATE_PER_CONNECTION,
@@ -879,7 +1037,10 @@ def main(argv: list[str] | None = None) -> int:
             "trust_domain": trust_domain,
             "source": source,
         }
-        table = render(meta, medians, rss, checks, shapes)
+        tables = [render(meta, medians, rss, checks, shapes)] if medians is not None else []
+        if h2_medians is not None:
+            tables.append(render_h2(h2_medians, h2_shapes))
+        table = "\n\n".join(tables)
         print(table, flush=True)
         result = {
             "meta": meta,
@@ -887,7 +1048,7 @@ def main(argv: list[str] | None = None) -> int:
             "medians": medians,
             "peak_rss_mb": {k: round(v, 1) for k, v in rss.items()},
             "rss_at_end_mb": {k: round(v, 1) for k, v in rss_now.items()},
-            "ratios": {
+            "ratios": medians and {
                 "mesh_over_nginx_rps": ratio(medians["mesh"]["rps"], medians["nginx"]["rps"]),
                 "mesh_added_p50_ms": diff(medians["mesh"]["p50_ms"], medians["direct"]["p50_ms"]),
                 "mesh_added_p99_ms": diff(medians["mesh"]["p99_ms"], medians["direct"]["p99_ms"]),
@@ -895,8 +1056,13 @@ def main(argv: list[str] | None = None) -> int:
                 "nginx_added_p99_ms": diff(medians["nginx"]["p99_ms"], medians["direct"]["p99_ms"]),
             },
             "targets": checks,
-            "runs": {name: s.runs for name, s in shapes.items()},
-            "mesh_log_bytes": {p.name: p.log.stat().st_size for p in (client, web)},
+            "http2": h2_medians and {
+                "medians": h2_medians,
+                "mesh_over_nginx_rps": ratio(h2_medians["mesh-h2"]["rps"], h2_medians["nginx-h2"]["rps"]),
+                "connections": H2_CONNECTIONS, "streams_per_connection": H2_STREAMS,
+            },
+            "runs": {name: s.runs for name, s in [*shapes.items(), *h2_shapes.items()]},
+            "mesh_log_bytes": {p.name: p.log.stat().st_size for p in procs.procs if p.kind == "mesh"},
             "table": table,
         }
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -57,6 +57,9 @@ WRITE_TIMEOUT = 10.0
 RECEIVE_SIZE = 64 * 1024
 UPSTREAM_IDLE = 60.0
 REPLAY_LIMIT = 64 * 1024  # request bytes kept for a replay after REFUSED_STREAM
+# A refused stream was never processed, so sending it again is safe; an upstream that says GOAWAY
+# after every few requests (nginx: keepalive_requests) may refuse it more than once.
+REFUSED_ATTEMPTS = 4
 
 GRPC_UNAVAILABLE = 14
 GRPC_DEADLINE_EXCEEDED = 4
@@ -120,6 +123,37 @@ def clean_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes
 # ------------------------------------------------------------------ plumbing
 
 
+class _Connection(h2.connection.H2Connection):
+    """h2's connection, but a graceful GOAWAY (NO_ERROR) lets the streams it covers finish.
+
+    h2 closes its whole state machine on any GOAWAY and drops what is queued to
+    send, so responses to streams the peer promised to finish (id <= last_stream_id,
+    RFC 9113 section 6.8) would be lost — nginx says GOAWAY after every 1000
+    requests. Here the event is reported and the connection stays usable for
+    those streams; the owner opens no new ones (``H2Upstream.goaway``).
+    """
+
+    def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[h2.events.Event]]:
+        if frame.error_code != ErrorCodes.NO_ERROR:
+            return super()._receive_goaway_frame(frame)  # type: ignore[no-any-return]
+        event = h2.events.ConnectionTerminated()
+        event.error_code = ErrorCodes.NO_ERROR
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
+
+
+def _config(client_side: bool) -> h2.config.H2Configuration:
+    # What we send was validated when it was received (or built by us): checking it again
+    # on the way out costs a third of h2's header work. Inbound validation stays on.
+    return h2.config.H2Configuration(
+        client_side=client_side,
+        header_encoding=None,
+        validate_outbound_headers=False,
+        normalize_outbound_headers=False,
+    )
+
+
 class _Queue:
     """An unbounded queue (flow control bounds it) with one waiting reader."""
 
@@ -142,6 +176,10 @@ class _Queue:
 
 class _StreamGone(Exception):
     """The stream (or its whole connection) can no longer carry data."""
+
+
+class _GoingAway(Exception):
+    """The upstream connection said GOAWAY since it was picked: the stream goes on another one."""
 
 
 class _Endpoint:
@@ -212,6 +250,12 @@ class _Endpoint:
         if flush:
             await self.flush()
 
+    def send_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
+        try:
+            self.h2.send_headers(stream_id, headers, end_stream=end)
+        except h2.exceptions.ProtocolError:
+            raise _StreamGone() from None
+
     def ack(self, stream_id: int, size: int) -> None:
         if size and not self.broken:
             try:
@@ -249,8 +293,7 @@ class H2Upstream:
     """One client-role HTTP/2 connection to an upstream, shared by many streams."""
 
     def __init__(self, key: UpstreamKey, stream: trio.abc.Stream) -> None:
-        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
-        conn = h2.connection.H2Connection(config=config)
+        conn = _Connection(config=_config(client_side=True))
         conn.local_settings = h2.settings.Settings(
             client=True,
             initial_values={
@@ -265,6 +308,7 @@ class H2Upstream:
         self.ep = _Endpoint(stream, conn)
         self.streams: dict[int, _Queue] = {}
         self.goaway = False
+        self.last_stream_id: int | None = None  # from the peer's GOAWAY: higher streams were never processed
         self.closed = False
         self.idle_since = trio.current_time()
 
@@ -275,6 +319,8 @@ class H2Upstream:
         return conn.open_outbound_streams < min(conn.remote_settings.max_concurrent_streams, 1000)
 
     def open_stream(self, headers: list[tuple[bytes, bytes]], end_stream: bool) -> tuple[int, _Queue]:
+        if self.goaway or self.closed:
+            raise _GoingAway()
         conn = self.ep.h2
         stream_id = conn.get_next_available_stream_id()
         conn.send_headers(stream_id, headers, end_stream=end_stream)
@@ -323,8 +369,10 @@ class H2Upstream:
         finally:
             self.closed = True
             ep.mark_broken()
+            last = self.last_stream_id
             for stream_id, queue in list(self.streams.items()):
-                queue.put(("broken",))
+                # Past the GOAWAY's last stream: never processed, so it may go again elsewhere.
+                queue.put(("reset", ErrorCodes.REFUSED_STREAM) if last is not None and stream_id > last else ("broken",))
             await ep.aclose()
 
     async def _receive(self) -> bytes:
@@ -353,7 +401,7 @@ class H2Upstream:
             ep.notify()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.goaway = True
-            last = event.last_stream_id if event.last_stream_id is not None else 0
+            last = self.last_stream_id = event.last_stream_id if event.last_stream_id is not None else 0
             for stream_id, queue in list(self.streams.items()):
                 if stream_id > last:
                     queue.put(("reset", ErrorCodes.REFUSED_STREAM))
@@ -463,8 +511,7 @@ class H2ProxyConnection:
         drain: Drain,
         reset_budget: tuple[float, float] = (RESET_BURST, RESET_RATE),
     ) -> None:
-        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
-        conn = h2.connection.H2Connection(config=config)
+        conn = _Connection(config=_config(client_side=False))
         conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -727,7 +774,7 @@ class H2ProxyConnection:
         if decision.delay:
             await trio.sleep(decision.delay)
         headers = self._request_headers(regular, head.method, authority, b"http", decision)
-        for attempt in range(2):
+        for attempt in range(REFUSED_ATTEMPTS):
             if st.reset_code is not None:
                 return  # reset by the client before it was sent: never reaches the upstream
             try:
@@ -741,11 +788,11 @@ class H2ProxyConnection:
                 return
             if st.reset_code is not None:
                 return
-            if not await self._attempt(st, upstream, headers, key, grpc, decision, timeout, deadline, outcome, attempt == 0):
+            if not await self._attempt(st, upstream, headers, key, grpc, decision, timeout, deadline, outcome, attempt < REFUSED_ATTEMPTS - 1):
                 return
             # REFUSED_STREAM (e.g. the upstream's GOAWAY crossed our new stream): never processed, so
             # replay what was forwarded (kept while small) on a fresh connection, once.
-            log.info("%s: %s refused a stream; retrying on a new connection", self.router.direction, key.address)
+            log.debug("%s: %s refused a stream; retrying on a new connection", self.router.direction, key.address)
             assert st.sent is not None
             st.queue.items.extendleft(reversed(st.sent))
             st.sent = []
@@ -772,6 +819,11 @@ class H2ProxyConnection:
         retry = False
         try:
             up_id, up_queue = upstream.open_stream(headers, end_stream=end_now)
+        except _GoingAway:
+            if may_retry:
+                return True
+            await self._error(st, grpc, 502, "upstream-closed", f"{key.address} is going away", outcome)
+            return False
         except h2.exceptions.ProtocolError as exc:
             await self._error(st, grpc, 502, "upstream-refused", f"cannot open a stream to {key.address}: {exc}", outcome)
             return False
@@ -807,7 +859,7 @@ class H2ProxyConnection:
                         if gs is not None and gs.isdigit():
                             outcome["grpc_status"] = int(gs)
                         ended = bool(up_queue.items) and up_queue.items[0][0] == "end"
-                        self.client.h2.send_headers(st.id, out, end_stream=ended)
+                        self.client.send_headers(st.id, out, end=ended)
                         response_started = True
                         if ended:
                             up_queue.items.popleft()
@@ -827,7 +879,7 @@ class H2ProxyConnection:
                         gs = next((v for k, v in trailers if k == b"grpc-status"), None)
                         if gs is not None and gs.isdigit():
                             outcome["grpc_status"] = int(gs)
-                        self.client.h2.send_headers(st.id, trailers, end_stream=True)
+                        self.client.send_headers(st.id, trailers, end=True)
                         await self.client.flush()
                         if up_queue.items and up_queue.items[0][0] == "end":
                             up_queue.items.popleft()
@@ -919,7 +971,7 @@ class H2ProxyConnection:
                         return
                 elif kind == "trailers":
                     st.remember(item)
-                    up.h2.send_headers(up_id, clean_headers(item[1]), end_stream=True)
+                    up.send_headers(up_id, clean_headers(item[1]), end=True)
                     await up.flush()
                     return
                 elif kind == "end":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +27,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def port_of(address: str) -> int:
@@ -152,6 +159,30 @@ class Cluster:
             port_of(match.group("admin")),
             upstreams,
         )
+
+    def nginx(self, name: str, server: str) -> int:
+        """An nginx (one worker) serving ``server`` (a server block body, ``{port}`` filled in); its port."""
+        binary = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/sbin/nginx") if os.access(p, os.X_OK)), None)
+        assert binary, "nginx is not installed (.ci/run installs it: apt-get install nginx)"
+        prefix = self.tmp / name
+        prefix.mkdir()
+        port = free_port()
+        temps = "".join(f"  {d}_temp_path {prefix}/tmp-{d};\n" for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        (prefix / "nginx.conf").write_text(
+            f"daemon off;\nworker_processes 1;\npid {prefix}/nginx.pid;\nerror_log stderr warn;\n"
+            f"events {{ worker_connections 256; }}\n"
+            f"http {{\n  access_log off;\n{temps}  server {{\n{server.replace('{port}', str(port))}\n  }}\n}}\n"
+        )
+        process = self.spawn(name, [binary, "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"), "-e", "stderr"])
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return port
+            except OSError:
+                if process.popen.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"nginx {name} did not start:\n{process.log()}") from None
+                time.sleep(0.05)
 
     def write_endpoints(self, entries: list[tuple[str, int]], name: str = "endpoints.toml") -> Path:
         path = self.tmp / name

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from mesh.demo import DEMO_GATEWAY, DEMO_SERVICES, demo_config_toml, instance_name
+from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -52,12 +53,6 @@ TRACE = {
     "x-b3-sampled": "1",
     "end-user": "jason",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def base_env() -> dict[str, str]:

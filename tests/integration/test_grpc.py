@@ -552,3 +552,29 @@ def test_injected_grpc_greeter_and_client(cluster: Cluster, tmp_path: Path) -> N
     assert "server-streaming: 01234" in log
     assert "client-streaming: a,b,c" in log
     assert "bidi: ['echo x', 'echo y']" in log
+
+
+@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load (nghttp2-client) is not installed")
+def test_upstream_goaway_every_few_requests_loses_nothing(cluster: Cluster) -> None:
+    """nginx ends an HTTP/2 connection with GOAWAY after `keepalive_requests`: streams it covered
+    finish, streams past it go again on a new connection, and no caller sees an error."""
+    app = cluster.nginx(
+        "app-h2",
+        """
+    listen 127.0.0.1:{port} http2;
+    keepalive_requests 40;
+    location / { return 200 "hello\\n"; }""",
+    )
+    cluster.init_ca()
+    web = cluster.proxy("web", app)
+    endpoints = cluster.write_endpoints([("web", web.inbound)])
+    client = cluster.proxy("client", cluster.app("http", "client"), endpoints=endpoints, extra=["--upstream", "web=0"])
+    result = subprocess.run(
+        ["h2load", "-n", "600", "-c", "2", "-m", "8", f"http://127.0.0.1:{client.upstreams['web']}/"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "600 succeeded, 0 failed, 0 errored" in result.stdout, result.stdout + result.stderr
+    assert "600 2xx" in result.stdout, result.stdout
+    assert metric(web, "response_total", direction="inbound", classification="success") >= 600

@@ -14,17 +14,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.conftest import Cluster
+from tests.integration.conftest import Cluster, free_port
 from tests.integration.test_control_plane import _adopt, wait_for
 from tests.integration.test_inject import HTTP_SERVER
 
 pytestmark = pytest.mark.timeout(150)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def processes_of(home: Path) -> list[str]:
