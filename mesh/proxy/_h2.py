@@ -36,6 +36,7 @@ import trio
 from h2.errors import ErrorCodes
 
 from mesh.proxy._http import Drain, Forward, Limits, Recorder, Reject, RequestRecord, Router
+from mesh.proxy._policy import TokenBucket
 from mesh.proxy._pool import ALPN_H2, ALPN_HTTP1, ContextProvider, UpstreamConnectError, UpstreamKey, open_upstream
 from mesh.proxy.protocol.http1 import HOP_BY_HOP, Framing, RequestHead
 
@@ -53,6 +54,10 @@ RESET_RATE = 10.0  # per second
 PEER_RESET_BURST = 10_000.0
 PEER_RESET_RATE = 1_000.0
 PEER_RESET_BUDGET = (PEER_RESET_BURST, PEER_RESET_RATE)
+# Frames that cost work and carry nothing (empty DATA, PING, PRIORITY, SETTINGS, unknown types):
+# a flood of them (CVE-2019-9512/9516/9518) also ends in GOAWAY(ENHANCE_YOUR_CALM).
+IDLE_FRAME_BURST = 1000
+IDLE_FRAME_RATE = 100.0  # per second
 WRITE_TIMEOUT = 10.0
 RECEIVE_SIZE = 64 * 1024
 UPSTREAM_IDLE = 60.0
@@ -471,6 +476,13 @@ async def _guarded(conn: H2Upstream) -> None:
 
 # ------------------------------------------------------------------ client side
 
+_IDLE_EVENTS = (
+    h2.events.PingReceived,
+    h2.events.PriorityUpdated,
+    h2.events.RemoteSettingsChanged,
+    h2.events.UnknownFrameReceived,
+)
+
 
 class _ClientStream:
     __slots__ = ("id", "headers", "queue", "scope", "reset_code", "done", "sent", "sent_bytes")
@@ -528,9 +540,9 @@ class H2ProxyConnection:
         self.limits = limits
         self.drain = drain
         self.streams: dict[int, _ClientStream] = {}
-        self._burst, self._rate = reset_budget
-        self._tokens = self._burst
-        self._tokens_at = time.monotonic()
+        burst, rate = reset_budget
+        self._resets = TokenBucket(rate, int(burst))
+        self._idle_frames = TokenBucket(IDLE_FRAME_RATE, IDLE_FRAME_BURST)
         self._read_scope: trio.CancelScope | None = None
         self._closing = False
 
@@ -606,11 +618,16 @@ class H2ProxyConnection:
             self.streams[st.id] = st
             nursery.start_soon(self._serve_stream, st)
         elif isinstance(event, h2.events.DataReceived):
+            if not event.data and event.stream_ended is None:
+                self._spend_idle_frame("empty DATA frames")
             st = self.streams.get(event.stream_id)
             if st is not None and not st.done:
                 st.queue.put(("data", event.data, event.flow_controlled_length))
             else:
                 ep.ack(event.stream_id, event.flow_controlled_length)
+        elif isinstance(event, _IDLE_EVENTS):
+            self._spend_idle_frame(type(event).__name__)
+            ep.notify()
         elif isinstance(event, h2.events.TrailersReceived):
             st = self.streams.get(event.stream_id)
             if st is not None:
@@ -620,10 +637,8 @@ class H2ProxyConnection:
             if st is not None:
                 st.queue.put(("end",))
         elif isinstance(event, h2.events.StreamReset):
-            if event.remote_reset and not self._closing and not self._spend_reset():
-                log.warning("%s: client reset streams too fast; GOAWAY(ENHANCE_YOUR_CALM)", self.router.direction)
-                ep.h2.close_connection(error_code=ErrorCodes.ENHANCE_YOUR_CALM)
-                self._closing = True
+            if event.remote_reset and not self._closing and not self._resets.take():
+                self._calm_down("reset streams too fast (Rapid Reset)")
             st = self.streams.get(event.stream_id)
             if st is not None:
                 st.reset_code = event.error_code
@@ -631,17 +646,17 @@ class H2ProxyConnection:
             ep.notify()
         elif isinstance(event, h2.events.ConnectionTerminated):
             ep.notify()
-        elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+        elif isinstance(event, h2.events.WindowUpdated):
             ep.notify()
 
-    def _spend_reset(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(self._burst, self._tokens + (now - self._tokens_at) * self._rate)
-        self._tokens_at = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
+    def _spend_idle_frame(self, what: str) -> None:
+        if not self._closing and not self._idle_frames.take():
+            self._calm_down(f"sent a flood of frames that carry nothing ({what})")
+
+    def _calm_down(self, why: str) -> None:
+        log.warning("%s: the client %s; GOAWAY(ENHANCE_YOUR_CALM)", self.router.direction, why)
+        self.client.h2.close_connection(error_code=ErrorCodes.ENHANCE_YOUR_CALM)
+        self._closing = True
 
     # -- one stream -----------------------------------------------------------
 
