@@ -59,6 +59,7 @@ PEER_RESET_BUDGET = (PEER_RESET_BURST, PEER_RESET_RATE)
 IDLE_FRAME_BURST = 1000
 IDLE_FRAME_RATE = 100.0  # per second
 WRITE_TIMEOUT = 10.0
+WRITE_HIGH_WATER = 256 * 1024  # unsent bytes per connection before senders wait
 RECEIVE_SIZE = 64 * 1024
 UPSTREAM_IDLE = 60.0
 REPLAY_LIMIT = 64 * 1024  # request bytes kept for a replay after REFUSED_STREAM
@@ -148,14 +149,16 @@ class _Connection(h2.connection.H2Connection):
         return [], [event]
 
 
-def _config(client_side: bool) -> h2.config.H2Configuration:
+def _config(client_side: bool, peer_proxy: bool = False) -> h2.config.H2Configuration:
     # What we send was validated when it was received (or built by us): checking it again
-    # on the way out costs a third of h2's header work. Inbound validation stays on.
+    # on the way out costs a third of h2's header work. What we receive is validated, except
+    # from a peer proxy over mTLS, which validated it when it came from its app.
     return h2.config.H2Configuration(
         client_side=client_side,
         header_encoding=None,
         validate_outbound_headers=False,
         normalize_outbound_headers=False,
+        validate_inbound_headers=not peer_proxy,
     )
 
 
@@ -188,12 +191,21 @@ class _GoingAway(Exception):
 
 
 class _Endpoint:
-    """One HTTP/2 connection: h2's state machine over a stream; one writer at a time."""
+    """One HTTP/2 connection: h2's state machine over a stream, and its one writer task.
+
+    Streams queue frames with h2 and call ``flush``, which hands the bytes to the
+    writer (``run_writer``) and returns at once: the frames of every stream that
+    ran since the last write go out in one write (one TLS record, one syscall).
+    ``flush`` waits only while more than ``WRITE_HIGH_WATER`` bytes are unsent, so
+    a peer that stops reading holds back its senders, not the proxy's memory.
+    """
 
     def __init__(self, stream: trio.abc.Stream, conn: h2.connection.H2Connection) -> None:
         self.stream = stream
         self.h2 = conn
-        self._lock = trio.Lock()
+        self._out = bytearray()
+        self._wake = trio.Event()
+        self._drained = trio.Event()
         self._progress = trio.Event()
         self.broken = False
         self.received = 0
@@ -204,25 +216,50 @@ class _Endpoint:
         self._progress = trio.Event()
 
     async def flush(self) -> None:
-        async with self._lock:
-            while True:
-                data = self.h2.data_to_send()
-                if not data or self.broken:
-                    return
-                try:
-                    with trio.CancelScope(shield=True):
-                        with trio.move_on_after(WRITE_TIMEOUT) as stuck:
-                            await self.stream.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
-                    self.mark_broken()
-                    return
-                if stuck.cancelled_caught:
-                    self.mark_broken()
-                    return
-                self.sent += len(data)
+        data = self.h2.data_to_send()
+        if data:
+            self._out += data
+            self._wake.set()
+        while len(self._out) > WRITE_HIGH_WATER and not self.broken:
+            await self._drained.wait()
+
+    async def run_writer(self) -> None:
+        while not self.broken:
+            if not self._out:
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            data, self._out = self._out, bytearray()
+            await self._write(data)
+            drained, self._drained = self._drained, trio.Event()
+            drained.set()
+
+    async def drain(self) -> None:
+        """Write whatever is still queued, now (the writer task has ended)."""
+        with trio.CancelScope(shield=True):
+            self._out += self.h2.data_to_send()
+            while self._out and not self.broken:
+                data, self._out = self._out, bytearray()
+                await self._write(data)
+
+    async def _write(self, data: bytearray) -> None:
+        try:
+            # Shielded: a write cut halfway would corrupt the connection for every stream.
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(WRITE_TIMEOUT) as stuck:
+                    await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+            self.mark_broken()
+            return
+        if stuck.cancelled_caught:
+            self.mark_broken()
+            return
+        self.sent += len(data)
 
     def mark_broken(self) -> None:
         self.broken = True
+        self._out.clear()
+        self._drained.set()
         self.notify()
 
     async def send_data(self, stream_id: int, data: bytes, end: bool, flush: bool = True) -> None:
@@ -298,7 +335,7 @@ class H2Upstream:
     """One client-role HTTP/2 connection to an upstream, shared by many streams."""
 
     def __init__(self, key: UpstreamKey, stream: trio.abc.Stream) -> None:
-        conn = _Connection(config=_config(client_side=True))
+        conn = _Connection(config=_config(client_side=True, peer_proxy=key.alpn is not None))
         conn.local_settings = h2.settings.Settings(
             client=True,
             initial_values={
@@ -343,42 +380,52 @@ class H2Upstream:
     async def run(self) -> None:
         ep = self.ep
         try:
-            await ep.flush()
-            while not ep.broken:
-                if not self.streams:
-                    with trio.move_on_after(UPSTREAM_IDLE) as idle:
-                        data = await self._receive()
-                    if idle.cancelled_caught:
-                        if not self.streams:
-                            self.goaway = True
-                            ep.h2.close_connection()
-                            await ep.flush()
-                            break
-                        continue
-                else:
-                    data = await self._receive()
-                if not data:
-                    break
-                ep.received += len(data)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ep.run_writer)
                 try:
-                    events = ep.h2.receive_data(data)
-                except h2.exceptions.ProtocolError as exc:
-                    log.info("upstream %s broke HTTP/2: %s", self.key.address, exc)
-                    await ep.flush()
-                    break
-                for event in events:
-                    self._dispatch(event)
-                await ep.flush()
-                if self.goaway and not self.streams:
-                    break
+                    await self._read_loop()
+                finally:
+                    nursery.cancel_scope.cancel()
         finally:
             self.closed = True
+            await ep.drain()  # our GOAWAY or last RST_STREAMs, when the peer still listens
             ep.mark_broken()
             last = self.last_stream_id
             for stream_id, queue in list(self.streams.items()):
                 # Past the GOAWAY's last stream: never processed, so it may go again elsewhere.
                 queue.put(("reset", ErrorCodes.REFUSED_STREAM) if last is not None and stream_id > last else ("broken",))
             await ep.aclose()
+
+    async def _read_loop(self) -> None:
+        ep = self.ep
+        await ep.flush()
+        while not ep.broken:
+            if not self.streams:
+                with trio.move_on_after(UPSTREAM_IDLE) as idle:
+                    data = await self._receive()
+                if idle.cancelled_caught:
+                    if not self.streams:
+                        self.goaway = True
+                        ep.h2.close_connection()
+                        await ep.flush()
+                        break
+                    continue
+            else:
+                data = await self._receive()
+            if not data:
+                break
+            ep.received += len(data)
+            try:
+                events = ep.h2.receive_data(data)
+            except h2.exceptions.ProtocolError as exc:
+                log.info("upstream %s broke HTTP/2: %s", self.key.address, exc)
+                await ep.flush()
+                break
+            for event in events:
+                self._dispatch(event)
+            await ep.flush()
+            if self.goaway and not self.streams:
+                break
 
     async def _receive(self) -> bytes:
         try:
@@ -554,13 +601,13 @@ class H2ProxyConnection:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(ep.run_writer)
                 try:
                     await self._read_loop(nursery)
                 finally:
                     nursery.cancel_scope.cancel()
         finally:
-            with trio.CancelScope(shield=True):
-                await ep.flush()
+            await ep.drain()
             await ep.aclose()
 
     async def _read_loop(self, nursery: trio.Nursery) -> None:
