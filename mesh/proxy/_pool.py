@@ -16,6 +16,7 @@ import trio
 
 from mesh.errors import IdentityError
 from mesh.proxy._conn import HttpConnection
+from mesh.proxy._socket import FastSocketStream
 from mesh.proxy._tls import TLSStream
 from mesh.proxy.protocol.http1 import ResponseReader
 
@@ -58,7 +59,7 @@ async def open_upstream(
 
     try:
         with trio.fail_after(timeout):
-            stream: trio.abc.Stream = await trio.open_tcp_stream(key.host, key.port)
+            stream: trio.abc.Stream = FastSocketStream.adopt(await trio.open_tcp_stream(key.host, key.port))
     except trio.TooSlowError:
         raise UpstreamConnectError(
             "connect-timeout", f"connecting to {key.address} timed out after {timeout:g}s"

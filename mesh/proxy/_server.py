@@ -35,6 +35,7 @@ from mesh.proxy._observe import recorder
 from mesh.proxy._h2 import PEER_RESET_BUDGET, H2Pool, H2ProxyConnection
 from mesh.proxy._pool import ALPN_H2, ALPN_HTTP1, ALPN_TCP, ConnectionPool, UpstreamConnectError, UpstreamKey, open_upstream
 from mesh.proxy._routing import InboundRouter, OutboundRouter, tcp_key_for
+from mesh.proxy._socket import FastSocketStream
 from mesh.proxy._tls import TLSStream
 from mesh.proxy.protocol.detect import Protocol, detect
 from mesh.telemetry import TapHub
@@ -226,7 +227,7 @@ class Proxy:
 
     # -- connection handlers -----------------------------------------------
 
-    async def _serve_inbound(self, tcp: trio.SocketStream) -> None:
+    async def _serve_inbound(self, tcp: FastSocketStream) -> None:
         from mesh.identity import handshake_failure_reason, peer_identity
 
         if self.app_key is None:  # a gateway is never advertised; nobody should dial its inbound
@@ -297,7 +298,7 @@ class Proxy:
             policy=self.policy,
         )
 
-    async def _serve_outbound(self, stream: trio.SocketStream, fixed_service: str | None) -> None:
+    async def _serve_outbound(self, stream: FastSocketStream, fixed_service: str | None) -> None:
         metrics = self.metrics
         metrics.tcp_open.labels("outbound").inc()
         try:
@@ -334,7 +335,7 @@ class Proxy:
             metrics.tcp_open.labels("outbound").dec()
             await _close(stream)
 
-    async def _detect(self, stream: trio.SocketStream, fixed_service: str | None) -> tuple[bytes, Protocol]:
+    async def _detect(self, stream: FastSocketStream, fixed_service: str | None) -> tuple[bytes, Protocol]:
         """Read until the protocol is known. Silence on an --upstream listener means server-speaks-first."""
         timeout = SERVER_SPEAKS_FIRST_AFTER if fixed_service is not None else self.settings.limits.head_timeout
         prefix = b""
@@ -429,12 +430,12 @@ async def _accept_loop(
                 log.warning("accept failed: %s", exc)
                 await trio.sleep(0.05)
                 continue
-            nursery.start_soon(_isolated, handler, stream, args)
+            nursery.start_soon(_isolated, handler, FastSocketStream.adopt(stream), args)
     with trio.CancelScope(shield=True):
         await listener.aclose()
 
 
-async def _isolated(handler: Any, stream: trio.SocketStream, args: tuple[Any, ...]) -> None:
+async def _isolated(handler: Any, stream: FastSocketStream, args: tuple[Any, ...]) -> None:
     """A bug met by one connection is logged and ends that connection, never the proxy."""
     try:
         await handler(stream, *args)
@@ -463,7 +464,7 @@ def _fmt(address: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _peer(stream: trio.SocketStream) -> str:
+def _peer(stream: FastSocketStream) -> str:
     try:
         return _fmt(stream.socket.getpeername()[:2])
     except OSError:
