@@ -41,10 +41,10 @@ class EndpointLoad:
         return ewma * (self.pending + 1)
 
     def _decayed(self, now: float) -> float:
-        # With nothing observed for a while the estimate drifts back to the default.
-        elapsed = max(now - self.stamp, 0.0)
-        weight = math.exp(-elapsed / DECAY_SECONDS)
-        return self.ewma_ms * weight + DEFAULT_RTT_MS * (1 - weight)
+        # With nothing observed the estimate decays toward zero (as in Finagle and tower), so an
+        # endpoint that lost once is tried again; drifting back to a fixed default instead could
+        # leave it costlier than a fast peer forever, and never picked while calls come one by one.
+        return self.ewma_ms * math.exp(-max(now - self.stamp, 0.0) / DECAY_SECONDS)
 
     def observe(self, rtt_ms: float, now: float) -> None:
         if rtt_ms > self.ewma_ms:
