@@ -1,0 +1,553 @@
+"""HTTP/2 hardening and gRPC paths of the proxy, end to end with real processes.
+
+Hostile raw clients (``h2`` for the polite parts, ``hyperframe`` frames written
+straight to the socket for the rest) flood the outbound listener: CONTINUATION
+floods, frames that carry nothing (empty DATA, PING, PRIORITY, SETTINGS), header
+values with CR/LF/NUL. Each must end only its own connection, quickly, while a
+well-behaved connection opened before the attack keeps being served. Then gRPC
+(grpcio) through `mesh gateway`, per-request load balancing over HTTP/2, and the
+gRPC status in `mesh tap`. Everything on 127.0.0.1; every process through ``cluster``.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent import futures
+
+import pytest
+
+grpc = pytest.importorskip("grpc")
+hpack = pytest.importorskip("hpack")
+hyperframe_frame = pytest.importorskip("hyperframe.frame")
+
+from tests.integration.conftest import Cluster, ProxyInfo, port_of  # noqa: E402
+from tests.integration.test_grpc import (  # noqa: E402, F401 - fixtures are used by name
+    NO_PROXY,
+    SERVICE,
+    Greeter,
+    Mesh,
+    _grpc_ok,
+    _h2_client,
+    _ident,
+    _read_events,
+    _unary_request,
+    greeter_server,
+    metric,
+    start_mesh,
+    stubs,
+)
+
+MESH_CLI = [sys.executable, "-m", "mesh"]
+
+
+class RecordingGreeter(Greeter):
+    """A Greeter that remembers every Hello it served (its metadata) and says who answered."""
+
+    def __init__(self, name: str = "greeter") -> None:
+        super().__init__()
+        self.name = name
+        self.calls: list[dict[str, str]] = []
+        self._lock = threading.Lock()
+
+    def hello(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        metadata = {k: v for k, v in context.invocation_metadata()}
+        with self._lock:
+            self.calls.append(metadata)
+        self.metadata = metadata
+        return b"hello " + request + b" from " + self.name.encode()
+
+    def hellos(self) -> int:
+        with self._lock:
+            return len(self.calls)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Greeter], int]]:
+    """Start grpcio servers (in this process) for greeters; their ports. All stopped at teardown."""
+    servers: list[grpc.Server] = []
+
+    def start(greeter: Greeter) -> int:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+        server.add_generic_rpc_handlers((greeter.handler(),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        servers.append(server)
+        return port
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.stop(0).wait(5)
+
+
+@pytest.fixture
+def rmesh(cluster: Cluster, serve: Callable[[Greeter], int]) -> Mesh:
+    """grpcio client side → client proxy → mTLS → greeter proxy → a RecordingGreeter (static endpoints)."""
+    greeter = RecordingGreeter()
+    return start_mesh(cluster, greeter, serve(greeter))
+
+
+# ------------------------------------------------------------ raw frames on a socket
+
+
+def _preface_only(port: int) -> socket.socket:
+    """A connection that has sent the client preface and an empty SETTINGS, nothing else."""
+    sock, _ = _h2_client(port)
+    return sock
+
+
+def _encode_request(extra: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
+    """The HPACK block of a gRPC Hello request (a fresh encoder: no dynamic table state)."""
+    return hpack.Encoder().encode(
+        [
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":authority", b"greeter"),
+            (b":path", f"/{SERVICE}/Hello".encode()),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+            *extra,
+        ]
+    )
+
+
+def _serialize(frames: list) -> bytes:  # noqa: ANN001
+    return b"".join(f.serialize() for f in frames)
+
+
+def _send(sock: socket.socket, data: bytes) -> bool:
+    """Send as much as the peer takes; False when it closed on us mid-way (fine for a flood)."""
+    try:
+        sock.sendall(data)
+        return True
+    except OSError:
+        return False
+
+
+def _read_frames(sock: socket.socket, until: Callable[[list], bool], timeout: float = 10.0) -> tuple[list, bool]:
+    """Frames the server sent (parsed with hyperframe) until ``until`` holds, the server closed, or timeout.
+
+    Returns (frames, closed): closed is True when the server ended the TCP connection."""
+    buf = bytearray()
+    frames: list = []
+    deadline = time.monotonic() + timeout
+    sock.settimeout(0.2)
+    while time.monotonic() < deadline:
+        try:
+            data = sock.recv(1 << 16)
+        except socket.timeout:
+            continue
+        except OSError:  # reset: the server closed with our flood unread
+            return frames, True
+        if not data:
+            return frames, True
+        buf += data
+        while len(buf) >= 9:
+            frame, length = hyperframe_frame.Frame.parse_frame_header(memoryview(buf[:9]))
+            if len(buf) < 9 + length:
+                break
+            frame.parse_body(memoryview(buf[9 : 9 + length]))
+            del buf[: 9 + length]
+            frames.append(frame)
+        if until(frames):
+            return frames, False
+    return frames, False
+
+
+def _goaway(frames: list):  # noqa: ANN202
+    return next((f for f in frames if isinstance(f, hyperframe_frame.GoAwayFrame)), None)
+
+
+def _ended(frames: list) -> bool:
+    return _goaway(frames) is not None
+
+
+def _good_connection(port: int):  # noqa: ANN202
+    """A well-behaved h2 client connection that has completed one unary call."""
+    sock, conn = _h2_client(port)
+    _unary_request(conn, 1)
+    sock.sendall(conn.data_to_send())
+    assert _grpc_ok(_read_events(sock, conn, lambda ev: _grpc_ok(ev, 1)), 1), "the good connection was not served"
+    return sock, conn
+
+
+def _still_served(sock: socket.socket, conn, stream_id: int) -> None:  # noqa: ANN001
+    _unary_request(conn, stream_id)
+    sock.sendall(conn.data_to_send())
+    events = _read_events(sock, conn, lambda ev: _grpc_ok(ev, stream_id))
+    assert _grpc_ok(events, stream_id), f"the well-behaved connection was not served afterwards: {events}"
+
+
+def _grpcio_call_works(mesh: Mesh, what: bytes) -> None:
+    with grpc.insecure_channel(mesh.upstream, options=NO_PROXY) as channel:
+        assert stubs(channel)["Hello"](what, timeout=10).startswith(b"hello " + what)
+
+
+def _no_internal_errors(*proxies: ProxyInfo) -> None:
+    for proxy in proxies:
+        log = proxy.process.log()
+        assert "Traceback" not in log and "internal error" not in log, log[-4000:]
+        assert proxy.process.popen.poll() is None, f"{proxy.process.name} died:\n{log[-4000:]}"
+
+
+# ------------------------------------------------------------ 1. CONTINUATION flood
+
+
+@pytest.mark.timeout(60)
+def test_continuation_flood_ends_only_that_connection(rmesh: Mesh) -> None:
+    """HEADERS without END_HEADERS, then thousands of empty (and of 1-byte) CONTINUATION frames
+    (CVE-2024-27316 and friends): the proxy must not buffer or loop forever — the connection ends
+    with GOAWAY or is closed within seconds; others are served; nothing reaches the app."""
+    greeter: RecordingGreeter = rmesh.greeter  # type: ignore[assignment]
+    port = rmesh.client_proxy.outbound
+    good_sock, good = _good_connection(port)
+    served_before = greeter.hellos()
+
+    block = _encode_request()
+    padded = _encode_request([(b"x-pad", b"p" * 20_000)])  # ~20 KB block: sent one byte per frame
+    floods = {
+        "empty CONTINUATION frames": (block, [b""] * 10_000),
+        "1-byte CONTINUATION frames": (padded[:1], [padded[i : i + 1] for i in range(1, len(padded))]),
+    }
+    stream_id = 3
+    for what, (first, pieces) in floods.items():
+        sock = _preface_only(port)
+        headers = hyperframe_frame.HeadersFrame(1, first)  # no END_HEADERS
+        continuation = [hyperframe_frame.ContinuationFrame(1, piece) for piece in pieces]  # none ends the block
+        started = time.monotonic()
+        _send(sock, _serialize([headers, *continuation]))
+        frames, closed = _read_frames(sock, _ended, timeout=10)
+        elapsed = time.monotonic() - started
+        goaway = _goaway(frames)
+        assert goaway is not None or closed, f"{what}: neither GOAWAY nor close: {frames[-5:]}"
+        if goaway is not None:
+            assert goaway.error_code != 0, f"{what}: GOAWAY without an error code: {goaway}"
+        assert elapsed < 5, f"{what}: took {elapsed:.1f}s to end the connection"
+        # No response to the half-sent stream.
+        assert not any(isinstance(f, hyperframe_frame.HeadersFrame) for f in frames), frames
+        sock.close()
+
+        # The well-behaved connection (opened before the flood) is still served.
+        _still_served(good_sock, good, stream_id)
+        stream_id += 2
+
+    # The flooded streams never reached the app: only the good connection's calls did.
+    assert greeter.hellos() == served_before + len(floods)
+    assert not any("x-pad" in call for call in greeter.calls)
+    good_sock.close()
+    _grpcio_call_works(rmesh, b"after")
+    _no_internal_errors(rmesh.client_proxy, rmesh.greeter_proxy)
+
+
+# ------------------------------------------------------------ 2. frames that carry nothing
+
+
+def _flood_bytes(kind: str, count: int) -> bytes:
+    """``count`` frames of ``kind`` that carry nothing, as bytes for after the preface."""
+    F = hyperframe_frame
+    if kind == "empty DATA":
+        # A POST that is routed and forwarded (the app waits for its body), then empty DATA frames forever.
+        opener = F.HeadersFrame(1, _encode_request(), flags=["END_HEADERS"])
+        return _serialize([opener] + [F.DataFrame(1, b"") for _ in range(count)])
+    if kind == "PING":
+        return _serialize([F.PingFrame(0, i.to_bytes(8, "big")) for i in range(count)])
+    if kind == "PRIORITY":
+        frames = []
+        for i in range(count):
+            frame = F.PriorityFrame(1 + 2 * (i % 500))
+            frame.depends_on, frame.stream_weight, frame.exclusive = 0, 15, False
+            frames.append(frame)
+        return _serialize(frames)
+    if kind == "SETTINGS":
+        frames = []
+        for _ in range(count):
+            frame = F.SettingsFrame(0)
+            frame.settings = {F.SettingsFrame.INITIAL_WINDOW_SIZE: 65535}
+            frames.append(frame)
+        return _serialize(frames)
+    raise AssertionError(kind)
+
+
+@pytest.mark.timeout(60)
+def test_floods_of_frames_that_carry_nothing_get_enhance_your_calm(rmesh: Mesh) -> None:
+    """5000 empty DATA frames on an open POST stream, PING floods (read, and with acks left unread),
+    PRIORITY and SETTINGS floods (CVE-2019-9512/9516/9518; budget 1000 burst + 100/s per connection):
+    each ends that connection with GOAWAY(ENHANCE_YOUR_CALM) — or, when the acks are not read, at
+    least a close — within seconds; a well-behaved connection is served throughout."""
+    import h2.events
+
+    greeter: RecordingGreeter = rmesh.greeter  # type: ignore[assignment]
+    port = rmesh.client_proxy.outbound
+    good_sock, good = _good_connection(port)
+    served_before = greeter.hellos()
+
+    # Below the budget is not a flood: a client that pings a few hundred times is served.
+    for i in range(300):
+        good.ping(i.to_bytes(8, "big"))
+    good_sock.sendall(good.data_to_send())
+    acks = _read_events(good_sock, good, lambda ev: sum(isinstance(e, h2.events.PingAckReceived) for e in ev) >= 300)
+    assert sum(isinstance(e, h2.events.PingAckReceived) for e in acks) == 300
+    assert not any(isinstance(e, h2.events.ConnectionTerminated) for e in acks), acks
+    stream_id = 3
+    _still_served(good_sock, good, stream_id)
+
+    # (kind, frames sent, whether the acks are left unread for a while)
+    floods = [
+        ("empty DATA", 5000, False),
+        ("PING", 2000, False),
+        ("PING", 5000, True),
+        ("PRIORITY", 5000, False),
+        ("SETTINGS", 5000, False),
+    ]
+    for kind, count, unread in floods:
+        what = f"{count} {kind} frames" + (" (acks not read)" if unread else "")
+        sock = _preface_only(port)
+        flood = _flood_bytes(kind, count)
+        started = time.monotonic()
+        _send(sock, flood)
+        if unread:
+            time.sleep(0.5)  # the acks pile up unread
+        frames, closed = _read_frames(sock, _ended, timeout=10)
+        elapsed = time.monotonic() - started
+        goaway = _goaway(frames)
+        if unread:
+            # The proxy closes with part of the flood unread: the kernel's RST may drop the GOAWAY.
+            assert goaway is not None or closed, f"{what}: neither GOAWAY nor close ({len(frames)} frames)"
+        else:
+            assert goaway is not None, f"{what}: no GOAWAY (closed={closed}, {len(frames)} frames)"
+        if goaway is not None:
+            assert goaway.error_code == 11, f"{what}: GOAWAY({goaway.error_code}), not ENHANCE_YOUR_CALM"
+        if kind == "PING" and count == 5000:
+            # The budget is checked per read (up to 64 KiB, ~3800 PINGs), but a flood is cut short.
+            pongs = sum(isinstance(f, hyperframe_frame.PingFrame) and "ACK" in f.flags for f in frames)
+            assert pongs < count, f"{what}: every PING was answered"
+        assert elapsed < 5, f"{what}: took {elapsed:.1f}s to end"
+        sock.close()
+
+        stream_id += 2
+        _still_served(good_sock, good, stream_id)
+
+    # The flooded POST (routed, but its body never came) was never served by the app.
+    assert greeter.hellos() == served_before + 1 + len(floods)
+    good_sock.close()
+    _grpcio_call_works(rmesh, b"after")
+    _no_internal_errors(rmesh.client_proxy, rmesh.greeter_proxy)
+
+
+# ------------------------------------------------------------ 3. CR, LF, NUL in headers
+
+
+@pytest.mark.timeout(60)
+def test_header_values_with_cr_lf_nul_are_rejected(rmesh: Mesh) -> None:
+    """RFC 9113 8.2.1: a field value with CR, LF or NUL makes the request malformed. Such a request
+    (from a client whose h2 lets them out) is refused — stream reset or GOAWAY — never forwarded."""
+    import h2.config
+    import h2.connection
+    import h2.errors
+    import h2.events
+
+    greeter: RecordingGreeter = rmesh.greeter  # type: ignore[assignment]
+    port = rmesh.client_proxy.outbound
+    good_sock, good = _good_connection(port)
+    served_before = greeter.hellos()
+
+    cases = {
+        "CR": [(b"x-evil", b"a\rb")],
+        "LF": [(b"x-evil", b"a\nx-smuggled: 1")],
+        "CRLF": [(b"x-evil", b"a\r\nx-smuggled: 1")],
+        "NUL": [(b"x-evil", b"a\x00b")],
+        "CRLF in :authority": [],
+    }
+    stream_id = 3
+    for what, extra in cases.items():
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        conn = h2.connection.H2Connection(
+            config=h2.config.H2Configuration(
+                client_side=True,
+                header_encoding=None,
+                validate_outbound_headers=False,  # let CR, LF and NUL out
+                normalize_outbound_headers=False,
+            )
+        )
+        conn.initiate_connection()
+        authority = b"greeter\r\nx-smuggled: 1" if what == "CRLF in :authority" else b"greeter"
+        _unary_request(conn, 1, authority=authority, extra=extra)
+        sock.sendall(conn.data_to_send())
+        events = _read_events(
+            sock,
+            conn,
+            lambda ev: any(isinstance(e, (h2.events.ConnectionTerminated, h2.events.StreamReset)) for e in ev)
+            or _grpc_ok(ev, 1),
+            timeout=10,
+        )
+        refused = [e for e in events if isinstance(e, (h2.events.ConnectionTerminated, h2.events.StreamReset))]
+        assert refused, f"{what}: neither reset nor GOAWAY: {events}"
+        assert all(e.error_code != h2.errors.ErrorCodes.NO_ERROR for e in refused), f"{what}: {refused}"
+        assert not _grpc_ok(events, 1), f"{what}: the request was served: {events}"
+        assert not any(isinstance(e, h2.events.ResponseReceived) for e in events), f"{what}: answered: {events}"
+        sock.close()
+        _still_served(good_sock, good, stream_id)
+        stream_id += 2
+
+    # Only the good connection's calls reached the app; no smuggled or evil header ever did.
+    assert greeter.hellos() == served_before + len(cases)
+    assert not any("x-evil" in call or "x-smuggled" in call for call in greeter.calls), greeter.calls
+    good_sock.close()
+    _grpcio_call_works(rmesh, b"after")
+    _no_internal_errors(rmesh.client_proxy, rmesh.greeter_proxy)
+
+
+# ------------------------------------------------------------ 4. gRPC through `mesh gateway`
+
+
+@pytest.mark.timeout(90)
+def test_grpc_through_the_gateway(cluster: Cluster, greeter_server: tuple[Greeter, int]) -> None:
+    """A grpcio client (h2c prior knowledge) at the gateway's listen port reaches the greeter behind
+    its sidecar over mTLS: unary and server streaming, the greeter sees the gateway's identity."""
+    greeter, port = greeter_server
+    start_mesh(cluster, greeter, port, controller=True)
+    gateway = cluster.spawn("gateway", [*MESH_CLI, "gateway", "--listen", "127.0.0.1:0", "--to", "greeter"])
+    listen = port_of(gateway.wait_for(r"upstream greeter (\S+?)(?:,|$)").group(1))
+    admin = port_of(gateway.wait_for(r"admin (\S+?),").group(1))
+
+    with grpc.insecure_channel(f"127.0.0.1:{listen}", options=NO_PROXY) as channel:
+        rpc = stubs(channel)
+        deadline = time.monotonic() + 15
+        while True:  # the gateway learns the greeter's endpoint from the controller
+            try:
+                answer = rpc["Hello"](b"edge", timeout=5)
+                break
+            except grpc.RpcError as exc:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"gateway → greeter never worked: {exc}\n{gateway.log()[-3000:]}") from exc
+                time.sleep(0.2)
+        assert answer == b"hello edge"
+        assert greeter.metadata.get("mesh-client-id") == cluster.spiffe("gateway")
+        assert list(rpc["Count"](b"300", timeout=10)) == [str(i).encode() for i in range(300)]
+        # An app's gRPC error passes the gateway as it is.
+        missing = _missing(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            missing(b"", timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+    # The gateway observed the calls like any other hop, classified by grpc-status.
+    gateway_proxy = ProxyInfo(gateway, 0, 0, admin)
+    labels = {"direction": "outbound", "peer_service": "greeter"}
+    assert metric(gateway_proxy, "response_total", classification="success", **labels) >= 2
+    assert metric(gateway_proxy, "response_total", classification="failure", **labels) >= 1
+
+
+# ------------------------------------------------------------ 5. per-request load balancing over HTTP/2
+
+
+@pytest.mark.timeout(60)
+def test_grpc_calls_are_balanced_per_request(cluster: Cluster, serve: Callable[[Greeter], int]) -> None:
+    """One grpcio channel (one HTTP/2 connection to the client proxy) and two greeter instances
+    (same service, each behind its own proxy): the proxy balances each call on its own, so both
+    instances serve calls — a per-connection choice would send all of them to one."""
+    cluster.init_ca()
+    one, two = RecordingGreeter("one"), RecordingGreeter("two")
+    proxy_one = cluster.proxy("greeter", serve(one), name="proxy-greeter-one")
+    proxy_two = cluster.proxy("greeter", serve(two), name="proxy-greeter-two")
+    endpoints = cluster.write_endpoints([("greeter", proxy_one.inbound), ("greeter", proxy_two.inbound)])
+    client = cluster.proxy(
+        "client", cluster.app("http", "client"), endpoints=endpoints, extra=["--upstream", "greeter=0"]
+    )
+
+    with grpc.insecure_channel(f"127.0.0.1:{client.upstreams['greeter']}", options=NO_PROXY) as channel:
+        hello = stubs(channel)["Hello"]
+        assert hello(b"warm", timeout=10).startswith(b"hello warm from ")
+        # 60 calls, 6 in flight at a time, all on the channel's one HTTP/2 connection.
+        with futures.ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda i: hello(b"%d" % i, timeout=10), range(60)))
+    served: dict[bytes, int] = {}
+    for i, answer in enumerate(answers):
+        assert answer.startswith(b"hello %d from " % i), answer
+        who = answer.rsplit(b" ", 1)[1]
+        served[who] = served.get(who, 0) + 1
+    assert set(served) == {b"one", b"two"}, f"one instance served every call: {served}"
+    assert min(served.values()) >= 5, f"calls were hardly spread: {served}"
+    # The answers match what each instance recorded (the warm-up call is one of them).
+    assert one.hellos() + two.hellos() == 61
+    assert (one.hellos(), two.hellos()) in {
+        (served[b"one"] + 1, served[b"two"]),
+        (served[b"one"], served[b"two"] + 1),
+    }
+    # Both instances saw the caller's identity (each over its own mTLS connection).
+    assert {c.get("mesh-client-id") for c in one.calls + two.calls} == {cluster.spiffe("client")}
+    for proxy, greeter in ((proxy_one, one), (proxy_two, two)):
+        assert metric(proxy, "response_total", direction="inbound", classification="success") >= greeter.hellos()
+
+
+def _missing(channel: grpc.Channel):  # noqa: ANN202
+    """A stub for a method the greeter does not have (UNIMPLEMENTED, grpc-status 12)."""
+    return channel.unary_unary(f"/{SERVICE}/Missing", request_serializer=_ident, response_deserializer=_ident)
+
+
+def _directions(lines: list[str]) -> set[str]:
+    return {match.group(1) for line in lines if (match := re.search(r" proxy=(\w+) ", line))}
+
+
+def _tap_lines(cluster: Cluster, name: str, max_events: int, call: Callable[[], None]) -> list[str]:
+    """Run `mesh tap greeter --max N` (text output) while ``call`` runs repeatedly; its request lines."""
+    tap = cluster.spawn(name, [*MESH_CLI, "tap", "greeter", "--max", str(max_events)])
+    # Each proxy the controller taps announces itself (stderr, merged into the log).
+    tap.wait_for(r"tapping greeter", timeout=20)
+    tap.wait_for(r"tapping client", timeout=20)
+    deadline = time.monotonic() + 20
+    while tap.popen.poll() is None and time.monotonic() < deadline:
+        call()
+        time.sleep(0.3)
+    assert tap.popen.wait(5) == 0, tap.log()
+    return [line for line in tap.log().splitlines() if line.startswith("req id=")]
+
+
+@pytest.mark.timeout(90)
+def test_mesh_tap_shows_the_grpc_status(cluster: Cluster, greeter_server: tuple[Greeter, int]) -> None:
+    """`mesh tap` (through the controller) prints grpc-status for gRPC calls that failed inside an
+    HTTP 200: an app-made UNIMPLEMENTED (12) and a mesh-made PERMISSION_DENIED (7, policy)."""
+    from tests.integration.test_traffic import apply, synced
+
+    mesh = start_mesh(cluster, *greeter_server, controller=True)
+    channel = grpc.insecure_channel(mesh.upstream, options=NO_PROXY)
+    try:
+        rpc = stubs(channel)
+        assert rpc["Hello"](b"ok", timeout=10) == b"hello ok"
+        missing = _missing(channel)
+
+        def call_missing() -> None:
+            with pytest.raises(grpc.RpcError) as err:
+                missing(b"", timeout=10)
+            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+        lines = _tap_lines(cluster, "tap-unimplemented", 4, call_missing)
+        assert len(lines) == 4, lines
+        for line in lines:
+            assert f":path=/{SERVICE}/Missing" in line, line
+            assert "→ :status=200 grpc-status=12 latency=" in line, line
+        assert _directions(lines) == {"in", "out"}, lines
+
+        version = apply(cluster, '[[policy]]\nservice = "greeter"\nallow = ["nobody"]\n')
+        synced(cluster, version, mesh.client_proxy, mesh.greeter_proxy)
+
+        def call_denied() -> None:
+            with pytest.raises(grpc.RpcError) as err:
+                rpc["Hello"](b"no", timeout=10)
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+        lines = _tap_lines(cluster, "tap-denied", 4, call_denied)
+        assert len(lines) == 4, lines
+        for line in lines:
+            assert f":path=/{SERVICE}/Hello" in line, line
+            assert "→ :status=200 grpc-status=7 latency=" in line, line
+        ins = [line for line in lines if " proxy=in " in line]
+        assert ins and all(line.endswith("error=forbidden") for line in ins), lines  # the greeter's proxy said no
+        assert _directions(lines) == {"in", "out"}, lines
+    finally:
+        channel.close()
