@@ -60,6 +60,7 @@ IDLE_FRAME_BURST = 1000
 IDLE_FRAME_RATE = 100.0  # per second
 WRITE_TIMEOUT = 10.0
 WRITE_HIGH_WATER = 256 * 1024  # unsent bytes per connection before senders wait
+LINGER = 1.0  # seconds a connection ended for abuse reads off input before it is closed
 RECEIVE_SIZE = 64 * 1024
 UPSTREAM_IDLE = 60.0
 REPLAY_LIMIT = 64 * 1024  # request bytes kept for a replay after REFUSED_STREAM
@@ -326,6 +327,23 @@ def _ack_queue(endpoint: _Endpoint, stream_id: int, queue: _Queue) -> None:
         item = queue.items.popleft()
         if item[0] == "data":
             endpoint.ack(stream_id, item[2])
+
+
+async def _linger(stream: trio.abc.Stream) -> None:
+    """Half-close and read off what the client is still sending, briefly.
+
+    Closing a socket with unread input makes the kernel send RST, and the RST can
+    overtake our GOAWAY: a flooding client would see a reset, not why.
+    """
+    if not isinstance(stream, trio.abc.HalfCloseableStream):
+        return
+    with trio.CancelScope(shield=True), trio.move_on_after(LINGER):
+        try:
+            await stream.send_eof()
+            while await stream.receive_some(RECEIVE_SIZE):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError):
+            pass
 
 
 # ------------------------------------------------------------------ upstream side
@@ -608,6 +626,8 @@ class H2ProxyConnection:
                     nursery.cancel_scope.cancel()
         finally:
             await ep.drain()
+            if self._closing:
+                await _linger(ep.stream)
             await ep.aclose()
 
     async def _read_loop(self, nursery: trio.Nursery) -> None:

@@ -316,13 +316,10 @@ def test_floods_of_frames_that_carry_nothing_get_enhance_your_calm(rmesh: Mesh) 
         frames, closed = _read_frames(sock, _ended, timeout=10)
         elapsed = time.monotonic() - started
         goaway = _goaway(frames)
-        if unread:
-            # The proxy closes with part of the flood unread: the kernel's RST may drop the GOAWAY.
-            assert goaway is not None or closed, f"{what}: neither GOAWAY nor close ({len(frames)} frames)"
-        else:
-            assert goaway is not None, f"{what}: no GOAWAY (closed={closed}, {len(frames)} frames)"
-        if goaway is not None:
-            assert goaway.error_code == 11, f"{what}: GOAWAY({goaway.error_code}), not ENHANCE_YOUR_CALM"
+        # Even with the flood partly unread, the proxy half-closes and reads it off before it closes,
+        # so no RST overtakes the GOAWAY: the client learns why.
+        assert goaway is not None, f"{what}: no GOAWAY (closed={closed}, {len(frames)} frames)"
+        assert goaway.error_code == 11, f"{what}: GOAWAY({goaway.error_code}), not ENHANCE_YOUR_CALM"
         if kind == "PING" and count == 5000:
             # The budget is checked per read (up to 64 KiB, ~3800 PINGs), but a flood is cut short.
             pongs = sum(isinstance(f, hyperframe_frame.PingFrame) and "ACK" in f.flags for f in frames)
