@@ -29,6 +29,12 @@ def inject(
     admin: Annotated[str, typer.Option(help="Admin server of the sidecar, HOST:PORT.")] = "127.0.0.1:0",
     zeroconf: Annotated[bool, typer.Option("--zeroconf/--no-zeroconf", help="Advertise and discover with mDNS.")] = True,
     lan: Annotated[bool, typer.Option("--lan", help="zeroconf on every interface (default: loopback only).")] = False,
+    interface: Annotated[
+        Optional[list[str]], typer.Option("--interface", help="zeroconf on this interface address (repeatable).")
+    ] = None,
+    advertise: Annotated[
+        Optional[str], typer.Option(help="Host that peers dial for the inbound listener (default: its bind address).")
+    ] = None,
 ) -> None:
     """Start a sidecar, then the app with PORT, HTTP_PROXY and MESH_UPSTREAM_*_URL set; exit with the app's status."""
     from mesh._logging import setup_logging
@@ -54,7 +60,9 @@ def inject(
                 "inbound": inbound,
                 "admin": admin,
                 "zeroconf": zeroconf,
-                "interfaces": ("all",) if lan else ("127.0.0.1",),
+                # As `mesh proxy`: one LAN interface is enough to serve other hosts, without --lan's all.
+                "interfaces": ("all",) if lan else tuple(interface or ("127.0.0.1",)),
+                "advertise": advertise,
             },
         )
     )

@@ -110,6 +110,10 @@ class ApiRequest:
     headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
     body: bytes
     peer: SpiffeId | None  # from the verified client certificate; None without one
+    # IP addresses of the TCP connection (None when unknown): equal when the caller is on
+    # this host, which tells a registration from another host (docs/cli.md, "Several hosts").
+    remote_ip: str | None = None
+    local_ip: str | None = None
 
     def json(self) -> Any:
         """The body as JSON (``{}`` when empty); ApiError 400 when it is not JSON."""
@@ -302,6 +306,14 @@ async def serve_api(
     await trio.serve_listeners(serve_connection, [listener], task_status=task_status)
 
 
+def _ips(tcp: trio.SocketStream) -> tuple[str | None, str | None]:
+    """(the peer's IP, our IP) of a connection."""
+    try:
+        return str(tcp.socket.getpeername()[0]), str(tcp.socket.getsockname()[0])
+    except (OSError, ValueError, IndexError):
+        return None, None
+
+
 def _remote_address(tcp: trio.SocketStream) -> str:
     try:
         host, port = tcp.socket.getpeername()[:2]
@@ -335,7 +347,7 @@ async def _serve_connection(
         await _close_quietly(tls)
         return
     log.debug("connection from %s (%s)", address, peer or "no client certificate")
-    await _ServerConnection(tls, address, peer, handler).run()
+    await _ServerConnection(tls, address, peer, handler, _ips(tcp)).run()
 
 
 class _NotHttp2(Exception):
@@ -361,7 +373,12 @@ class _InboundStream:
 
 class _ServerConnection(_H2Endpoint):
     def __init__(
-        self, tls: TLSStream, address: str, peer: SpiffeId | None, handler: Handler
+        self,
+        tls: TLSStream,
+        address: str,
+        peer: SpiffeId | None,
+        handler: Handler,
+        ips: tuple[str | None, str | None] = (None, None),
     ) -> None:
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
         super().__init__(tls, config)
@@ -373,6 +390,7 @@ class _ServerConnection(_H2Endpoint):
             },
         )
         self._address = address
+        self._ips = ips
         self._peer = peer
         self._handler = handler
         self._streams: dict[int, _InboundStream] = {}
@@ -472,6 +490,8 @@ class _ServerConnection(_H2Endpoint):
             headers=_header_dict(stream.headers),
             body=bytes(stream.body),
             peer=self._peer,
+            remote_ip=self._ips[0],
+            local_ip=self._ips[1],
         )
         stream.body = bytearray()
         self._start_stream_task(stream_id, stream, self._answer, request)

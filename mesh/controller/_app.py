@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -236,6 +237,15 @@ class ControllerApp:
         )
         if self.state.upsert(entry):
             log.info("registered %s at %s", entry.instance, endpoint.address)
+            if loopback_from_another_host(endpoint.host, request.remote_ip, request.local_ip):
+                # Kept (its own host may call it), but every other host would dial itself.
+                log.warning(
+                    "%s registered the loopback address %s from %s: other hosts cannot reach it; "
+                    "start that proxy with --inbound ADDR:0 (or --inbound 0.0.0.0:0 --advertise ADDR)",
+                    entry.instance,
+                    endpoint.address,
+                    request.remote_ip,
+                )
             self.changed()
         return ApiResponse(200, {"ttl_seconds": ttl})
 
@@ -392,3 +402,14 @@ def _string(body: dict[str, Any], key: str) -> str:
     if not isinstance(value, str) or not value:
         raise ApiError(400, f"expected a non-empty string at {key!r}")
     return value
+
+
+def loopback_from_another_host(endpoint_host: str, remote_ip: str | None, local_ip: str | None) -> bool:
+    """A loopback endpoint registered over a connection from another host: only that host can
+    dial it. A caller on this host connects from one of our addresses, usually the one it dialed."""
+    try:
+        if not ipaddress.ip_address(endpoint_host).is_loopback or remote_ip is None:
+            return False
+        return not ipaddress.ip_address(remote_ip).is_loopback and remote_ip != local_ip
+    except ValueError:  # a host name: whoever resolves it decides
+        return False

@@ -411,6 +411,28 @@ def _local_ipv4_addresses() -> set[str]:
     }
 
 
+def loopback_on_lan(host: str, interfaces: Sequence[str]) -> str | None:
+    """Why advertising ``host`` on ``interfaces`` misleads other hosts, or None.
+
+    A loopback address is right only for peers on this host. Sent on a LAN
+    interface, it points every other host at itself: its proxies fail to
+    connect (502), or dial a listener of their own. A peer on this host may
+    still use it, so this is a warning, not a refusal.
+    """
+    if not ipaddress.IPv4Address(host).is_loopback:
+        return None
+    lan = [
+        i for i in _as_tuple(interfaces) if i == "all" or not ipaddress.ip_address(i).is_loopback
+    ]
+    if not lan:
+        return None
+    return (
+        f"the loopback address {host} is advertised on {', '.join(lan)}: other hosts cannot "
+        "reach it; listen on an address of that network (mesh proxy/inject: --inbound ADDR:0, "
+        "or --inbound 0.0.0.0:0 --advertise ADDR; mesh controller: --listen ADDR:PORT)"
+    )
+
+
 def _open_zeroconf(interfaces: Sequence[str]) -> Zeroconf:
     """A Zeroconf bound to exactly ``interfaces`` (blocking: call it from a thread)."""
     choice = interface_choice(interfaces)
@@ -614,6 +636,9 @@ class ZeroconfAdvertiser:
                     raise
             self._advertised[info.name] = _Advertised(record, advertised, info)
             logger.debug("zeroconf: advertising %s", info.name)
+            problem = loopback_on_lan(advertised.host, self._interfaces) if old is None else None
+            if problem:
+                logger.warning("zeroconf: %s: %s", _instance_of(info.name, info.type), problem)
             return advertised
 
     async def withdraw(self, record: AnyRecord) -> bool:

@@ -36,6 +36,7 @@ from mesh.discovery import (
 )
 from mesh.discovery._zeroconf import (
     interface_choice,
+    loopback_on_lan,
     parse_controller_record,
     parse_service_record,
 )
@@ -233,6 +234,26 @@ def test_interfaces_are_checked_and_all_only_when_asked() -> None:
         ZeroconfAdvertiser([])
     with pytest.raises(ValueError, match="invalid trust domain"):
         ZeroconfRegistry(LOOPBACK, trust_domain="Mesh Local")
+
+
+def test_a_loopback_address_advertised_on_a_lan_is_flagged() -> None:
+    # Pure: which (host, interfaces) would send other hosts to themselves. Nothing is bound.
+    assert loopback_on_lan("127.0.0.1", LOOPBACK) is None
+    assert loopback_on_lan("10.77.1.1", ["10.77.1.1"]) is None
+    assert loopback_on_lan("10.77.1.1", ["all"]) is None
+    for interfaces, where in [(["10.77.1.2"], "10.77.1.2"), (["127.0.0.1", "10.77.1.2"], "10.77.1.2"), (["all"], "all")]:
+        problem = loopback_on_lan("127.0.0.1", interfaces)
+        assert problem is not None and f"advertised on {where}:" in problem, problem
+        assert "other hosts cannot reach it" in problem and "--inbound" in problem
+
+
+async def test_advertising_loopback_on_loopback_warns_nothing(
+    domain: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="mesh.discovery")
+    async with ZeroconfAdvertiser(LOOPBACK) as advertiser:
+        await advertiser.advertise(web_record(domain))
+    assert not [r for r in caplog.records if r.name == "mesh.discovery"]
 
 
 def test_the_registry_is_a_registry(domain: str) -> None:

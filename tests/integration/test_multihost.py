@@ -1,0 +1,307 @@
+"""Several hosts: network namespaces on one bridge, each with its own MESH_HOME (root only).
+
+Every request here crosses the bridge between two namespaces (tests/integration/netns.py);
+zeroconf runs on a namespace's bridge interface or its loopback, never on the machine's.
+How to run a mesh over several hosts: docs/cli.md, "Several hosts".
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shlex
+import signal
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from tests.integration import netns
+from tests.integration.conftest import APPS, READY, ProxyInfo, port_of
+
+_why = netns.unavailable()
+pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.timeout(90)]
+
+MESH = [sys.executable, "-m", "mesh"]
+T = TypeVar("T")
+
+
+@pytest.fixture
+def network(tmp_path: Path) -> Iterator[netns.Network]:
+    net = netns.Network(tmp_path)
+    try:
+        yield net
+    finally:
+        net.close()
+
+
+def eventually(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last  # type: ignore[return-value]
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def app_command(name: str) -> list[str]:
+    """The test app on the port `mesh inject` hands it in $PORT."""
+    return ["sh", "-c", f'exec {shlex.quote(sys.executable)} {shlex.quote(str(APPS))} http "$PORT" {name}']
+
+
+def inject(host: netns.Host, name: str, *flags: str) -> ProxyInfo:
+    """`mesh inject --name NAME FLAGS -- app` on ``host``, once the app is ready (advertised)."""
+    argv = [*MESH, "inject", "--name", name, "--health", "/", *flags, "--", *app_command(name)]
+    process = host.spawn(f"inject-{name}", argv)
+    ready = process.wait_for(READY, timeout=20)
+    process.wait_for("app is ready", timeout=20)
+    return ProxyInfo(process, port_of(ready["inbound"]), port_of(ready["outbound"]), port_of(ready["admin"]))
+
+
+def outbound(proxy: ProxyInfo) -> str:
+    return f"http://127.0.0.1:{proxy.outbound}"
+
+
+def config(host: netns.Host, proxy: ProxyInfo) -> dict:
+    response = host.http(f"http://127.0.0.1:{proxy.admin}/config")
+    assert response.status == 200, response
+    return response.json()
+
+
+def endpoints(host: netns.Host, proxy: ProxyInfo, service: str) -> list[str]:
+    return sorted(e["address"] for e in config(host, proxy)["endpoints"].get(service, []))
+
+
+def inbound_requests(host: netns.Host, proxy: ProxyInfo) -> float:
+    from mesh.telemetry import parse_prometheus_text
+
+    text = host.http(f"http://127.0.0.1:{proxy.admin}/metrics").body
+    samples = parse_prometheus_text(text)
+    return sum(s.value for s in samples if s.name == "request_total" and s.labels_dict.get("direction") == "inbound")
+
+
+def issue(ca_host: netns.Host, name: str, out: Path) -> list[str]:
+    """Credentials from ``ca_host``'s CA, copied to another host (no controller involved)."""
+    result = ca_host.mesh("ca", "issue", name, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return ["--cert", f"{out}/cert.pem", "--key", f"{out}/key.pem", "--bundle", f"{out}/bundle.pem"]
+
+
+def test_joined_host_calls_a_service_on_the_controller_host(network: netns.Network) -> None:
+    """Host A: `mesh up` and web behind `mesh inject`; host B: `mesh join` with the line A printed,
+    then a client behind its sidecar calls web by name, over mTLS, across the bridge."""
+    a, b = network.add_host("a"), network.add_host("b")
+    a.init_ca()
+    up = a.mesh("up", "--detach", "--listen", f"{a.address}:0", "-o", "json")
+    assert up.returncode == 0, up.stderr
+    info = json.loads(up.stdout)
+    controller = a.adopt("mesh", info["pid"])
+    assert info["controller"].startswith(f"{a.address}:")
+
+    # B runs exactly the line A printed; it gets A's bundle and token, never a CA key.
+    join = shlex.split(info["join"])
+    assert join[:3] == ["mesh", "join", info["controller"]]
+    joined = b.mesh(*join[1:], "-o", "json")
+    assert joined.returncode == 0, joined.stderr
+    assert json.loads(joined.stdout)["trust_domain"] == a.trust_domain
+    assert not (b.home / "ca" / "issuer.key").exists() and not (b.home / "ca" / "root.key").exists()
+    b.trust_domain = a.trust_domain
+
+    # web's inbound listens on A's bridge address, so that is what it registers with the controller.
+    web = inject(a, "web", "--inbound", f"{a.address}:0")
+    client = inject(b, "client")
+    assert config(b, client)["identity"] == b.spiffe("client")  # signed by A's controller
+
+    started = time.monotonic()
+    response = eventually(
+        lambda: (r := b.http("http://web/headers", proxy=outbound(client))).status == 200 and r,
+        10,
+        "B → web on A",
+    )
+    assert time.monotonic() - started < 10
+    assert response.json()["mesh-client-id"] == a.spiffe("client")  # the caller's verified identity, seen on A
+    assert endpoints(b, client, "web") == [f"{a.address}:{web.inbound}"]
+    # The connection really came from B across the bridge: A's inbound has B as its TCP peer.
+    peers = a.run(["ss", "-Htn", "state", "established", f"( sport = :{web.inbound} )"]).stdout
+    assert f"{b.address}:" in peers, peers
+
+    # A's controller sees the proxy of B under its identity. B's client only calls out and was left
+    # on loopback: its registration is kept (B may call it) and A says that no other host can reach it.
+    status = json.loads(a.mesh("status", "-o", "json").stdout)
+    assert [e["identity"] for e in status["services"]["client"]] == [a.spiffe("client")]
+    controller.wait_for(rf"registered the loopback address 127\.0\.0\.1:{client.inbound} from {b.address}:", 5)
+    assert controller.log().count("registered the loopback address") == 1  # web, on A's address, is fine
+    # Plain HTTP straight at A's inbound from B gets nothing: only mTLS is spoken there.
+    assert b.http(f"http://{a.address}:{web.inbound}/headers", timeout=3).status == 0
+
+
+def test_zeroconf_across_the_bridge_and_withdrawal(network: netns.Network) -> None:
+    """No controller at all: B's proxy learns web's endpoint on A by zeroconf over the bridge,
+    and stops routing to it when web stops (goodbye), or when its proxy dies without one (TTL)."""
+    a, b = network.add_host("a"), network.add_host("b")
+    a.init_ca()
+    b.trust_domain = a.trust_domain
+    creds = issue(a, "client", b.tmp / "client-creds")
+    client = b.proxy("client", b.app("http", "client"), extra=[*creds, "--interface", b.address])
+    assert config(b, client)["controller"] is None
+
+    # A wildcard inbound, advertised as A's bridge address, zeroconf on the bridge interface only.
+    web = inject(a, "web", "--inbound", "0.0.0.0:0", "--advertise", a.address, "--interface", a.address)
+    started = time.monotonic()
+    response = eventually(
+        lambda: (r := b.http("http://web/headers", proxy=outbound(client))).status == 200 and r,
+        5,
+        "web found by zeroconf",
+    )
+    found_after = time.monotonic() - started
+    assert found_after < 5
+    assert response.json()["mesh-client-id"] == a.spiffe("client")
+    assert endpoints(b, client, "web") == [f"{a.address}:{web.inbound}"]
+
+    # web stops (SIGTERM to `mesh inject`): it withdraws first, the goodbye crosses the bridge.
+    stopping = time.monotonic()
+    assert web.process.terminate() == 128 + signal.SIGTERM  # the app's status, as a shell reports it
+    eventually(lambda: not endpoints(b, client, "web"), 3, "web withdrawn at B")
+    gone = b.http("http://web/", proxy=outbound(client))
+    assert gone.status == 503 and gone.headers.get("x-mesh-error"), gone
+    assert time.monotonic() - stopping < 5
+
+    # A web whose proxy dies without a goodbye (SIGKILL, as if host A were lost).
+    web2 = a.proxy("web", a.app("http", "web2"), extra=["--inbound", f"{a.address}:0", "--interface", a.address])
+    eventually(
+        lambda: b.http("http://web/", proxy=outbound(client)).headers.get("x-app") == "web2", 5, "web2 found"
+    )
+    os.killpg(web2.process.popen.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    answers = []
+
+    def unrouted() -> bool:
+        answer = b.http("http://web/", proxy=outbound(client), timeout=3)
+        answers.append((answer.status, answer.headers.get("x-mesh-error")))
+        return answer.status == 503
+
+    eventually(unrouted, 15, "web2 expired at B", interval=0.5)
+    expired_after = time.monotonic() - killed
+    assert not endpoints(b, client, "web")
+    # Until the records expire every answer is the mesh's own error, never a hang or a bare failure.
+    assert all(status in (502, 503) and reason for status, reason in answers), answers
+    assert expired_after < 15, expired_after
+
+
+FOREIGN_TLS_CLIENT = """
+    import socket, ssl, sys
+    host, port, cert, key, bundle = sys.argv[1], int(sys.argv[2]), *sys.argv[3:6]
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.check_hostname = False
+    context.load_verify_locations(bundle)   # A's bundle is public (GET /v1/bundle): C trusts A's server
+    context.load_cert_chain(cert, key)      # but presents a certificate of its own CA
+    context.set_alpn_protocols(["http/1.1"])
+    try:
+        with socket.create_connection((host, port), timeout=5) as raw:
+            with context.wrap_socket(raw) as tls:
+                tls.sendall(b"GET / HTTP/1.1\\r\\nHost: web\\r\\n\\r\\n")
+                data = tls.recv(65536)
+    except (ssl.SSLError, OSError) as exc:
+        print("refused:", exc)
+    else:
+        print("answered:", data[:200])
+"""
+
+
+def test_foreign_host_is_refused_and_its_records_ignored(network: netns.Network) -> None:
+    """Host C has a CA of its own (another trust domain) and never joined: A's inbound refuses it,
+    and the web C advertises on the same bridge never becomes an endpoint at B."""
+    a, b, c = network.add_host("a"), network.add_host("b"), network.add_host("c")
+    a.init_ca()
+    c.init_ca()
+    assert c.trust_domain != a.trust_domain
+    b.trust_domain = a.trust_domain
+    web_a = a.proxy("web", a.app("http", "web-a"), extra=["--inbound", f"{a.address}:0", "--interface", a.address])
+    web_c = c.proxy("web", c.app("http", "web-c"), extra=["--inbound", f"{c.address}:0", "--interface", c.address])
+    creds = issue(a, "client", b.tmp / "creds")
+    client = b.proxy("client", b.app("http", "client"), extra=[*creds, "--interface", b.address])
+
+    eventually(lambda: b.http("http://web/", proxy=outbound(client)).status == 200, 5, "B → web on A")
+    # C's records reach B (a browser of C's trust domain in B finds them) ...
+    script = b.tmp / "browse.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys, time, trio
+            from mesh.discovery import ZeroconfRegistry
+            async def main():
+                registry = ZeroconfRegistry(interfaces=(sys.argv[1],), trust_domain=sys.argv[2])
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(registry.run)
+                    with trio.move_on_after(5):
+                        while not registry.endpoints("web"):
+                            await trio.sleep(0.05)
+                    print(" ".join(e.address for e in registry.endpoints("web")))
+                    nursery.cancel_scope.cancel()
+            trio.run(main)
+            """
+        )
+    )
+    seen = b.run([sys.executable, str(script), b.address, c.trust_domain], timeout=20)
+    assert seen.stdout.split() == [f"{c.address}:{web_c.inbound}"], seen.stderr
+    # ... but B's mesh ignores them: only A's web is an endpoint, and every call lands there.
+    assert endpoints(b, client, "web") == [f"{a.address}:{web_a.inbound}"]
+    # B's client listens on loopback yet advertises on the bridge: useless to other hosts, and said so.
+    client.process.wait_for("127.0.0.1 is advertised on .*other hosts cannot reach it", timeout=5)
+    assert "cannot reach it" not in web_a.process.log()
+    for _ in range(10):
+        response = b.http("http://web/", proxy=outbound(client))
+        assert response.status == 200 and response.headers["x-app"] == "web-a", response
+
+    # C calls A's inbound with a certificate of its own CA: refused in the handshake, the reason logged on A.
+    served = inbound_requests(a, web_a)
+    assert served >= 10
+    foreign = c.tmp / "foreign-client.py"
+    foreign.write_text(textwrap.dedent(FOREIGN_TLS_CLIENT))
+    c_creds = c.tmp / "c-client"
+    assert c.mesh("ca", "issue", "client", "--out", str(c_creds)).returncode == 0
+    argv = [sys.executable, str(foreign), a.address, str(web_a.inbound)]
+    tried = c.run([*argv, f"{c_creds}/cert.pem", f"{c_creds}/key.pem", f"{a.home}/ca/bundle.pem"], timeout=20)
+    assert tried.stdout.startswith("refused:"), tried.stdout + tried.stderr
+    web_a.process.wait_for("not issued by this mesh's CA", timeout=5)
+    # C's own mesh, told by a static file that web is at A, gets only a mesh error back.
+    endpoints_file = c.tmp / "endpoints.toml"
+    endpoints_file.write_text(f'[[endpoint]]\nservice = "web"\naddress = "{a.address}:{web_a.inbound}"\n')
+    c_client = c.proxy("client", c.app("http", "client-c"), endpoints=endpoints_file, extra=["--no-zeroconf"])
+    refused = c.http("http://web/", proxy=outbound(c_client))
+    assert refused.status == 502 and refused.headers.get("x-mesh-error"), refused
+    assert inbound_requests(a, web_a) == served  # nothing of C's reached A's app
+
+
+def test_a_foreign_ca_with_the_same_trust_domain_name_is_never_served(network: netns.Network) -> None:
+    """Two meshes that both kept a trust domain name (say the default mesh.local) on one LAN: mDNS
+    cannot tell their records apart, so B lists C's web too, but the handshake checks the CA and
+    no call ever reaches C: the ones sent there fail as the mesh's own 502 (x-mesh-error)."""
+    a, b, c = network.add_host("a"), network.add_host("b"), network.add_host("c")
+    a.init_ca()
+    c.trust_domain = b.trust_domain = a.trust_domain
+    c.init_ca()  # same name, another root
+    web_a = a.proxy("web", a.app("http", "web-a"), extra=["--inbound", f"{a.address}:0", "--interface", a.address])
+    web_c = c.proxy("web", c.app("http", "web-c"), extra=["--inbound", f"{c.address}:0", "--interface", c.address])
+    creds = issue(a, "client", b.tmp / "creds")
+    client = b.proxy("client", b.app("http", "client"), extra=[*creds, "--interface", b.address])
+    both = sorted([f"{a.address}:{web_a.inbound}", f"{c.address}:{web_c.inbound}"])
+    eventually(lambda: endpoints(b, client, "web") == both, 5, "both records at B")
+
+    answers = collections.Counter()
+    for _ in range(30):
+        response = b.http("http://web/", proxy=outbound(client))
+        answers[(response.status, response.headers.get("x-app"), response.headers.get("x-mesh-error"))] += 1
+    assert answers[(200, "web-a", None)] > 0, answers
+    refused = [key for key in answers if key != (200, "web-a", None)]
+    assert all(status == 502 and app is None and reason for status, app, reason in refused), answers
+    client.process.wait_for(rf"handshake with {c.address}:{web_c.inbound} failed: .*not issued by this mesh's CA", 5)
+    assert inbound_requests(c, web_c) == 0
