@@ -24,6 +24,7 @@ import ssl
 import time
 from collections import deque
 from dataclasses import replace
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -36,7 +37,7 @@ import trio
 from h2.errors import ErrorCodes
 
 from mesh.proxy._http import Drain, Forward, Limits, Recorder, Reject, RequestRecord, Router
-from mesh.proxy._policy import TokenBucket
+from mesh.proxy._policy import TokenBucket, may_retry, retry_condition
 from mesh.proxy._pool import ALPN_H2, ALPN_HTTP1, ContextProvider, UpstreamConnectError, UpstreamKey, open_upstream
 from mesh.proxy.protocol.http1 import HOP_BY_HOP, Framing, RequestHead
 
@@ -89,6 +90,9 @@ _HTTP_TO_GRPC = {
     504: GRPC_DEADLINE_EXCEEDED,
 }
 
+# For retry conditions only: gRPC statuses that mean the server side failed, as their HTTP twins.
+_GRPC_TO_HTTP = {GRPC_UNAVAILABLE: 503, GRPC_DEADLINE_EXCEEDED: 504, GRPC_INTERNAL: 500, 2: 500, 15: 500}
+
 _STRIP = HOP_BY_HOP | {b"host", b"http2-settings"}
 _GRPC_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 
@@ -105,6 +109,13 @@ def parse_grpc_timeout(value: bytes | None) -> float | None:
     if not digits.isdigit() or unit not in _GRPC_UNITS:
         return None
     return int(digits) * _GRPC_UNITS[unit]
+
+
+def _status_for_retry(status: int, grpc_status: int | None) -> int:
+    """The HTTP status a route's retry conditions see: a gRPC failure counts as its HTTP twin."""
+    if status == 200 and grpc_status is not None:
+        return _GRPC_TO_HTTP.get(grpc_status, 200)
+    return status
 
 
 def clean_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -550,7 +561,7 @@ _IDLE_EVENTS = (
 
 
 class _ClientStream:
-    __slots__ = ("id", "headers", "queue", "scope", "reset_code", "done", "sent", "sent_bytes")
+    __slots__ = ("id", "headers", "queue", "scope", "reset_code", "done", "sent", "sent_bytes", "request_ended")
 
     def __init__(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.id = stream_id
@@ -562,8 +573,16 @@ class _ClientStream:
         # What was forwarded of the request, for one replay after REFUSED_STREAM; None once too big.
         self.sent: list[tuple[Any, ...]] | None = []
         self.sent_bytes = 0
+        self.request_ended = False  # the whole request went upstream
+
+    @property
+    def replayable(self) -> bool:
+        """The whole request was forwarded and kept: it can be sent again."""
+        return self.request_ended and self.sent is not None
 
     def remember(self, item: tuple[Any, ...]) -> None:
+        if item[0] in ("end", "trailers"):
+            self.request_ended = True
         if self.sent is None:
             return
         if item[0] == "data":
@@ -746,7 +765,7 @@ class H2ProxyConnection:
             None,
             False,
         )
-        outcome: dict[str, Any] = {"status": 0, "mesh_error": None, "grpc_status": None, "bytes_out": 0}
+        outcome: dict[str, Any] = {"status": 0, "mesh_error": None, "grpc_status": None, "bytes_out": 0, "retries": 0}
         decision: Forward | Reject | None = None
         try:
             with st.scope:
@@ -770,6 +789,7 @@ class H2ProxyConnection:
                 # A caller's cancel is not the endpoint's fault: no outlier strike for it.
                 success = outcome["mesh_error"] in (None, "client-reset") and outcome["status"] < 500
                 success = success and outcome["grpc_status"] not in GRPC_SERVER_FAULTS
+                decision = outcome.get("forward", decision)  # the last attempt, after retries
                 self.router.finished(decision, started, success)
             self.record(
                 RequestRecord(
@@ -785,6 +805,7 @@ class H2ProxyConnection:
                     head=head,
                     forward=decision if isinstance(decision, Forward) else None,
                     grpc_status=outcome["grpc_status"],
+                    retries=outcome["retries"],
                 )
             )
             with trio.CancelScope(shield=True):
@@ -846,70 +867,108 @@ class H2ProxyConnection:
         decision: Forward,
         outcome: dict[str, Any],
     ) -> None:
-        key = decision.key
-        if key.alpn == ALPN_HTTP1:
-            key = replace(key, alpn=ALPN_H2)
         timeout: float | None = decision.timeout
         if grpc:
             timeout = parse_grpc_timeout(next((v for k, v in regular if k == b"grpc-timeout"), None))
         deadline = trio.current_time() + timeout if timeout is not None else float("inf")
         if decision.delay:
             await trio.sleep(decision.delay)
-        headers = self._request_headers(regular, head.method, authority, b"http", decision)
-        for attempt in range(REFUSED_ATTEMPTS):
+        current = decision
+        retry = decision.retry
+        retries_left = retry.attempts if retry is not None else 0
+        if retry is not None:
+            self.router.requested(decision)
+
+        def next_attempt(status: int | None, nothing_sent: bool = False) -> Forward | None:
+            """The route's retry for this outcome (None: no response), or None to give up."""
+            nonlocal retries_left
+            if retries_left <= 0 or not retry_condition(status, retry.on):
+                return None
+            if not nothing_sent and not (st.replayable and may_retry(head.method, st.sent_bytes, retry.retryable)):
+                return None
+            if nothing_sent and not may_retry(head.method, 0, retry.retryable):
+                return None
+            nxt = self.router.retry_to(current)
+            if nxt is None:
+                return None
+            self.router.finished(current, time.perf_counter(), False)
+            retries_left -= 1
+            outcome["retries"] += 1
+            return nxt
+
+        refused = 0
+        while True:
+            if current.key.alpn == ALPN_HTTP1:
+                current = replace(current, key=replace(current.key, alpn=ALPN_H2))
+            outcome["forward"] = current
+            headers = self._request_headers(regular, head.method, authority, b"http", current)
             if st.reset_code is not None:
                 return  # reset by the client before it was sent: never reaches the upstream
             try:
                 with trio.CancelScope(deadline=deadline) as connect_scope:
-                    upstream = await self.pool.get(key)
+                    upstream = await self.pool.get(current.key)
             except UpstreamConnectError as exc:
+                nxt = next_attempt(None, nothing_sent=True)
+                if nxt is not None:
+                    current = nxt
+                    continue
                 await self._error(st, grpc, 502, exc.reason, exc.message, outcome)
                 return
             if connect_scope.cancelled_caught:
-                await self._timeout(st, grpc, decision, timeout, outcome)
+                await self._timeout(st, grpc, current, timeout, outcome)
                 return
             if st.reset_code is not None:
                 return
-            if not await self._attempt(st, upstream, headers, key, grpc, decision, timeout, deadline, outcome, attempt < REFUSED_ATTEMPTS - 1):
+            may_replay = refused < REFUSED_ATTEMPTS - 1
+            step = await self._attempt(
+                st, upstream, headers, grpc, current, timeout, deadline, outcome, may_replay, next_attempt if retries_left else None
+            )
+            if step is None:
                 return
-            # REFUSED_STREAM (e.g. the upstream's GOAWAY crossed our new stream): never processed, so
-            # replay what was forwarded (kept while small) on a fresh connection, once.
-            log.debug("%s: %s refused a stream; retrying on a new connection", self.router.direction, key.address)
+            if step is current:
+                # REFUSED_STREAM (e.g. the upstream's GOAWAY crossed our new stream): never processed, so
+                # what was forwarded (kept while small) goes again on a fresh connection.
+                refused += 1
+                log.debug("%s: %s refused a stream; sending it again", self.router.direction, current.key.address)
+            else:
+                current = step  # the route's retry, on another endpoint when there is one
             assert st.sent is not None
             st.queue.items.extendleft(reversed(st.sent))
             st.sent = []
             st.sent_bytes = 0
+            st.request_ended = False
 
     async def _attempt(
         self,
         st: _ClientStream,
         upstream: H2Upstream,
         headers: list[tuple[bytes, bytes]],
-        key: UpstreamKey,
         grpc: bool,
         decision: Forward,
         timeout: float | None,
         deadline: float,
         outcome: dict[str, Any],
-        may_retry: bool,
-    ) -> bool:
-        """One upstream stream; returns True when it was refused unprocessed and may be replayed."""
+        may_replay: bool,
+        retry: Callable[[int | None], Forward | None] | None,
+    ) -> Forward | None:
+        """One upstream stream. Returns ``decision`` when the stream was refused unprocessed (send it
+        again), the route's next attempt when its answer calls for a retry, None when done."""
+        key = decision.key
         end_now = bool(st.queue.items) and st.queue.items[0][0] == "end"
         if end_now:
             st.queue.items.popleft()
             st.remember(("end",))
-        retry = False
+        again: Forward | None = None
         try:
             up_id, up_queue = upstream.open_stream(headers, end_stream=end_now)
         except _GoingAway:
-            if may_retry:
-                return True
+            if may_replay:
+                return decision
             await self._error(st, grpc, 502, "upstream-closed", f"{key.address} is going away", outcome)
-            return False
+            return None
         except h2.exceptions.ProtocolError as exc:
             await self._error(st, grpc, 502, "upstream-refused", f"cannot open a stream to {key.address}: {exc}", outcome)
-            return False
-        self.router.requested(decision)
+            return None
         up = upstream.ep
         response_started = False
         response_complete = False
@@ -928,7 +987,7 @@ class H2ProxyConnection:
                     nursery.cancel_scope.cancel()
                     await self._timeout(st, grpc, decision, timeout, outcome)
                     response_complete = True
-                    return False
+                    return None
                 while True:
                     assert item is not None
                     kind = item[0]
@@ -936,11 +995,17 @@ class H2ProxyConnection:
                         resp = item[1]
                         status = next((v for k, v in resp if k == b":status"), b"502")
                         outcome["status"] = int(status)
-                        out = [(b":status", status)] + clean_headers(resp)
                         gs = next((v for k, v in resp if k == b"grpc-status"), None)
                         if gs is not None and gs.isdigit():
                             outcome["grpc_status"] = int(gs)
                         ended = bool(up_queue.items) and up_queue.items[0][0] == "end"
+                        if retry is not None:
+                            # Decided on the head alone: a gRPC failure is retried only when trailers-only.
+                            again = retry(_status_for_retry(int(status), outcome["grpc_status"] if ended else None))
+                            if again is not None:
+                                nursery.cancel_scope.cancel()
+                                return again
+                        out = [(b":status", status)] + clean_headers(resp)
                         self.client.send_headers(st.id, out, end=ended)
                         response_started = True
                         if ended:
@@ -973,16 +1038,14 @@ class H2ProxyConnection:
                         break
                     elif kind in ("reset", "broken"):
                         code = item[1] if kind == "reset" else ErrorCodes.INTERNAL_ERROR
-                        if (
-                            may_retry
-                            and not response_started
-                            and code == ErrorCodes.REFUSED_STREAM
-                            and st.sent is not None
-                            and st.reset_code is None
-                        ):
-                            retry = True
-                            nursery.cancel_scope.cancel()
-                            return True
+                        if not response_started and st.reset_code is None:
+                            if may_replay and code == ErrorCodes.REFUSED_STREAM and st.sent is not None:
+                                again = decision
+                            elif retry is not None:
+                                again = retry(None)
+                            if again is not None:
+                                nursery.cancel_scope.cancel()
+                                return again
                         if not response_started:
                             reason = "upstream-reset" if kind == "reset" else "upstream-closed"
                             nursery.cancel_scope.cancel()
@@ -990,12 +1053,12 @@ class H2ProxyConnection:
                                 st, grpc, 502, reason, f"{key.address} ended the stream (error code {int(code)})", outcome
                             )
                             response_complete = True
-                            return False
+                            return None
                         outcome["mesh_error"] = "upstream-reset"
                         self.client.reset(st.id, code)
                         await self.client.flush()
                         nursery.cancel_scope.cancel()
-                        return False
+                        return None
                     item = await up_queue.get()
                 # The response is complete; the request side ends on its own or is cut.
                 nursery.cancel_scope.cancel()
@@ -1003,19 +1066,19 @@ class H2ProxyConnection:
             pass  # the client went away or reset: the finally resets upstream
         finally:
             with trio.CancelScope(shield=True):
-                if retry:
-                    pass
+                if again is not None:
+                    up.reset(up_id, ErrorCodes.CANCEL)  # a no-op when the upstream ended it already
                 elif not response_complete:
                     self.client.reset(st.id, ErrorCodes.CANCEL if st.reset_code is None else st.reset_code)
                     up.reset(up_id, ErrorCodes.CANCEL)
-                else:
+                elif not st.request_ended:
                     # Request still open after a complete response: stop it (RFC 9113 8.1).
                     self.client.reset(st.id, ErrorCodes.NO_ERROR)
                     up.reset(up_id, ErrorCodes.CANCEL)
                 upstream.forget(up_id)
                 await up.flush()
                 await self.client.flush()
-        return False
+        return None
 
     async def _timeout(
         self, st: _ClientStream, grpc: bool, decision: Forward, timeout: float | None, outcome: dict[str, Any]

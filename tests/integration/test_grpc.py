@@ -261,6 +261,49 @@ def test_policy_denied_call_is_permission_denied(cluster: Cluster, greeter_serve
     assert metric(mesh.greeter_proxy, "response_total", mesh_error="forbidden", classification="failure") >= 1
 
 
+class Unavailable(Greeter):
+    """A greeter instance that is down: every Hello fails with UNAVAILABLE (a trailers-only answer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused = 0
+
+    def hello(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        self.refused += 1
+        context.abort(grpc.StatusCode.UNAVAILABLE, "this instance is down")
+        return b""
+
+
+def test_route_retries_over_http2(cluster: Cluster, greeter_server: tuple[Greeter, int]) -> None:
+    """A route with retries sends a gRPC call that failed UNAVAILABLE to the other instance."""
+    from tests.integration.test_traffic import apply, synced
+
+    down = Unavailable()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((down.handler(),))
+    down_port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        mesh = start_mesh(cluster, *greeter_server, controller=True)
+        down_proxy = cluster.proxy("greeter", down_port, name="proxy-greeter-down")
+        from tests.integration.test_control_plane import admin_config, wait_for
+
+        wait_for(lambda: len(admin_config(mesh.client_proxy)["endpoints"].get("greeter", [])) == 2, 10, "both greeters")
+        version = apply(
+            cluster, '[[route]]\nservice = "greeter"\nretries = { attempts = 2, on = ["5xx"], retryable = true }\n'
+        )
+        synced(cluster, version, mesh.client_proxy)
+        with grpc.insecure_channel(mesh.upstream, options=NO_PROXY) as channel:
+            hello = stubs(channel)["Hello"]
+            answers = [hello(str(i).encode(), timeout=10) for i in range(30)]
+        assert answers == [b"hello " + str(i).encode() for i in range(30)]
+        assert down.refused >= 1  # the down instance was tried...
+        assert metric(mesh.client_proxy, "retry_total", peer_service="greeter") >= down.refused  # ...and retried
+        assert metric(down_proxy, "response_total", direction="inbound", classification="failure") == down.refused
+    finally:
+        server.stop(0).wait(5)
+
+
 # ------------------------------------------------------------ hostile raw h2 clients
 
 
