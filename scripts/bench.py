@@ -490,7 +490,7 @@ def parse_hey(out: str) -> dict[str, Any]:
 
 def parse_h2load(out: str) -> dict[str, Any]:
     res: dict[str, Any] = {}
-    m = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
+    m = re.search(r"finished in [\d.]+(?:us|ms|s), ([\d.]+) req/s", out)
     if not m:
         raise BenchError(f"cannot read h2load's output:\n{out}")
     res["rps"] = float(m.group(1))
