@@ -1,57 +1,30 @@
 """The `mesh` command line: one thin module per command (parse → call → render).
 
 Heavy modules (trio, cryptography, rich, zeroconf) are imported inside the
-command functions, so `mesh --help` and `mesh version` start fast.
+command functions, so `mesh --help` and `mesh version` start fast. The typer
+application itself lives in ``mesh.cli._app`` and is imported only when needed:
+a plain ``mesh proxy`` run is parsed by ``mesh.cli._proxy_fast`` and the
+sidecar never loads typer and pydantic (memory: docs/performance.md).
 """
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Any
 
-import typer
+from mesh.cli._errors import print_error
 
-from mesh.cli._output import print_error
-from mesh.cli._state import CliState
-from mesh.home import MeshHome
-
-app = typer.Typer(
-    name="mesh",
-    help="A lightweight service mesh: mTLS sidecars, control plane and CA in one executable.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+if TYPE_CHECKING:
+    from mesh.cli._app import app as app
 
 
-@app.callback()
-def _root(
-    ctx: typer.Context,
-    home: Annotated[
-        Optional[Path],
-        typer.Option("--home", help="State directory (default: $MESH_HOME or ~/.mesh).", show_default=False),
-    ] = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
-) -> None:
-    ctx.obj = CliState(home=MeshHome.resolve(home), debug=debug)
-    if home is not None:
-        # Child processes (inject, up) inherit the same home.
-        os.environ["MESH_HOME"] = str(ctx.obj.home.root)
+def __getattr__(name: str) -> Any:
+    # `mesh.cli.app` still names the typer application; it is built on first access.
+    if name == "app":
+        from mesh.cli._app import app
 
-
-def _register() -> None:
-    import importlib
-
-    for name in ("version", "ca", "config", "proxy", "inject", "gateway", "controller", "up", "status", "apply", "join", "check",
-                 "tap", "top", "stat", "edges", "fault", "routes"):
-        importlib.import_module(f"mesh.cli.{name}").register(app)
-
-
-_register()
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _first_leaf(group: BaseExceptionGroup) -> BaseException:
@@ -64,6 +37,18 @@ def _first_leaf(group: BaseExceptionGroup) -> BaseException:
     return matched if matched is not None else group
 
 
+def _run(args: list[str]) -> None:
+    from mesh.cli._proxy_fast import parse_proxy_argv
+
+    fast = parse_proxy_argv(args)
+    if fast is not None:
+        fast.run()  # the sidecar, without typer; exits as typer would
+    else:
+        from mesh.cli._app import app
+
+        app(args=args, prog_name="mesh")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `mesh` executable."""
     args = sys.argv[1:] if argv is None else argv
@@ -72,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         try:
-            app(args=args, prog_name="mesh")
+            _run(args)
         except BaseExceptionGroup as group:
             # trio wraps errors raised inside nurseries; the user wants the error itself.
             leaf = _first_leaf(group)

@@ -15,6 +15,9 @@ from typing import Annotated, Any
 
 import typer
 
+# Re-exported: commands import it from here; it lives apart so `mesh proxy` needs no typer.
+from mesh.cli._errors import print_error as print_error
+
 
 class OutputFormat(str, enum.Enum):
     table = "table"
@@ -81,15 +84,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(str(v) for v in value)
     return str(value)
-
-
-def print_error(message: str, hint: str | None = None) -> None:
-    err = sys.stderr
-    color = err.isatty()
-    red, dim, reset = ("\x1b[31m", "\x1b[2m", "\x1b[0m") if color else ("", "", "")
-    err.write(f"{red}error:{reset} {message}\n")
-    if hint:
-        err.write(f"{dim}hint:{reset} {hint}\n")
 
 
 def print_ok(message: str) -> None:

@@ -10,6 +10,8 @@ import typer
 from mesh.cli._state import state
 
 
+# An option added or changed here goes into mesh.cli._proxy_fast (OPTIONS, DEFAULTS) too:
+# `mesh proxy` is parsed there first; tests/unit/cli/test_proxy_fast.py compares the two.
 def proxy(
     ctx: typer.Context,
     service: Annotated[str, typer.Option("--service", help="Name of the service this sidecar serves.")],
@@ -49,36 +51,37 @@ def proxy(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the sidecar proxy: inbound mTLS → app, app → outbound mTLS to peers."""
-    from mesh._logging import setup_logging
-    from mesh.proxy._main import ProxyOptions, run_proxy_command
+    from mesh.cli._proxy_fast import start_proxy
 
+    # Most runs do not get here: main() parses a plain `mesh proxy ...` without typer
+    # (mesh.cli._proxy_fast); typer runs this for the command lines left to it.
     st = state(ctx)
-    setup_logging(f"proxy {service}", debug=st.debug, level=log_level)
-    run_proxy_command(
-        ProxyOptions(
-            home=st.home,
-            service=service,
-            app=app,
-            inbound=inbound,
-            outbound=outbound,
-            admin=admin,
-            endpoints=endpoints,
-            upstreams=upstream or [],
-            labels=label or [],
-            cert=cert,
-            key=key,
-            bundle=bundle,
-            request_timeout=request_timeout,
-            idle_timeout=idle_timeout,
-            head_timeout=head_timeout,
-            drain_timeout=drain_timeout,
-            controller=controller,
-            token=token,
-            cert_ttl=cert_ttl,
-            zeroconf=zeroconf,
-            interfaces=("all",) if lan else tuple(interface or ("127.0.0.1",)),
-            advertise=advertise,
-        )
+    start_proxy(
+        st.home,
+        st.debug,
+        service=service,
+        app=app,
+        inbound=inbound,
+        outbound=outbound,
+        admin=admin,
+        endpoints=endpoints,
+        upstream=upstream,
+        label=label,
+        cert=cert,
+        key=key,
+        bundle=bundle,
+        request_timeout=request_timeout,
+        idle_timeout=idle_timeout,
+        head_timeout=head_timeout,
+        drain_timeout=drain_timeout,
+        controller=controller,
+        token=token,
+        cert_ttl=cert_ttl,
+        zeroconf=zeroconf,
+        lan=lan,
+        interface=interface,
+        advertise=advertise,
+        log_level=log_level,
     )
 
 

@@ -7,6 +7,8 @@ is pure; only change notification, file polling and zeroconf use trio.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from mesh.discovery._composite import CompositeRegistry
 from mesh.discovery._endpoint import (
     ADDRESS_FORMAT,
@@ -19,17 +21,42 @@ from mesh.discovery._endpoint import (
 from mesh.discovery._registry import MemoryRegistry, Registry
 from mesh.discovery._static_file import parse_endpoints_file, parse_endpoints_text
 from mesh.discovery._static_registry import StaticFileRegistry
-from mesh.discovery._zeroconf import (
-    CONTROLLER_SERVICE_TYPE,
-    MESH_SERVICE_TYPE,
-    RECORD_TTL,
-    ControllerRecord,
-    MeshServiceRecord,
-    ZeroconfAdvertiser,
-    ZeroconfRegistry,
-    find_controller,
-    zeroconf_works,
-)
+
+if TYPE_CHECKING:
+    from mesh.discovery._zeroconf import (
+        CONTROLLER_SERVICE_TYPE,
+        MESH_SERVICE_TYPE,
+        RECORD_TTL,
+        ControllerRecord,
+        MeshServiceRecord,
+        ZeroconfAdvertiser,
+        ZeroconfRegistry,
+        find_controller,
+        zeroconf_works,
+    )
+
+# zeroconf (and the asyncio it runs on, ~5 MB) loads on first use of one of these:
+# a proxy started with --no-zeroconf never needs it.
+_ZEROCONF_NAMES = frozenset({
+    "CONTROLLER_SERVICE_TYPE",
+    "MESH_SERVICE_TYPE",
+    "RECORD_TTL",
+    "ControllerRecord",
+    "MeshServiceRecord",
+    "ZeroconfAdvertiser",
+    "ZeroconfRegistry",
+    "find_controller",
+    "zeroconf_works",
+})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ZEROCONF_NAMES:
+        from mesh.discovery import _zeroconf
+
+        return getattr(_zeroconf, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ADDRESS_FORMAT",
