@@ -17,21 +17,29 @@ def controller(
         Optional[list[str]], typer.Option("--interface", help="zeroconf on this interface address (repeatable).")
     ] = None,
     zeroconf: Annotated[bool, typer.Option("--zeroconf/--no-zeroconf", help="Advertise and browse with mDNS.")] = True,
+    advertise: Annotated[
+        Optional[str], typer.Option(help="Address other hosts dial (default: the --listen address).")
+    ] = None,
 ) -> None:
     """Run the controller: CA signing, config store, registry, watch streams."""
     import trio
 
     from mesh._logging import setup_logging
     from mesh.controller import ControllerSettings, run_controller
+    from mesh.inject._reach import controller_advertise, zeroconf_interfaces
     from mesh.proxy._main import parse_listen_address
 
     st = state(ctx)
     setup_logging("controller", debug=st.debug)
+    address = parse_listen_address(listen, "--listen")
+    interfaces = zeroconf_interfaces(lan, interface)
     settings = ControllerSettings(
         home=st.home,
-        listen=parse_listen_address(listen, "--listen"),
-        interfaces=("all",) if lan else tuple(interface or ("127.0.0.1",)),
+        listen=address,
+        interfaces=interfaces,
         zeroconf=zeroconf,
+        # As `mesh up`: a wildcard --listen needs an address to tell the other hosts.
+        advertise=controller_advertise(address, advertise, interfaces),
     )
     trio.run(run_controller, settings)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -19,11 +20,18 @@ def gateway(
     token: Annotated[Optional[str], typer.Option(help="Join token for the first certificate.")] = None,
     zeroconf: Annotated[bool, typer.Option("--zeroconf/--no-zeroconf", help="Discover with mDNS.")] = True,
     lan: Annotated[bool, typer.Option("--lan", help="zeroconf on every interface (default: loopback only).")] = False,
+    interface: Annotated[
+        Optional[list[str]], typer.Option("--interface", help="zeroconf on this interface address (repeatable).")
+    ] = None,
+    endpoints: Annotated[
+        Optional[Path], typer.Option(help="Static endpoints file (docs/discovery.md), re-read when it changes.")
+    ] = None,
 ) -> None:
     """Accept plain HTTP at the edge and send it, over mTLS, to a mesh service: observed like every other hop."""
     import trio
 
     from mesh._logging import setup_logging
+    from mesh.inject._reach import zeroconf_interfaces
     from mesh.proxy._main import ProxyOptions, build_proxy, parse_listen_address, settings_from
 
     st = state(ctx)
@@ -38,7 +46,8 @@ def gateway(
         controller=controller,
         token=token,
         zeroconf=zeroconf,
-        interfaces=("all",) if lan else ("127.0.0.1",),
+        interfaces=zeroconf_interfaces(lan, interface),
+        endpoints=endpoints,
     )
     base = settings_from(options)
     from dataclasses import replace

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -35,10 +36,14 @@ def inject(
     advertise: Annotated[
         Optional[str], typer.Option(help="Host that peers dial for the inbound listener (default: its bind address).")
     ] = None,
+    endpoints: Annotated[
+        Optional[Path], typer.Option(help="Static endpoints file (docs/discovery.md), re-read when it changes.")
+    ] = None,
 ) -> None:
     """Start a sidecar, then the app with PORT, HTTP_PROXY and MESH_UPSTREAM_*_URL set; exit with the app's status."""
     from mesh._logging import setup_logging
     from mesh.inject import InjectOptions, default_service_name, run_inject_command
+    from mesh.inject._reach import zeroconf_interfaces
 
     st = state(ctx)
     service = name or default_service_name(command)
@@ -61,8 +66,9 @@ def inject(
                 "admin": admin,
                 "zeroconf": zeroconf,
                 # As `mesh proxy`: one LAN interface is enough to serve other hosts, without --lan's all.
-                "interfaces": ("all",) if lan else tuple(interface or ("127.0.0.1",)),
+                "interfaces": zeroconf_interfaces(lan, interface),
                 "advertise": advertise,
+                "endpoints": endpoints,
             },
         )
     )

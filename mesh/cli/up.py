@@ -19,8 +19,13 @@ def up(
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background (pid and logs in MESH_HOME/run/).")] = False,
     demo: Annotated[bool, typer.Option("--demo", help="Run the bundled bookinfo demo (gateway at http://127.0.0.1:9080/).")] = False,
     traffic: Annotated[bool, typer.Option("--traffic/--no-traffic", help="With --demo: a gentle traffic generator.")] = True,
-    listen: Annotated[str, typer.Option(help="HOST:PORT of the controller's API.")] = "127.0.0.1:4190",
-    lan: Annotated[bool, typer.Option("--lan", help="zeroconf on every interface (default: loopback only).")] = False,
+    listen: Annotated[
+        Optional[str], typer.Option(help="HOST:PORT of the controller's API (default: port 4190 on the host address, else 127.0.0.1).")
+    ] = None,
+    lan: Annotated[bool, typer.Option("--lan", help="zeroconf on every interface (default: CONFIG's [discovery] interfaces).")] = False,
+    advertise: Annotated[
+        Optional[str], typer.Option(help="The address other hosts dial for this host: its services bind 0.0.0.0 and advertise it.")
+    ] = None,
     daemon_mode: Annotated[bool, typer.Option("--daemon", hidden=True)] = False,
     output: OutputOption = OutputFormat.table,
 ) -> None:
@@ -29,11 +34,15 @@ def up(
     from mesh.controller import daemon
     from mesh.errors import ControllerError
     from mesh.identity import CertificateAuthority
+    from mesh.inject._reach import plan_reach
+    from mesh.proxy._main import parse_listen_address
 
     home = state(ctx).home
     if config is not None and demo:
         raise ControllerError("give a CONFIG or --demo, not both")
     parsed = load_config(config) if config is not None else None  # fail before starting anything
+    address = parse_listen_address(listen, "--listen") if listen is not None else None
+    reach = plan_reach(parsed.discovery if parsed else None, listen=address, advertise=advertise, lan=lan)
     created = False
     if not home.has_ca():
         CertificateAuthority.init(home, trust_domain=parsed.mesh.trust_domain if parsed else "mesh.local")
@@ -41,30 +50,28 @@ def up(
     if not daemon_mode and any(d.name == "mesh" for d in daemon.running(home)):
         raise ControllerError(f"the mesh is already up on {home.root}", hint="`mesh status` shows it; `mesh down` stops it")
     if detach:
-        argv = ["up", "--daemon", "--listen", listen] + (["--lan"] if lan else [])
+        argv = ["up", "--daemon", *reach.daemon_args()]
         argv += ["--demo"] if demo else []
         argv += [] if traffic else ["--no-traffic"]
         argv += [str(config.resolve())] if config is not None else []
         started = daemon.spawn(home, "mesh", argv)
         record = daemon.wait_until_listening(home, started)
-        render(output, _summary(home, record, started.pid, created, parsed, demo), _up_view)
+        render(output, _summary(home, record, started.pid, created, parsed, demo, reach), _up_view)
         return
-    _run(home, listen, lan, parsed, config, demo, traffic, created, panel=not daemon_mode)
+    _run(home, reach, parsed, config, demo, traffic, created, panel=not daemon_mode)
 
 
-def _run(home: Any, listen: str, lan: bool, parsed: Any, path: Path | None, demo: bool, traffic: bool, created: bool, panel: bool) -> None:
+def _run(home: Any, reach: Any, parsed: Any, path: Path | None, demo: bool, traffic: bool, created: bool, panel: bool) -> None:
     import trio
 
     from mesh._logging import setup_logging
     from mesh.inject._fleet import demo_units, units_from_config
     from mesh.inject._up import UpPlan, run_up
-    from mesh.proxy._main import parse_listen_address
 
-    units = demo_units(home, traffic) if demo else units_from_config(home, parsed) if parsed else []
+    units = demo_units(home, traffic, reach) if demo else units_from_config(home, parsed, reach) if parsed else []
     plan = UpPlan(
         home=home,
-        listen=parse_listen_address(listen, "--listen"),
-        interfaces=("all",) if lan else ("127.0.0.1",),
+        reach=reach,
         config=parsed,
         config_source=str(path) if path else None,
         units=units,
@@ -87,7 +94,7 @@ def _run(home: Any, listen: str, lan: bool, parsed: Any, path: Path | None, demo
 
         console = Console()
         record = json.loads(home.controller_json.read_text())
-        for line in _up_view(_summary(home, record, os.getpid(), created, parsed, demo))[:-1]:
+        for line in _up_view(_summary(home, record, os.getpid(), created, parsed, demo, reach))[:-1]:
             console.print(line, highlight=False)
         console.print(f"logs in {home.run_dir}; Ctrl-C stops the mesh", highlight=False)
         with Live(console=console, refresh_per_second=2) as live:
@@ -103,14 +110,20 @@ def _run(home: Any, listen: str, lan: bool, parsed: Any, path: Path | None, demo
     print("mesh stopped")
 
 
-def _summary(home: Any, record: dict[str, Any], pid: int, created: bool, parsed: Any, demo: bool) -> dict[str, Any]:
+def _summary(home: Any, record: dict[str, Any], pid: int, created: bool, parsed: Any, demo: bool, reach: Any) -> dict[str, Any]:
+    from mesh.discovery import parse_address
     from mesh.identity import CertificateAuthority, fingerprint
+    from mesh.inject._reach import is_loopback
 
     ca = CertificateAuthority.load(home)
     token = home.join_token.read_text().strip()
     fp = fingerprint(ca.root_cert)
+    address = record.get("advertise") or record["address"]  # what other hosts dial
     return {
-        "controller": record["address"],
+        "controller": address,
+        "controller_local": is_loopback(parse_address(address)[0]),
+        "services_address": reach.host,  # None: only this host reaches the services
+        "zeroconf_interfaces": list(reach.interfaces) if reach.zeroconf else [],
         "pid": pid,
         "home": str(home.root),
         "trust_domain": record["trust_domain"],
@@ -118,7 +131,7 @@ def _summary(home: Any, record: dict[str, Any], pid: int, created: bool, parsed:
         "services": sorted({s.name for s in parsed.services}) if parsed else [],
         "demo": "http://127.0.0.1:9080/" if demo else None,
         "ca_fingerprint": fp,
-        "join": f"mesh join {record['address']} --token {token} --ca-fingerprint {fp}",
+        "join": f"mesh join {address} --token {token} --ca-fingerprint {fp}",
         "log": str(home.run_dir / "mesh.log"),
     }
 
@@ -132,7 +145,12 @@ def _up_view(d: dict[str, Any]) -> list[str]:
         lines.append("services: " + ", ".join(d["services"]))
     if d["demo"]:
         lines.append(f"demo: open {d['demo']} — run `mesh top` in another terminal")
-    lines.append("other hosts join with:")
+    if d["services_address"]:
+        lines.append(f"services are reachable from other hosts at {d['services_address']}")
+    if d["controller_local"]:  # the line still serves another MESH_HOME on this host
+        lines.append("only this host reaches the controller (--listen ADDR:PORT lets others join); here:")
+    else:
+        lines.append("other hosts join with:")
     lines.append(f"  {d['join']}")
     lines.append("`mesh status` shows the mesh; `mesh down` stops it")
     return lines

@@ -11,6 +11,7 @@ validate. Build configs with ``parse_config`` / ``load_config``, which check eve
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -89,6 +90,18 @@ class DiscoveryConfig(_ToDict):
     @property
     def all_interfaces(self) -> bool:
         return self.interfaces == ("all",)
+
+    @property
+    def lan_address(self) -> str | None:
+        """The first address of ``interfaces`` that other hosts can reach: not loopback, not
+        "all" (which names no address). `mesh up` binds and advertises its services there."""
+        for interface in self.interfaces:
+            try:
+                if not ipaddress.ip_address(interface).is_loopback:
+                    return interface
+            except ValueError:  # "all"; constructors do not validate
+                continue
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,15 @@ class ControllerSettings:
     listen: tuple[str, int] = DEFAULT_LISTEN
     interfaces: tuple[str, ...] = ("127.0.0.1",)
     zeroconf: bool = True
+    advertise: str | None = None  # the host other hosts dial (`mesh join`, zeroconf); None: the bound one
+
+
+def dial_addresses(bound: tuple[str, int], advertise: str | None) -> tuple[tuple[str, int], tuple[str, int]]:
+    """(for this host, for other hosts). A wildcard bind is dialled on loopback here, and is
+    never told to others: `mesh up` refuses it without an address to tell instead."""
+    host, port = bound
+    local = ("::1" if host == "::" else "127.0.0.1", port) if host in ("0.0.0.0", "::") else bound
+    return local, ((advertise, port) if advertise else local)
 
 
 @contextmanager
@@ -98,10 +107,14 @@ def ensure_operator(home: MeshHome, ca: Any) -> None:
     creds.write(home.operator_dir)
 
 
-def write_controller_json(home: MeshHome, address: tuple[str, int], trust_domain: str, identity: str) -> None:
-    host, port = address
+def write_controller_json(
+    home: MeshHome, address: tuple[str, int], trust_domain: str, identity: str, advertise: tuple[str, int] | None = None
+) -> None:
+    from mesh.discovery import format_address
+
     record = {
-        "address": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+        "address": format_address(*address),  # what this host's proxies and CLI dial
+        "advertise": format_address(*(advertise or address)),  # what other hosts dial: the `mesh join` line
         "trust_domain": trust_domain,
         "bundle": "ca/bundle.pem",
         "identity": identity,
@@ -119,6 +132,7 @@ async def run_controller(
 ) -> None:
     """Serve until SIGTERM/SIGINT, or until ``stop`` is set (when the caller owns the signals)."""
     from mesh.controller._api import serve_api, server_context_optional_client
+    from mesh.discovery import format_address
     from mesh.identity import CertificateAuthority, service_identity
 
     home = settings.home
@@ -136,15 +150,19 @@ async def run_controller(
             hint = "stop what holds it, or pick another with --listen HOST:PORT" if exc.errno == 98 else None
             raise ControllerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint=hint) from None
         bound = listener.socket.getsockname()[:2]
+        local, public = dial_addresses(bound, settings.advertise)
         state = ControllerState(trust_domain=ca.trust_domain)
-        app = ControllerApp(state, ca, token, f"{bound[0]}:{bound[1]}")
-        write_controller_json(home, bound, ca.trust_domain, str(identity))
+        app = ControllerApp(state, ca, token, format_address(*public))
+        write_controller_json(home, local, ca.trust_domain, str(identity), public)
         async with trio.open_nursery() as nursery:
             await nursery.start(serve_api, listener, context, app.handle)
             nursery.start_soon(_expire_leases, app)
             if settings.zeroconf:
-                await nursery.start(_zeroconf, app, settings, str(identity), bound)
-            log.info("controller listening on %s:%d (trust domain %s)", bound[0], bound[1], ca.trust_domain)
+                await nursery.start(_zeroconf, app, settings, str(identity), public)
+            told = "" if public == bound else f", other hosts dial {format_address(*public)}"
+            log.info(
+                "controller listening on %s%s (trust domain %s)", format_address(*bound), told, ca.trust_domain
+            )
             task_status.started(app)
             if stop is None:
                 await _wait_for_signal()
@@ -174,20 +192,21 @@ async def _zeroconf(
     app: ControllerApp,
     settings: ControllerSettings,
     identity: str,
-    bound: tuple[str, int],
+    address: tuple[str, int],
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Advertise `_mesh-ctl._tcp` and mirror every `_mesh._tcp` record into the registry."""
+    """Advertise `_mesh-ctl._tcp` at ``address`` (the one other hosts dial) and mirror every
+    `_mesh._tcp` record into the registry."""
     from mesh.discovery import ControllerRecord, ZeroconfAdvertiser, ZeroconfRegistry
 
     registry = ZeroconfRegistry(interfaces=settings.interfaces, trust_domain=app.state.trust_domain)
     advertiser = ZeroconfAdvertiser(interfaces=settings.interfaces)
-    host = bound[0] if bound[0] not in ("0.0.0.0", "::") else "127.0.0.1"
+    host, port = address
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(registry.run)
-            await advertiser.advertise(ControllerRecord(identity=identity, host=host, port=bound[1], version=__version__))
+            await advertiser.advertise(ControllerRecord(identity=identity, host=host, port=port, version=__version__))
             task_status.started()
             version = -1
             while True:

@@ -23,6 +23,7 @@ import trio
 
 from mesh.home import MeshHome
 from mesh.inject._process import Child, open_child
+from mesh.inject._reach import Reach
 
 log = logging.getLogger("mesh.up")
 
@@ -86,47 +87,53 @@ def mesh_argv(home: MeshHome, *args: str) -> tuple[str, ...]:
     return (sys.executable, "-m", "mesh", "--home", str(home.root), *args)
 
 
-def units_from_config(home: MeshHome, config: Any) -> list[UnitSpec]:
+def inject_argv(home: MeshHome, service: Any, reach: Reach | None, port: bool = True) -> tuple[str, ...]:
+    """`mesh inject` for one replica of a ServiceConfig; ``reach`` None keeps every default (loopback)."""
+    args = ["inject", "--name", service.name]
+    for key, value in service.labels.items():
+        args += ["--label", f"{key}={value}"]
+    for upstream in service.upstreams:
+        args += ["--upstream", upstream]
+    if service.health:
+        args += ["--health", service.health]
+    if service.port and port:
+        args += ["--port", str(service.port)]
+    args += reach.sidecar_args() if reach is not None else []
+    return mesh_argv(home, *args, "--", *service.command)
+
+
+def gateway_argv(home: MeshHome, gateway: Any, reach: Reach | None) -> tuple[str, ...]:
+    discovery = reach.discovery_args() if reach is not None else []
+    return mesh_argv(home, "gateway", "--listen", gateway.listen, "--to", gateway.to, *discovery)
+
+
+def units_from_config(home: MeshHome, config: Any, reach: Reach | None = None) -> list[UnitSpec]:
     """One unit per service replica and per gateway."""
     specs: list[UnitSpec] = []
     for service in config.services:
         for replica in range(service.replicas):
-            args = ["inject", "--name", service.name]
-            for key, value in service.labels.items():
-                args += ["--label", f"{key}={value}"]
-            for upstream in service.upstreams:
-                args += ["--upstream", upstream]
-            if service.health:
-                args += ["--health", service.health]
-            if service.port and service.replicas == 1:
-                args += ["--port", str(service.port)]
             name = service.name if service.replicas == 1 else f"{service.name}-{replica + 1}"
-            specs.append(
-                UnitSpec(name, mesh_argv(home, *args, "--", *service.command), service.name, tuple(service.env.items()))
-            )
+            # A fixed port fits one replica only; the others take free ones.
+            argv = inject_argv(home, service, reach, port=service.replicas == 1)
+            specs.append(UnitSpec(name, argv, service.name, tuple(service.env.items())))
     for index, gateway in enumerate(config.gateways):
         name = "gateway" if len(config.gateways) == 1 else f"gateway-{index + 1}"
-        specs.append(UnitSpec(name, mesh_argv(home, "gateway", "--listen", gateway.listen, "--to", gateway.to), "gateway"))
+        specs.append(UnitSpec(name, gateway_argv(home, gateway, reach), "gateway"))
     return specs
 
 
-def demo_units(home: MeshHome, traffic: bool) -> list[UnitSpec]:
+def demo_units(home: MeshHome, traffic: bool, reach: Reach | None = None) -> list[UnitSpec]:
+    from mesh.config import GatewayConfig, ServiceConfig
     from mesh.demo import DEMO_GATEWAY, DEMO_SERVICES, instance_name
 
-    specs: list[UnitSpec] = []
-    for entry in DEMO_SERVICES:
-        args = ["inject", "--name", entry["name"]]
-        for key, value in entry.get("labels", {}).items():
-            args += ["--label", f"{key}={value}"]
-        for upstream in entry.get("upstreams", []):
-            args += ["--upstream", upstream]
-        if entry.get("health"):
-            args += ["--health", entry["health"]]
-        specs.append(UnitSpec(instance_name(entry), mesh_argv(home, *args, "--", *entry["command"]), entry["name"]))
-    listen, to = DEMO_GATEWAY["listen"], DEMO_GATEWAY["to"]
-    specs.append(UnitSpec("gateway", mesh_argv(home, "gateway", "--listen", listen, "--to", to), "gateway"))
+    specs = [
+        UnitSpec(instance_name(entry), inject_argv(home, ServiceConfig(**entry), reach), entry["name"])
+        for entry in DEMO_SERVICES
+    ]
+    gateway = GatewayConfig(**DEMO_GATEWAY)
+    specs.append(UnitSpec("gateway", gateway_argv(home, gateway, reach), "gateway"))
     if traffic:
-        url = f"http://{listen}/productpage"
+        url = f"http://{gateway.listen}/productpage"
         specs.append(UnitSpec("traffic", (sys.executable, "-m", "mesh.demo", "traffic", "--url", url)))
     return specs
 

@@ -18,6 +18,7 @@ import trio
 
 from mesh.home import MeshHome
 from mesh.inject._fleet import Fleet, UnitSpec
+from mesh.inject._reach import Reach
 
 log = logging.getLogger("mesh.up")
 
@@ -25,8 +26,7 @@ log = logging.getLogger("mesh.up")
 @dataclass(frozen=True)
 class UpPlan:
     home: MeshHome
-    listen: tuple[str, int]
-    interfaces: tuple[str, ...]
+    reach: Reach  # the controller's listen and address, zeroconf; the units carry the same decision
     config: Any | None  # a parsed MeshConfig to apply once up
     config_source: str | None
     units: Sequence[UnitSpec]
@@ -36,7 +36,14 @@ async def run_up(plan: UpPlan, panel: Callable[[Any, Fleet], Any] | None = None)
     from mesh.controller import ControllerSettings, run_controller
 
     stop = trio.Event()
-    settings = ControllerSettings(home=plan.home, listen=plan.listen, interfaces=plan.interfaces)
+    reach = plan.reach
+    settings = ControllerSettings(
+        home=plan.home,
+        listen=reach.listen,
+        interfaces=reach.interfaces,
+        zeroconf=reach.zeroconf,
+        advertise=reach.controller_advertise,
+    )
     async with trio.open_nursery() as nursery:
         app = await nursery.start(run_controller, settings, stop)
         if plan.config is not None:

@@ -94,6 +94,37 @@ def issue(ca_host: netns.Host, name: str, out: Path) -> list[str]:
     return ["--cert", f"{out}/cert.pem", "--key", f"{out}/key.pem", "--bundle", f"{out}/bundle.pem"]
 
 
+BROWSE = """
+    import json, sys, trio
+    from mesh.discovery import ZeroconfRegistry, find_controller
+    interface, trust_domain, service = sys.argv[1:4]
+    async def main():
+        registry = ZeroconfRegistry(interfaces=(interface,), trust_domain=trust_domain)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(registry.run)
+            with trio.move_on_after(5):
+                while not registry.endpoints(service):
+                    await trio.sleep(0.05)
+            controller = await find_controller((interface,), timeout=3, trust_domain=trust_domain)
+            nursery.cancel_scope.cancel()
+        print(json.dumps({
+            "endpoints": sorted(e.address for e in registry.endpoints(service)),
+            "controller": controller and f"{controller.host}:{controller.port}",
+        }))
+    trio.run(main)
+"""
+
+
+def browse(host: netns.Host, trust_domain: str, service: str) -> dict:
+    """What zeroconf on ``host``'s bridge interface shows of ``service`` and of a controller
+    (records of ``trust_domain`` only): {"endpoints": [...], "controller": "HOST:PORT" | None}."""
+    script = host.tmp / "browse.py"
+    script.write_text(textwrap.dedent(BROWSE))
+    seen = host.run([sys.executable, str(script), host.address, trust_domain, service], timeout=20)
+    assert seen.returncode == 0, seen.stderr
+    return json.loads(seen.stdout)
+
+
 def test_joined_host_calls_a_service_on_the_controller_host(network: netns.Network) -> None:
     """Host A: `mesh up` and web behind `mesh inject`; host B: `mesh join` with the line A printed,
     then a client behind its sidecar calls web by name, over mTLS, across the bridge."""
@@ -140,6 +171,84 @@ def test_joined_host_calls_a_service_on_the_controller_host(network: netns.Netwo
     assert controller.log().count("registered the loopback address") == 1  # web, on A's address, is fine
     # Plain HTTP straight at A's inbound from B gets nothing: only mTLS is spoken there.
     assert b.http(f"http://{a.address}:{web.inbound}/headers", timeout=3).status == 0
+
+
+def test_mesh_up_config_serves_other_hosts(network: netns.Network) -> None:
+    """Host A: `mesh up mesh.toml` alone, whose [discovery] interfaces names A's bridge address, with
+    the controller on a wildcard --listen. The join line says A's address (not 0.0.0.0), web (run by
+    `mesh up`) listens and advertises there; host B joins with that line and its client, behind
+    `mesh inject`, calls web by name across the bridge."""
+    a, b = network.add_host("a"), network.add_host("b")
+    a.init_ca()
+    mesh_toml = a.tmp / "mesh.toml"
+    mesh_toml.write_text(
+        textwrap.dedent(
+            f"""
+            [mesh]
+            trust_domain = "{a.trust_domain}"
+
+            [discovery]
+            interfaces = ["{a.address}"]
+
+            [[service]]
+            name = "web"
+            command = {json.dumps(app_command("web"))}
+            health = "/"
+            """
+        )
+    )
+    up = a.mesh("up", str(mesh_toml), "--detach", "--listen", "0.0.0.0:0", "-o", "json", timeout=60)
+    assert up.returncode == 0, up.stderr
+    info = json.loads(up.stdout)
+    controller = a.adopt("mesh", info["pid"])
+    port = port_of(info["controller"])
+    assert info["controller"] == f"{a.address}:{port}"  # dialable from B, where 0.0.0.0 is not
+    assert info["services_address"] == a.address and info["zeroconf_interfaces"] == [a.address]
+    # A's own proxies and CLI dial loopback; the other hosts the address in the join line.
+    recorded = json.loads((a.home / "controller.json").read_text())
+    assert (recorded["address"], recorded["advertise"]) == (f"127.0.0.1:{port}", info["controller"])
+
+    # web's sidecar was started with A's address for its inbound (and admin) and zeroconf there.
+    web_log = a.home / "run" / "web.log"
+    ready = eventually(
+        lambda: web_log.exists() and next(filter(None, map(READY.search, web_log.read_text().splitlines())), None),
+        20,
+        "web's sidecar ready",
+    )
+    assert ready["inbound"].startswith(f"{a.address}:") and ready["admin"].startswith(f"{a.address}:"), ready[0]
+    web_inbound = port_of(ready["inbound"])
+    eventually(lambda: "app is ready" in web_log.read_text(), 20, "web ready")
+
+    # B runs exactly the line A printed.
+    join = shlex.split(info["join"])
+    assert join[:3] == ["mesh", "join", f"{a.address}:{port}"]
+    joined = b.mesh(*join[1:], "-o", "json")
+    assert joined.returncode == 0, joined.stderr
+    b.trust_domain = a.trust_domain
+    client = inject(b, "client")
+    response = eventually(
+        lambda: (r := b.http("http://web/headers", proxy=outbound(client))).status == 200 and r,
+        10,
+        "B → web run by `mesh up` on A",
+    )
+    assert response.json()["mesh-client-id"] == a.spiffe("client")
+    assert endpoints(b, client, "web") == [f"{a.address}:{web_inbound}"]
+    peers = a.run(["ss", "-Htn", "state", "established", f"( sport = :{web_inbound} )"]).stdout
+    assert f"{b.address}:" in peers, peers
+
+    # zeroconf on the bridge shows web and the controller at A's address, never a loopback or wildcard.
+    seen = browse(b, a.trust_domain, "web")
+    assert seen == {"endpoints": [f"{a.address}:{web_inbound}"], "controller": f"{a.address}:{port}"}, seen
+    # Nothing of A's is advertised on loopback (B's client is: it only calls out, as above).
+    warned = [line for line in (web_log.read_text() + controller.log()).splitlines() if "cannot reach it" in line]
+    assert all(f"from {b.address}" in line for line in warned), warned
+
+    # The controller reads web's metrics at the address web registered (its admin listens there too).
+    for _ in range(3):
+        assert b.http("http://web/", proxy=outbound(client)).status == 200
+    stats = json.loads(a.mesh("stat", "web", "-o", "json").stdout)
+    web_row = next(row for row in stats["rows"] if row["service"] == "web")
+    assert stats["unreachable"] == [] and web_row["reachable"] == 1 and web_row["requests"] >= 4, stats
 
 
 def test_zeroconf_across_the_bridge_and_withdrawal(network: netns.Network) -> None:
@@ -231,27 +340,7 @@ def test_foreign_host_is_refused_and_its_records_ignored(network: netns.Network)
 
     eventually(lambda: b.http("http://web/", proxy=outbound(client)).status == 200, 5, "B → web on A")
     # C's records reach B (a browser of C's trust domain in B finds them) ...
-    script = b.tmp / "browse.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import sys, time, trio
-            from mesh.discovery import ZeroconfRegistry
-            async def main():
-                registry = ZeroconfRegistry(interfaces=(sys.argv[1],), trust_domain=sys.argv[2])
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(registry.run)
-                    with trio.move_on_after(5):
-                        while not registry.endpoints("web"):
-                            await trio.sleep(0.05)
-                    print(" ".join(e.address for e in registry.endpoints("web")))
-                    nursery.cancel_scope.cancel()
-            trio.run(main)
-            """
-        )
-    )
-    seen = b.run([sys.executable, str(script), b.address, c.trust_domain], timeout=20)
-    assert seen.stdout.split() == [f"{c.address}:{web_c.inbound}"], seen.stderr
+    assert browse(b, c.trust_domain, "web")["endpoints"] == [f"{c.address}:{web_c.inbound}"]
     # ... but B's mesh ignores them: only A's web is an endpoint, and every call lands there.
     assert endpoints(b, client, "web") == [f"{a.address}:{web_a.inbound}"]
     # B's client listens on loopback yet advertises on the bridge: useless to other hosts, and said so.

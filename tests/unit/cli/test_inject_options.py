@@ -50,3 +50,10 @@ def test_interface_and_advertise_reach_the_sidecar(captured: list[Any]) -> None:
 def test_lan_means_every_interface(captured: list[Any]) -> None:
     inject("--name", "web", "--lan")
     assert captured[0].proxy_args["interfaces"] == ("all",)
+
+
+def test_an_endpoints_file_reaches_the_sidecar(captured: list[Any], tmp_path: Any) -> None:
+    # `mesh up` passes it with [discovery] mode = "static".
+    inject("--name", "web", "--no-zeroconf", "--endpoints", str(tmp_path / "endpoints.toml"))
+    args = captured[0].proxy_args
+    assert args["endpoints"] == tmp_path / "endpoints.toml" and args["zeroconf"] is False

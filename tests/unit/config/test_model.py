@@ -322,3 +322,20 @@ def test_generated_configs_round_trip(data: dict[str, object]) -> None:
     again = parse_config(wire, "wire")
     assert again == config
     assert again.to_dict() == config.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("interfaces", "expected"),
+    [
+        (("127.0.0.1",), None),
+        (("all",), None),  # every interface, but no address
+        (("127.0.0.1", "10.0.0.5", "192.168.1.20"), "10.0.0.5"),
+        (("192.168.1.20",), "192.168.1.20"),
+        (("127.0.0.2",), None),  # all of 127/8 is loopback
+    ],
+)
+def test_lan_address_is_the_first_interface_other_hosts_reach(
+    interfaces: tuple[str, ...], expected: str | None
+) -> None:
+    # `mesh up` binds and advertises its services there (docs/cli.md, "Several hosts").
+    assert DiscoveryConfig(interfaces=interfaces).lan_address == expected
