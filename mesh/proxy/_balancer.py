@@ -103,6 +103,11 @@ class Balancer:
         # half-hidden here where ejection would never see enough of it.
         load.observe(rtt_ms, now)
 
+    def abandon(self, address: str) -> None:
+        """A request given up without an answer to time (connect failure, retried elsewhere)."""
+        load = self.load(address)
+        load.pending = max(load.pending - 1, 0)
+
     def forget(self, keep: set[str]) -> None:
         for address in list(self._loads):
             if address not in keep:

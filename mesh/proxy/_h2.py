@@ -891,12 +891,12 @@ class H2ProxyConnection:
             nxt = self.router.retry_to(current)
             if nxt is None:
                 return None
-            self.router.finished(current, time.perf_counter(), False)
             retries_left -= 1
             outcome["retries"] += 1
             return nxt
 
         refused = 0
+        failed_over = False
         while True:
             if current.key.alpn == ALPN_HTTP1:
                 current = replace(current, key=replace(current.key, alpn=ALPN_H2))
@@ -909,6 +909,10 @@ class H2ProxyConnection:
                     upstream = await self.pool.get(current.key)
             except UpstreamConnectError as exc:
                 nxt = next_attempt(None, nothing_sent=True)
+                if nxt is None and not failed_over:
+                    # Nothing was sent: another endpoint is always safe (once, outside retry budgets).
+                    nxt = self.router.failover_to(current)
+                    failed_over = nxt is not None
                 if nxt is not None:
                     current = nxt
                     continue

@@ -92,6 +92,8 @@ class Router(Protocol):
 
     def retry_to(self, forward: Forward) -> Forward | None: ...
 
+    def failover_to(self, forward: Forward) -> Forward | None: ...
+
 
 @dataclass(slots=True)
 class RequestRecord:
@@ -373,6 +375,7 @@ class HttpProxyConnection:
             self.router.requested(decision)
         current = decision
         replayed_stale = False
+        failed_over = False
 
         def next_attempt(status: int | None) -> Forward | None:
             """A retry for this outcome (None: connection failure), or None to give up."""
@@ -382,7 +385,6 @@ class HttpProxyConnection:
             nxt = self.router.retry_to(current)
             if nxt is None:
                 return None
-            self.router.finished(current, time.perf_counter(), False)
             retries_left -= 1
             self._retries += 1
             return nxt
@@ -393,10 +395,15 @@ class HttpProxyConnection:
                 upstream = await self.pool.acquire(current.key)
             except UpstreamConnectError:
                 nxt = next_attempt(None)
+                if nxt is None and not failed_over:
+                    # Nothing was sent: another endpoint is always safe (once, outside retry budgets).
+                    nxt = self.router.failover_to(current)
+                    failed_over = nxt is not None
                 if nxt is None:
                     raise
                 current = nxt
-                first_bytes = self._request_head_bytes(head, current) + body
+                head_bytes = self._request_head_bytes(head, current)
+                first_bytes = head_bytes + body
                 continue
             upstream.reader.expect(head.method)
             reused = upstream.uses > 1

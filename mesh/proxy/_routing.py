@@ -6,7 +6,8 @@ import functools
 import ipaddress
 import logging
 from dataclasses import replace
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
 
 import httptools
 
@@ -185,11 +186,35 @@ class OutboundRouter:
         )
 
     def retry_to(self, forward: Forward) -> Forward | None:
-        """Another attempt for ``forward``, on another endpoint when there is one, within the budget."""
+        """Another attempt for the failed ``forward``, on another endpoint when there is one, within the budget."""
         if forward.retry is None or not self.policy.budget(forward.peer_service, forward.retry).try_withdraw():
             return None
+        self._failed(forward)
+        healthy = self.policy.outliers.available(forward.candidates)
+        others = [e for e in healthy if e.address != forward.endpoint]
+        return self._attempt_on(forward, others or healthy or forward.candidates)
+
+    def failover_to(self, forward: Forward) -> Forward | None:
+        """After a failure to connect (nothing was sent), another endpoint, if the service has one.
+
+        Outside retry policies and budgets: the request never left, so sending it elsewhere is
+        always safe — a dead or foreign endpoint costs a caller one failed handshake, not an error.
+        """
         others = [e for e in self.policy.outliers.available(forward.candidates) if e.address != forward.endpoint]
-        endpoint = self._balancer.choose(others or self.policy.outliers.available(forward.candidates) or forward.candidates)
+        if not others:
+            return None
+        self._failed(forward)
+        return self._attempt_on(forward, others)
+
+    def _failed(self, forward: Forward) -> None:
+        """An attempt given up for another: a failure for outlier detection, and no latency sample
+        (its time says nothing of the endpoint's speed)."""
+        if forward.endpoint is not None:
+            self._balancer.abandon(forward.endpoint)
+            self._record_outcome(forward, success=False)
+
+    def _attempt_on(self, forward: Forward, endpoints: Sequence[Any]) -> Forward:
+        endpoint = self._balancer.choose(endpoints)
         self._balancer.start(endpoint.address)
         identity = endpoint.identity or f"spiffe://{self._trust_domain}/svc/{forward.peer_service}"
         key = UpstreamKey(endpoint.host, endpoint.port, forward.key.alpn, identity)
@@ -209,10 +234,12 @@ class OutboundRouter:
     def finished(self, forward: Forward, started: float, success: bool) -> None:
         if forward.endpoint is not None:
             self._balancer.finish(forward.endpoint, started, success)
-            if forward.candidates:
-                ejected = self.policy.outliers.record(forward.endpoint, success, forward.candidates)
-                if ejected:
-                    log.warning("ejected %s of %s after consecutive failures", forward.endpoint, forward.peer_service)
+            self._record_outcome(forward, success)
+
+    def _record_outcome(self, forward: Forward, success: bool) -> None:
+        if forward.endpoint is not None and forward.candidates:
+            if self.policy.outliers.record(forward.endpoint, success, forward.candidates):
+                log.warning("ejected %s of %s after consecutive failures", forward.endpoint, forward.peer_service)
 
 
 def _normalise_loopback(host_port: tuple[str, int]) -> tuple[str, int]:
@@ -279,6 +306,9 @@ class InboundRouter:
 
     def retry_to(self, forward: Forward) -> Forward | None:
         return None  # the caller's proxy retries; the callee's never multiplies them
+
+    def failover_to(self, forward: Forward) -> Forward | None:
+        return None  # one app behind an inbound proxy: nowhere else to go
 
 
 def tcp_key_for(service: str, endpoint: object, trust_domain: str) -> UpstreamKey:

@@ -304,6 +304,20 @@ def test_route_retries_over_http2(cluster: Cluster, greeter_server: tuple[Greete
         server.stop(0).wait(5)
 
 
+def test_a_dead_greeter_endpoint_costs_no_call(cluster: Cluster, greeter_server: tuple[Greeter, int]) -> None:
+    """HTTP/2 too: a connect failure sends the call to another endpoint (nothing was sent yet)."""
+    from tests.integration.conftest import free_port
+
+    greeter, port = greeter_server
+    cluster.init_ca()
+    greeter_proxy = cluster.proxy("greeter", port)
+    endpoints = cluster.write_endpoints([("greeter", free_port()), ("greeter", greeter_proxy.inbound)])
+    client = cluster.proxy("client", cluster.app("http", "client"), endpoints=endpoints, extra=["--upstream", "greeter=0"])
+    with grpc.insecure_channel(f"127.0.0.1:{client.upstreams['greeter']}", options=NO_PROXY) as channel:
+        hello = stubs(channel)["Hello"]
+        assert [hello(b"x", timeout=10) for _ in range(20)] == [b"hello x"] * 20
+
+
 # ------------------------------------------------------------ hostile raw h2 clients
 
 

@@ -317,6 +317,26 @@ def test_balances_across_endpoints_and_follows_file_changes(cluster: Cluster) ->
     assert seen == {"one", "two"}
 
 
+def test_an_endpoint_that_cannot_be_reached_costs_no_request(cluster: Cluster) -> None:
+    """A dead (or foreign) endpoint fails at connect, before anything is sent: the request goes to
+    another endpoint of the service instead of coming back as a 502, with no retry policy at all."""
+    from tests.integration.conftest import free_port
+
+    cluster.init_ca()
+    static = ["--no-zeroconf"]
+    web = cluster.proxy("web", cluster.app("http", "web"), extra=static)
+    dead = free_port()  # nothing listens there
+    endpoints = cluster.write_endpoints([("web", dead), ("web", web.inbound)])
+    client = cluster.proxy("client", 1, endpoints, extra=static)
+    with requests.Session() as session:
+        session.proxies = {"http": client.proxy_url}
+        statuses = [session.get("http://web/", timeout=10).status_code for _ in range(30)]
+    assert statuses == [200] * 30
+    text = metrics(client.admin_url)
+    assert sample(text, "response_total", direction="outbound", status_code="200") == 30
+    assert sample(text, "response_total", direction="outbound", classification="failure") == 0
+
+
 def test_sigterm_drains_in_flight_request(pair: Pair) -> None:
     results: list[requests.Response] = []
     worker = threading.Thread(
