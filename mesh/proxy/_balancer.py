@@ -44,6 +44,10 @@ class EndpointLoad:
         # With nothing observed the estimate decays toward zero (as in Finagle and tower), so an
         # endpoint that lost once is tried again; drifting back to a fixed default instead could
         # leave it costlier than a fast peer forever, and never picked while calls come one by one.
+        # Not while requests are in flight: silence from an endpoint that holds requests (hung,
+        # or serving long streams) is no good news.
+        if self.pending:
+            return self.ewma_ms
         return self.ewma_ms * math.exp(-max(now - self.stamp, 0.0) / DECAY_SECONDS)
 
     def observe(self, rtt_ms: float, now: float) -> None:

@@ -35,6 +35,7 @@ import h2.exceptions
 import h2.settings
 import trio
 from h2.errors import ErrorCodes
+from hpack import NeverIndexedHeaderTuple
 
 from mesh.proxy._http import Drain, Forward, Limits, Recorder, Reject, RequestRecord, Router
 from mesh.proxy._policy import TokenBucket, may_retry, retry_condition
@@ -93,6 +94,7 @@ _HTTP_TO_GRPC = {
 # For retry conditions only: gRPC statuses that mean the server side failed, as their HTTP twins.
 _GRPC_TO_HTTP = {GRPC_UNAVAILABLE: 503, GRPC_DEADLINE_EXCEEDED: 504, GRPC_INTERNAL: 500, 2: 500, 15: 500}
 
+_SECRET = frozenset({b"authorization", b"proxy-authorization"})
 _STRIP = HOP_BY_HOP | {b"host", b"http2-settings"}
 _GRPC_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 
@@ -124,8 +126,9 @@ def clean_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes
     for name, value in headers:
         if name == b"connection":
             named.update(t.strip().lower() for t in value.split(b","))
-    out = []
-    for name, value in headers:
+    out: list[tuple[bytes, bytes]] = []
+    for field in headers:
+        name, value = field
         if name.startswith(b":"):
             continue
         if name == b"te":
@@ -134,7 +137,12 @@ def clean_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes
             continue
         if name in _STRIP or name in named:
             continue
-        out.append((name, value))
+        if name in _SECRET or (name == b"cookie" and len(value) < 20):
+            # Never HPACK-indexed on a connection shared by many callers (RFC 7541 7.1.3), as h2
+            # would mark them if its outbound normalisation were on.
+            out.append(NeverIndexedHeaderTuple(name, value))
+        else:
+            out.append(field)  # keeps the sender's never-indexed marking
     return out
 
 
@@ -227,13 +235,24 @@ class _Endpoint:
         self._progress.set()
         self._progress = trio.Event()
 
-    async def flush(self) -> None:
+    def kick(self) -> None:
+        """Hand what h2 queued to the writer, without waiting: for the reading task, which must
+        go on reading (two proxies whose readers both waited for the other to read would deadlock)."""
         data = self.h2.data_to_send()
         if data:
             self._out += data
             self._wake.set()
+
+    async def flush(self) -> None:
+        """``kick``, then wait while too much is unsent: for tasks that produce data."""
+        self.kick()
         while len(self._out) > WRITE_HIGH_WATER and not self.broken:
             await self._drained.wait()
+
+    def reset_if_open(self, stream_id: int, code: int) -> None:
+        stream = self.h2.streams.get(stream_id)
+        if stream is not None and not stream.closed:
+            self.reset(stream_id, code)
 
     async def run_writer(self) -> None:
         while not self.broken:
@@ -427,7 +446,7 @@ class H2Upstream:
 
     async def _read_loop(self) -> None:
         ep = self.ep
-        await ep.flush()
+        ep.kick()
         while not ep.broken:
             if not self.streams:
                 with trio.move_on_after(UPSTREAM_IDLE) as idle:
@@ -436,7 +455,7 @@ class H2Upstream:
                     if not self.streams:
                         self.goaway = True
                         ep.h2.close_connection()
-                        await ep.flush()
+                        ep.kick()
                         break
                     continue
             else:
@@ -448,11 +467,11 @@ class H2Upstream:
                 events = ep.h2.receive_data(data)
             except h2.exceptions.ProtocolError as exc:
                 log.info("upstream %s broke HTTP/2: %s", self.key.address, exc)
-                await ep.flush()
+                ep.kick()
                 break
             for event in events:
                 self._dispatch(event)
-            await ep.flush()
+            ep.kick()
             if self.goaway and not self.streams:
                 break
 
@@ -512,22 +531,23 @@ class H2Pool:
             task_status.started()
             await trio.sleep_forever()
 
-    def _usable(self, key: UpstreamKey) -> H2Upstream | None:
+    def _usable(self, key: UpstreamKey, avoid: H2Upstream | None) -> H2Upstream | None:
         conns = self._conns.get(key)
         if conns:
             conns[:] = [c for c in conns if not c.closed]
             for conn in conns:
-                if conn.available():
+                if conn is not avoid and conn.available():
                     return conn
         return None
 
-    async def get(self, key: UpstreamKey) -> H2Upstream:
-        conn = self._usable(key)
+    async def get(self, key: UpstreamKey, avoid: H2Upstream | None = None) -> H2Upstream:
+        """A connection with room for a stream; never ``avoid`` (one that just refused a stream)."""
+        conn = self._usable(key, avoid)
         if conn is not None:
             return conn
         lock = self._locks.setdefault(key, trio.Lock())
         async with lock:
-            conn = self._usable(key)
+            conn = self._usable(key, avoid)
             if conn is not None:
                 return conn
             if self._nursery is None:
@@ -573,7 +593,7 @@ class _ClientStream:
         # What was forwarded of the request, for one replay after REFUSED_STREAM; None once too big.
         self.sent: list[tuple[Any, ...]] | None = []
         self.sent_bytes = 0
-        self.request_ended = False  # the whole request went upstream
+        self.request_ended = False  # the whole request (END_STREAM included) was handed to h2
 
     @property
     def replayable(self) -> bool:
@@ -581,8 +601,6 @@ class _ClientStream:
         return self.request_ended and self.sent is not None
 
     def remember(self, item: tuple[Any, ...]) -> None:
-        if item[0] in ("end", "trailers"):
-            self.request_ended = True
         if self.sent is None:
             return
         if item[0] == "data":
@@ -660,11 +678,11 @@ class H2ProxyConnection:
                     events = ep.h2.receive_data(data)
                 except h2.exceptions.ProtocolError as exc:
                     log.info("%s: HTTP/2 protocol error from client: %s", self.router.direction, exc)
-                    await ep.flush()
+                    ep.kick()
                     return
                 for event in events:
                     self._dispatch(event, nursery)
-                await ep.flush()
+                ep.kick()  # never waits: streams' senders take the back-pressure
                 if self._closing or ep.broken:
                     return
             if self.drain.draining and not self.streams:
@@ -731,6 +749,7 @@ class H2ProxyConnection:
                 st.scope.cancel()
             ep.notify()
         elif isinstance(event, h2.events.ConnectionTerminated):
+            self._spend_idle_frame("GOAWAY")  # a graceful GOAWAY keeps the connection: not for free
             ep.notify()
         elif isinstance(event, h2.events.WindowUpdated):
             ep.notify()
@@ -875,9 +894,9 @@ class H2ProxyConnection:
             await trio.sleep(decision.delay)
         current = decision
         retry = decision.retry
-        retries_left = retry.attempts if retry is not None else 0
-        if retry is not None:
-            self.router.requested(decision)
+        retries_left = retry.attempts if retry is not None and may_retry(head.method, 0, retry.retryable) else 0
+        if retries_left:
+            self.router.requested(decision)  # only requests that may be retried earn retry budget
 
         def next_attempt(status: int | None, nothing_sent: bool = False) -> Forward | None:
             """The route's retry for this outcome (None: no response), or None to give up."""
@@ -885,8 +904,6 @@ class H2ProxyConnection:
             if retries_left <= 0 or not retry_condition(status, retry.on):
                 return None
             if not nothing_sent and not (st.replayable and may_retry(head.method, st.sent_bytes, retry.retryable)):
-                return None
-            if nothing_sent and not may_retry(head.method, 0, retry.retryable):
                 return None
             nxt = self.router.retry_to(current)
             if nxt is None:
@@ -896,6 +913,7 @@ class H2ProxyConnection:
             return nxt
 
         refused = 0
+        refused_by: H2Upstream | None = None
         failed_over = False
         while True:
             if current.key.alpn == ALPN_HTTP1:
@@ -906,7 +924,7 @@ class H2ProxyConnection:
                 return  # reset by the client before it was sent: never reaches the upstream
             try:
                 with trio.CancelScope(deadline=deadline) as connect_scope:
-                    upstream = await self.pool.get(current.key)
+                    upstream = await self.pool.get(current.key, avoid=refused_by)
             except UpstreamConnectError as exc:
                 nxt = next_attempt(None, nothing_sent=True)
                 if nxt is None and not failed_over:
@@ -933,6 +951,7 @@ class H2ProxyConnection:
                 # REFUSED_STREAM (e.g. the upstream's GOAWAY crossed our new stream): never processed, so
                 # what was forwarded (kept while small) goes again on a fresh connection.
                 refused += 1
+                refused_by = upstream
                 log.debug("%s: %s refused a stream; sending it again", self.router.direction, current.key.address)
             else:
                 current = step  # the route's retry, on another endpoint when there is one
@@ -965,6 +984,7 @@ class H2ProxyConnection:
         again: Forward | None = None
         try:
             up_id, up_queue = upstream.open_stream(headers, end_stream=end_now)
+            st.request_ended = end_now
         except _GoingAway:
             if may_replay:
                 return decision
@@ -974,6 +994,8 @@ class H2ProxyConnection:
             await self._error(st, grpc, 502, "upstream-refused", f"cannot open a stream to {key.address}: {exc}", outcome)
             return None
         up = upstream.ep
+        outcome["status"] = 0  # nothing of an earlier attempt counts for this one
+        outcome["grpc_status"] = None
         response_started = False
         response_complete = False
         try:
@@ -997,7 +1019,12 @@ class H2ProxyConnection:
                     kind = item[0]
                     if kind == "headers":
                         resp = item[1]
-                        status = next((v for k, v in resp if k == b":status"), b"502")
+                        status = next((v for k, v in resp if k == b":status"), b"")
+                        if len(status) != 3 or not status.isdigit():  # h2 does not check it
+                            nursery.cancel_scope.cancel()
+                            await self._error(st, grpc, 502, "upstream-protocol", f"{key.address} sent :status {status!r}", outcome)
+                            response_complete = True
+                            return None
                         outcome["status"] = int(status)
                         gs = next((v for k, v in resp if k == b"grpc-status"), None)
                         if gs is not None and gs.isdigit():
@@ -1066,19 +1093,20 @@ class H2ProxyConnection:
                     item = await up_queue.get()
                 # The response is complete; the request side ends on its own or is cut.
                 nursery.cancel_scope.cancel()
-        except _StreamGone:
-            pass  # the client went away or reset: the finally resets upstream
+        except* _StreamGone:
+            pass  # the client went away or reset (raised in the nursery, so grouped): the finally resets upstream
         finally:
             with trio.CancelScope(shield=True):
                 if again is not None:
-                    up.reset(up_id, ErrorCodes.CANCEL)  # a no-op when the upstream ended it already
+                    up.reset_if_open(up_id, ErrorCodes.CANCEL)
                 elif not response_complete:
                     self.client.reset(st.id, ErrorCodes.CANCEL if st.reset_code is None else st.reset_code)
                     up.reset(up_id, ErrorCodes.CANCEL)
-                elif not st.request_ended:
-                    # Request still open after a complete response: stop it (RFC 9113 8.1).
-                    self.client.reset(st.id, ErrorCodes.NO_ERROR)
-                    up.reset(up_id, ErrorCodes.CANCEL)
+                else:
+                    # The response is complete: what is still open of the exchange (the client's
+                    # request, our request upstream) is stopped (RFC 9113 8.1).
+                    self.client.reset_if_open(st.id, ErrorCodes.NO_ERROR)
+                    up.reset_if_open(up_id, ErrorCodes.CANCEL)
                 upstream.forget(up_id)
                 await up.flush()
                 await self.client.flush()
@@ -1117,15 +1145,18 @@ class H2ProxyConnection:
                     if end or not st.queue.items:
                         await self.client.flush()
                     if end:
+                        st.request_ended = True
                         return
                 elif kind == "trailers":
                     st.remember(item)
                     up.send_headers(up_id, clean_headers(item[1]), end=True)
+                    st.request_ended = True
                     await up.flush()
                     return
                 elif kind == "end":
                     st.remember(item)
                     await up.send_data(up_id, b"", end=True)
+                    st.request_ended = True
                     return
             except (_StreamGone, h2.exceptions.ProtocolError):
                 return

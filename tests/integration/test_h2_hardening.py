@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
+from pathlib import Path
 
 import pytest
 
@@ -548,3 +550,60 @@ def test_mesh_tap_shows_the_grpc_status(cluster: Cluster, greeter_server: tuple[
         assert _directions(lines) == {"in", "out"}, lines
     finally:
         channel.close()
+
+
+@pytest.mark.timeout(90)
+def test_bulk_both_ways_on_one_connection_between_proxies(cluster: Cluster) -> None:
+    """Many streams uploading while their echo comes back: the two proxies' shared HTTP/2 connection is
+    full both ways. A reader that waited for its peer to read (while the peer's reader waited too)
+    deadlocked here until the write timeout broke the connection."""
+    from tests.integration.conftest import free_port
+
+    cluster.init_ca()
+    app_port = free_port()
+    echo = cluster.proxy("echo", app_port, extra=["--no-zeroconf"])
+    endpoints = cluster.write_endpoints([("echo", echo.inbound)])
+    client = cluster.proxy("client", 1, endpoints, extra=["--no-zeroconf"])
+    script = Path(__file__).with_name("h2_bulk_echo.py")
+    result = subprocess.run(
+        [sys.executable, str(script), str(client.outbound), str(app_port), "64", "4000000"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert "64/64 complete, 0 errors" in result.stdout, result.stdout + result.stderr
+    _no_internal_errors(client, echo)
+
+
+@pytest.mark.timeout(60)
+def test_cancelling_busy_streams_leaves_the_others_alone(cluster: Cluster) -> None:
+    """Cancels of streams that are receiving data end those streams only: a write to a cancelled
+    stream raised inside the stream's nursery, escaped as an exception group and took the whole
+    connection (every other caller on it) down."""
+    from tests.integration.conftest import free_port
+
+    cluster.init_ca()
+    client = cluster.proxy("client", 1, extra=["--no-zeroconf"])
+    script = Path(__file__).with_name("h2_cancel_firehose.py")
+    result = subprocess.run(
+        [sys.executable, str(script), str(client.outbound), str(free_port())], capture_output=True, text=True, timeout=30
+    )
+    assert "slow stream answered" in result.stdout, result.stdout + result.stderr
+    assert "EOF" not in result.stdout and "GOAWAY" not in result.stdout and "RST 1 " not in result.stdout
+    _no_internal_errors(client)
+
+
+@pytest.mark.timeout(60)
+def test_no_upstream_stream_is_left_half_open(cluster: Cluster) -> None:
+    """An app that answers before reading the whole request (and holds the stream's window): once the
+    response is complete the proxy resets the rest of the request upstream, so streams do not pile up
+    to the app's concurrency limit."""
+    from tests.integration.conftest import free_port
+
+    cluster.init_ca()
+    client = cluster.proxy("client", 1, extra=["--no-zeroconf"])
+    script = Path(__file__).with_name("h2_half_open.py")
+    result = subprocess.run(
+        [sys.executable, str(script), str(client.outbound), str(free_port()), "130"], capture_output=True, text=True, timeout=40
+    )
+    assert "130/130 answered; upstream connections: 1; streams still open on each (app side): [0]" in result.stdout, (
+        result.stdout + result.stderr
+    )

@@ -253,3 +253,17 @@ def test_seeded_choices_are_reproducible() -> None:
         runs.append([balancer.choose(endpoints).address for _ in range(100)])
     assert runs[0] == runs[1]
     assert len(set(runs[0])) == 6
+
+
+def test_an_endpoint_holding_requests_does_not_decay() -> None:
+    """A hung endpoint (requests in flight, nothing answered) must not become the favourite."""
+    clock = Clock()
+    balancer = Balancer(random.Random(5), clock)
+    hung, healthy = _eps(2)
+    _request(balancer, clock, hung, 0.005)
+    for _ in range(50):
+        balancer.start(hung.address)  # never finished
+    clock.advance(45)
+    _request(balancer, clock, healthy, 0.005)
+    assert balancer.load(hung.address).cost(clock()) > 50 * balancer.load(healthy.address).cost(clock())
+    assert all(balancer.choose([hung, healthy]) is healthy for _ in range(50))
