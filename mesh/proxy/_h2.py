@@ -213,17 +213,21 @@ class _GoingAway(Exception):
 class _Endpoint:
     """One HTTP/2 connection: h2's state machine over a stream, and its one writer task.
 
-    Streams queue frames with h2 and call ``flush``, which hands the bytes to the
-    writer (``run_writer``) and returns at once: the frames of every stream that
-    ran since the last write go out in one write (one TLS record, one syscall).
-    ``flush`` waits only while more than ``WRITE_HIGH_WATER`` bytes are unsent, so
-    a peer that stops reading holds back its senders, not the proxy's memory.
+    Streams queue frames with h2 and call ``flush``: when no write is in progress
+    the bytes go out at once (the next hop starts working sooner: with every write
+    deferred to a writer task, the two proxies ran in lock-step convoys, 30 %
+    slower at 64 streams in flight); while a write is in progress, the frames of
+    the other streams pile up and the writer task (``run_writer``) sends them in
+    one write. The reading task only ``kick``s (never writes, never waits).
+    ``flush`` waits while more than ``WRITE_HIGH_WATER`` bytes are unsent, so a
+    peer that stops reading holds back its senders, not the proxy's memory.
     """
 
     def __init__(self, stream: trio.abc.Stream, conn: h2.connection.H2Connection) -> None:
         self.stream = stream
         self.h2 = conn
         self._out = bytearray()
+        self._writing = False
         self._wake = trio.Event()
         self._drained = trio.Event()
         self._progress = trio.Event()
@@ -246,8 +250,22 @@ class _Endpoint:
     async def flush(self) -> None:
         """``kick``, then wait while too much is unsent: for tasks that produce data."""
         self.kick()
+        if self._out and not self._writing and not self.broken:
+            await self._write_out()
+            if self._out:
+                self._wake.set()
         while len(self._out) > WRITE_HIGH_WATER and not self.broken:
             await self._drained.wait()
+
+    async def _write_out(self) -> None:
+        self._writing = True
+        try:
+            data, self._out = self._out, bytearray()
+            await self._write(data)
+        finally:
+            self._writing = False
+        drained, self._drained = self._drained, trio.Event()
+        drained.set()
 
     def reset_if_open(self, stream_id: int, code: int) -> None:
         stream = self.h2.streams.get(stream_id)
@@ -256,14 +274,11 @@ class _Endpoint:
 
     async def run_writer(self) -> None:
         while not self.broken:
-            if not self._out:
+            if not self._out or self._writing:
                 self._wake = trio.Event()
                 await self._wake.wait()
                 continue
-            data, self._out = self._out, bytearray()
-            await self._write(data)
-            drained, self._drained = self._drained, trio.Event()
-            drained.set()
+            await self._write_out()
 
     async def drain(self) -> None:
         """Write whatever is still queued, now (the writer task has ended)."""
