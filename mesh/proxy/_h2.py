@@ -228,6 +228,7 @@ class _Endpoint:
         self.h2 = conn
         self._out = bytearray()
         self._writing = False
+        self.read_scope: trio.CancelScope | None = None  # the reading task's wait, for interrupt_read
         self._wake = trio.Event()
         self._drained = trio.Event()
         self._progress = trio.Event()
@@ -302,11 +303,17 @@ class _Endpoint:
             return
         self.sent += len(data)
 
+    def interrupt_read(self) -> None:
+        """Make the reading task look again (its streams or the connection changed)."""
+        if self.read_scope is not None:
+            self.read_scope.cancel()
+
     def mark_broken(self) -> None:
         self.broken = True
         self._out.clear()
         self._drained.set()
         self.notify()
+        self.interrupt_read()  # a connection whose writes failed is not read either
 
     async def send_data(self, stream_id: int, data: bytes, end: bool, flush: bool = True) -> None:
         """Flow-controlled: waits for window; raises _StreamGone when it never will come.
@@ -439,6 +446,7 @@ class H2Upstream:
             _ack_queue(self.ep, stream_id, queue)
         if not self.streams:
             self.idle_since = trio.current_time()
+            self.ep.interrupt_read()
 
     async def run(self) -> None:
         ep = self.ep
@@ -463,18 +471,23 @@ class H2Upstream:
         ep = self.ep
         ep.kick()
         while not ep.broken:
-            if not self.streams:
-                with trio.move_on_after(UPSTREAM_IDLE) as idle:
-                    data = await self._receive()
-                if idle.cancelled_caught:
-                    if not self.streams:
-                        self.goaway = True
-                        ep.h2.close_connection()
-                        ep.kick()
-                        break
-                    continue
-            else:
+            if self.goaway and not self.streams:
+                break  # the peer said GOAWAY and what it covered is done
+            idle = not self.streams
+            # Interrupted when the last stream goes, so an idle connection gets its timer.
+            with trio.CancelScope() as scope:
+                if idle:
+                    scope.deadline = trio.current_time() + UPSTREAM_IDLE
+                ep.read_scope = scope
                 data = await self._receive()
+            ep.read_scope = None
+            if scope.cancelled_caught:
+                if idle and not self.streams and not ep.broken:
+                    self.goaway = True
+                    ep.h2.close_connection()
+                    ep.kick()
+                    break
+                continue
             if not data:
                 break
             ep.received += len(data)
@@ -660,7 +673,6 @@ class H2ProxyConnection:
         burst, rate = reset_budget
         self._resets = TokenBucket(rate, int(burst))
         self._idle_frames = TokenBucket(IDLE_FRAME_RATE, IDLE_FRAME_BURST)
-        self._read_scope: trio.CancelScope | None = None
         self._closing = False
 
     async def serve(self) -> None:
@@ -703,16 +715,19 @@ class H2ProxyConnection:
             if self.drain.draining and not self.streams:
                 ep.h2.close_connection()
                 return
-            scope = self.drain.idle_scope(self.limits.idle_timeout) if not self.streams else trio.CancelScope()
-            self._read_scope = scope
+            idle = not self.streams
+            scope = self.drain.idle_scope(self.limits.idle_timeout) if idle else trio.CancelScope()
+            ep.read_scope = scope  # interrupted when the last stream ends: then the idle timer starts
             try:
                 with scope:
                     data = await self._receive()
             finally:
                 self.drain.done(scope)
-                self._read_scope = None
+                ep.read_scope = None
             if scope.cancelled_caught:
-                if not self.streams:
+                if ep.broken:
+                    return
+                if idle and not self.streams:  # idle timeout, or draining
                     ep.h2.close_connection()
                     return
                 data = b""
@@ -844,8 +859,8 @@ class H2ProxyConnection:
             )
             with trio.CancelScope(shield=True):
                 await self.client.flush()
-            if self.drain.draining and not self.streams and self._read_scope is not None:
-                self._read_scope.cancel()
+            if not self.streams:
+                self.client.interrupt_read()
 
     async def _error(
         self, st: _ClientStream, grpc: bool, status: int, reason: str, message: str, outcome: dict[str, Any]

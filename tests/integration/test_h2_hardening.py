@@ -607,3 +607,32 @@ def test_no_upstream_stream_is_left_half_open(cluster: Cluster) -> None:
     assert "130/130 answered; upstream connections: 1; streams still open on each (app side): [0]" in result.stdout, (
         result.stdout + result.stderr
     )
+
+
+@pytest.mark.timeout(60)
+def test_an_idle_http2_connection_is_closed_after_its_last_stream(cluster: Cluster) -> None:
+    """The idle timer starts when the last stream ends, not only when the reader began waiting with none."""
+    import h2.events
+
+    app = cluster.nginx(
+        "app-h2",
+        """
+    listen 127.0.0.1:{port} http2;
+    location / { return 200 "hello\\n"; }""",
+    )
+    cluster.init_ca()
+    client = cluster.proxy("client", 1, extra=["--no-zeroconf", "--idle-timeout", "1s"])
+    sock, conn = _h2_client(client.outbound)
+    conn.send_headers(
+        1,
+        [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", f"127.0.0.1:{app}".encode()), (b":path", b"/")],
+        end_stream=True,
+    )
+    sock.sendall(conn.data_to_send())
+    frames = _read_events(sock, conn, lambda ev: any(isinstance(e, h2.events.StreamEnded) for e in ev), timeout=5)
+    assert any(isinstance(e, h2.events.StreamEnded) for e in frames), frames
+    started = time.monotonic()
+    events = _read_events(sock, conn, lambda ev: any(isinstance(e, h2.events.ConnectionTerminated) for e in ev), timeout=8)
+    assert any(isinstance(e, h2.events.ConnectionTerminated) for e in events), "the idle connection was never closed"
+    assert time.monotonic() - started < 4
+    sock.close()
