@@ -11,12 +11,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,15 +183,18 @@ class Proxy:
                 task_status.started(self.bound)
                 for task in self.background:
                     system.start_soon(task)
-                log.info(
-                    "proxy %s ready: inbound %s, outbound %s, admin %s%s",
-                    s.service,
-                    _fmt(self.bound.inbound),
-                    _fmt(self.bound.outbound),
-                    _fmt(self.bound.admin),
-                    "".join(f", upstream {k} {_fmt(v)}" for k, v in self.bound.upstreams.items()),
-                )
-                await self._wait_for_stop()
+                # Signals are caught before "ready" is said: a SIGTERM sent on seeing it drains.
+                signals = trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) if self.handle_signals else None
+                with signals if signals is not None else contextlib.nullcontext() as received:
+                    log.info(
+                        "proxy %s ready: inbound %s, outbound %s, admin %s%s",
+                        s.service,
+                        _fmt(self.bound.inbound),
+                        _fmt(self.bound.outbound),
+                        _fmt(self.bound.admin),
+                        "".join(f", upstream {k} {_fmt(v)}" for k, v in self.bound.upstreams.items()),
+                    )
+                    await self._wait_for_stop(received)
                 # Withdraw first (peers stop picking us), then drain: stop accepting,
                 # let in-flight requests end, then cut the rest.
                 with trio.move_on_after(2):
@@ -210,18 +214,17 @@ class Proxy:
         """Begin a graceful shutdown (as SIGTERM does)."""
         self._stop.set()
 
-    async def _wait_for_stop(self) -> None:
+    async def _wait_for_stop(self, signals: AsyncIterator[int] | None) -> None:
         async with trio.open_nursery() as nursery:
 
-            async def on_signal() -> None:
-                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                    async for signum in signals:
-                        log.info("received %s", signal.Signals(signum).name)
-                        self._stop.set()
-                        return
+            async def on_signal(received: AsyncIterator[int]) -> None:
+                async for signum in received:
+                    log.info("received %s", signal.Signals(signum).name)
+                    self._stop.set()
+                    return
 
-            if self.handle_signals:
-                nursery.start_soon(on_signal)
+            if signals is not None:
+                nursery.start_soon(on_signal, signals)
             await self._stop.wait()
             nursery.cancel_scope.cancel()
 
