@@ -4,7 +4,9 @@ Heavy modules (trio, cryptography, rich, zeroconf) are imported inside the
 command functions, so `mesh --help` and `mesh version` start fast. The typer
 application itself lives in ``mesh.cli._app`` and is imported only when needed:
 a plain ``mesh proxy`` run is parsed by ``mesh.cli._proxy_fast`` and the
-sidecar never loads typer and pydantic (memory: docs/performance.md).
+sidecar never loads typer and pydantic (memory: docs/performance.md); `mesh inject`
+and `mesh gateway` re-exec themselves into a lean process (``mesh.cli._sidecar``)
+once typer has parsed their command line.
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ def _first_leaf(group: BaseExceptionGroup) -> BaseException:
 
 
 def _run(args: list[str]) -> None:
+    from mesh.cli import _sidecar
     from mesh.cli._proxy_fast import parse_proxy_argv
 
+    if _sidecar.take_over(args):  # re-exec'd by `mesh inject`/`mesh gateway`: the lean sidecar
+        return
     fast = parse_proxy_argv(args)
     if fast is not None:
         fast.run()  # the sidecar, without typer; exits as typer would
@@ -53,6 +58,10 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the `mesh` executable."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    if argv is None:  # this process is `mesh ...` itself: inject/gateway may re-exec it lean
+        from mesh.cli import _sidecar
+
+        _sidecar.enable(args)
     from mesh.errors import MeshError
 
     try:

@@ -28,37 +28,27 @@ def gateway(
     ] = None,
 ) -> None:
     """Accept plain HTTP at the edge and send it, over mTLS, to a mesh service: observed like every other hop."""
-    import trio
-
-    from mesh._logging import setup_logging
+    from mesh.cli._sidecar import hand_over
     from mesh.inject._reach import zeroconf_interfaces
-    from mesh.proxy._main import ProxyOptions, build_proxy, parse_listen_address, settings_from
 
     st = state(ctx)
-    service = name or "gateway"
-    setup_logging(f"gateway {service}", debug=st.debug)
-    options = ProxyOptions(
-        home=st.home,
-        service=service,
-        app="127.0.0.1:1",  # replaced below: a gateway has no app
-        admin=admin,
-        upstreams=[f"{to}=0"],
-        controller=controller,
-        token=token,
-        zeroconf=zeroconf,
-        interfaces=zeroconf_interfaces(lan, interface),
-        endpoints=endpoints,
+    # Parsed and validated: the gateway runs in a lean process without typer (mesh/cli/_sidecar.py).
+    hand_over(
+        "gateway",
+        st.home,
+        st.debug,
+        {
+            "to": to,
+            "listen": listen,
+            "name": name,
+            "admin": admin,
+            "controller": controller,
+            "token": token,
+            "zeroconf": zeroconf,
+            "interfaces": zeroconf_interfaces(lan, interface),
+            "endpoints": endpoints,
+        },
     )
-    base = settings_from(options)
-    from dataclasses import replace
-
-    settings = replace(base, app=None, upstreams={to: parse_listen_address(listen, "--listen", allow_any_port=True)})
-
-    async def main() -> None:
-        proxy = await build_proxy(options, settings)  # never advertised: app_ready stays unset
-        await proxy.run()
-
-    trio.run(main)
 
 
 def register(app: typer.Typer) -> None:

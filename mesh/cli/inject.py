@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -41,39 +40,36 @@ def inject(
     ] = None,
 ) -> None:
     """Start a sidecar, then the app with PORT, HTTP_PROXY and MESH_UPSTREAM_*_URL set; exit with the app's status."""
-    from mesh._logging import setup_logging
-    from mesh.inject import InjectOptions, default_service_name, run_inject_command
+    from mesh.cli._sidecar import hand_over
     from mesh.inject._reach import zeroconf_interfaces
 
     st = state(ctx)
-    service = name or default_service_name(command)
-    setup_logging(f"inject {service}", debug=st.debug)
-    status = run_inject_command(
-        InjectOptions(
-            home=st.home,
-            command=command,
-            name=service,
-            port=port,
-            upstreams=upstream or [],
-            labels=label or [],
-            health=health,
-            ready_timeout=ready_timeout,
-            proxy_args={
-                "controller": controller,
-                "token": token,
-                "cert_ttl": cert_ttl,
-                "inbound": inbound,
-                "admin": admin,
-                "zeroconf": zeroconf,
-                # As `mesh proxy`: one LAN interface is enough to serve other hosts, without --lan's all.
-                "interfaces": zeroconf_interfaces(lan, interface),
-                "advertise": advertise,
-                "endpoints": endpoints,
-            },
-        )
+    # Parsed and validated: the sidecar runs in a lean process without typer (mesh/cli/_sidecar.py).
+    status = hand_over(
+        "inject",
+        st.home,
+        st.debug,
+        {
+            "command": command,
+            "name": name,
+            "port": port,
+            "upstream": upstream,
+            "label": label,
+            "health": health,
+            "ready_timeout": ready_timeout,
+            "controller": controller,
+            "token": token,
+            "cert_ttl": cert_ttl,
+            "inbound": inbound,
+            "admin": admin,
+            "zeroconf": zeroconf,
+            # As `mesh proxy`: one LAN interface is enough to serve other hosts, without --lan's all.
+            "interfaces": zeroconf_interfaces(lan, interface),
+            "advertise": advertise,
+            "endpoints": endpoints,
+        },
     )
-    sys.stdout.flush()
-    raise typer.Exit(status)
+    raise typer.Exit(status or 0)
 
 
 def register(app: typer.Typer) -> None:
