@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -99,22 +99,27 @@ class ProxyArgs:
         home = MeshHome.resolve(self.home)
         if self.home is not None:
             os.environ["MESH_HOME"] = str(home.root)  # as the root callback: children inherit it
-        try:
-            start_proxy(home, self.debug, **self.values)
-        except EOFError:
-            sys.stderr.write("\nAborted!\n")
-            sys.exit(1)
-        except KeyboardInterrupt:
-            sys.exit(130)
-        except OSError as exc:
-            import errno
+        run_standalone(lambda: start_proxy(home, self.debug, **self.values))
 
-            if exc.errno != errno.EPIPE:
-                raise
-            sys.stdout = _PacifyFlush(sys.stdout)  # type: ignore[assignment]
-            sys.stderr = _PacifyFlush(sys.stderr)  # type: ignore[assignment]
-            sys.exit(1)
-        sys.exit(0)
+
+def run_standalone(run: Callable[[], int | None]) -> None:
+    """Run a command body and end as typer's standalone mode ends a command (for the lean paths)."""
+    try:
+        status = run()
+    except EOFError:
+        sys.stderr.write("\nAborted!\n")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except OSError as exc:
+        import errno
+
+        if exc.errno != errno.EPIPE:
+            raise
+        sys.stdout = _PacifyFlush(sys.stdout)  # type: ignore[assignment]
+        sys.stderr = _PacifyFlush(sys.stderr)  # type: ignore[assignment]
+        sys.exit(1)
+    sys.exit(status or 0)
 
 
 class _PacifyFlush:

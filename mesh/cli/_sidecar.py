@@ -205,27 +205,7 @@ def take_over(args: list[str]) -> bool:
             values[key] = tuple(values[key])
     home = MeshHome.resolve(payload["home"])
     body = BODIES[payload["kind"]]
-    _standalone(lambda: body(home, bool(payload["debug"]), **values))
-    return True  # not reached: _standalone exits
+    from mesh.cli._proxy_fast import run_standalone
 
-
-def _standalone(run: Callable[[], int | None]) -> None:
-    """End as typer's standalone mode ends a command (as mesh.cli._proxy_fast does for proxy)."""
-    from mesh.cli._proxy_fast import _PacifyFlush
-
-    try:
-        status = run()
-    except EOFError:
-        sys.stderr.write("\nAborted!\n")
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except OSError as exc:
-        import errno
-
-        if exc.errno != errno.EPIPE:
-            raise
-        sys.stdout = _PacifyFlush(sys.stdout)  # type: ignore[assignment]
-        sys.stderr = _PacifyFlush(sys.stderr)  # type: ignore[assignment]
-        sys.exit(1)
-    sys.exit(status or 0)
+    run_standalone(lambda: body(home, bool(payload["debug"]), **values))
+    return True  # not reached: run_standalone exits
