@@ -6,16 +6,15 @@ from typing import Annotated, Optional
 
 import typer
 
+from mesh.cli._options import Interfaces, Lan
 from mesh.cli._state import state
 
 
 def controller(
     ctx: typer.Context,
     listen: Annotated[str, typer.Option(help="HOST:PORT of the API (HTTP/2 over mTLS).")] = "127.0.0.1:4190",
-    lan: Annotated[bool, typer.Option("--lan", help="zeroconf on every interface (default: loopback only).")] = False,
-    interface: Annotated[
-        Optional[list[str]], typer.Option("--interface", help="zeroconf on this interface address (repeatable).")
-    ] = None,
+    lan: Lan = False,
+    interface: Interfaces = None,
     zeroconf: Annotated[bool, typer.Option("--zeroconf/--no-zeroconf", help="Advertise and browse with mDNS.")] = True,
     advertise: Annotated[
         Optional[str], typer.Option(help="Address other hosts dial (default: the --listen address).")

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from mesh.cli._options import Interfaces, Lan
 from mesh.cli._state import state
 
 
@@ -19,10 +20,8 @@ def gateway(
     controller: Annotated[Optional[str], typer.Option(help="Controller HOST:PORT (default: MESH_HOME/controller.json).")] = None,
     token: Annotated[Optional[str], typer.Option(help="Join token for the first certificate.")] = None,
     zeroconf: Annotated[bool, typer.Option("--zeroconf/--no-zeroconf", help="Discover with mDNS.")] = True,
-    lan: Annotated[bool, typer.Option("--lan", help="zeroconf on every interface (default: loopback only).")] = False,
-    interface: Annotated[
-        Optional[list[str]], typer.Option("--interface", help="zeroconf on this interface address (repeatable).")
-    ] = None,
+    lan: Lan = False,
+    interface: Interfaces = None,
     endpoints: Annotated[
         Optional[Path], typer.Option(help="Static endpoints file (docs/discovery.md), re-read when it changes.")
     ] = None,

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from mesh.cli._options import Advertise, Interfaces, Lan
 from mesh.cli._state import state
 
 
@@ -28,13 +29,9 @@ def inject(
     inbound: Annotated[str, typer.Option(help="Inbound mTLS listener of the sidecar, HOST:PORT.")] = "127.0.0.1:0",
     admin: Annotated[str, typer.Option(help="Admin server of the sidecar, HOST:PORT.")] = "127.0.0.1:0",
     zeroconf: Annotated[bool, typer.Option("--zeroconf/--no-zeroconf", help="Advertise and discover with mDNS.")] = True,
-    lan: Annotated[bool, typer.Option("--lan", help="zeroconf on every interface (default: loopback only).")] = False,
-    interface: Annotated[
-        Optional[list[str]], typer.Option("--interface", help="zeroconf on this interface address (repeatable).")
-    ] = None,
-    advertise: Annotated[
-        Optional[str], typer.Option(help="Host that peers dial for the inbound listener (default: its bind address).")
-    ] = None,
+    lan: Lan = False,
+    interface: Interfaces = None,
+    advertise: Advertise = None,
     endpoints: Annotated[
         Optional[Path], typer.Option(help="Static endpoints file (docs/discovery.md), re-read when it changes.")
     ] = None,

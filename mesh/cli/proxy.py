@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from mesh.cli._options import Advertise, Interfaces, Lan
 from mesh.cli._state import state
 
 
@@ -41,13 +42,9 @@ def proxy(
     ] = None,
     cert_ttl: Annotated[Optional[str], typer.Option(help="Lifetime of the certificates to ask for (default 24h).")] = None,
     zeroconf: Annotated[bool, typer.Option("--zeroconf/--no-zeroconf", help="Advertise and discover with mDNS.")] = True,
-    lan: Annotated[bool, typer.Option("--lan", help="zeroconf on every interface (default: loopback only).")] = False,
-    interface: Annotated[
-        Optional[list[str]], typer.Option("--interface", help="zeroconf on this interface address (repeatable).")
-    ] = None,
-    advertise: Annotated[
-        Optional[str], typer.Option(help="Host that peers dial for the inbound listener (default: its bind address).")
-    ] = None,
+    lan: Lan = False,
+    interface: Interfaces = None,
+    advertise: Advertise = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the sidecar proxy: inbound mTLS → app, app → outbound mTLS to peers."""
