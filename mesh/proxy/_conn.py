@@ -19,6 +19,14 @@ RECEIVE_SIZE = 64 * 1024
 R = TypeVar("R", RequestReader, ResponseReader)
 
 
+async def receive_or_eof(stream: trio.abc.Stream) -> bytes:
+    """The next bytes; b"" when the peer closed, reset, or broke TLS (all end the connection alike)."""
+    try:
+        return await stream.receive_some(RECEIVE_SIZE)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+        return b""
+
+
 class PeerClosed(Exception):
     """The other side closed (or reset) the connection."""
 
@@ -48,10 +56,7 @@ class HttpConnection(Generic[R]):
                 return events
 
     async def receive_bytes(self) -> bytes:
-        try:
-            data = await self.stream.receive_some(RECEIVE_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
-            return b""
+        data = await receive_or_eof(self.stream)
         self.received += len(data)
         return data
 

@@ -37,6 +37,7 @@ import trio
 from h2.errors import ErrorCodes
 from hpack import NeverIndexedHeaderTuple
 
+from mesh.proxy._conn import receive_or_eof
 from mesh.proxy._http import Drain, Forward, Limits, Recorder, Reject, RequestRecord, Router
 from mesh.proxy._policy import TokenBucket, may_retry, retry_condition
 from mesh.proxy._pool import ALPN_H2, ALPN_HTTP1, ContextProvider, UpstreamConnectError, UpstreamKey, open_upstream
@@ -63,7 +64,6 @@ IDLE_FRAME_RATE = 100.0  # per second
 WRITE_TIMEOUT = 10.0
 WRITE_HIGH_WATER = 256 * 1024  # unsent bytes per connection before senders wait
 LINGER = 1.0  # seconds a connection ended for abuse reads off input before it is closed
-RECEIVE_SIZE = 64 * 1024
 UPSTREAM_IDLE = 60.0
 REPLAY_LIMIT = 64 * 1024  # request bytes kept for a replay after REFUSED_STREAM
 # A refused stream was never processed, so sending it again is safe; an upstream that says GOAWAY
@@ -303,6 +303,12 @@ class _Endpoint:
             return
         self.sent += len(data)
 
+    async def receive(self) -> bytes:
+        """The next bytes from the peer, counted; b"" once the connection is gone."""
+        data = await receive_or_eof(self.stream)
+        self.received += len(data)
+        return data
+
     def interrupt_read(self) -> None:
         """Make the reading task look again (its streams or the connection changed)."""
         if self.read_scope is not None:
@@ -392,7 +398,7 @@ async def _linger(stream: trio.abc.Stream) -> None:
     with trio.CancelScope(shield=True), trio.move_on_after(LINGER):
         try:
             await stream.send_eof()
-            while await stream.receive_some(RECEIVE_SIZE):
+            while await receive_or_eof(stream):
                 pass
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError):
             pass
@@ -479,7 +485,7 @@ class H2Upstream:
                 if idle:
                     scope.deadline = trio.current_time() + UPSTREAM_IDLE
                 ep.read_scope = scope
-                data = await self._receive()
+                data = await ep.receive()
             ep.read_scope = None
             if scope.cancelled_caught:
                 if idle and not self.streams and not ep.broken:
@@ -490,7 +496,6 @@ class H2Upstream:
                 continue
             if not data:
                 break
-            ep.received += len(data)
             try:
                 events = ep.h2.receive_data(data)
             except h2.exceptions.ProtocolError as exc:
@@ -502,12 +507,6 @@ class H2Upstream:
             ep.kick()
             if self.goaway and not self.streams:
                 break
-
-    async def _receive(self) -> bytes:
-        try:
-            return await self.ep.stream.receive_some(RECEIVE_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
-            return b""
 
     def _dispatch(self, event: h2.events.Event) -> None:
         ep = self.ep
@@ -720,7 +719,7 @@ class H2ProxyConnection:
             ep.read_scope = scope  # interrupted when the last stream ends: then the idle timer starts
             try:
                 with scope:
-                    data = await self._receive()
+                    data = await ep.receive()
             finally:
                 self.drain.done(scope)
                 ep.read_scope = None
@@ -734,13 +733,6 @@ class H2ProxyConnection:
                 continue
             if not data:
                 return
-            ep.received += len(data)
-
-    async def _receive(self) -> bytes:
-        try:
-            return await self.client.stream.receive_some(RECEIVE_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
-            return b""
 
     def _dispatch(self, event: h2.events.Event, nursery: trio.Nursery) -> None:
         ep = self.client
