@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mesh.controller._daemon import alive
 from tests.integration.conftest import Cluster, Process
 
 NS_PREFIX = "meshtest"
@@ -64,16 +65,6 @@ def unavailable() -> str | None:
     return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _our_namespaces() -> list[str]:
     listing = ip("-json", "netns", "list", check=False)
     if listing.returncode != 0 or not listing.stdout.strip():
@@ -85,7 +76,7 @@ def _remove_stale_namespaces() -> None:
     """Names left by a test process that was killed before its teardown (old, owner gone)."""
     for name in _our_namespaces():
         parts = name.split("-")
-        if len(parts) < 3 or not parts[1].isdigit() or _alive(int(parts[1])):
+        if len(parts) < 3 or not parts[1].isdigit() or alive(int(parts[1])):
             continue
         try:
             age = time.time() - (Path("/run/netns") / name).stat().st_mtime
