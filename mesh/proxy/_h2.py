@@ -428,7 +428,6 @@ class H2Upstream:
         self.goaway = False
         self.last_stream_id: int | None = None  # from the peer's GOAWAY: higher streams were never processed
         self.closed = False
-        self.idle_since = trio.current_time()
 
     def available(self) -> bool:
         if self.closed or self.goaway or self.ep.broken:
@@ -451,8 +450,7 @@ class H2Upstream:
         if queue is not None:
             _ack_queue(self.ep, stream_id, queue)
         if not self.streams:
-            self.idle_since = trio.current_time()
-            self.ep.interrupt_read()
+            self.ep.interrupt_read()  # the reader arms the idle timer
 
     async def run(self) -> None:
         ep = self.ep
