@@ -42,3 +42,14 @@ class DiscoveryError(MeshError):
 
 class ControllerError(MeshError):
     """The control plane or the CLI's access to it."""
+
+
+def first_leaf(error: BaseException, prefer: tuple[type[BaseException], ...] = (Exception,)) -> BaseException:
+    """The error inside trio's exception groups: the first leaf of a ``prefer`` type, else the
+    first leaf. Handlers catch what they expect from the leaf, not from the group around it."""
+    if not isinstance(error, BaseExceptionGroup):
+        return error
+    matched = error.subgroup(lambda e: isinstance(e, prefer)) or error
+    while isinstance(matched, BaseExceptionGroup):
+        matched = matched.exceptions[0]
+    return matched

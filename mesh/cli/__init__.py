@@ -31,12 +31,10 @@ def __getattr__(name: str) -> Any:
 
 def _first_leaf(group: BaseExceptionGroup) -> BaseException:
     """The first MeshError (or KeyboardInterrupt) in a tree of exception groups, else the group."""
-    from mesh.errors import MeshError
+    from mesh.errors import MeshError, first_leaf
 
-    matched = group.subgroup(lambda e: isinstance(e, (MeshError, KeyboardInterrupt)))
-    while isinstance(matched, BaseExceptionGroup):
-        matched = matched.exceptions[0]
-    return matched if matched is not None else group
+    leaf = first_leaf(group, (MeshError, KeyboardInterrupt))
+    return leaf if isinstance(leaf, (MeshError, KeyboardInterrupt)) else group
 
 
 def _run(args: list[str]) -> None:

@@ -13,3 +13,10 @@ Interfaces = Annotated[
 Advertise = Annotated[
     Optional[str], typer.Option(help="Host that peers dial for the inbound listener (default: its bind address).")
 ]
+AppProtocol = Annotated[
+    str,
+    typer.Option(
+        "--protocol",
+        help="What the app speaks: auto (detect), http, http2, grpc or tcp. Declared HTTP is never relayed as raw bytes.",
+    ),
+]

@@ -46,6 +46,7 @@ OPTIONS: dict[str, tuple[str, Kind]] = {
     "--request-timeout": ("request_timeout", "str"),
     "--idle-timeout": ("idle_timeout", "str"),
     "--head-timeout": ("head_timeout", "str"),
+    "--body-timeout": ("body_timeout", "str"),
     "--drain-timeout": ("drain_timeout", "str"),
     "--controller": ("controller", "str"),
     "--token": ("token", "str"),
@@ -55,6 +56,7 @@ OPTIONS: dict[str, tuple[str, Kind]] = {
     "--lan": ("lan", "on"),
     "--interface": ("interface", "multi"),
     "--advertise": ("advertise", "str"),
+    "--protocol": ("protocol", "str"),
     "--log-level": ("log_level", "str"),
 }
 
@@ -72,6 +74,7 @@ DEFAULTS: dict[str, Any] = {
     "request_timeout": "10s",
     "idle_timeout": "5m",
     "head_timeout": "10s",
+    "body_timeout": "30s",
     "drain_timeout": "10s",
     "controller": None,
     "token": None,
@@ -80,6 +83,7 @@ DEFAULTS: dict[str, Any] = {
     "lan": False,
     "interface": None,
     "advertise": None,
+    "protocol": "auto",
     "log_level": "info",
 }
 
@@ -225,6 +229,7 @@ def start_proxy(
     request_timeout: str,
     idle_timeout: str,
     head_timeout: str,
+    body_timeout: str,
     drain_timeout: str,
     controller: str | None,
     token: str | None,
@@ -233,6 +238,7 @@ def start_proxy(
     lan: bool,
     interface: list[str] | None,
     advertise: str | None,
+    protocol: str,
     log_level: str,
 ) -> None:
     """Run the sidecar in the foreground: the body of `mesh proxy`, whichever parser ran."""
@@ -257,6 +263,7 @@ def start_proxy(
             request_timeout=request_timeout,
             idle_timeout=idle_timeout,
             head_timeout=head_timeout,
+            body_timeout=body_timeout,
             drain_timeout=drain_timeout,
             controller=controller,
             token=token,
@@ -264,5 +271,6 @@ def start_proxy(
             zeroconf=zeroconf,
             interfaces=("all",) if lan else tuple(interface or ("127.0.0.1",)),
             advertise=advertise,
+            protocol=protocol,
         )
     )

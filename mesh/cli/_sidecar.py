@@ -68,6 +68,7 @@ def start_inject(
     zeroconf: bool,
     interfaces: tuple[str, ...],
     advertise: str | None,
+    protocol: str,
     endpoints: Path | None,
 ) -> int:
     """The body of `mesh inject`, whichever process runs it: the app's exit status."""
@@ -95,6 +96,7 @@ def start_inject(
                 "zeroconf": zeroconf,
                 "interfaces": interfaces,
                 "advertise": advertise,
+                "protocol": protocol,
                 "endpoints": endpoints,
             },
         )
@@ -116,6 +118,7 @@ def start_gateway(
     zeroconf: bool,
     interfaces: tuple[str, ...],
     endpoints: Path | None,
+    protocol: str = "http",
 ) -> None:
     """The body of `mesh gateway`, whichever process runs it."""
     from dataclasses import replace
@@ -138,6 +141,7 @@ def start_gateway(
         zeroconf=zeroconf,
         interfaces=interfaces,
         endpoints=endpoints,
+        protocol=protocol,
     )
     base = _main.settings_from(options)
     listener = _main.parse_listen_address(listen, "--listen", allow_any_port=True)

@@ -9,6 +9,9 @@ import typer
 
 from mesh.cli._options import Interfaces, Lan
 from mesh.cli._state import state
+from mesh.errors import MeshError
+
+GATEWAY_PROTOCOLS = ("http", "http2", "grpc")
 
 
 def gateway(
@@ -25,12 +28,25 @@ def gateway(
     endpoints: Annotated[
         Optional[Path], typer.Option(help="Static endpoints file (docs/discovery.md), re-read when it changes.")
     ] = None,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            "--protocol",
+            help="What outside clients speak: http (HTTP/1.1, or HTTP/2 with prior knowledge), http2 or grpc. "
+            "The gateway is HTTP only: never a raw TCP relay.",
+        ),
+    ] = "http",
 ) -> None:
     """Accept plain HTTP at the edge and send it, over mTLS, to a mesh service: observed like every other hop."""
     from mesh.cli._sidecar import hand_over
     from mesh.inject._reach import zeroconf_interfaces
 
     st = state(ctx)
+    if protocol not in GATEWAY_PROTOCOLS:
+        raise MeshError(
+            f"--protocol: a gateway speaks HTTP only, not {protocol!r}",
+            hint=f"one of {', '.join(GATEWAY_PROTOCOLS)}; to carry raw TCP, use `mesh inject --upstream SVC=PORT`",
+        )
     # Parsed and validated: the gateway runs in a lean process without typer (mesh/cli/_sidecar.py).
     hand_over(
         "gateway",
@@ -46,6 +62,7 @@ def gateway(
             "zeroconf": zeroconf,
             "interfaces": zeroconf_interfaces(lan, interface),
             "endpoints": endpoints,
+            "protocol": protocol,
         },
     )
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from mesh.cli._options import Advertise, Interfaces, Lan
+from mesh.cli._options import Advertise, AppProtocol, Interfaces, Lan
 from mesh.cli._state import state
 
 
@@ -32,6 +32,7 @@ def inject(
     lan: Lan = False,
     interface: Interfaces = None,
     advertise: Advertise = None,
+    protocol: AppProtocol = "auto",
     endpoints: Annotated[
         Optional[Path], typer.Option(help="Static endpoints file (docs/discovery.md), re-read when it changes.")
     ] = None,
@@ -63,6 +64,7 @@ def inject(
             # As `mesh proxy`: one LAN interface is enough to serve other hosts, without --lan's all.
             "interfaces": zeroconf_interfaces(lan, interface),
             "advertise": advertise,
+            "protocol": protocol,
             "endpoints": endpoints,
         },
     )

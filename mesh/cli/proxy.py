@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from mesh.cli._options import Advertise, Interfaces, Lan
+from mesh.cli._options import Advertise, AppProtocol, Interfaces, Lan
 from mesh.cli._state import state
 
 
@@ -32,7 +32,10 @@ def proxy(
     bundle: Annotated[Optional[Path], typer.Option(help="Trust bundle (PEM) for --cert.")] = None,
     request_timeout: Annotated[str, typer.Option(help="Time to wait for a response head (504 after).")] = "10s",
     idle_timeout: Annotated[str, typer.Option(help="Close client connections idle this long.")] = "5m",
-    head_timeout: Annotated[str, typer.Option(help="A request head must arrive within this (408 after).")] = "10s",
+    head_timeout: Annotated[str, typer.Option(help="A whole request head must arrive within this (408 after).")] = "10s",
+    body_timeout: Annotated[
+        str, typer.Option(help="A request body that stalls this long is cut (408, or 504 when the app stops reading).")
+    ] = "30s",
     drain_timeout: Annotated[str, typer.Option(help="On SIGTERM, let in-flight requests finish for this long.")] = "10s",
     controller: Annotated[
         Optional[str], typer.Option(help="Controller HOST:PORT (default: from MESH_HOME/controller.json).")
@@ -45,6 +48,7 @@ def proxy(
     lan: Lan = False,
     interface: Interfaces = None,
     advertise: Advertise = None,
+    protocol: AppProtocol = "auto",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the sidecar proxy: inbound mTLS → app, app → outbound mTLS to peers."""
@@ -70,6 +74,7 @@ def proxy(
         request_timeout=request_timeout,
         idle_timeout=idle_timeout,
         head_timeout=head_timeout,
+        body_timeout=body_timeout,
         drain_timeout=drain_timeout,
         controller=controller,
         token=token,
@@ -78,6 +83,7 @@ def proxy(
         lan=lan,
         interface=interface,
         advertise=advertise,
+        protocol=protocol,
         log_level=log_level,
     )
 

@@ -34,6 +34,9 @@ from mesh.config._model import (
     SplitTarget,
 )
 from mesh.config._names import (
+    APP_PROTOCOLS,
+    DEFAULT_PROTOCOL,
+    HTTP_PROTOCOLS,
     SERVICE_NAME_RULE,
     TRUST_DOMAIN_RULE,
     is_valid_service_name,
@@ -44,6 +47,9 @@ from mesh.config._names import (
 from mesh.config._validate import parse_config
 
 __all__ = [
+    "APP_PROTOCOLS",
+    "DEFAULT_PROTOCOL",
+    "HTTP_PROTOCOLS",
     "DEFAULT_RETRY_ON",
     "DEFAULT_TIMEOUT",
     "DEFAULT_TRUST_DOMAIN",

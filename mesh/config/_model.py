@@ -116,6 +116,7 @@ class ServiceConfig(_ToDict):
     port: int | None = None
     replicas: int = 1
     env: FrozenMap[str, str] = field(default_factory=FrozenMap)
+    protocol: str = "auto"  # one of APP_PROTOCOLS
 
     def __post_init__(self) -> None:
         _set(self, "command", tuple(self.command))

@@ -14,6 +14,12 @@ LABEL_RULE = (
 )
 ENV_NAME_RULE = "letters, digits and '_', not starting with a digit"
 
+# What a service speaks (`[[service]] protocol`, `--protocol`, discovery records). Declared HTTP
+# is never relayed as opaque bytes; "auto" detects, and only "tcp" and "auto" may become opaque.
+APP_PROTOCOLS = ("auto", "http", "http2", "grpc", "tcp")
+HTTP_PROTOCOLS = frozenset({"http", "http2", "grpc"})
+DEFAULT_PROTOCOL = "auto"
+
 # A DNS label: the name also appears in SPIFFE ids, zeroconf records and `Host:` headers.
 _SERVICE_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 # SPIFFE: https://github.com/spiffe/spiffe/blob/main/standards/SPIFFE-ID.md

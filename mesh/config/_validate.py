@@ -34,6 +34,7 @@ from mesh.config._model import (
     SplitTarget,
 )
 from mesh.config._names import (
+    APP_PROTOCOLS,
     ENV_NAME_RULE,
     LABEL_RULE,
     SERVICE_NAME_RULE,
@@ -543,6 +544,7 @@ _SERVICE = _table(
         "port": _Key(_integer(1, 65535)),
         "replicas": _Key(_integer(1)),
         "env": _Key(_ENV),
+        "protocol": _Key(_one_of(*APP_PROTOCOLS)),
     },
 )
 

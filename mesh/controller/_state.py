@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mesh.config import MeshConfig, parse_config
+from mesh.config import DEFAULT_PROTOCOL, MeshConfig, parse_config
 from mesh.discovery import Endpoint
 
 # Registrations (hosts without multicast) live this long without a heartbeat.
@@ -214,6 +214,7 @@ def endpoint_to_dict(endpoint: Endpoint) -> dict[str, Any]:
         "identity": endpoint.identity,
         "labels": dict(endpoint.labels),
         "admin_port": endpoint.admin_port,
+        "protocol": endpoint.protocol,
     }
 
 
@@ -229,6 +230,7 @@ def endpoint_from_dict(data: dict[str, Any]) -> Endpoint:
         identity=data.get("identity"),
         labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
         admin_port=data.get("admin_port"),
+        protocol=str(data.get("protocol") or DEFAULT_PROTOCOL),
     )
 
 

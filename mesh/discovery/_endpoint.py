@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from mesh.config import APP_PROTOCOLS, DEFAULT_PROTOCOL
 from mesh.errors import DiscoveryError
 
 # A DNS label (RFC 1123), lowercase: a service name is also a host name (`reviews.mesh`).
@@ -41,6 +42,7 @@ class Endpoint:
     identity: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
     admin_port: int | None = None
+    protocol: str = DEFAULT_PROTOCOL  # what the service speaks (mesh.config.APP_PROTOCOLS)
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -48,6 +50,8 @@ class Endpoint:
         _check_port("port", self.port)
         if self.admin_port is not None:
             _check_port("admin_port", self.admin_port)
+        if self.protocol not in APP_PROTOCOLS:
+            raise ValueError(f"endpoint protocol must be one of {', '.join(APP_PROTOCOLS)}, got {self.protocol!r}")
         labels: Mapping[str, str] | Iterable[tuple[str, str]] = self.labels
         object.__setattr__(self, "labels", tuple(sorted(dict(labels).items())))
 

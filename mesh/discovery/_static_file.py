@@ -8,6 +8,7 @@
     labels = { version = "v1" }                 # optional
     identity = "spiffe://mesh.local/svc/web"    # optional
     admin_port = 4191                           # optional
+    protocol = "http"                           # optional: auto, http, http2, grpc or tcp
 
 Every problem of a file is reported at once, one line each:
 ``FILE: endpoint[2].address: expected host:port, found "::1:8443" (why)``.
@@ -34,11 +35,12 @@ from mesh.discovery._endpoint import (
     is_valid_service_name,
     split_address,
 )
+from mesh.config import APP_PROTOCOLS, DEFAULT_PROTOCOL
 from mesh.errors import DiscoveryError
 
 FORMAT_HINT = "the endpoints file format is described in docs/discovery.md"
 
-_ENDPOINT_KEYS = ("address", "admin_port", "identity", "labels", "service")
+_ENDPOINT_KEYS = ("address", "admin_port", "identity", "labels", "protocol", "service")
 # SPIFFE ids: spiffe://<trust domain>/<path>, path segments of letters, digits, '.', '-', '_'.
 _SPIFFE_ID = re.compile(r"spiffe://[a-z0-9._-]+(/[A-Za-z0-9._-]+)+")
 # Label keys and values follow the Kubernetes rules, so that a label survives a trip
@@ -163,6 +165,10 @@ def parse_endpoints_text(text: str, source: str = "<endpoints>") -> dict[str, tu
         ):
             problem(f"{where}.admin_port", "a port number from 1 to 65535", _describe(admin_port))
 
+        protocol = entry.get("protocol", DEFAULT_PROTOCOL)
+        if protocol not in APP_PROTOCOLS:
+            problem(f"{where}.protocol", f"one of {', '.join(APP_PROTOCOLS)}", _describe(protocol))
+
         if len(problems) > before:
             continue
         identity_key = (service, _canonical_host(host), port)
@@ -175,7 +181,7 @@ def parse_endpoints_text(text: str, source: str = "<endpoints>") -> dict[str, tu
             )
             continue
         first_seen[identity_key] = index
-        endpoints.append(Endpoint(service, host, port, identity, labels, admin_port))
+        endpoints.append(Endpoint(service, host, port, identity, labels, admin_port, protocol))
 
     if problems:
         raise DiscoveryError("\n".join(problems), hint=FORMAT_HINT)

@@ -4,7 +4,8 @@ Records (docs/discovery.md, "zeroconf"):
 
 - a proxy: ``_mesh._tcp.local.``, instance ``<service>-<12 hex>``, SRV port = its
   inbound port, A = its inbound address, TXT ``svc``, ``id``, ``labels``
-  (``k=v,k2=v2``), ``admin`` (port, optional), ``v`` (mesh version);
+  (``k=v,k2=v2``), ``admin`` (port, optional), ``proto`` (the declared protocol,
+  absent for ``auto``), ``v`` (mesh version);
 - the controller: ``_mesh-ctl._tcp.local.``, TXT ``id``, ``v``, ``api`` (port).
 
 Liveness: every record has a TTL of ``RECORD_TTL`` (10) seconds and the
@@ -59,6 +60,7 @@ from zeroconf import (
 )
 
 from mesh import __version__
+from mesh.config import APP_PROTOCOLS, DEFAULT_PROTOCOL
 from mesh.discovery._endpoint import SERVICE_NAME_RULE, Endpoint, is_valid_service_name
 from mesh.discovery._registry import MemoryRegistry
 from mesh.discovery._static_file import _LABEL_KEY, _LABEL_VALUE, _SPIFFE_ID
@@ -112,8 +114,11 @@ class MeshServiceRecord:
     admin_port: int | None = None
     version: str = __version__
     instance: str | None = None
+    protocol: str = DEFAULT_PROTOCOL
 
     def __post_init__(self) -> None:
+        if self.protocol not in APP_PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(APP_PROTOCOLS)}, got {self.protocol!r}")
         if not isinstance(self.service, str) or not is_valid_service_name(self.service):
             raise ValueError(f"service must be {SERVICE_NAME_RULE}, got {self.service!r}")
         _check_identity(self.identity)
@@ -135,7 +140,7 @@ class MeshServiceRecord:
 
     def endpoint(self) -> Endpoint:
         return Endpoint(
-            self.service, self.host, self.port, self.identity, self.labels, self.admin_port
+            self.service, self.host, self.port, self.identity, self.labels, self.admin_port, self.protocol
         )
 
 
@@ -220,6 +225,8 @@ def _service_txt(record: MeshServiceRecord) -> dict[str, str]:
     }
     if record.admin_port is not None:
         txt["admin"] = str(record.admin_port)
+    if record.protocol != DEFAULT_PROTOCOL:  # records of older proxies have none: auto
+        txt["proto"] = record.protocol
     txt["v"] = record.version
     return txt
 
@@ -312,6 +319,9 @@ def parse_service_record(
         labels = _parse_labels(txt.get("labels", ""))
         admin = txt.get("admin")
         admin_port = _parse_port(admin, "admin") if admin else None
+        protocol = txt.get("proto", DEFAULT_PROTOCOL)
+        if protocol not in APP_PROTOCOLS:
+            raise _Malformed(f"TXT proto={protocol!r} is not one of {', '.join(APP_PROTOCOLS)}")
         if port is None or not 1 <= port <= 65535:
             raise _Malformed(f"SRV port {port!r} is not a port number")
         return MeshServiceRecord(
@@ -321,6 +331,7 @@ def parse_service_record(
             port=port,
             labels=labels,
             admin_port=admin_port,
+            protocol=protocol,
             version=txt.get("v", ""),
             instance=_instance_of(name, MESH_SERVICE_TYPE),
         )

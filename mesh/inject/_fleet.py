@@ -96,6 +96,8 @@ def inject_argv(home: MeshHome, service: Any, reach: Reach | None, port: bool = 
         args += ["--upstream", upstream]
     if service.health:
         args += ["--health", service.health]
+    if service.protocol != "auto":
+        args += ["--protocol", service.protocol]
     if service.port and port:
         args += ["--port", str(service.port)]
     args += reach.sidecar_args() if reach is not None else []

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from mesh import __version__
-from mesh.errors import ControllerError, IdentityError
+from mesh.errors import ControllerError, IdentityError, first_leaf
 
 if TYPE_CHECKING:
     from mesh.home import MeshHome
@@ -29,6 +29,8 @@ HEARTBEAT_SECONDS = 10.0
 REGISTRATION_TTL = 30.0
 WATCH_SILENCE_LIMIT = 25.0  # the controller sends a keepalive every 10 s
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0
+# What a controller going away looks like from here: a reason to log, never a traceback.
+_LINK_FAILURES = (ControllerError, trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError)
 
 
 @dataclass(frozen=True)
@@ -207,12 +209,12 @@ class ControlLink:
                     self._client = None
                     await client.aclose()
                 reason = "the controller ended the watch"
-            except (ControllerError, trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError) as exc:
-                reason = str(exc)
             except Exception as exc:  # noqa: BLE001 - the link must never take the proxy down
-                if type(exc).__name__ != "ApiError":
+                # trio groups what the watch and the heartbeat raised: the reason is the leaf.
+                leaf = first_leaf(exc, _LINK_FAILURES)
+                if not isinstance(leaf, _LINK_FAILURES) and type(leaf).__name__ != "ApiError":
                     log.exception("controller link failed")
-                reason = str(exc)
+                reason = str(leaf) or type(leaf).__name__
             was_connected = self.connected
             self._set_connected(False)
             if was_connected:  # a fresh outage: start again from short waits
@@ -279,6 +281,7 @@ class ControlLink:
             "instance": self.instance,
             "address": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
             "labels": dict(self.proxy.settings.labels),
+            "protocol": self.proxy.settings.protocol,
             "admin_port": bound.admin[1],
             "ttl_seconds": REGISTRATION_TTL,
             "mesh_version": __version__,

@@ -38,6 +38,7 @@ from h2.errors import ErrorCodes
 from hpack import NeverIndexedHeaderTuple
 
 from mesh.proxy._conn import receive_or_eof
+from mesh.proxy._exchange import CLIENT_RESET, endpoint_verdict
 from mesh.proxy._http import Drain, Forward, Limits, Recorder, Reject, RequestRecord, Router
 from mesh.proxy._policy import TokenBucket, may_retry, retry_condition
 from mesh.proxy._pool import ALPN_H2, ALPN_HTTP1, ContextProvider, UpstreamConnectError, UpstreamKey, open_upstream
@@ -77,8 +78,6 @@ GRPC_RESOURCE_EXHAUSTED = 8
 GRPC_UNIMPLEMENTED = 12
 GRPC_INVALID_ARGUMENT = 3
 GRPC_INTERNAL = 13
-# grpc-status values that say the server side failed (as 5xx do): outlier detection counts them.
-GRPC_SERVER_FAULTS = frozenset({2, 4, 13, 14, 15})
 
 _HTTP_TO_GRPC = {
     400: GRPC_INTERNAL,
@@ -823,13 +822,12 @@ class H2ProxyConnection:
             self.streams.pop(st.id, None)
             _ack_queue(self.client, st.id, st.queue)
             if st.reset_code is not None and outcome["status"] == 0:
-                outcome["mesh_error"] = outcome["mesh_error"] or "client-reset"
+                outcome["mesh_error"] = outcome["mesh_error"] or CLIENT_RESET
             if isinstance(decision, Forward):
                 # A caller's cancel is not the endpoint's fault: no outlier strike for it.
-                success = outcome["mesh_error"] in (None, "client-reset") and outcome["status"] < 500
-                success = success and outcome["grpc_status"] not in GRPC_SERVER_FAULTS
+                verdict = endpoint_verdict(outcome["status"], outcome["mesh_error"], outcome["grpc_status"])
                 decision = outcome.get("forward", decision)  # the last attempt, after retries
-                self.router.finished(decision, started, success)
+                self.router.finished(decision, started, verdict)
             self.record(
                 RequestRecord(
                     self.router.direction,

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import trio
 
 from mesh.proxy._conn import HttpConnection, PeerClosed, relay_bytes
+from mesh.proxy._exchange import CLIENT_RESET, endpoint_verdict
 from mesh.proxy._policy import may_retry, retry_condition
 from mesh.proxy._pool import ConnectionPool, UpstreamConnectError, UpstreamConnection, UpstreamKey, open_upstream
 from mesh.proxy.protocol.errors import RemoteProtocolError
@@ -47,9 +48,10 @@ MESH_ERROR = b"x-mesh-error"
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    head_timeout: float = 10.0  # whole request head must arrive within this (408)
+    head_timeout: float = 10.0  # a whole request head must arrive within this, from its first byte (408)
     idle_timeout: float = 300.0  # keep-alive connection with no request
-    request_timeout: float = 10.0  # response head must arrive within this (504)
+    request_timeout: float = 10.0  # response head must arrive within this once the request is sent (504)
+    body_timeout: float = 30.0  # a request body that stalls this long is cut (408; 504 when the app stalls)
     drain_timeout: float = 10.0
 
 
@@ -86,7 +88,8 @@ class Router(Protocol):
 
     def route(self, head: RequestHead) -> Forward | Reject: ...
 
-    def finished(self, forward: Forward, started: float, success: bool) -> None: ...
+    def finished(self, forward: Forward, started: float, success: bool | None) -> None:
+        """``success`` None: the outcome says nothing of the endpoint (the client went away)."""
 
     def requested(self, forward: Forward) -> None: ...
 
@@ -150,6 +153,26 @@ class _UpstreamBroken(Exception):
     """The upstream failed after part of the response went to the client."""
 
 
+class _ClientGone(Exception):
+    """The client closed or reset its connection mid-exchange: never the endpoint's failure."""
+
+
+class _BodyFailed(Exception):
+    """The request body could not be carried: the client stalled or sent a malformed body (its
+    fault), or the upstream stopped reading it. Answered with ``status`` if no response began."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class _UpstreamStopped(Exception):
+    """The upstream stopped taking the request body (it answered early, or died): its response decides."""
+
+
+
 def mesh_error_response(status: int, reason: str, message: str, keep_alive: bool) -> bytes:
     return simple_response(
         status,
@@ -181,6 +204,11 @@ class HttpProxyConnection:
         self.drain = drain
         self._attempt: Forward | None = None  # the attempt in flight (retries replace it)
         self._retries = 0
+        # The first head's budget runs from when the listener accepted the connection.
+        self.head_deadline: float | None = None
+        self._response_deadline = float("inf")  # for the response head; set once the request is sent
+        self._response_wait: trio.CancelScope | None = None  # the wait for it, to move its deadline
+        self._status = 0  # the status the upstream answered in the current exchange (0: none yet)
 
     async def serve(self) -> None:
         client = self.client
@@ -208,35 +236,42 @@ class HttpProxyConnection:
     # -- reading the request head -------------------------------------------
 
     async def _next_head(self) -> RequestHead | None:
+        """The next request head; None when the connection should end (idle, closed, refused).
+
+        The whole head, partial heads included, must arrive within ``head_timeout`` of its first
+        byte (of the connection, for the first request): a budget, not a limit per read.
+        """
         client = self.client
-        if not client.pending:
-            scope = self.drain.idle_scope(self.limits.idle_timeout)
-            try:
-                with scope:
-                    data = await client.receive_bytes()
-            finally:
-                self.drain.done(scope)
-            if scope.cancelled_caught or not data:
-                return None
-            deadline = trio.current_time() + self.limits.head_timeout
-            try:
-                events = client.reader.feed(data)
-                while not events:
-                    with trio.move_on_at(deadline):
+        deadline, self.head_deadline = self.head_deadline, None
+        while not client.pending:
+            if deadline is None and not client.reader.in_head:
+                # Between requests: wait for the first byte of the next one.
+                scope = self.drain.idle_scope(self.limits.idle_timeout)
+                try:
+                    with scope:
                         data = await client.receive_bytes()
-                        if not data:
-                            return None
-                        events = client.reader.feed(data)
-                        continue
-                    await client.send(
-                        mesh_error_response(408, "head-timeout", "request head not received in time", False)
-                    )
+                finally:
+                    self.drain.done(scope)
+                if scope.cancelled_caught:
+                    return None
+                deadline = trio.current_time() + self.limits.head_timeout
+            else:
+                if deadline is None:  # a partial head arrived with the previous request
+                    deadline = trio.current_time() + self.limits.head_timeout
+                data = b""
+                with trio.move_on_at(deadline) as scope:
+                    data = await client.receive_bytes()
+                if scope.cancelled_caught:
+                    await client.send(mesh_error_response(408, "head-timeout", "request head not received in time", False))
                     self._record_local(408, "head-timeout")
                     return None
+            if not data:
+                return None
+            try:
+                client.pending = client.reader.feed(data)
             except RemoteProtocolError as exc:
                 await self._protocol_error(exc)
                 return None
-            client.pending = events
         head = client.pending.pop(0)
         assert isinstance(head, RequestHead)
         return head
@@ -270,11 +305,29 @@ class HttpProxyConnection:
         sent_before = self.client.sent
         self._attempt = decision
         self._retries = 0
+        self._status = 0
         try:
             if decision.delay:
                 await trio.sleep(decision.delay)  # an injected fault
             status, keep = await self._forward(head, decision)
             return keep and head.keep_alive
+        except _ClientGone:
+            mesh_error = CLIENT_RESET
+            status = self._status  # what the upstream had answered, if anything
+            return False
+        except _BodyFailed as exc:
+            mesh_error = exc.reason
+            if self.client.sent > sent_before:  # the response had begun: all we can do is close
+                status = self._status
+                log.info("%s: %s (after the response began; closed)", self.router.direction, exc.message)
+                return False
+            status = exc.status
+            log.info("%s: %s", self.router.direction, exc.message)
+            try:
+                await self.client.send(mesh_error_response(exc.status, exc.reason, exc.message, keep_alive=False))
+            except PeerClosed:
+                pass
+            return False
         except UpstreamConnectError as exc:
             mesh_error = exc.reason
             status = 502
@@ -291,9 +344,8 @@ class HttpProxyConnection:
             log.info("%s: %s", self.router.direction, exc)
             return False
         finally:
-            success = mesh_error is None and status < 500
             decision = self._attempt  # the last attempt is the one that answered
-            self.router.finished(decision, started, success)
+            self.router.finished(decision, started, endpoint_verdict(status, mesh_error))
             self._record(
                 head,
                 decision,
@@ -367,7 +419,8 @@ class HttpProxyConnection:
         if body_complete:
             body = self._take_body_bytes(head.framing)
             first_bytes += body
-        deadline = trio.current_time() + decision.timeout
+        timeout = decision.timeout
+        deadline = trio.current_time() + timeout  # for every attempt together (a complete body is sent at once)
         retry = decision.retry
         retries_left = 0
         if retry is not None and body_complete and may_retry(head.method, len(body), retry.retryable):
@@ -409,11 +462,12 @@ class HttpProxyConnection:
             reused = upstream.uses > 1
             try:
                 if not body_complete:
-                    return await self._forward_streaming(head, head_bytes, upstream, deadline)
+                    return await self._forward_streaming(head, head_bytes, upstream, timeout)
                 try:
                     await upstream.send(first_bytes)
+                    self._response_deadline = deadline
                     status, keep, upstream_ok = await self._relay_response(
-                        upstream, deadline, head, next_attempt if retries_left else None
+                        upstream, head, next_attempt if retries_left else None
                     )
                 except _StaleConnection:
                     await upstream.aclose()
@@ -456,65 +510,105 @@ class HttpProxyConnection:
         return b"".join(parts)
 
     async def _forward_streaming(
-        self, head: RequestHead, head_bytes: bytes, upstream: UpstreamConnection, deadline: float
+        self, head: RequestHead, head_bytes: bytes, upstream: UpstreamConnection, timeout: float
     ) -> tuple[int, bool]:
-        """Request body still arriving: stream it while the response comes back."""
+        """Request body still arriving: stream it while the response comes back.
+
+        The body may stall for at most ``body_timeout`` per read (the client's: 408) or per write
+        (the app's: 504); ``timeout`` for the response head counts from the body's end. Neither
+        task raises into the nursery: each says how it ended, and the failure is decided after.
+        """
         body_sent = False
+        failure: _BodyFailed | _ClientGone | _UpstreamStopped | None = None
+        self._response_deadline = float("inf")
 
         async def pump_body() -> None:
-            nonlocal body_sent
-            framing = head.framing
-            client = self.client
-            await upstream.send(head_bytes)
-            while True:
-                try:
-                    events = await client.receive_events()
-                except RemoteProtocolError as exc:
-                    raise _UpstreamBroken(f"client sent a malformed body: {exc}") from None
-                out: list[bytes] = []
-                done = False
-                for index, event in enumerate(events):
-                    if isinstance(event, Data):
-                        out.append(encode_chunk(event.data) if framing is Framing.CHUNKED else event.data)
-                    elif isinstance(event, EndOfMessage):
-                        if framing is Framing.CHUNKED:
-                            out.append(encode_last_chunk(event.trailers))
-                        client.pending = events[index + 1 :]
-                        done = True
-                        break
-                if out:
-                    await upstream.send(b"".join(out))
-                if done:
-                    body_sent = True
-                    return
+            nonlocal body_sent, failure
+            failure = await self._pump_body(head, upstream, head_bytes)
+            if failure is None:
+                body_sent = True
+                self._response_deadline = trio.current_time() + timeout
+                if self._response_wait is not None:
+                    self._response_wait.deadline = self._response_deadline
+            elif not isinstance(failure, _UpstreamStopped):
+                nursery.cancel_scope.cancel()  # a request that cannot end gets no response to wait for
 
         result: tuple[int, bool, bool] | None = None
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(pump_body)
-                try:
-                    result = await self._relay_response(upstream, deadline, head)
-                except _StaleConnection:
-                    raise _UpstreamBroken("upstream closed the connection without answering") from None
-                if not body_sent:
-                    # Final answer before the whole body: stop reading it; neither
-                    # connection can be reused.
-                    nursery.cancel_scope.cancel()
-        except PeerClosed:
-            raise _UpstreamBroken("a side closed while the request body was streaming") from None
+        broken: BaseException | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump_body)
+            try:
+                result = await self._relay_response(upstream, head)
+            except _StaleConnection:
+                broken = _UpstreamBroken("upstream closed the connection without answering")
+            except (_UpstreamBroken, _ClientGone, UpstreamConnectError, trio.TooSlowError) as exc:
+                broken = exc
+            if not body_sent:
+                # Final answer (or failure) before the whole body: stop reading it; neither
+                # connection can be reused.
+                nursery.cancel_scope.cancel()
+        self._response_wait = None
+        if failure is not None and result is None and not isinstance(failure, _UpstreamStopped):
+            raise failure
+        if broken is not None:
+            raise broken
         assert result is not None
         status, keep, upstream_ok = result
         await self.pool.release(upstream, upstream_ok and body_sent)
         return status, keep and body_sent
 
+    async def _pump_body(
+        self, head: RequestHead, upstream: UpstreamConnection, head_bytes: bytes
+    ) -> _BodyFailed | _ClientGone | _UpstreamStopped | None:
+        """Send the head, then the body as it arrives; how it ended (None: all of it was sent)."""
+        framing = head.framing
+        client = self.client
+        stall = self.limits.body_timeout
+        try:
+            await upstream.send(head_bytes)
+        except PeerClosed:
+            return _UpstreamStopped()
+        while True:
+            try:
+                with trio.move_on_after(stall) as waited:
+                    events = await client.receive_events()
+            except RemoteProtocolError as exc:
+                return _BodyFailed(400, "bad-request", f"malformed request body: {exc}")
+            except PeerClosed:
+                return _ClientGone()
+            if waited.cancelled_caught:
+                return _BodyFailed(408, "body-timeout", f"the request body stalled for {stall:g}s")
+            out: list[bytes] = []
+            done = False
+            for index, event in enumerate(events):
+                if isinstance(event, Data):
+                    out.append(encode_chunk(event.data) if framing is Framing.CHUNKED else event.data)
+                elif isinstance(event, EndOfMessage):
+                    if framing is Framing.CHUNKED:
+                        out.append(encode_last_chunk(event.trailers))
+                    client.pending = events[index + 1 :]
+                    done = True
+                    break
+            if out:
+                try:
+                    with trio.move_on_after(stall) as waited:
+                        await upstream.send(b"".join(out))
+                except PeerClosed:
+                    return _UpstreamStopped()  # its answer (or its absence) says why
+                if waited.cancelled_caught:
+                    return _BodyFailed(504, "upstream-body-timeout", f"{upstream.key.address} stopped reading the request body")
+            if done:
+                return None
+
     async def _relay_response(
         self,
         upstream: UpstreamConnection,
-        deadline: float,
         head: RequestHead,
         retry: Callable[[int | None], Forward | None] | None = None,
     ) -> tuple[int, bool, bool]:
-        """Stream the response to the client. Returns (status, client keep-alive, upstream reusable)."""
+        """Stream the response to the client. Returns (status, client keep-alive, upstream reusable).
+
+        The response head must arrive by ``self._response_deadline`` (moved while the body streams)."""
         client = self.client
         response: ResponseHead | None = None
         framing = Framing.NONE
@@ -523,8 +617,10 @@ class HttpProxyConnection:
             try:
                 if response is None:
                     # A bare CancelScope: cheaper than fail_at's context manager on the hot path.
-                    with trio.CancelScope(deadline=deadline) as scope:
+                    with trio.CancelScope(deadline=self._response_deadline) as scope:
+                        self._response_wait = scope
                         events = await upstream.receive_events()
+                    self._response_wait = None
                     if scope.cancelled_caught:
                         raise trio.TooSlowError
                 else:
@@ -555,6 +651,7 @@ class HttpProxyConnection:
                         if again is not None:
                             raise _Retry(again)
                     response = event
+                    self._status = event.status
                     framing = event.framing
                     keep = head.keep_alive and event.keep_alive and not self.drain.draining
                     headers = strip_hop_by_hop(event.headers)
@@ -568,14 +665,17 @@ class HttpProxyConnection:
                     if framing is Framing.CHUNKED or framing is Framing.CLOSE:
                         out.append(encode_last_chunk(event.trailers))
                     upstream.pending = events[index + 1 :]
-                    await client.send(b"".join(out))
+                    try:
+                        await client.send(b"".join(out))
+                    except PeerClosed:
+                        raise _ClientGone() from None
                     assert response is not None
                     return response.status, keep, response.keep_alive and framing is not Framing.CLOSE
             if out:
                 try:
                     await client.send(b"".join(out))
                 except PeerClosed:
-                    raise _UpstreamBroken("client went away mid-response") from None
+                    raise _ClientGone() from None
 
     # -- CONNECT and Upgrade ------------------------------------------------
 
@@ -614,7 +714,8 @@ class HttpProxyConnection:
             response = next(e for e in events if isinstance(e, ResponseHead))
             if response.status != 101:  # the upstream declined: an ordinary response
                 upstream.pending = events[events.index(response) :]
-                status, _, _ = await self._relay_response(upstream, trio.current_time() + decision.timeout, head)
+                self._response_deadline = trio.current_time() + decision.timeout
+                status, _, _ = await self._relay_response(upstream, head)
                 established(status)
                 return False
             upgraded = next((e.leftover for e in events if isinstance(e, Upgraded)), b"")
@@ -622,7 +723,7 @@ class HttpProxyConnection:
             established(101)
             await relay_bytes(client.stream, stream, leftover, upgraded)
             return False
-        except (PeerClosed, _StaleConnection, _UpstreamBroken, RemoteProtocolError, trio.TooSlowError) as exc:
+        except (PeerClosed, _ClientGone, _StaleConnection, _UpstreamBroken, RemoteProtocolError, trio.TooSlowError) as exc:
             log.info("%s: upgrade to %s failed: %r", self.router.direction, decision.key.address, exc)
             if not outcome:
                 established(502, "upgrade-failed")

@@ -36,6 +36,7 @@ class ProxyOptions:
     request_timeout: str = "10s"
     idle_timeout: str = "5m"
     head_timeout: str = "10s"
+    body_timeout: str = "30s"
     drain_timeout: str = "10s"
     controller: str | None = None  # HOST:PORT, overriding MESH_HOME/controller.json
     token: str | None = None  # join token for the first certificate
@@ -43,6 +44,7 @@ class ProxyOptions:
     zeroconf: bool = True
     interfaces: tuple[str, ...] = ("127.0.0.1",)
     advertise: str | None = None  # host peers dial for our inbound listener
+    protocol: str = "auto"  # what the app speaks (mesh.config.APP_PROTOCOLS)
 
 
 def parse_listen_address(text: str, what: str, allow_any_port: bool = True) -> tuple[str, int]:
@@ -65,10 +67,15 @@ def parse_pairs(items: list[str] | tuple[str, ...], what: str, example: str) -> 
 
 
 def settings_from(options: ProxyOptions) -> ProxySettings:
-    from mesh.config import is_valid_service_name, parse_duration, SERVICE_NAME_RULE
+    from mesh.config import APP_PROTOCOLS, is_valid_service_name, parse_duration, SERVICE_NAME_RULE
 
     if not is_valid_service_name(options.service):
         raise ProxyError(f"--service: invalid service name {options.service!r}", hint=f"use {SERVICE_NAME_RULE}")
+    if options.protocol not in APP_PROTOCOLS:
+        raise ProxyError(
+            f"--protocol: unknown protocol {options.protocol!r}",
+            hint=f"one of {', '.join(APP_PROTOCOLS)} (auto detects; declare http or tcp to be sure)",
+        )
     upstreams: dict[str, tuple[str, int]] = {}
     for name, port in parse_pairs(options.upstreams, "--upstream", "SVC=PORT, e.g. web=9001").items():
         if not is_valid_service_name(name):
@@ -77,7 +84,7 @@ def settings_from(options: ProxyOptions) -> ProxySettings:
             raise ProxyError(f"--upstream: invalid port {port!r} for {name}", hint="a port is 1-65535 (0: any free port)")
         upstreams[name] = ("127.0.0.1", int(port))
     durations: dict[str, float] = {}
-    for option in ("request_timeout", "idle_timeout", "head_timeout", "drain_timeout"):
+    for option in ("request_timeout", "idle_timeout", "head_timeout", "body_timeout", "drain_timeout"):
         text = getattr(options, option)
         try:
             durations[option] = parse_duration(text)
@@ -96,6 +103,7 @@ def settings_from(options: ProxyOptions) -> ProxySettings:
         upstreams=upstreams,
         labels=parse_pairs(options.labels, "--label", "k=v, e.g. version=v1"),
         limits=Limits(**durations),
+        protocol=options.protocol,
     )
 
 
@@ -257,6 +265,7 @@ def _advertise(proxy: Proxy, options: ProxyOptions) -> None:
                 labels=dict(proxy.settings.labels),
                 admin_port=proxy.bound.admin[1],
                 version=__version__,
+                protocol=proxy.settings.protocol,
             )
         )
         await advertiser.advertise(record[0])

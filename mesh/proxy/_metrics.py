@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import time
 
+from mesh.proxy._exchange import classify
 from mesh.proxy._http import RequestRecord
 from mesh.telemetry import MetricsRegistry
-
-
-def classify(status: int, mesh_error: str | None, grpc_status: int | None = None) -> str:
-    """gRPC calls answer HTTP 200 either way: their grpc-status decides."""
-    if mesh_error is not None or status >= 500 or status == 0 or grpc_status not in (None, 0):
-        return "failure"
-    return "success"
 
 
 class ProxyMetrics:
@@ -51,6 +45,11 @@ class ProxyMetrics:
         )
         self.tcp_write = registry.counter(
             "tcp_write_bytes_total", "Bytes written to accepted connections.", ("direction",)
+        )
+        self.tcp_denied = registry.counter(
+            "tcp_authz_deny_total",
+            "Opaque TCP streams refused by policy before a byte reached the app.",
+            ("direction", "peer_service"),
         )
         self.tls_failures = registry.counter(
             "tls_handshake_failures_total", "Inbound TLS handshakes refused.", ("reason",)

@@ -231,10 +231,14 @@ class OutboundRouter:
             return [(b"x-request-id", new_request_id())]
         return []
 
-    def finished(self, forward: Forward, started: float, success: bool) -> None:
-        if forward.endpoint is not None:
-            self._balancer.finish(forward.endpoint, started, success)
-            self._record_outcome(forward, success)
+    def finished(self, forward: Forward, started: float, success: bool | None) -> None:
+        if forward.endpoint is None:
+            return
+        if success is None:  # the client went away: no latency sample, no strike
+            self._balancer.abandon(forward.endpoint)
+            return
+        self._balancer.finish(forward.endpoint, started, success)
+        self._record_outcome(forward, success)
 
     def _record_outcome(self, forward: Forward, success: bool) -> None:
         if forward.endpoint is not None and forward.candidates:
@@ -298,7 +302,7 @@ class InboundRouter:
             tunnel=head.method == b"CONNECT",
         )
 
-    def finished(self, forward: Forward, started: float, success: bool) -> None:
+    def finished(self, forward: Forward, started: float, success: bool | None) -> None:
         pass
 
     def requested(self, forward: Forward) -> None:
@@ -309,6 +313,12 @@ class InboundRouter:
 
     def failover_to(self, forward: Forward) -> Forward | None:
         return None  # one app behind an inbound proxy: nowhere else to go
+
+
+def declared_protocol(endpoints: Sequence[Any]) -> str:
+    """The protocol a service's endpoints declare, when they agree; else (or with none) "auto"."""
+    protocols = {getattr(e, "protocol", "auto") for e in endpoints}
+    return protocols.pop() if len(protocols) == 1 else "auto"
 
 
 def tcp_key_for(service: str, endpoint: object, trust_domain: str) -> UpstreamKey:

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 
@@ -29,21 +29,30 @@ from mesh.errors import ProxyError
 from mesh.proxy._admin import AdminApp, tap_handler
 from mesh.proxy._balancer import Balancer
 from mesh.proxy._conn import relay_bytes
-from mesh.proxy._http import Drain, HttpProxyConnection, Limits
+from mesh.proxy._http import Drain, HttpProxyConnection, Limits, RequestRecord, mesh_error_response
 from mesh.proxy._metrics import ProxyMetrics
 from mesh.proxy._policy import PolicyState
 from mesh.proxy._observe import recorder
 from mesh.proxy._h2 import PEER_RESET_BUDGET, H2Pool, H2ProxyConnection
 from mesh.proxy._pool import ALPN_H2, ALPN_HTTP1, ALPN_TCP, ConnectionPool, UpstreamConnectError, UpstreamKey, open_upstream
-from mesh.proxy._routing import InboundRouter, OutboundRouter, tcp_key_for
+from mesh.proxy._conn import receive_or_eof
+from mesh.proxy._routing import InboundRouter, OutboundRouter, declared_protocol, tcp_key_for
 from mesh.proxy._socket import FastSocketStream
 from mesh.proxy._tls import TLSStream
-from mesh.proxy.protocol.detect import Protocol, detect
+from mesh.proxy.protocol.detect import Mode, Protocol, detect, listener_mode
 from mesh.telemetry import TapHub
 
 log = logging.getLogger("mesh.proxy")
 
-SERVER_SPEAKS_FIRST_AFTER = 1.0  # seconds of client silence on an --upstream listener
+SERVER_SPEAKS_FIRST_AFTER = 1.0  # seconds of client silence before an ``auto`` stream is opaque
+
+
+class Detected(NamedTuple):
+    """What the first bytes of a connection said, and when its first request head is due."""
+
+    prefix: bytes
+    protocol: Protocol
+    head_deadline: float
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,7 @@ class ProxySettings:
     upstreams: Mapping[str, tuple[str, int]] = field(default_factory=dict)  # service → local listen address
     labels: Mapping[str, str] = field(default_factory=dict)
     limits: Limits = Limits()
+    protocol: str = "auto"  # what the app behind the inbound listener speaks
 
 
 class Identity:
@@ -256,9 +266,6 @@ class Proxy:
         metrics.tcp_open.labels("inbound").inc()
         try:
             alpn = tls.selected_alpn_protocol()
-            if alpn == ALPN_TCP:
-                await self._relay_to(tls, b"", self.app_key, "inbound")
-                return
             router = InboundRouter(
                 self.app_key,
                 str(caller),
@@ -267,18 +274,69 @@ class Proxy:
                 service=self.settings.service,
                 policy=self.policy,
             )
-            record = recorder(self, caller)
-            if alpn == ALPN_H2:  # HTTP/2 and gRPC; the app speaks h2c (prior knowledge)
-                h2conn = H2ProxyConnection(
-                    tls, b"", router, self.h2_app_pool, record, self.settings.limits, self.drain, PEER_RESET_BUDGET
-                )
-                await self._serve_counted(h2conn, "inbound")
+            if alpn != ALPN_TCP:
+                protocol = Protocol.HTTP2 if alpn == ALPN_H2 else Protocol.HTTP1
+                head_deadline = trio.current_time() + self.settings.limits.head_timeout
+                await self._serve_http(tls, Detected(b"", protocol, head_deadline), router, caller, "inbound")
                 return
-            conn = HttpProxyConnection(tls, b"", router, self.app_pool, record, self.settings.limits, self.drain)
-            await self._serve_counted(conn, "inbound")
+            # Opaque bytes from a peer: authorised by the caller's identity before any reaches the
+            # app; then, unless the app is declared tcp, what the bytes are is checked here again
+            # (the caller's side guessed): HTTP is served as HTTP, policy and all.
+            if not self._admit_tcp(caller, tcp):
+                return
+            mode = listener_mode(self.settings.protocol)
+            if mode is Mode.OPAQUE:
+                await self._relay_to(tls, b"", self.app_key, "inbound")
+                return
+            detected = await self._detect(tls, mode, "inbound")
+            if detected is None:
+                return
+            if detected.protocol is not Protocol.OPAQUE:
+                await self._serve_http(tls, detected, router, caller, "inbound")
+            elif detected.prefix:  # the client spoke first, and not HTTP
+                await self._relay_to(tls, detected.prefix, self.app_key, "inbound")
+            else:  # a silent client: whoever speaks first decides
+                await self._relay_first_speaker(tls, router, caller)
         finally:
             metrics.tcp_open.labels("inbound").dec()
             await _close(tls)
+
+    def _admit_tcp(self, caller: Any, tcp: FastSocketStream) -> bool:
+        """L4 policy for an opaque stream: the caller's identity, and the policy's rate limit
+        counted per connection. Denied: logged, counted, and not a byte reaches the app."""
+        service = self.settings.service
+        caller_id = str(caller)
+        if self.policy.current.authorize(service, caller_id) and self.policy.admit(service, caller_id, None):
+            return True
+        self.metrics.tcp_denied.labels("inbound", caller.name).inc()
+        log.warning(
+            "inbound: refused an opaque TCP stream from %s (%s): the policy of %s does not allow it",
+            caller_id,
+            _peer(tcp),
+            service,
+        )
+        return False
+
+    async def _relay_first_speaker(self, tls: TLSStream, router: InboundRouter, caller: Any) -> None:
+        """A silent client on an ``auto`` service: the app speaking first makes it opaque (a
+        server-speaks-first protocol); the client speaking first is detected again, so HTTP
+        sent after a pause is still parsed, policed and stripped of forged headers."""
+        assert self.app_key is not None
+        try:
+            app = await open_upstream(self.app_key, None, self.app_pool.connect_timeout)
+        except UpstreamConnectError as exc:
+            log.warning("inbound: TCP relay to %s failed: %s", self.app_key.address, exc.message)
+            return
+        try:
+            client_said, app_said = await _first_words(tls, app)
+            if app_said is not None or not client_said or detect(client_said) is Protocol.OPAQUE:
+                await self._count_relay(tls, app, client_said or b"", app_said or b"", "inbound")
+                return
+        finally:
+            await _close(app)  # for HTTP too: the HTTP loop takes pooled connections of its own
+        detected = await self._detect(tls, Mode.HTTP, "inbound", client_said)
+        if detected is not None:
+            await self._serve_http(tls, detected, router, caller, "inbound")
 
     async def _serve_counted(self, conn: Any, direction: str) -> None:
         """Serve an HTTP/1 or HTTP/2 connection; its bytes are counted once it ends."""
@@ -305,56 +363,99 @@ class Proxy:
         metrics = self.metrics
         metrics.tcp_open.labels("outbound").inc()
         try:
-            prefix, protocol = await self._detect(stream, fixed_service)
-            if protocol is Protocol.HTTP2 or protocol is Protocol.HTTP1:
-                # HTTP/2 (prior knowledge h2c): per-stream routing, mTLS ALPN h2 upstream.
-                connection_class, pool = (
-                    (H2ProxyConnection, self.h2_peer_pool)
-                    if protocol is Protocol.HTTP2
-                    else (HttpProxyConnection, self.peer_pool)
-                )
-                conn = connection_class(
-                    stream,
-                    prefix,
-                    self._outbound_router(fixed_service),
-                    pool,
-                    recorder(self),
-                    self.settings.limits,
-                    self.drain,
-                )
-                await self._serve_counted(conn, "outbound")
+            mode = self._outbound_mode(fixed_service)
+            if mode is Mode.OPAQUE:  # declared tcp: no detection, no wait (server-speaks-first works)
+                await self._relay_to_service(stream, b"", fixed_service)
                 return
-            if fixed_service is None:
-                if prefix:
-                    log.info("outbound: closed a connection that speaks neither HTTP/1 nor a known protocol")
+            detected = await self._detect(stream, mode, "outbound")
+            if detected is None:
                 return
-            endpoints = self.registry.endpoints(fixed_service)
-            if not endpoints:
-                log.warning("outbound: no endpoints for %s; closing a TCP connection", fixed_service)
+            if detected.protocol is Protocol.OPAQUE:
+                await self._relay_to_service(stream, detected.prefix, fixed_service)
                 return
-            endpoint = self.balancer.choose(endpoints)
-            await self._relay_to(stream, prefix, tcp_key_for(fixed_service, endpoint, self.identity.trust_domain), "outbound")
+            await self._serve_http(stream, detected, self._outbound_router(fixed_service), None, "outbound")
         finally:
             metrics.tcp_open.labels("outbound").dec()
             await _close(stream)
 
-    async def _detect(self, stream: FastSocketStream, fixed_service: str | None) -> tuple[bytes, Protocol]:
-        """Read until the protocol is known. Silence on an --upstream listener means server-speaks-first."""
-        timeout = SERVER_SPEAKS_FIRST_AFTER if fixed_service is not None else self.settings.limits.head_timeout
-        prefix = b""
-        with trio.move_on_after(timeout):
-            while True:
-                try:
-                    data = await stream.receive_some(65536)
-                except (trio.BrokenResourceError, OSError):
-                    return b"", Protocol.OPAQUE
-                if not data:
-                    return prefix, (detect(prefix) or Protocol.OPAQUE)
-                prefix += data
-                protocol = detect(prefix)
-                if protocol is not None:
-                    return prefix, protocol
-        return prefix, Protocol.OPAQUE
+    def _outbound_mode(self, fixed_service: str | None) -> Mode:
+        """HTTP only on the shared outbound listener and on a gateway; an --upstream listener
+        follows what its service's endpoints declare."""
+        if fixed_service is None or self.settings.app is None:
+            return Mode.HTTP
+        return listener_mode(declared_protocol(self.registry.endpoints(fixed_service)))
+
+    async def _serve_http(
+        self, stream: trio.abc.Stream, detected: Detected, router: Any, caller: Any, direction: str
+    ) -> None:
+        limits = self.settings.limits
+        record = recorder(self, caller)
+        inbound = direction == "inbound"
+        conn: HttpProxyConnection | H2ProxyConnection
+        if detected.protocol is Protocol.HTTP2:
+            if inbound:  # the app speaks h2c (prior knowledge)
+                conn = H2ProxyConnection(
+                    stream, detected.prefix, router, self.h2_app_pool, record, limits, self.drain, PEER_RESET_BUDGET
+                )
+            else:  # per-stream routing, mTLS ALPN h2 upstream
+                conn = H2ProxyConnection(stream, detected.prefix, router, self.h2_peer_pool, record, limits, self.drain)
+        else:
+            pool = self.app_pool if inbound else self.peer_pool
+            conn = HttpProxyConnection(stream, detected.prefix, router, pool, record, limits, self.drain)
+            conn.head_deadline = detected.head_deadline
+        await self._serve_counted(conn, direction)
+
+    async def _relay_to_service(self, stream: FastSocketStream, prefix: bytes, fixed_service: str | None) -> None:
+        assert fixed_service is not None  # HTTP-only listeners never relay opaque bytes
+        endpoints = self.registry.endpoints(fixed_service)
+        if not endpoints:
+            log.warning("outbound: no endpoints for %s; closing a TCP connection", fixed_service)
+            return
+        endpoint = self.balancer.choose(endpoints)
+        await self._relay_to(stream, prefix, tcp_key_for(fixed_service, endpoint, self.identity.trust_domain), "outbound")
+
+    async def _detect(
+        self, stream: trio.abc.Stream, mode: Mode, direction: str, prefix: bytes = b""
+    ) -> Detected | None:
+        """Read until the protocol is known; None when the connection is done (answered or gone).
+
+        On an HTTP listener a client gets ``head_timeout`` for its first head from now: silence
+        or a partial head is answered 408, bytes that are not HTTP 400. On an ``auto`` listener a
+        client silent for ``SERVER_SPEAKS_FIRST_AFTER`` is opaque (the server may speak first),
+        but one whose bytes started to look like HTTP is HTTP from then on, with the same deadline.
+        """
+        now = trio.current_time()
+        head_deadline = now + self.settings.limits.head_timeout
+        silence_deadline = now + SERVER_SPEAKS_FIRST_AFTER if mode is Mode.AUTO else head_deadline
+        protocol = detect(prefix) if prefix else None
+        while protocol is None:
+            data = None
+            with trio.move_on_at(head_deadline if prefix else silence_deadline):
+                data = await receive_or_eof(stream)
+            if data is None:  # the deadline passed
+                if mode is Mode.AUTO and not prefix:
+                    return Detected(b"", Protocol.OPAQUE, head_deadline)
+                await self._answer_local(stream, direction, 408, "head-timeout", "request head not received in time")
+                return None
+            if not data:  # the client closed (or half-closed)
+                if prefix or mode is Mode.HTTP:
+                    return None
+                return Detected(b"", Protocol.OPAQUE, head_deadline)
+            prefix += data
+            protocol = detect(prefix)
+        if protocol is Protocol.OPAQUE and mode is Mode.HTTP:
+            await self._answer_local(stream, direction, 400, "bad-request", "this listener speaks HTTP only")
+            return None
+        return Detected(prefix, protocol, head_deadline)
+
+    async def _answer_local(self, stream: trio.abc.Stream, direction: str, status: int, reason: str, message: str) -> None:
+        """A mesh-made HTTP/1 answer before any request was read; the caller then closes."""
+        self.metrics.record(RequestRecord(direction, "", b"", b"", b"", status, 0.0, reason))
+        with trio.move_on_after(1):
+            try:
+                await stream.send_all(mesh_error_response(status, reason, message, keep_alive=False))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+                pass
 
     async def _relay_to(self, client: trio.abc.Stream, prefix: bytes, key: UpstreamKey, direction: str) -> None:
         pool = self.peer_pool if key.alpn else self.app_pool
@@ -364,11 +465,16 @@ class Proxy:
             log.warning("%s: TCP relay to %s failed: %s", direction, key.address, exc.message)
             return
         try:
-            sent, received = await relay_bytes(client, upstream, prefix)
-            self.metrics.tcp_read.labels(direction).inc(sent)
-            self.metrics.tcp_write.labels(direction).inc(received)
+            await self._count_relay(client, upstream, prefix, b"", direction)
         finally:
             await _close(upstream)
+
+    async def _count_relay(
+        self, client: trio.abc.Stream, upstream: trio.abc.Stream, client_first: bytes, upstream_first: bytes, direction: str
+    ) -> None:
+        sent, received = await relay_bytes(client, upstream, client_first, upstream_first)
+        self.metrics.tcp_read.labels(direction).inc(sent)
+        self.metrics.tcp_write.labels(direction).inc(received)
 
     # -- admin views ---------------------------------------------------------
 
@@ -488,3 +594,18 @@ async def _close(stream: trio.abc.Stream) -> None:
             await stream.aclose()
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
             pass
+
+
+async def _first_words(client: trio.abc.Stream, app: trio.abc.Stream) -> tuple[bytes | None, bytes | None]:
+    """What each side sends first, waiting until one of them does (b"": it closed; None: it said
+    nothing yet). Both may have spoken by the time one is seen: nothing read is dropped."""
+    said: dict[str, bytes] = {}
+
+    async def listen(side: str, stream: trio.abc.Stream) -> None:
+        said[side] = await receive_or_eof(stream)
+        nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(listen, "client", client)
+        nursery.start_soon(listen, "app", app)
+    return said.get("client"), said.get("app")

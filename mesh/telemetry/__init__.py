@@ -6,6 +6,7 @@ server renders and streams, the controller and the CLI parse what other proxies 
 
 from __future__ import annotations
 
+from mesh.telemetry._classify import CLIENT_RESET, GRPC_SERVER_FAULTS, classify, server_failed
 from mesh.telemetry._exposition import CONTENT_TYPE, parse_prometheus_text
 from mesh.telemetry._metrics import (
     DEFAULT_LATENCY_BUCKETS_MS,
@@ -23,6 +24,10 @@ from mesh.telemetry._sample import Sample
 from mesh.telemetry._tap import Subscription, TapEvent, TapFilter, TapHub
 
 __all__ = [
+    "CLIENT_RESET",
+    "GRPC_SERVER_FAULTS",
+    "classify",
+    "server_failed",
     "CONTENT_TYPE",
     "DEFAULT_LATENCY_BUCKETS_MS",
     "Counter",

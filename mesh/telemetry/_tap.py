@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from mesh.telemetry._classify import classify
+
 DIRECTIONS = ("inbound", "outbound")
 DEFAULT_MAX_QUEUE = 1000
 
@@ -59,8 +61,9 @@ class TapEvent:
 
     @property
     def success(self) -> bool:
-        """Linkerd's classification: no mesh error, a response, and not a 5xx."""
-        return self.mesh_error is None and 0 < self.status < 500 and self.grpc_status in (None, 0)
+        """Linkerd's classification: no mesh error, a response, and not a 5xx (a client-reset
+        is not the service's failure)."""
+        return classify(self.status, self.mesh_error, self.grpc_status) == "success"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -149,6 +149,14 @@ class EchoHandler(socketserver.BaseRequestHandler):
             self.request.sendall(data)
 
 
+class BannerHandler(EchoHandler):
+    """A server that speaks first (as SMTP, MySQL or SSH do), then echoes."""
+
+    def handle(self) -> None:
+        self.request.sendall(b"220 banner ready\r\n")
+        super().handle()
+
+
 class ThreadingTCPServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -169,6 +177,8 @@ def main() -> None:
         server = serve_http(port, name)
     elif kind == "echo":
         server = ThreadingTCPServer(("127.0.0.1", port), EchoHandler)
+    elif kind == "banner":
+        server = ThreadingTCPServer(("127.0.0.1", port), BannerHandler)
     else:
         raise SystemExit(f"unknown app kind {kind!r}")
     address = server.server_address  # type: ignore[attr-defined]

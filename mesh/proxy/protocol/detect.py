@@ -11,6 +11,7 @@ H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # (RFC 9110 5.6.2); we accept upper-case ones, which is what clients send.
 _METHOD = re.compile(rb"[A-Z][A-Z-]{0,19} ")
 _MAX_METHOD = 21
+_MAX_BLANK = 8
 
 
 class Protocol(enum.Enum):
@@ -19,10 +20,35 @@ class Protocol(enum.Enum):
     OPAQUE = "opaque"
 
 
+class Mode(enum.Enum):
+    """How a listener treats the first bytes of a connection (from the declared protocol)."""
+
+    HTTP = "http"  # HTTP/1 or the HTTP/2 preface, nothing else: silence gets 408, other bytes 400
+    OPAQUE = "opaque"  # declared tcp: relay bytes at once, no detection
+    AUTO = "auto"  # detect; a client silent from the start means server-speaks-first: opaque
+
+
+def listener_mode(protocol: str) -> Mode:
+    """The mode for a declared protocol (``mesh.config.APP_PROTOCOLS``); unknown values detect."""
+    if protocol == "tcp":
+        return Mode.OPAQUE
+    if protocol in ("http", "http2", "grpc"):
+        return Mode.HTTP
+    return Mode.AUTO
+
+
 def detect(prefix: bytes) -> Protocol | None:
-    """The protocol ``prefix`` starts, or None while more bytes could still change the answer."""
-    if not prefix:
-        return None
+    """The protocol ``prefix`` starts, or None while more bytes could still change the answer.
+
+    Empty lines before a request line are HTTP/1 (RFC 9112 section 2.2 lets servers skip
+    them, and apps do): "\r\nGET / ..." must not pass as opaque bytes.
+    """
+    stripped = prefix.lstrip(b"\r\n")
+    if not stripped:
+        # Blank lines only: HTTP/1 once there are more than a client would send by mistake
+        # (the parser then judges them); never an unbounded wait.
+        return Protocol.HTTP1 if len(prefix) > _MAX_BLANK else None
+    prefix = stripped
     if H2_PREFACE.startswith(prefix[: len(H2_PREFACE)]):
         if len(prefix) >= len(H2_PREFACE):
             return Protocol.HTTP2

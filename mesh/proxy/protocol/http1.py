@@ -123,6 +123,7 @@ class _Reader:
         "_head_tail",
         "_field_bytes",
         "_in_body",
+        "_in_head",
         "_trailers",
         "_upgraded",
         "_framing",
@@ -136,6 +137,7 @@ class _Reader:
         self._head_tail = b""  # last bytes of the previous read: a CRLFCRLF may straddle two reads
         self._field_bytes = 0  # size of the fields so far (also bounds trailers and reason phrases)
         self._in_body = False
+        self._in_head = False
         self._upgraded = False
         self._framing = Framing.NONE
 
@@ -145,6 +147,7 @@ class _Reader:
         self._headers = []
         self._trailers = []
         self._field_bytes = 0
+        self._in_head = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # Headers after the head are chunked-body trailers, held to the same limits.
@@ -168,6 +171,7 @@ class _Reader:
 
     def _head_complete(self, framing: Framing) -> None:
         self._framing = framing
+        self._in_head = False
         self._in_body = True
         self._head_bytes = 0
         self._head_tail = b""
@@ -240,6 +244,11 @@ class _Reader:
     @property
     def in_body(self) -> bool:
         return self._in_body
+
+    @property
+    def in_head(self) -> bool:
+        """Part of a head arrived and its end has not: the head deadline runs."""
+        return self._in_head
 
 
 class _HeadTooLarge(Exception):

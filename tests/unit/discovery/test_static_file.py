@@ -93,7 +93,7 @@ admin_port = true
     assert errors_of(text) == [
         (
             "endpoints.toml: endpoint[1].weight: expected one of the keys address, admin_port, identity, "
-            "labels, service, found the unknown key weight"
+            "labels, protocol, service, found the unknown key weight"
         ),
         f'endpoints.toml: endpoint[1].service: expected {SERVICE_RULE}, found "Web"',
         (

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mesh.proxy.protocol.detect import H2_PREFACE, Protocol, detect
+from mesh.proxy.protocol.detect import H2_PREFACE, Mode, Protocol, detect, listener_mode
 
 REQUEST_LINES = [
     b"GET / HTTP/1.1\r\nHost: web\r\n\r\n",
@@ -82,10 +82,29 @@ def test_tls_client_hello_is_opaque_from_the_first_byte() -> None:
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.integers(0, 255).filter(lambda b: not 0x41 <= b <= 0x5A), st.binary(max_size=30))
+@given(st.integers(0, 255).filter(lambda b: not 0x41 <= b <= 0x5A and b not in (0x0A, 0x0D)), st.binary(max_size=30))
 def test_binary_not_starting_with_a_capital_is_opaque_at_once(first: int, rest: bytes) -> None:
     assert detect(bytes([first])) is Protocol.OPAQUE
     assert detect(bytes([first]) + rest) is Protocol.OPAQUE
+
+
+def test_blank_lines_before_a_request_line_are_http1() -> None:
+    # Servers skip them (RFC 9112 2.2), so they must not make a request pass as opaque bytes.
+    assert detect(b"\r\nGET / HTTP/1.1\r\n") is Protocol.HTTP1
+    assert detect(b"\r\n\r\nPOST /x HTTP/1.1") is Protocol.HTTP1
+    assert detect(b"\r\n") is None
+    assert detect(b"\r\nGE") is None
+    assert detect(b"\r\n\x16\x03") is Protocol.OPAQUE
+    # Never an unbounded wait: a run of blank lines is handed to the HTTP/1 parser.
+    assert detect(b"\r\n" * 5) is Protocol.HTTP1
+
+
+def test_listener_mode_follows_the_declared_protocol() -> None:
+    assert listener_mode("tcp") is Mode.OPAQUE
+    for protocol in ("http", "http2", "grpc"):
+        assert listener_mode(protocol) is Mode.HTTP
+    assert listener_mode("auto") is Mode.AUTO
+    assert listener_mode("unknown") is Mode.AUTO
 
 
 def test_long_uppercase_run_without_space_gives_up() -> None:
