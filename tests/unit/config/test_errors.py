@@ -56,6 +56,10 @@ split = [ { labels = { version = "v2" }, weight = "ten" }, { labels = { version 
             "service[0].replicas: expected an integer ≥ 1, found 0",
         ),
         (
+            '[[service]]\nname = "a"\ncommand = ["x"]\nprotocol = "udp"',
+            'service[0].protocol: expected one of "auto", "http", "http2", "grpc", "tcp", found "udp"',
+        ),
+        (
             '[[service]]\nname = "a"\ncommand = ["x"]\nlabels = ["v1"]',
             'service[0].labels: expected a table of labels like { version = "v1" }, found ["v1"]',
         ),

@@ -161,6 +161,20 @@ def test_parse_service_record() -> None:
         "mesh.local",
     )
     assert (minimal.labels, minimal.admin_port, minimal.version) == ((), None, "")
+    assert minimal.protocol == "auto"  # records of older proxies carry no proto
+
+
+def test_declared_protocol_travels_in_the_txt_record() -> None:
+    from mesh.discovery._zeroconf import _service_txt
+
+    record = MeshServiceRecord("db", "spiffe://mesh.local/svc/db", "127.0.0.1", 5432, protocol="tcp")
+    txt = _service_txt(record)
+    assert txt["proto"] == "tcp"
+    assert "proto" not in _service_txt(MeshServiceRecord("web", "spiffe://mesh.local/svc/web", "127.0.0.1", 1))
+    parsed = parse_service_record(
+        "db-1._mesh._tcp.local.", 5432, ["127.0.0.1"], {k.encode(): v.encode() for k, v in txt.items()}, "mesh.local"
+    )
+    assert parsed.protocol == "tcp" and parsed.endpoint().protocol == "tcp"
 
 
 @pytest.mark.parametrize(
@@ -177,6 +191,7 @@ def test_parse_service_record() -> None:
         ({b"admin": b"http"}, "is not a port number"),
         ({b"admin": b"0"}, "is not a port number"),
         ({b"v": b"\xff"}, "is not text"),
+        ({b"proto": b"udp"}, "is not one of"),
     ],
 )
 def test_parse_service_record_rejects_malformed_txt(

@@ -27,6 +27,7 @@ name = "worker"
 command = ["./worker"]
 replicas = 2
 port = 9000
+protocol = "tcp"
 
 [[gateway]]
 listen = "127.0.0.1:9080"
@@ -53,6 +54,9 @@ def test_services_follow_the_discovery_config(tmp_path: Path) -> None:
     # A fixed port fits one replica only.
     assert (worker1.name, worker2.name) == ("worker-1", "worker-2")
     assert "--port" not in sidecar_flags(worker1.argv) and "--inbound" in sidecar_flags(worker1.argv)
+    # A declared protocol reaches the sidecar (auto, the default, is left out).
+    assert sidecar_flags(worker1.argv)[sidecar_flags(worker1.argv).index("--protocol") + 1] == "tcp"
+    assert "--protocol" not in sidecar_flags(web.argv)
     # The gateway discovers where the services do; its own listen address is its config's.
     assert gateway.argv[gateway.argv.index("gateway") :] == (
         "gateway", "--listen", "127.0.0.1:9080", "--to", "web", "--interface", "10.0.0.5",
