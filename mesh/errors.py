@@ -42,3 +42,7 @@ class DiscoveryError(MeshError):
 
 class ControllerError(MeshError):
     """The control plane or the CLI's access to it."""
+
+
+class ServiceError(MeshError):
+    """Installing or removing the systemd units of `mesh install-service`."""

@@ -47,14 +47,15 @@ def frozen() -> bool:
     return bool(getattr(sys, "frozen", False))
 
 
-def mesh_command() -> list[str]:
+def mesh_command(*, inherit_flags: bool = True) -> list[str]:
     """The argv prefix that runs this same mesh (add `--home H`, the command, its options).
-    A new child process also needs ``child_env()``; an ``os.execv`` of this very process does not."""
+    A new child process also needs ``child_env()``; an ``os.execv`` of this very process does not.
+    ``inherit_flags`` False: without this interpreter's -X, -W, -B… (a unit file for later boots)."""
+    flags = _interpreter_flags() if inherit_flags else []
     if frozen():
         return [sys.executable]
     if _archive is not None:
-        return [sys.executable, *_interpreter_flags(), _archive]
-    flags = _interpreter_flags()
+        return [sys.executable, *flags, _archive]
     root = Path(__file__).resolve().parent.parent
     first = Path(sys.path[0] or ".").resolve() if sys.path else None
     if "-P" not in flags and "-I" not in flags and first != root:
@@ -63,8 +64,11 @@ def mesh_command() -> list[str]:
 
 
 def child_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a new mesh child process (not an exec in place)."""
-    env = dict(os.environ if base is None else base)
+    """The environment of a new mesh child process (not an exec in place): systemd's
+    notification socket stays with the unit's main process."""
+    from mesh.sd_notify import without_notify
+
+    env = without_notify(os.environ if base is None else base)
     if frozen():
         env.update(_FROZEN_RESET)
     return env

@@ -23,6 +23,7 @@ def controller(
     """Run the controller: CA signing, config store, registry, watch streams."""
     import trio
 
+    from mesh import sd_notify
     from mesh._logging import setup_logging
     from mesh.controller import ControllerSettings, run_controller
     from mesh.inject._reach import controller_advertise, zeroconf_interfaces
@@ -40,7 +41,13 @@ def controller(
         # As `mesh up`: a wildcard --listen needs an address to tell the other hosts.
         advertise=controller_advertise(address, advertise, interfaces),
     )
-    trio.run(run_controller, settings)
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_controller, settings)
+            sd_notify.ready("accepting connections")  # Type=notify units start their dependents now
+
+    trio.run(serve)
 
 
 def register(app: typer.Typer) -> None:
