@@ -105,13 +105,14 @@ def _run(home: Any, reach: Any, parsed: Any, path: Path | None, demo: bool, traf
     setup_logging("up", log_file=log_path)
 
     async def show(app: Any, fleet: Any) -> None:
-        from rich.console import Console, Group
+        from rich.console import Group
         from rich.live import Live
         from rich.text import Text
 
+        from mesh.cli._output import _console
         from mesh.cli.status import status_view
 
-        console = Console()
+        console = _console()  # piped: not folded at 80 columns (a URL or the join line stays whole)
         for line in summary_lines()[:-1]:
             console.print(line, highlight=False)
         stop_line = f"logs in {home.run_dir}; Ctrl-C stops the mesh"

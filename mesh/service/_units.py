@@ -39,8 +39,9 @@ RESERVED_NAMES = ("controller", "up")
 STOP_TIMEOUT_SECONDS = 45  # the app's drain, then the sidecar's (10 s by default), with room
 START_EXTRA_SECONDS = 30  # beyond the app's --ready-timeout: identity, first certificate
 
-# An ExecStart= word that needs no quotes: no whitespace, quote, backslash, `;`, `$` or `%`.
-_PLAIN_WORD = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
+# An ExecStart= word that needs no quotes (its `%` already doubled): no whitespace, quote,
+# backslash, `;` or `$`.
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
 
 
 @dataclass(frozen=True)
