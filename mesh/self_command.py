@@ -8,7 +8,6 @@ whatever the working directory": ``mesh_command()`` is that argv prefix.
 - From a single-file build (a zipapp made by ``scripts/build``): the same
   interpreter on the same file, ``python3 /usr/local/bin/mesh``. The file's own
   bootstrap puts its dependencies on the path; ``python -m mesh`` could not find them.
-- From a frozen binary (``sys.frozen``, PyInstaller): the binary itself.
 - From an installed package (a venv, ``pip install``): ``python -P -m mesh``.
   ``-P`` keeps the working directory off ``sys.path``: a folder named ``mesh``
   there (the parent of a clone, say) would shadow the package, and the child
@@ -28,10 +27,6 @@ from pathlib import Path
 # The single-file build this process runs from, set by its entry point (mesh.cli.single_file_main).
 _archive: str | None = None
 
-# A PyInstaller binary unpacks itself for each run; a child that is a new mesh (not an exec of
-# this one) must unpack its own copy, since this process's copy goes away when it exits.
-_FROZEN_RESET = {"PYINSTALLER_RESET_ENVIRONMENT": "1"}
-
 
 def set_archive(path: str) -> None:
     """Called once by the single-file entry point: the file that holds this mesh."""
@@ -39,21 +34,11 @@ def set_archive(path: str) -> None:
     _archive = os.path.abspath(path)  # before anything changes the working directory
 
 
-def archive() -> str | None:
-    return _archive
-
-
-def frozen() -> bool:
-    return bool(getattr(sys, "frozen", False))
-
-
 def mesh_command(*, inherit_flags: bool = True) -> list[str]:
     """The argv prefix that runs this same mesh (add `--home H`, the command, its options).
     A new child process also needs ``child_env()``; an ``os.execv`` of this very process does not.
     ``inherit_flags`` False: without this interpreter's -X, -W, -B… (a unit file for later boots)."""
     flags = _interpreter_flags() if inherit_flags else []
-    if frozen():
-        return [sys.executable]
     if _archive is not None:
         return [sys.executable, *flags, _archive]
     root = Path(__file__).resolve().parent.parent
@@ -68,17 +53,12 @@ def child_env(base: dict[str, str] | None = None) -> dict[str, str]:
     notification socket stays with the unit's main process."""
     from mesh.sd_notify import without_notify
 
-    env = without_notify(os.environ if base is None else base)
-    if frozen():
-        env.update(_FROZEN_RESET)
-    return env
+    return without_notify(os.environ if base is None else base)
 
 
 def executable() -> str | None:
-    """The file a user runs as `mesh` for this installation: the single file, the binary, or
-    the `mesh` script beside the venv's python; None when there is none (python -m mesh)."""
-    if frozen():
-        return sys.executable
+    """The file a user runs as `mesh` for this installation: the single file, or the `mesh`
+    script beside the venv's python; None when there is none (python -m mesh)."""
     if _archive is not None:
         return _archive
     candidate = Path(sys.executable).parent / "mesh"

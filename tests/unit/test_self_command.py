@@ -41,12 +41,6 @@ def test_single_file_runs_the_same_file_with_the_same_interpreter(monkeypatch: p
     assert self_command.executable() == str(tmp_path / "mesh.pyz")
 
 
-def test_frozen_binary_runs_itself_and_children_unpack_their_own_copy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys, "frozen", True, raising=False)
-    assert self_command.mesh_command() == [sys.executable]
-    assert self_command.child_env({"A": "1"}) == {"A": "1", "PYINSTALLER_RESET_ENVIRONMENT": "1"}
-
-
 def test_unit_files_do_not_inherit_this_interpreters_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(self_command, "_interpreter_flags", lambda: ["-X", "importtime"])
     assert "importtime" in self_command.mesh_command()
