@@ -88,16 +88,16 @@ def _run(home: Any, reach: Any, parsed: Any, path: Path | None, demo: bool, traf
         config_source=str(path) if path else None,
         units=units,
     )
-    def summary_lines() -> list[str]:
+    def summary_lines(reveal_token: bool = True) -> list[str]:
         record = json.loads(home.controller_json.read_text())
-        return _up_view(_summary(home, record, os.getpid(), created, parsed, demo, reach))
+        return _up_view(_summary(home, record, os.getpid(), created, parsed, demo, reach, reveal_token))
 
     log_path = home.ensure_dir(home.run_dir) / "controller.log"
     if view != "panel":  # the detached daemon or a systemd unit: stderr is already the log
         setup_logging("up")
 
         async def announce(app: Any, fleet: Any) -> None:
-            for line in summary_lines()[:-1]:
+            for line in summary_lines(reveal_token=False)[:-1]:  # a journal is kept and read by others
                 logging.getLogger("mesh.up").info("%s", line.strip())
 
         trio.run(run_up, plan, announce if view == "journal" else None)
@@ -132,15 +132,25 @@ def _run(home: Any, reach: Any, parsed: Any, path: Path | None, demo: bool, traf
     print("mesh stopped")
 
 
-def _summary(home: Any, record: dict[str, Any], pid: int, created: bool, parsed: Any, demo: bool, reach: Any) -> dict[str, Any]:
-    from mesh.discovery import parse_address
+def join_line(home: Any, record: dict[str, Any], reveal_token: bool = True) -> tuple[str, str, str]:
+    """(`mesh join …` for other hosts, the address they dial, the CA fingerprint). Without
+    ``reveal_token`` the token is named by its file: for logs, which outlive the terminal."""
     from mesh.identity import CertificateAuthority, fingerprint
+
+    fp = fingerprint(CertificateAuthority.load(home).root_cert)
+    address = record.get("advertise") or record["address"]  # what other hosts dial
+    if reveal_token:
+        return f"mesh join {address} --token {home.join_token.read_text().strip()} --ca-fingerprint {fp}", address, fp
+    return f"mesh join {address} --token TOKEN --ca-fingerprint {fp}  (TOKEN: in {home.join_token})", address, fp
+
+
+def _summary(
+    home: Any, record: dict[str, Any], pid: int, created: bool, parsed: Any, demo: bool, reach: Any, reveal_token: bool = True
+) -> dict[str, Any]:
+    from mesh.discovery import parse_address
     from mesh.inject._reach import is_loopback
 
-    ca = CertificateAuthority.load(home)
-    token = home.join_token.read_text().strip()
-    fp = fingerprint(ca.root_cert)
-    address = record.get("advertise") or record["address"]  # what other hosts dial
+    join, address, fp = join_line(home, record, reveal_token)
     return {
         "controller": address,
         "controller_local": is_loopback(parse_address(address)[0]),
@@ -153,7 +163,7 @@ def _summary(home: Any, record: dict[str, Any], pid: int, created: bool, parsed:
         "services": sorted({s.name for s in parsed.services}) if parsed else [],
         "demo": DEMO_PAGE if demo else None,
         "ca_fingerprint": fp,
-        "join": f"mesh join {address} --token {token} --ca-fingerprint {fp}",
+        "join": join,
         "log": str(home.run_dir / "mesh.log"),
     }
 
