@@ -46,6 +46,16 @@ ln -sf "$venv/bin/mesh" "$bindir/mesh"
 echo "linked $bindir/mesh"
 case ":$PATH:" in
     *":$bindir:"*) ;;
-    *) echo "note: $bindir is not on your PATH; add it, e.g.: export PATH=\"$bindir:\$PATH\"" ;;
+    *)
+        # Say it for the user's own shell, in the file that shell reads at start.
+        echo "note: $bindir is not on your PATH. To add it for good, then to this shell:"
+        line="export PATH=\"$bindir:\$PATH\""
+        case "$(basename "${SHELL:-/bin/sh}")" in
+            zsh)  echo "  echo '$line' >> ~/.zshrc"; echo "  $line" ;;
+            fish) echo "  fish_add_path $bindir"; echo "  (fish_add_path changes this shell too)" ;;
+            bash) echo "  echo '$line' >> ~/.bashrc"; echo "  $line" ;;
+            *)    echo "  echo '$line' >> ~/.profile"; echo "  $line" ;;
+        esac
+        ;;
 esac
 "$venv/bin/mesh" version

@@ -44,6 +44,10 @@ class ControllerError(MeshError):
     """The control plane or the CLI's access to it."""
 
 
+class ServiceError(MeshError):
+    """Installing or removing the systemd units of `mesh install-service`."""
+
+
 def first_leaf(error: BaseException, prefer: tuple[type[BaseException], ...] = (Exception,)) -> BaseException:
     """The error inside trio's exception groups: the first leaf of a ``prefer`` type, else the
     first leaf. Handlers catch what they expect from the leaf, not from the group around it."""

@@ -43,6 +43,11 @@ def _run(args: list[str]) -> None:
 
     if _sidecar.take_over(args):  # re-exec'd by `mesh inject`/`mesh gateway`: the lean sidecar
         return
+    if args[:1] == ["demo"]:  # a demo app: argparse's own options and help, no typer in the app
+        from mesh.cli._proxy_fast import run_standalone
+        from mesh.demo.__main__ import main as demo_main
+
+        run_standalone(lambda: demo_main(args[1:], prog="mesh demo"))
     fast = parse_proxy_argv(args)
     if fast is not None:
         fast.run()  # the sidecar, without typer; exits as typer would
@@ -50,6 +55,14 @@ def _run(args: list[str]) -> None:
         from mesh.cli._app import app
 
         app(args=args, prog_name="mesh")
+
+
+def single_file_main() -> None:
+    """Entry point of the single-file build (scripts/build): children re-run this same file."""
+    from mesh import self_command
+
+    self_command.set_archive(sys.argv[0])
+    main()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,7 +7,9 @@ have options that a hand-written parser would have to mirror (``-- CMD``,
 and validates their command line, errors and help included; then the command
 calls ``hand_over``, which re-execs the same interpreter in place:
 
-    python [flags] -m mesh <the same arguments>     with _MESH_SIDECAR={resolved settings}
+    <this mesh> <the same arguments>     with _MESH_SIDECAR={resolved settings}
+
+(``mesh.self_command.mesh_command()``: ``python -P -m mesh``, or the single file).
 
 Same PID, same stdin/stdout/stderr, same signal dispositions, so the user (or
 `mesh up`) sees one process exiting with the app's status. ``main()`` calls
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from mesh.home import MeshHome
+from mesh.self_command import mesh_command
 
 ENV = "_MESH_SIDECAR"
 
@@ -173,23 +176,11 @@ def hand_over(kind: str, home: MeshHome, debug: bool, values: dict[str, Any]) ->
         sys.stdout.flush()
         sys.stderr.flush()
         try:
-            os.execv(sys.executable, [sys.executable, *_interpreter_flags(), "-m", "mesh", *_entry_args])
+            argv = [*mesh_command(), *_entry_args]
+            os.execv(argv[0], argv)
         except OSError:
             os.environ.pop(ENV, None)  # could not exec: run the body here, typer and all
     return BODIES[kind](home, debug, **values)
-
-
-def _interpreter_flags() -> list[str]:
-    """The flags this interpreter runs with, plus -P unless mesh itself comes from sys.path[0]:
-    `-m` would put the current directory first, where the user's files could shadow modules."""
-    import subprocess
-
-    flags = subprocess._args_from_interpreter_flags()  # -X, -W, -E, -I... as the tests' subprocesses use
-    root = Path(__file__).resolve().parents[2]
-    first = Path(sys.path[0] or ".").resolve() if sys.path else None
-    if "-P" not in flags and "-I" not in flags and first != root:  # else mesh itself is found there
-        flags.append("-P")
-    return flags
 
 
 def take_over(args: list[str]) -> bool:

@@ -23,7 +23,13 @@ def controller(
     """Run the controller: CA signing, config store, registry, watch streams."""
     import trio
 
+    import json
+    import logging
+
+    from mesh import sd_notify
     from mesh._logging import setup_logging
+    from mesh.cli.up import join_line
+    from mesh.errors import MeshError
     from mesh.controller import ControllerSettings, run_controller
     from mesh.inject._reach import controller_advertise, zeroconf_interfaces
     from mesh.proxy._main import parse_listen_address
@@ -40,7 +46,19 @@ def controller(
         # As `mesh up`: a wildcard --listen needs an address to tell the other hosts.
         advertise=controller_advertise(address, advertise, interfaces),
     )
-    trio.run(run_controller, settings)
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_controller, settings)
+            sd_notify.ready("accepting connections")  # Type=notify units start their dependents now
+            try:  # under systemd this is the only place the operator sees it
+                record = json.loads(st.home.controller_json.read_text())
+                line = join_line(st.home, record, reveal_token=False)[0]
+            except (OSError, ValueError, KeyError, MeshError):
+                return
+            logging.getLogger("mesh.controller").info("other hosts join with: %s", line)
+
+    trio.run(serve)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,9 @@ import typer
 
 from mesh.cli._output import OutputFormat, OutputOption, render
 from mesh.cli._state import state
+from mesh.demo import DEMO_GATEWAY
+
+DEMO_PAGE = f"http://{DEMO_GATEWAY['listen']}/productpage"  # the bookinfo page, through its gateway
 
 
 def up(
@@ -17,7 +20,7 @@ def up(
         Optional[Path], typer.Argument(metavar="[CONFIG]", help="A mesh.toml: its services and gateways run, its config is applied.")
     ] = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background (pid and logs in MESH_HOME/run/).")] = False,
-    demo: Annotated[bool, typer.Option("--demo", help="Run the bundled bookinfo demo (gateway at http://127.0.0.1:9080/).")] = False,
+    demo: Annotated[bool, typer.Option("--demo", help="Run the bundled bookinfo demo (its page: http://127.0.0.1:9080/productpage).")] = False,
     traffic: Annotated[bool, typer.Option("--traffic/--no-traffic", help="With --demo: a gentle traffic generator.")] = True,
     listen: Annotated[
         Optional[str], typer.Option(help="HOST:PORT of the controller's API (default: port 4190 on the host address, else 127.0.0.1).")
@@ -58,10 +61,19 @@ def up(
         record = daemon.wait_until_listening(home, started)
         render(output, _summary(home, record, started.pid, created, parsed, demo, reach), _up_view)
         return
-    _run(home, reach, parsed, config, demo, traffic, created, panel=not daemon_mode)
+    from mesh.sd_notify import logs_to_journal
+
+    # A terminal gets the live panel; a systemd unit (stderr is the journal) gets log lines, the
+    # summary and join line included; the detached daemon only log lines (its parent printed the rest).
+    view = "log" if daemon_mode else "journal" if logs_to_journal() else "panel"
+    _run(home, reach, parsed, config, demo, traffic, created, view)
 
 
-def _run(home: Any, reach: Any, parsed: Any, path: Path | None, demo: bool, traffic: bool, created: bool, panel: bool) -> None:
+def _run(home: Any, reach: Any, parsed: Any, path: Path | None, demo: bool, traffic: bool, created: bool, view: str) -> None:
+    import json
+    import logging
+    import os
+
     import trio
 
     from mesh._logging import setup_logging
@@ -76,30 +88,40 @@ def _run(home: Any, reach: Any, parsed: Any, path: Path | None, demo: bool, traf
         config_source=str(path) if path else None,
         units=units,
     )
+    def summary_lines(reveal_token: bool = True) -> list[str]:
+        record = json.loads(home.controller_json.read_text())
+        return _up_view(_summary(home, record, os.getpid(), created, parsed, demo, reach, reveal_token))
+
     log_path = home.ensure_dir(home.run_dir) / "controller.log"
-    if not panel:  # the detached daemon: its stdout is already the log
+    if view != "panel":  # the detached daemon or a systemd unit: stderr is already the log
         setup_logging("up")
-        trio.run(run_up, plan)
+
+        async def announce(app: Any, fleet: Any) -> None:
+            for line in summary_lines(reveal_token=False)[:-1]:  # a journal is kept and read by others
+                logging.getLogger("mesh.up").info("%s", line.strip())
+
+        trio.run(run_up, plan, announce if view == "journal" else None)
         return
     setup_logging("up", log_file=log_path)
 
     async def show(app: Any, fleet: Any) -> None:
-        import json
-        import os
-
-        from rich.console import Console, Group
+        from rich.console import Group
         from rich.live import Live
+        from rich.text import Text
 
+        from mesh.cli._output import _console
         from mesh.cli.status import status_view
 
-        console = Console()
-        record = json.loads(home.controller_json.read_text())
-        for line in _up_view(_summary(home, record, os.getpid(), created, parsed, demo, reach))[:-1]:
+        console = _console()  # piped: not folded at 80 columns (a URL or the join line stays whole)
+        for line in summary_lines()[:-1]:
             console.print(line, highlight=False)
-        console.print(f"logs in {home.run_dir}; Ctrl-C stops the mesh", highlight=False)
+        stop_line = f"logs in {home.run_dir}; Ctrl-C stops the mesh"
+        console.print(stop_line, highlight=False)
+        # The lines above scroll away under a tall panel: its last line says it again.
+        footer = Text(f"demo: {DEMO_PAGE} · {stop_line}" if demo else stop_line, style="dim")
         with Live(console=console, refresh_per_second=2) as live:
             while True:
-                live.update(Group(*status_view(app.status_view())))
+                live.update(Group(*status_view(app.status_view()), footer))
                 with trio.move_on_after(1):
                     await app.wait_changed()
 
@@ -110,15 +132,25 @@ def _run(home: Any, reach: Any, parsed: Any, path: Path | None, demo: bool, traf
     print("mesh stopped")
 
 
-def _summary(home: Any, record: dict[str, Any], pid: int, created: bool, parsed: Any, demo: bool, reach: Any) -> dict[str, Any]:
-    from mesh.discovery import parse_address
+def join_line(home: Any, record: dict[str, Any], reveal_token: bool = True) -> tuple[str, str, str]:
+    """(`mesh join …` for other hosts, the address they dial, the CA fingerprint). Without
+    ``reveal_token`` the token is named by its file: for logs, which outlive the terminal."""
     from mesh.identity import CertificateAuthority, fingerprint
+
+    fp = fingerprint(CertificateAuthority.load(home).root_cert)
+    address = record.get("advertise") or record["address"]  # what other hosts dial
+    if reveal_token:
+        return f"mesh join {address} --token {home.join_token.read_text().strip()} --ca-fingerprint {fp}", address, fp
+    return f"mesh join {address} --token TOKEN --ca-fingerprint {fp}  (TOKEN: in {home.join_token})", address, fp
+
+
+def _summary(
+    home: Any, record: dict[str, Any], pid: int, created: bool, parsed: Any, demo: bool, reach: Any, reveal_token: bool = True
+) -> dict[str, Any]:
+    from mesh.discovery import parse_address
     from mesh.inject._reach import is_loopback
 
-    ca = CertificateAuthority.load(home)
-    token = home.join_token.read_text().strip()
-    fp = fingerprint(ca.root_cert)
-    address = record.get("advertise") or record["address"]  # what other hosts dial
+    join, address, fp = join_line(home, record, reveal_token)
     return {
         "controller": address,
         "controller_local": is_loopback(parse_address(address)[0]),
@@ -129,9 +161,9 @@ def _summary(home: Any, record: dict[str, Any], pid: int, created: bool, parsed:
         "trust_domain": record["trust_domain"],
         "ca_created": created,
         "services": sorted({s.name for s in parsed.services}) if parsed else [],
-        "demo": "http://127.0.0.1:9080/" if demo else None,
+        "demo": DEMO_PAGE if demo else None,
         "ca_fingerprint": fp,
-        "join": f"mesh join {address} --token {token} --ca-fingerprint {fp}",
+        "join": join,
         "log": str(home.run_dir / "mesh.log"),
     }
 
@@ -144,7 +176,7 @@ def _up_view(d: dict[str, Any]) -> list[str]:
     if d["services"]:
         lines.append("services: " + ", ".join(d["services"]))
     if d["demo"]:
-        lines.append(f"demo: open {d['demo']} — run `mesh top` in another terminal")
+        lines.append(f"demo: open {d['demo']} in a browser; `mesh top` in another terminal shows the traffic")
     if d["services_address"]:
         lines.append(f"services are reachable from other hosts at {d['services_address']}")
     if d["controller_local"]:  # the line still serves another MESH_HOME on this host

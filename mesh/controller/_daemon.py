@@ -6,13 +6,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from mesh.errors import ControllerError
 from mesh.home import MeshHome, atomic_write
+from mesh.self_command import child_env, mesh_command
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,12 @@ def spawn(home: MeshHome, name: str, argv: list[str]) -> Daemon:
     log_path = run_dir / f"{name}.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mesh", "--home", str(home.root), *argv],
+            [*mesh_command(), "--home", str(home.root), *argv],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**child_env(), "PYTHONUNBUFFERED": "1"},
         )
     atomic_write(_pid_path(home, name), json.dumps({"pid": process.pid, "argv": argv}) + "\n", mode=0o600)
     return Daemon(name, process.pid, log_path)

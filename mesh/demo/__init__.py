@@ -7,11 +7,12 @@
                                                reviews v2 ─▶ ratings (black stars)
                                                reviews v3 ─▶ ratings (red stars)
 
-Each app runs as ``python -m mesh.demo SERVICE [--version vN]`` behind its own sidecar
+Each app runs as ``mesh demo SERVICE [--version vN]`` behind its own sidecar
 and is told, through its environment (see ``mesh inject``): ``PORT`` to listen on
 (127.0.0.1), ``HTTP_PROXY`` (its sidecar's outbound listener) to call other services
 as ``http://<service>/path``, ``MESH_SERVICE``, ``MESH_LABEL_*`` and optionally
-``MESH_UPSTREAM_<NAME>_URL``. ``python -m mesh.demo traffic`` sends gentle load.
+``MESH_UPSTREAM_<NAME>_URL``. ``mesh demo traffic`` sends gentle load. (``python -m mesh.demo``
+works too, but only where mesh is an installed package: the single-file build has no ``-m``.)
 
 This module is a pure description for the orchestrator (``mesh up --demo``), cheap
 to import: nothing here starts a process or imports an app.
@@ -20,7 +21,7 @@ to import: nothing here starts a process or imports an app.
   ``[[service]]`` keys of mesh.toml, so ``ServiceConfig(**entry)`` builds each one::
 
       {"name": "reviews",                      # service name (three entries share it)
-       "command": [sys.executable, "-m", "mesh.demo", "reviews", "--version", "v2"],
+       "command": [*mesh_command(), "demo", "reviews", "--version", "v2"],
        "labels": {"version": "v2"},
        "upstreams": ["ratings"],               # services it calls
        "health": "/health"}                    # GET → 200 once it serves
@@ -34,8 +35,9 @@ to import: nothing here starts a process or imports an app.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
+
+from mesh.self_command import mesh_command
 
 __all__ = ["DEMO_GATEWAY", "DEMO_SERVICES", "demo_config_toml", "instance_name"]
 
@@ -43,7 +45,7 @@ __all__ = ["DEMO_GATEWAY", "DEMO_SERVICES", "demo_config_toml", "instance_name"]
 def _service(name: str, version: str, upstreams: list[str], *extra: str) -> dict[str, Any]:
     return {
         "name": name,
-        "command": [sys.executable, "-m", "mesh.demo", name, *extra],
+        "command": [*mesh_command(), "demo", name, *extra],
         "labels": {"version": version},
         "upstreams": upstreams,
         "health": "/health",

@@ -1,8 +1,9 @@
-"""``python -m mesh.demo SERVICE``: run one bookinfo demo app, or the traffic generator.
+"""``mesh demo SERVICE`` (or ``python -m mesh.demo SERVICE``): one bookinfo demo app, or the
+traffic generator.
 
-PORT=9080 python -m mesh.demo productpage
-PORT=9082 python -m mesh.demo reviews --version v2
-python -m mesh.demo traffic --url http://127.0.0.1:9080/productpage --rate 2
+PORT=9080 mesh demo productpage
+PORT=9082 mesh demo reviews --version v2
+mesh demo traffic --url http://127.0.0.1:9080/productpage --rate 2
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ def _header(value: str) -> tuple[str, str]:
     return name.strip(), content.strip()
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m mesh.demo",
+        prog=prog,
         description="The bookinfo demo apps of mesh (each listens on 127.0.0.1:$PORT), and a traffic generator.",
     )
     commands = parser.add_subparsers(dest="command", metavar="SERVICE", required=True)
@@ -65,8 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m mesh.demo") -> int:
+    args = _parser(prog).parse_args(argv)
     if args.command == "traffic":
         from mesh.demo import traffic
 

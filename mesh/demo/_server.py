@@ -242,7 +242,7 @@ def port_from_env(name: str, explicit: int | None, environ: Mapping[str, str] | 
         if not raw:
             log(
                 f"{name}: PORT is not set. Set PORT to the port to listen on "
-                f"(e.g. PORT=9080 python -m mesh.demo {name.split('-')[0]}), or run it with `mesh inject`."
+                f"(e.g. PORT=9080 mesh demo {name.split('-')[0]}), or run it with `mesh inject`."
             )
             raise SystemExit(2)
     if not raw.isdigit() or not 0 <= int(raw) <= 65535:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import trio
 from mesh.home import MeshHome
 from mesh.inject._process import Child, open_child
 from mesh.inject._reach import Reach
+from mesh.self_command import child_env, mesh_command
 
 log = logging.getLogger("mesh.up")
 
@@ -84,7 +84,7 @@ def app_lines(lines: list[str]) -> list[str]:
 
 
 def mesh_argv(home: MeshHome, *args: str) -> tuple[str, ...]:
-    return (sys.executable, "-m", "mesh", "--home", str(home.root), *args)
+    return (*mesh_command(), "--home", str(home.root), *args)
 
 
 def inject_argv(home: MeshHome, service: Any, reach: Reach | None, port: bool = True) -> tuple[str, ...]:
@@ -136,7 +136,7 @@ def demo_units(home: MeshHome, traffic: bool, reach: Reach | None = None) -> lis
     specs.append(UnitSpec("gateway", gateway_argv(home, gateway, reach), "gateway"))
     if traffic:
         url = f"http://{gateway.listen}/productpage"
-        specs.append(UnitSpec("traffic", (sys.executable, "-m", "mesh.demo", "traffic", "--url", url)))
+        specs.append(UnitSpec("traffic", (*mesh_command(), "demo", "traffic", "--url", url)))
     return specs
 
 
@@ -157,11 +157,9 @@ class Fleet:
             task_status.started()
 
     async def _keep_running(self, unit: Unit) -> None:
-        import os
-
         backoff = BACKOFF_START
         while not self._stopping:
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", **dict(unit.spec.env)}
+            env = {**child_env(), "PYTHONUNBUFFERED": "1", **dict(unit.spec.env)}
             with open(unit.log_path, "ab") as log_file:
                 try:
                     process = open_child(

@@ -24,6 +24,7 @@ from typing import Any
 
 import trio
 
+from mesh import sd_notify
 from mesh.errors import ProxyError
 from mesh.home import MeshHome
 from mesh.inject._env import build_app_env, default_service_name, parse_upstreams
@@ -86,7 +87,7 @@ async def run_injected(options: InjectOptions) -> int:
     async with trio.open_nursery() as nursery:
         bound = await nursery.start(proxy.run)  # listener errors: the app never starts
         env = build_app_env(
-            os.environ,
+            sd_notify.without_notify(os.environ),
             service=name,
             port=port,
             outbound=bound.outbound,
@@ -116,6 +117,7 @@ async def _supervise(process: Child, proxy: Any, port: int, options: InjectOptio
             if await _wait_ready(process, port, options.health, options.ready_timeout):
                 proxy.app_ready.set()
                 log.info("app is ready on 127.0.0.1:%d; service advertised", port)
+                sd_notify.ready(f"serving: app on 127.0.0.1:{port}, service advertised")
                 return
             if process.returncode is None:
                 what = f"answer {options.health} on" if options.health else "open"
@@ -132,6 +134,7 @@ async def _supervise(process: Child, proxy: Any, port: int, options: InjectOptio
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for signum in signals:
                     log.info("received %s: withdrawing, then passing it to the app", signal.Signals(signum).name)
+                    sd_notify.stopping("withdrawn; the app drains, then the sidecar")
                     await _withdraw(proxy)
                     _signal(process, signum)
 

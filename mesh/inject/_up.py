@@ -16,6 +16,7 @@ from typing import Any
 
 import trio
 
+from mesh import sd_notify
 from mesh.home import MeshHome
 from mesh.inject._fleet import Fleet, UnitSpec
 from mesh.inject._reach import Reach
@@ -53,11 +54,13 @@ async def run_up(plan: UpPlan, panel: Callable[[Any, Fleet], Any] | None = None)
         app.units = fleet.view
         async with trio.open_nursery() as services:
             await services.start(fleet.run)
+            sd_notify.ready(f"controller up; {len(plan.units)} services started")
             if panel is not None:
                 services.start_soon(panel, app, fleet)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
                     log.info("received %s: stopping services, then the controller", signal.Signals(signum).name)
+                    sd_notify.stopping("stopping services, then the controller")
                     break
             await fleet.stop()
             services.cancel_scope.cancel()

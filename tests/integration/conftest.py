@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -258,3 +259,35 @@ def raw_request(port: int, data: bytes, timeout: float = 10.0, read_all: bool = 
         except socket.timeout:
             pass
         return b"".join(chunks)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def single_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`scripts/build`'s zipapp, copied to a fresh directory as one would copy it to a host.
+    Built once per session; scripts/build itself skips the build when nothing changed."""
+    built = subprocess.run([str(ROOT / "scripts" / "build")], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert built.returncode == 0, f"scripts/build failed:\n{built.stderr[-4000:]}"
+    copy = tmp_path_factory.mktemp("host") / "bin" / "mesh"
+    copy.parent.mkdir()
+    shutil.copyfile(built.stdout.strip().splitlines()[-1], copy)
+    copy.chmod(0o755)
+    return copy
+
+
+def bare_host_env(tmp: Path) -> dict[str, str]:
+    """The environment of a host that has Python and nothing of mesh: a new HOME, a PATH without
+    any venv. Its `python3` runs with -S (no site-packages at all), so the single file can only
+    work with what it carries."""
+    bin_dir = tmp / "python-bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    python = Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    wrapper = bin_dir / "python3"
+    wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(str(python))} -S "$@"\n')
+    wrapper.chmod(0o755)
+    (tmp / "home").mkdir(parents=True, exist_ok=True)
+    env = {"HOME": str(tmp / "home"), "PATH": f"{bin_dir}:/usr/bin:/bin", "LANG": "C.UTF-8"}
+    assert shutil.which("mesh", path=env["PATH"]) is None, "a mesh on the bare host's PATH"
+    return env

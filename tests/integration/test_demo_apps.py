@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from mesh.demo import DEMO_GATEWAY, DEMO_SERVICES, demo_config_toml, instance_name
+from mesh.self_command import mesh_command
 from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -717,8 +718,9 @@ def test_demo_services_description() -> None:
     ]
     for entry in DEMO_SERVICES:
         assert set(entry) == {"name", "command", "labels", "upstreams", "health"}
-        assert entry["command"][:3] == [sys.executable, "-m", "mesh.demo"]
-        assert entry["command"][3] == entry["name"] and entry["health"] == "/health"
+        prefix = [*mesh_command(), "demo"]  # runs from any directory, and from the single file
+        assert entry["command"][: len(prefix)] == prefix
+        assert entry["command"][len(prefix)] == entry["name"] and entry["health"] == "/health"
         ServiceConfig(**entry)  # the [[service]] shape, key for key
     assert by_instance["productpage"]["upstreams"] == ["details", "reviews"]
     for version in ("v1", "v2", "v3"):

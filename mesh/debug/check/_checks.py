@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from mesh import __version__
@@ -169,9 +168,10 @@ def _port_free(ctx: CheckContext) -> CheckResult:
 
 
 def _this_executable() -> str | None:
-    """The `mesh` script of the running installation (next to its python), if there is one."""
-    candidate = Path(sys.executable).parent / "mesh"
-    return str(candidate) if candidate.exists() else None
+    """The `mesh` of the running installation (the single file, or the script beside the venv's python)."""
+    from mesh.self_command import executable
+
+    return executable()
 
 
 # -- ca ------------------------------------------------------------------------------

@@ -122,8 +122,10 @@ def controller_settings(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
     seen: list[Any] = []
 
-    async def run_controller(settings: Any) -> None:
+    async def run_controller(settings: Any, stop: Any = None, *, task_status: Any = None) -> None:
         seen.append(settings)
+        if task_status is not None:  # `mesh controller` waits for it to tell systemd it is ready
+            task_status.started()
 
     monkeypatch.setattr(mesh.controller, "run_controller", run_controller)
     return seen

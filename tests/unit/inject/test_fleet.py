@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from mesh.config import load_config_text
 from mesh.home import MeshHome
 from mesh.inject._fleet import demo_units, units_from_config
 from mesh.inject._reach import plan_reach
+from mesh.self_command import mesh_command
 
 CONFIG = """
 [discovery]
@@ -45,7 +45,8 @@ def test_services_follow_the_discovery_config(tmp_path: Path) -> None:
     config = load_config_text(CONFIG, "mesh.toml")
     units = units_from_config(home, config, plan_reach(config.discovery))
     web, worker1, worker2, gateway = units
-    assert web.argv[:5] == (sys.executable, "-m", "mesh", "--home", str(home.root))
+    prefix = (*mesh_command(), "--home", str(home.root))
+    assert web.argv[: len(prefix)] == prefix
     assert sidecar_flags(web.argv) == [
         "--name", "web", "--label", "version=v1", "--upstream", "db", "--health", "/health", "--port", "8080",
         "--inbound", "10.0.0.5:0", "--admin", "10.0.0.5:0", "--interface", "10.0.0.5",
