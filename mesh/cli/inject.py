@@ -25,7 +25,7 @@ def inject(
     ready_timeout: Annotated[float, typer.Option(help="Seconds the app has to open its port.")] = 30.0,
     controller: Annotated[Optional[str], typer.Option(help="Controller HOST:PORT (default: MESH_HOME/controller.json).")] = None,
     token: Annotated[Optional[str], typer.Option(help="Join token for the first certificate.")] = None,
-    cert_ttl: Annotated[Optional[str], typer.Option(help="Lifetime of the certificates to ask for (default 24h).")] = None,
+    cert_ttl: Annotated[Optional[str], typer.Option(help="Lifetime of the certificates to ask for (default 24h, at least 60s).")] = None,
     inbound: Annotated[str, typer.Option(help="Inbound mTLS listener of the sidecar, HOST:PORT.")] = "127.0.0.1:0",
     admin: Annotated[str, typer.Option(help="Admin server of the sidecar, HOST:PORT.")] = "127.0.0.1:0",
     zeroconf: Annotated[bool, typer.Option("--zeroconf/--no-zeroconf", help="Advertise and discover with mDNS.")] = True,

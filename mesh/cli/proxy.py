@@ -40,7 +40,7 @@ def proxy(
     token: Annotated[
         Optional[str], typer.Option(help="Join token for the first certificate (default: $MESH_JOIN_TOKEN or MESH_HOME/join-token).")
     ] = None,
-    cert_ttl: Annotated[Optional[str], typer.Option(help="Lifetime of the certificates to ask for (default 24h).")] = None,
+    cert_ttl: Annotated[Optional[str], typer.Option(help="Lifetime of the certificates to ask for (default 24h, at least 60s).")] = None,
     zeroconf: Annotated[bool, typer.Option("--zeroconf/--no-zeroconf", help="Advertise and discover with mDNS.")] = True,
     lan: Lan = False,
     interface: Interfaces = None,

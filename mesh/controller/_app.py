@@ -19,6 +19,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -36,7 +37,6 @@ log = logging.getLogger("mesh.controller")
 CONTROLLER_SERVICE = "mesh-controller"
 KEEPALIVE_SECONDS = 10.0
 MAX_LEAF_TTL = timedelta(hours=24)
-MIN_LEAF_TTL = timedelta(seconds=10)
 
 
 class ControllerApp:
@@ -114,8 +114,7 @@ class ControllerApp:
         body = _object(request.json())
         service = _string(body, "service")
         csr = _string(body, "csr").encode()
-        ttl = timedelta(seconds=float(body.get("ttl_seconds") or MAX_LEAF_TTL.total_seconds()))
-        ttl = min(max(ttl, MIN_LEAF_TTL), MAX_LEAF_TTL)
+        ttl = _leaf_ttl(body.get("ttl_seconds"))
         if service == CONTROLLER_SERVICE:
             raise ApiError(403, f"{service!r} is reserved for the controller")
         if request.peer is not None:
@@ -389,6 +388,18 @@ class ControllerApp:
         if self._stats is None:
             self._stats = StatsCollector(self.proxy_targets, self.state.trust_domain)
         return ApiResponse(200, await self._stats.stats(window))
+
+
+def _leaf_ttl(asked: Any) -> timedelta:
+    """The lifetime of a leaf to sign: what the caller asked for, within [MIN_LEAF_TTL, 24 h]
+    (a shorter one would be renewed too often; the proxy refuses to ask for it anyway)."""
+    from mesh.identity import MIN_LEAF_TTL
+
+    if asked is None:
+        return MAX_LEAF_TTL
+    if isinstance(asked, bool) or not isinstance(asked, (int, float)) or not math.isfinite(asked):
+        raise ApiError(400, f"ttl_seconds must be a number of seconds, not {asked!r}")
+    return min(max(timedelta(seconds=asked), MIN_LEAF_TTL), MAX_LEAF_TTL)
 
 
 def _object(value: Any) -> dict[str, Any]:

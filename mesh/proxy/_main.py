@@ -173,11 +173,19 @@ def _cert_ttl(options: ProxyOptions) -> timedelta | None:
     if options.cert_ttl is None:
         return None
     from mesh.config import parse_duration
+    from mesh.identity import MIN_LEAF_TTL
 
     try:
-        return timedelta(seconds=parse_duration(options.cert_ttl))
-    except ValueError:
-        raise ProxyError(f"--cert-ttl: invalid duration {options.cert_ttl!r}", hint="e.g. 20s, 1h, 24h") from None
+        ttl = timedelta(seconds=parse_duration(options.cert_ttl))
+    except (ConfigError, ValueError):
+        raise ProxyError(f"--cert-ttl: invalid duration {options.cert_ttl!r}", hint="e.g. 60s, 1h, 24h") from None
+    if ttl < MIN_LEAF_TTL:
+        least = f"{MIN_LEAF_TTL.total_seconds():g}s"
+        raise ProxyError(
+            f"--cert-ttl {options.cert_ttl}: certificates must live at least {least}",
+            hint=f"use --cert-ttl {least} or longer (the default is 24h); it is renewed at 70 % of its life",
+        )
+    return ttl
 
 
 async def build_proxy(options: ProxyOptions, settings: ProxySettings) -> Proxy:
@@ -269,11 +277,9 @@ def _advertise(proxy: Proxy, options: ProxyOptions) -> None:
 
 
 async def _renew_locally(proxy: Proxy, options: ProxyOptions, ttl: timedelta) -> None:
-    from datetime import datetime, timezone
+    from mesh.proxy._control import keep_renewed
 
-    from mesh.identity import renew_at
+    async def from_local_ca(current: Any) -> Any:
+        return issue_locally(options, ttl)
 
-    while True:
-        due = renew_at(proxy.identity.creds.leaf)
-        await trio.sleep(max((due - datetime.now(timezone.utc)).total_seconds(), 0.0))
-        proxy.set_credentials(issue_locally(options, ttl))
+    await keep_renewed(proxy, from_local_ca)

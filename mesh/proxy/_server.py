@@ -19,6 +19,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +63,12 @@ class ProxySettings:
 class Identity:
     """The proxy's current credentials and the TLS contexts built from them."""
 
-    def __init__(self, creds: Any) -> None:
+    def __init__(self, creds: Any, received_at: datetime | None = None) -> None:
         from mesh.identity import client_context, server_context
 
         self.creds = creds
+        # When the certificate arrived, by our clock: renewal counts its lifetime from here.
+        self.received_at = received_at or datetime.now(timezone.utc)
         self.server = server_context(creds, alpn=(ALPN_HTTP1, ALPN_TCP, ALPN_H2))
         self._clients = {alpn: client_context(creds, alpn=(alpn,)) for alpn in (ALPN_HTTP1, ALPN_TCP, ALPN_H2)}
 
@@ -121,9 +124,9 @@ class Proxy:
         self.control: Any = None  # ControlLink when a controller is known
         self.advertise_host: str | None = None
 
-    def set_credentials(self, creds: Any) -> None:
+    def set_credentials(self, creds: Any, received_at: datetime | None = None) -> None:
         """Swap in a renewed certificate: new connections use it, open ones keep theirs."""
-        self.identity = Identity(creds)
+        self.identity = Identity(creds, received_at)
 
     def apply_policy_snapshot(self, snapshot: dict[str, Any]) -> None:
         from mesh.errors import ConfigError
