@@ -123,7 +123,7 @@ def issue_locally(options: ProxyOptions, ttl: timedelta) -> Any:
 
 
 def credentials_from_files(options: ProxyOptions) -> Any | None:
-    from mesh.identity import load_credentials
+    from mesh.identity import load_certificates, load_credentials, trust_domain_of
 
     given = [p for p in (options.cert, options.key, options.bundle) if p is not None]
     if not given:
@@ -135,6 +135,13 @@ def credentials_from_files(options: ProxyOptions) -> Any | None:
         raise IdentityError(
             f"the certificate is for {creds.identity}, not for service {options.service!r}",
             hint=f"issue one with `mesh ca issue {options.service}`",
+        )
+    domains = {trust_domain_of(root) for root in load_certificates(creds.bundle_pem, source=str(options.bundle))}
+    if creds.identity.trust_domain not in domains:
+        raise IdentityError(
+            f"the certificate is for {creds.identity}, but {options.bundle} trusts the trust domain "
+            f"{', '.join(sorted(domains))}: every peer would refuse it",
+            hint=f"issue one with `mesh ca issue {options.service}` on the host of this mesh's CA",
         )
     return creds
 

@@ -53,7 +53,9 @@ class ProxyMetrics:
             "tcp_write_bytes_total", "Bytes written to accepted connections.", ("direction",)
         )
         self.tls_failures = registry.counter(
-            "tls_handshake_failures_total", "Inbound TLS handshakes refused.", ("reason",)
+            "tls_handshake_failures_total",
+            "mTLS handshakes refused (inbound: a caller; outbound: a peer), or the identity check after them.",
+            ("direction", "reason"),
         )
         self.controller_connected = registry.gauge(
             "controller_connected", "1 while the proxy holds a watch on the controller."

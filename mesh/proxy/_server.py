@@ -80,6 +80,20 @@ class Identity:
         return self.creds.identity.trust_domain
 
 
+class PeerTLS:
+    """The proxy's client contexts toward peers (ContextProvider). They are read from the proxy's
+    identity at each connect, so a renewed certificate is used at once; refusals are counted."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self._proxy = proxy
+
+    def __call__(self, alpn: str) -> ssl.SSLContext:
+        return self._proxy.identity.client(alpn)
+
+    def refused(self, reason: str) -> None:
+        self._proxy.metrics.tls_failures.labels("outbound", _reason_label(reason)).inc()
+
+
 @dataclass
 class BoundAddresses:
     inbound: tuple[str, int]
@@ -103,11 +117,11 @@ class Proxy:
         if base:
             self.policy.outliers.base = float(base)
         self.drain = Drain()
-        # The provider reads self.identity at each connect, so a renewed certificate is used at once.
-        self.peer_pool = ConnectionPool(lambda alpn: self.identity.client(alpn), connect_timeout=5.0)
+        peer_tls = PeerTLS(self)
+        self.peer_pool = ConnectionPool(peer_tls, connect_timeout=5.0)
         self.app_pool = ConnectionPool(None, connect_timeout=5.0)
         # HTTP/2: one shared connection per upstream, streams multiplexed (mTLS ALPN h2 / h2c to the app).
-        self.h2_peer_pool = H2Pool(lambda alpn: self.identity.client(alpn), connect_timeout=5.0)
+        self.h2_peer_pool = H2Pool(peer_tls, connect_timeout=5.0)
         self.h2_app_pool = H2Pool(None, connect_timeout=5.0)
         self.app_key = UpstreamKey(settings.app[0], settings.app[1], None, None) if settings.app else None
         self.started = time.time()
@@ -247,12 +261,12 @@ class Proxy:
                 await tls.do_handshake()
             caller = peer_identity(tls)  # type: ignore[arg-type]
         except trio.TooSlowError:
-            metrics.tls_failures.labels("timeout").inc()
+            metrics.tls_failures.labels("inbound", "timeout").inc()
             await _close(tcp)
             return
         except Exception as exc:  # noqa: BLE001 - every handshake failure is logged and counted
             reason = handshake_failure_reason(exc)
-            metrics.tls_failures.labels(_reason_label(reason)).inc()
+            metrics.tls_failures.labels("inbound", _reason_label(reason)).inc()
             log.warning("inbound: refused a connection from %s: %s", _peer(tcp), reason)
             await _close(tcp)
             return
@@ -477,12 +491,23 @@ def _peer(stream: FastSocketStream) -> str:
         return "?"
 
 
+# Substrings of handshake_failure_reason's lines → the `reason` label of tls_handshake_failures_total.
+_REASON_LABELS = (
+    ("timeout", "timeout"),
+    ("trust domain", "trust-domain"),
+    ("expired", "expired"),
+    ("no client certificate", "no-client-certificate"),
+    ("not issued by", "not-issued-by"),
+    ("does not speak tls", "does-not-speak-tls"),
+    ("version", "version"),
+    ("expected spiffe://", "identity"),
+    ("identity", "identity"),
+)
+
+
 def _reason_label(reason: str) -> str:
     lowered = reason.lower()
-    for key in ("expired", "no client certificate", "not issued by", "does not speak tls", "version", "identity"):
-        if key in lowered:
-            return key.replace(" ", "-")
-    return "other"
+    return next((label for key, label in _REASON_LABELS if key in lowered), "other")
 
 
 async def _close(stream: trio.abc.Stream) -> None:
