@@ -96,10 +96,16 @@ class PeerTLS:
 
 @dataclass
 class BoundAddresses:
-    inbound: tuple[str, int]
-    outbound: tuple[str, int]
+    inbound: tuple[str, int] | None  # None: a gateway (see Proxy.run)
+    outbound: tuple[str, int] | None
     admin: tuple[str, int]
     upstreams: dict[str, tuple[str, int]]
+
+    def describe(self) -> str:
+        """``inbound H:P, outbound H:P, admin H:P, upstream SVC H:P...`` (the listeners there are)."""
+        named = [("inbound", self.inbound), ("outbound", self.outbound), ("admin", self.admin)]
+        named += [(f"upstream {svc}", address) for svc, address in self.upstreams.items()]
+        return ", ".join(f"{name} {_fmt(address)}" for name, address in named if address is not None)
 
 
 class Proxy:
@@ -156,7 +162,7 @@ class Proxy:
 
     def advertised_inbound(self) -> tuple[str, int]:
         """The inbound address peers should dial (a wildcard bind is not dialable)."""
-        assert self.bound is not None
+        assert self.bound is not None and self.bound.inbound is not None
         host, port = self.bound.inbound
         if self.advertise_host:
             host = self.advertise_host
@@ -168,14 +174,21 @@ class Proxy:
 
     async def run(self, *, task_status: trio.TaskStatus[BoundAddresses] = trio.TASK_STATUS_IGNORED) -> None:
         s = self.settings
-        inbound = await _listen(s.inbound, "inbound")
-        outbound = await _listen(s.outbound, "outbound")
+        # A gateway (no app) listens only where outside traffic comes in (its upstream listener):
+        # an outbound listener would let any process of the host call every service as the
+        # gateway, and nobody calls a gateway's inbound.
+        gateway = s.app is None
+        inbound = None if gateway else await _listen(s.inbound, "inbound")
+        outbound = None if gateway else await _listen(s.outbound, "outbound")
         admin = await _listen(s.admin, "admin")
         upstream_listeners = {svc: await _listen(address, f"upstream {svc}") for svc, address in s.upstreams.items()}
         self.bound = BoundAddresses(
-            _bound(inbound), _bound(outbound), _bound(admin), {svc: _bound(l) for svc, l in upstream_listeners.items()}
+            _bound(inbound) if inbound else None,
+            _bound(outbound) if outbound else None,
+            _bound(admin),
+            {svc: _bound(l) for svc, l in upstream_listeners.items()},
         )
-        own = {self.bound.outbound, *self.bound.upstreams.values(), self.bound.inbound, self.bound.admin}
+        own = {self.bound.outbound, *self.bound.upstreams.values(), self.bound.inbound, self.bound.admin} - {None}
         self.outbound_router = OutboundRouter(
             self.registry.endpoints, self.balancer, self.identity.trust_domain, s.limits.request_timeout, own, policy=self.policy
         )
@@ -190,6 +203,7 @@ class Proxy:
             await system.start(self.h2_app_pool.run)
             async with trio.open_nursery() as connections:
                 data_plane = [(inbound, self._serve_inbound, ()), (outbound, self._serve_outbound, (None,))]
+                data_plane = [entry for entry in data_plane if entry[0] is not None]
                 data_plane += [(l, self._serve_outbound, (svc,)) for svc, l in upstream_listeners.items()]
                 accept_scopes = [
                     await connections.start(_accept_loop, listener, connections, handler, args)
@@ -203,14 +217,7 @@ class Proxy:
                 # Signals are caught before "ready" is said: a SIGTERM sent on seeing it drains.
                 signals = trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) if self.handle_signals else None
                 with signals if signals is not None else contextlib.nullcontext() as received:
-                    log.info(
-                        "proxy %s ready: inbound %s, outbound %s, admin %s%s",
-                        s.service,
-                        _fmt(self.bound.inbound),
-                        _fmt(self.bound.outbound),
-                        _fmt(self.bound.admin),
-                        "".join(f", upstream {k} {_fmt(v)}" for k, v in self.bound.upstreams.items()),
-                    )
+                    log.info("proxy %s ready: %s", s.service, self.bound.describe())
                     await self._wait_for_stop(received)
                 # Withdraw first (peers stop picking us), then drain: stop accepting,
                 # let in-flight requests end, then cut the rest.
@@ -407,8 +414,8 @@ class Proxy:
             "labels": dict(self.settings.labels),
             "app": _fmt(self.settings.app) if self.settings.app else None,
             "listeners": {
-                "inbound": _fmt(bound.inbound) if bound else None,
-                "outbound": _fmt(bound.outbound) if bound else None,
+                "inbound": _fmt(bound.inbound) if bound and bound.inbound else None,
+                "outbound": _fmt(bound.outbound) if bound and bound.outbound else None,
                 "admin": _fmt(bound.admin) if bound else None,
                 "upstreams": {k: _fmt(v) for k, v in bound.upstreams.items()} if bound else {},
             },
