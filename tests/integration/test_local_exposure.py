@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import stat
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 import requests
 
 from tests.integration.conftest import Cluster, Process, port_of
+from tests.integration.test_control_plane import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,3 +44,35 @@ def test_the_gateway_has_no_outbound_listener(cluster: Cluster) -> None:
     assert listening_ports(gateway) == {("127.0.0.1", listen), ("127.0.0.1", admin)}
     config = requests.get(f"http://127.0.0.1:{admin}/config", timeout=5).json()
     assert config["listeners"]["outbound"] is None and config["listeners"]["inbound"] is None
+
+
+def test_a_fresh_demo_gives_an_all_green_check(cluster: Cluster) -> None:
+    """`mesh up --demo` on a MESH_HOME that does not exist yet: MESH_HOME is made 0700 and every
+    file under it that holds a secret owner-only, so `mesh check` has nothing to warn about
+    (before: "MESH_HOME ... is readable by group and others (mode 0755)")."""
+    from tests.integration.test_check import check, wait_until_current
+    from tests.integration.test_up_config import requests_port_busy, up_detached
+
+    assert not cluster.home.exists()
+    wait_for(lambda: not requests_port_busy(9080), 60, "127.0.0.1:9080 (the demo's gateway) to be free")
+    init = cluster.mesh("ca", "init", "--trust-domain", cluster.trust_domain)  # as `mesh up` does, in our own trust domain
+    assert init.returncode == 0, init.stderr
+    up_detached(cluster, "--demo", "--no-traffic")
+    try:
+        wait_until_current(cluster, instances=6, timeout=60)  # productpage, details, ratings, reviews v1-v3
+        result = check(cluster)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "\u203c" not in result.stdout and "\u00d7" not in result.stdout, result.stdout
+        assert result.stdout.rstrip().splitlines()[-1].startswith("Status check results are \u2714 ("), result.stdout
+        # Owner-only: MESH_HOME, its directories, and every file that is not a certificate or a public record.
+        public = {"root.pem", "issuer.pem", "bundle.pem", "cert.pem", "controller.json"}
+        loose = []
+        for path in [cluster.home, *cluster.home.rglob("*")]:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if path.is_dir() or path.name not in public:
+                if mode & 0o077:
+                    loose.append(f"{path.relative_to(cluster.home)} {mode:04o}")
+        assert loose == [], loose
+        assert (cluster.home / "run" / "productpage.log").exists() and (cluster.home / "run" / "mesh.log").exists()
+    finally:
+        assert cluster.mesh("down", timeout=60).returncode == 0

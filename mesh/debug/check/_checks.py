@@ -244,6 +244,7 @@ def _ca(ctx: CheckContext) -> list[Checker]:
             home.operator_dir,
             home.operator_dir / "key.pem",
             home.join_token,
+            home.run_dir,  # logs (who called what; the join line) and pid files
         ]
         return rules.key_permissions(probes.file_modes(paths), home.root)
 
