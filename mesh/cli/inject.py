@@ -27,7 +27,7 @@ def inject(
     token: Annotated[Optional[str], typer.Option(help="Join token for the first certificate.")] = None,
     cert_ttl: Annotated[Optional[str], typer.Option(help="Lifetime of the certificates to ask for (default 24h, at least 60s).")] = None,
     inbound: Annotated[str, typer.Option(help="Inbound mTLS listener of the sidecar, HOST:PORT.")] = "127.0.0.1:0",
-    admin: Annotated[str, typer.Option(help="Admin server of the sidecar, HOST:PORT.")] = "127.0.0.1:0",
+    admin: Annotated[str, typer.Option(help="Admin server of the sidecar, HOST:PORT (loopback only).")] = "127.0.0.1:0",
     zeroconf: Annotated[bool, typer.Option("--zeroconf/--no-zeroconf", help="Advertise and discover with mDNS.")] = True,
     lan: Lan = False,
     interface: Interfaces = None,

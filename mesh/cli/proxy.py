@@ -19,7 +19,7 @@ def proxy(
     app: Annotated[str, typer.Option("--app", help="HOST:PORT where the app listens (inbound traffic goes there).")],
     inbound: Annotated[str, typer.Option(help="Inbound mTLS listener, HOST:PORT (port 0: any).")] = "127.0.0.1:0",
     outbound: Annotated[str, typer.Option(help="Outbound listener for the app, HOST:PORT.")] = "127.0.0.1:0",
-    admin: Annotated[str, typer.Option(help="Admin server (/metrics, /ready, /live, /config), HOST:PORT.")] = "127.0.0.1:0",
+    admin: Annotated[str, typer.Option(help="Admin server (/metrics, /ready, /live, /config, /tap), HOST:PORT on loopback.")] = "127.0.0.1:0",
     endpoints: Annotated[
         Optional[Path], typer.Option("--endpoints", help="Static endpoints file (TOML, re-read when it changes).")
     ] = None,

@@ -111,9 +111,8 @@ def _run(home: Any, reach: Any, parsed: Any, path: Path | None, demo: bool, traf
 
 
 def _summary(home: Any, record: dict[str, Any], pid: int, created: bool, parsed: Any, demo: bool, reach: Any) -> dict[str, Any]:
-    from mesh.discovery import parse_address
+    from mesh.discovery import is_loopback, parse_address
     from mesh.identity import CertificateAuthority, fingerprint
-    from mesh.inject._reach import is_loopback
 
     ca = CertificateAuthority.load(home)
     token = home.join_token.read_text().strip()

@@ -37,6 +37,7 @@ from mesh.identity._inspect import (
     verify_chain,
 )
 from mesh.identity._spiffe import (
+    CONTROLLER_SERVICE,
     DEFAULT_TRUST_DOMAIN,
     SpiffeId,
     operator_identity,
@@ -54,6 +55,7 @@ from mesh.identity._tls import (
 
 __all__ = [
     "CLOCK_SKEW",
+    "CONTROLLER_SERVICE",
     "DEFAULT_LEAF_TTL",
     "DEFAULT_TRUST_DOMAIN",
     "ISSUER_LIFETIME",

@@ -54,6 +54,21 @@ def parse_listen_address(text: str, what: str, allow_any_port: bool = True) -> t
     return host, int(port)
 
 
+def admin_address(text: str) -> tuple[str, int]:
+    """``--admin``: loopback only. The admin server answers without authentication (metrics,
+    config, tap); what other hosts need of it (the controller, operators) goes over mTLS."""
+    from mesh.discovery import is_loopback
+
+    host, port = parse_listen_address(text, "--admin")
+    if not is_loopback(host):
+        raise ProxyError(
+            f"--admin {text}: the admin server listens on loopback only (it answers anyone who reaches it)",
+            hint="use --admin 127.0.0.1:PORT; the controller reads proxies on other hosts over mTLS at their "
+            "inbound address (`mesh tap`, `mesh stat`), and `mesh check --proxy` does too",
+        )
+    return host, port
+
+
 def parse_pairs(items: list[str] | tuple[str, ...], what: str, example: str) -> dict[str, str]:
     pairs: dict[str, str] = {}
     for item in items:
@@ -91,7 +106,7 @@ def settings_from(options: ProxyOptions) -> ProxySettings:
         app=parse_listen_address(options.app, "--app", allow_any_port=False),
         inbound=parse_listen_address(options.inbound, "--inbound"),
         outbound=parse_listen_address(options.outbound, "--outbound"),
-        admin=parse_listen_address(options.admin, "--admin"),
+        admin=admin_address(options.admin),
         endpoints_file=options.endpoints,
         upstreams=upstreams,
         labels=parse_pairs(options.labels, "--label", "k=v, e.g. version=v1"),

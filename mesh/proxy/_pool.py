@@ -25,6 +25,8 @@ log = logging.getLogger("mesh.proxy")
 ALPN_HTTP1 = "http/1.1"
 ALPN_TCP = "mesh-tcp"
 ALPN_H2 = "h2"
+# The admin pages over mTLS, for the controller and operators (never for services): see _server.py.
+ALPN_ADMIN = "mesh-admin"
 
 
 @dataclass(frozen=True, slots=True)

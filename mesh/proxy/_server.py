@@ -6,7 +6,8 @@
     inbound               peer ──mTLS──▶ ALPN http/1.1 ─▶ HTTP/1 loop ─▶ InboundRouter ─▶ app pool
                                        ─▶ ALPN h2 ─▶ HTTP/2 loop ─▶ InboundRouter ─▶ app over h2c
                                        ─▶ ALPN mesh-tcp ─▶ opaque relay ─▶ app
-    admin                 /metrics /ready /live /config /tap
+                                       ─▶ ALPN mesh-admin ─▶ admin pages (the controller and operators only)
+    admin (loopback only) /metrics /ready /live /config /tap
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from mesh.proxy._metrics import ProxyMetrics
 from mesh.proxy._policy import PolicyState
 from mesh.proxy._observe import recorder
 from mesh.proxy._h2 import PEER_RESET_BUDGET, H2Pool, H2ProxyConnection
-from mesh.proxy._pool import ALPN_H2, ALPN_HTTP1, ALPN_TCP, ConnectionPool, UpstreamConnectError, UpstreamKey, open_upstream
+from mesh.proxy._pool import ALPN_ADMIN, ALPN_H2, ALPN_HTTP1, ALPN_TCP, ConnectionPool, UpstreamConnectError, UpstreamKey, open_upstream
 from mesh.proxy._routing import InboundRouter, OutboundRouter, tcp_key_for
 from mesh.proxy._socket import FastSocketStream
 from mesh.proxy._tls import TLSStream
@@ -69,7 +70,7 @@ class Identity:
         self.creds = creds
         # When the certificate arrived, by our clock: renewal counts its lifetime from here.
         self.received_at = received_at or datetime.now(timezone.utc)
-        self.server = server_context(creds, alpn=(ALPN_HTTP1, ALPN_TCP, ALPN_H2))
+        self.server = server_context(creds, alpn=(ALPN_HTTP1, ALPN_TCP, ALPN_H2, ALPN_ADMIN))
         self._clients = {alpn: client_context(creds, alpn=(alpn,)) for alpn in (ALPN_HTTP1, ALPN_TCP, ALPN_H2)}
 
     def client(self, alpn: str) -> ssl.SSLContext:
@@ -192,9 +193,8 @@ class Proxy:
         self.outbound_router = OutboundRouter(
             self.registry.endpoints, self.balancer, self.identity.trust_domain, s.limits.request_timeout, own, policy=self.policy
         )
-        admin_app = AdminApp(
-            self.metrics.render, self.config_view, lambda: not self.drain.draining, {b"/tap": tap_handler(self.tap)}
-        )
+        admin_app = self._admin_app(query_values=False)
+        self._admin_over_mtls = self._admin_app(query_values=True)
 
         async with trio.open_nursery() as system:
             if hasattr(self.registry, "run"):
@@ -277,6 +277,9 @@ class Proxy:
             log.warning("inbound: refused a connection from %s: %s", _peer(tcp), reason)
             await _close(tcp)
             return
+        if tls.selected_alpn_protocol() == ALPN_ADMIN:  # the controller or an operator, never app traffic
+            await self._serve_admin_over_mtls(tls, caller)
+            return
         metrics.tcp_open.labels("inbound").inc()
         try:
             alpn = tls.selected_alpn_protocol()
@@ -302,6 +305,27 @@ class Proxy:
             await self._serve_counted(conn, "inbound")
         finally:
             metrics.tcp_open.labels("inbound").dec()
+            await _close(tls)
+
+    def _admin_app(self, *, query_values: bool) -> AdminApp:
+        tap = tap_handler(self.tap, query_values=query_values)
+        return AdminApp(self.metrics.render, self.config_view, lambda: not self.drain.draining, {b"/tap": tap})
+
+    async def _serve_admin_over_mtls(self, tls: TLSStream, caller: Any) -> None:
+        """The admin pages for the controller (its fan-in reads proxies on every host here, where the
+        loopback admin server cannot be reached) and for operators; any other caller is refused."""
+        from mesh.identity import CONTROLLER_SERVICE
+
+        if caller.kind != "operator" and not (caller.kind == "svc" and caller.name == CONTROLLER_SERVICE):
+            log.warning("inbound: refused admin access (ALPN %s) to %s: only the controller and operators", ALPN_ADMIN, caller)
+            self.metrics.tls_failures.labels("inbound", "admin-not-allowed").inc()
+            await _close(tls)
+            return
+        try:
+            await self._admin_over_mtls.serve_connection(tls)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+            pass  # the reader went away
+        finally:
             await _close(tls)
 
     async def _serve_counted(self, conn: Any, direction: str) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import stat
 import subprocess
@@ -76,3 +77,31 @@ def test_a_fresh_demo_gives_an_all_green_check(cluster: Cluster) -> None:
         assert (cluster.home / "run" / "productpage.log").exists() and (cluster.home / "run" / "mesh.log").exists()
     finally:
         assert cluster.mesh("down", timeout=60).returncode == 0
+
+
+def test_tap_redacts_query_values_unless_an_operator_asks(cluster: Cluster) -> None:
+    """The loopback admin server answers every process of the host: its /tap shows which query
+    keys were sent, never their values (before: `?token=s3cret` as it was). An operator sees them
+    with `mesh tap --show-query`, which the controller reads over mTLS and logs."""
+    from tests.integration.test_observe import get, observed_mesh
+
+    with observed_mesh(cluster) as mesh:
+        with requests.get(f"{mesh.web.admin_url}/tap?service=web", stream=True, timeout=10) as tap:
+            lines = tap.iter_lines()
+            assert get(mesh.client, "/headers?user=ada&token=s3cret").status_code == 200
+            event = json.loads(next(lines))
+        assert event["path"] == "/headers?user=REDACTED&token=REDACTED"
+        refused = requests.get(f"{mesh.web.admin_url}/tap?show_query=1", timeout=10)
+        assert refused.status_code == 403 and "mesh tap --show-query" in refused.text
+        tapping = cluster.spawn("tap", [*MESH, "tap", "web", "--direction", "inbound", "--max", "1", "-o", "json", "--show-query"])
+        tapping.wait_for("tapping web", timeout=15)
+        assert get(mesh.client, "/headers?user=ada&token=s3cret").status_code == 200
+        assert tapping.popen.wait(20) == 0, tapping.log()
+        (shown,) = [json.loads(line) for line in tapping.log().splitlines() if line.startswith("{")]
+        assert shown["path"] == "/headers?user=ada&token=s3cret"
+        assert "taps with query-string values shown" in (cluster.home / "run" / "mesh.log").read_text()
+        # An admin server anywhere but loopback is refused.
+        for admin in ("0.0.0.0:0", "192.0.2.1:0"):
+            refused_admin = cluster.mesh("proxy", "--service", "web", "--app", "127.0.0.1:1", "--admin", admin)
+            assert refused_admin.returncode == 1, refused_admin.stderr
+            assert f"--admin {admin}: the admin server listens on loopback only" in refused_admin.stderr
