@@ -144,6 +144,7 @@ class Proxy:
         self.faults: list[dict[str, Any]] = []
         self.control: Any = None  # ControlLink when a controller is known
         self.advertise_host: str | None = None
+        self._admin_over_mtls = self._admin_app(query_values=True)  # see _serve_admin_over_mtls
 
     def set_credentials(self, creds: Any, received_at: datetime | None = None) -> None:
         """Swap in a renewed certificate: new connections use it, open ones keep theirs."""
@@ -194,7 +195,6 @@ class Proxy:
             self.registry.endpoints, self.balancer, self.identity.trust_domain, s.limits.request_timeout, own, policy=self.policy
         )
         admin_app = self._admin_app(query_values=False)
-        self._admin_over_mtls = self._admin_app(query_values=True)
 
         async with trio.open_nursery() as system:
             if hasattr(self.registry, "run"):

@@ -561,8 +561,8 @@ def _check_proxy(ctx: CheckContext, service: str, entry: dict[str, Any]) -> Chec
                 facts["config"] = json.loads(body)
             else:
                 facts["config_error"] = f"status {code}"
-        except (OSError, http.client.HTTPException) as exc:
-            facts.setdefault("ready_error" if "ready_status" not in facts else "config_error", probes.os_reason(exc))
+        except (OSError, http.client.HTTPException) as exc:  # broke after the handshake: what was not read yet
+            facts["config_error" if "ready_status" in facts else "ready_error"] = probes.os_reason(exc)
         except ValueError as exc:
             facts["config_error"] = str(exc)
         finally:
