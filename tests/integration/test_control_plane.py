@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -221,6 +222,42 @@ def test_short_lived_certificates_renew_on_schedule_without_failed_requests(clus
     assert 55 <= granted <= 61, granted
     status_code, body = renew_as(cluster.home, holder="web", asks_for="web", extra={"ttl_seconds": "soon"})
     assert status_code == 400 and "ttl_seconds" in body["error"], body
+
+
+def shorten_issuer(cluster: Cluster, lifetime: timedelta) -> datetime:
+    """Replace the issuer of the cluster's CA by one that ends ``lifetime`` from now (an issuer
+    nobody rotated in time); its end."""
+    from mesh.home import MeshHome, atomic_write
+    from mesh.identity import CertificateAuthority, cert_to_pem, generate_key, key_to_pem
+    from mesh.identity._certs import load_key, make_issuer
+
+    home = MeshHome(cluster.home)
+    ca = CertificateAuthority.load(home)
+    root_key = load_key(home.root_key.read_bytes(), "root key")
+    issuer_key = generate_key()
+    issuer = make_issuer(issuer_key, ca.root_cert, root_key, lifetime=lifetime, label="short")
+    atomic_write(home.issuer_key, key_to_pem(issuer_key), mode=0o600)
+    atomic_write(home.issuer_cert, cert_to_pem(issuer), mode=0o644)
+    return issuer.not_valid_after_utc
+
+
+def test_leaves_cut_short_by_their_issuer_renew_a_bounded_number_of_times(cluster: Cluster) -> None:
+    """The issuer ends in 35 s, so every leaf the controller signs ends there too, each shorter
+    than the last. Counted from the backdated notBefore, such leaves were due at once from about
+    25 s before the end: a renewal storm of hundreds (1,730 in 34 s with a 15 s leaf). Counted
+    from arrival, at least 6 s apart, the proxy renews a few times, then fails slowly."""
+    cluster.init_ca()
+    end = shorten_issuer(cluster, timedelta(seconds=35))
+    result = cluster.mesh("up", "--detach", "--listen", "127.0.0.1:0", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    cluster.processes.append(_adopt(cluster, "mesh", json.loads(result.stdout)["pid"]))
+    web = cluster.proxy("web", cluster.app("http", "web"))
+    time.sleep(max((end - datetime.now(timezone.utc)).total_seconds(), 0) + 3)
+    renewed = web.process.log().count("renewed the certificate")
+    signed = (cluster.home / "run" / "mesh.log").read_text().count(f"signed a certificate for {cluster.spiffe('web')}")
+    assert 1 <= renewed <= 5, web.process.log()[-3000:]
+    assert signed <= 1 + renewed + 1, signed  # the first one, the renewals, and one in flight
+    assert web.process.popen.poll() is None  # still serving, with what it has
 
 
 def test_controller_killed_traffic_flows_and_restart_resyncs(cluster: Cluster, tmp_path: Path) -> None:
