@@ -12,6 +12,10 @@ def setup_logging(
 ) -> None:
     """Log lines to stderr, or to ``log_file`` (when the terminal shows a live panel instead)."""
     chosen = logging.DEBUG if debug else getattr(logging, (level or "INFO").upper(), logging.INFO)
+    if log_file:
+        from mesh.home import open_log
+
+        open_log(log_file).close()  # created owner-only before logging opens it
     handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"[mesh {component}] %(levelname)s %(message)s"))
     root = logging.getLogger()

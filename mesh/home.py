@@ -16,6 +16,7 @@ import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from mesh.errors import HomeError
 
@@ -83,8 +84,19 @@ class MeshHome:
         return self.root_cert.exists() and self.issuer_key.exists()
 
     def ensure_dir(self, path: Path, mode: int = 0o700) -> Path:
-        """Create ``path`` (and MESH_HOME) if needed, with ``mode``."""
+        """Create ``path`` (and MESH_HOME, owner-only: it holds keys and tokens) if needed, with ``mode``.
+
+        An existing MESH_HOME keeps its mode: that is the owner's choice (`mesh check` warns).
+        """
         try:
+            if not self.root.is_dir():
+                # mkdir(parents=True) makes missing parents with the default mode (0755), so
+                # MESH_HOME is made on its own: its parents as usual, MESH_HOME itself 0700.
+                self.root.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    self.root.mkdir(mode=0o700)
+                except FileExistsError:
+                    pass  # made meanwhile by another mesh process
             path.mkdir(parents=True, exist_ok=True, mode=mode)
             os.chmod(path, mode)
         except PermissionError as exc:
@@ -125,6 +137,18 @@ def atomic_write(path: Path, data: bytes | str, mode: int = 0o644) -> None:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        raise
+
+
+def open_log(path: Path) -> BinaryIO:
+    """``path`` opened for appending, owner-only (0600, an existing log tightened too): logs
+    under MESH_HOME/run say who called what, where, and how `mesh join` works."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "ab")
+    except BaseException:
+        os.close(fd)
         raise
 
 

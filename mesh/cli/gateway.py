@@ -19,9 +19,12 @@ def gateway(
     to: Annotated[str, typer.Option("--to", help="The mesh service that outside traffic goes to.")],
     listen: Annotated[str, typer.Option(help="HOST:PORT that accepts plain HTTP from outside the mesh.")] = "127.0.0.1:9080",
     name: Annotated[Optional[str], typer.Option(help="The gateway's own service name (default: gateway).")] = None,
-    admin: Annotated[str, typer.Option(help="Admin server, HOST:PORT.")] = "127.0.0.1:0",
+    admin: Annotated[str, typer.Option(help="Admin server, HOST:PORT (loopback only).")] = "127.0.0.1:0",
     controller: Annotated[Optional[str], typer.Option(help="Controller HOST:PORT (default: MESH_HOME/controller.json).")] = None,
     token: Annotated[Optional[str], typer.Option(help="Join token for the first certificate.")] = None,
+    cert_ttl: Annotated[
+        Optional[str], typer.Option(help="Lifetime of the certificates to ask for (default 24h, at least 60s).")
+    ] = None,
     zeroconf: Annotated[bool, typer.Option("--zeroconf/--no-zeroconf", help="Discover with mDNS.")] = True,
     lan: Lan = False,
     interface: Interfaces = None,
@@ -59,6 +62,7 @@ def gateway(
             "admin": admin,
             "controller": controller,
             "token": token,
+            "cert_ttl": cert_ttl,
             "zeroconf": zeroconf,
             "interfaces": zeroconf_interfaces(lan, interface),
             "endpoints": endpoints,

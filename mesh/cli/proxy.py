@@ -19,7 +19,7 @@ def proxy(
     app: Annotated[str, typer.Option("--app", help="HOST:PORT where the app listens (inbound traffic goes there).")],
     inbound: Annotated[str, typer.Option(help="Inbound mTLS listener, HOST:PORT (port 0: any).")] = "127.0.0.1:0",
     outbound: Annotated[str, typer.Option(help="Outbound listener for the app, HOST:PORT.")] = "127.0.0.1:0",
-    admin: Annotated[str, typer.Option(help="Admin server (/metrics, /ready, /live, /config), HOST:PORT.")] = "127.0.0.1:0",
+    admin: Annotated[str, typer.Option(help="Admin server (/metrics, /ready, /live, /config, /tap), HOST:PORT on loopback.")] = "127.0.0.1:0",
     endpoints: Annotated[
         Optional[Path], typer.Option("--endpoints", help="Static endpoints file (TOML, re-read when it changes).")
     ] = None,
@@ -43,7 +43,7 @@ def proxy(
     token: Annotated[
         Optional[str], typer.Option(help="Join token for the first certificate (default: $MESH_JOIN_TOKEN or MESH_HOME/join-token).")
     ] = None,
-    cert_ttl: Annotated[Optional[str], typer.Option(help="Lifetime of the certificates to ask for (default 24h).")] = None,
+    cert_ttl: Annotated[Optional[str], typer.Option(help="Lifetime of the certificates to ask for (default 24h, at least 60s).")] = None,
     zeroconf: Annotated[bool, typer.Option("--zeroconf/--no-zeroconf", help="Advertise and discover with mDNS.")] = True,
     lan: Lan = False,
     interface: Interfaces = None,

@@ -30,7 +30,7 @@ def fetch_stats(home: MeshHome, window: str, what: str) -> dict[str, Any]:
 
 def unreachable_lines(stats: dict[str, Any], service: str | None = None) -> list[str]:
     return [
-        f"unreachable: {u.get('service')} {u.get('instance')} ({u.get('admin') or 'no admin port'}): {u.get('error')}"
+        f"unreachable: {u.get('service')} {u.get('instance')} ({u.get('address') or '?'}): {u.get('error')}"
         for u in stats.get("unreachable") or []
         if service is None or u.get("service") == service
     ]

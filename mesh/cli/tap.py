@@ -96,7 +96,7 @@ async def consume(events: AsyncIterator[Any], handle: Callable[[dict[str, Any]],
 def notice(item: dict[str, Any]) -> str | None:
     """The stderr line for a stream item that is not a request (None: say nothing)."""
     kind = item.get("type")
-    where = f"{item.get('service', '?')} ({item.get('admin') or item.get('instance') or '?'})"
+    where = f"{item.get('service', '?')} ({item.get('address') or item.get('instance') or '?'})"
     if kind == "tapping":
         return f"tapping {where}"
     if kind == "unreachable":
@@ -122,6 +122,12 @@ def tap(
     max_events: Annotated[
         Optional[int], typer.Option("--max", help="Stop after this many requests.", min=1, show_default=False)
     ] = None,
+    show_query: Annotated[
+        bool,
+        typer.Option(
+            "--show-query", help="Show query-string values (redacted by default: they may hold tokens); logged by the controller."
+        ),
+    ] = False,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Show requests live as the proxies see them; Ctrl-C stops.
@@ -135,6 +141,10 @@ def tap(
 
     home = state(ctx).home
     query = tap_query(service, path, method, direction, authority, max_rps)
+    if show_query:
+        from mesh.telemetry import SHOW_QUERY
+
+        query[SHOW_QUERY] = "1"
     as_json = output is OutputFormat.json
     seen = 0
 

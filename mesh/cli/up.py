@@ -147,8 +147,7 @@ def join_line(home: Any, record: dict[str, Any], reveal_token: bool = True) -> t
 def _summary(
     home: Any, record: dict[str, Any], pid: int, created: bool, parsed: Any, demo: bool, reach: Any, reveal_token: bool = True
 ) -> dict[str, Any]:
-    from mesh.discovery import parse_address
-    from mesh.inject._reach import is_loopback
+    from mesh.discovery import is_loopback, parse_address
 
     join, address, fp = join_line(home, record, reveal_token)
     return {

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -30,13 +31,12 @@ from mesh import __version__
 from mesh.controller._api import ApiError, ApiRequest, ApiResponse
 from mesh.controller._state import ControllerState, EndpointEntry, endpoint_from_dict, endpoint_to_dict
 from mesh.errors import ConfigError, DiscoveryError, IdentityError
+from mesh.identity import CONTROLLER_SERVICE
 
 log = logging.getLogger("mesh.controller")
 
-CONTROLLER_SERVICE = "mesh-controller"
 KEEPALIVE_SECONDS = 10.0
 MAX_LEAF_TTL = timedelta(hours=24)
-MIN_LEAF_TTL = timedelta(seconds=10)
 
 
 class ControllerApp:
@@ -66,6 +66,8 @@ class ControllerApp:
             ("GET", "/v1/routes"): self.routes,
         }
         self._stats: Any = None  # StatsCollector, made on the first stats request
+        # Reads proxies' admin pages over mTLS (tap, stats, routes); set once the controller has credentials.
+        self.admin_dialer: Any = None
 
     async def handle(self, request: ApiRequest) -> ApiResponse | AsyncIterator[Any]:
         route = self._routes.get((request.method, request.path))
@@ -114,8 +116,7 @@ class ControllerApp:
         body = _object(request.json())
         service = _string(body, "service")
         csr = _string(body, "csr").encode()
-        ttl = timedelta(seconds=float(body.get("ttl_seconds") or MAX_LEAF_TTL.total_seconds()))
-        ttl = min(max(ttl, MIN_LEAF_TTL), MAX_LEAF_TTL)
+        ttl = _leaf_ttl(body.get("ttl_seconds"))
         if service == CONTROLLER_SERVICE:
             raise ApiError(403, f"{service!r} is reserved for the controller")
         if request.peer is not None:
@@ -307,7 +308,7 @@ class ControllerApp:
         service = request.query.get("service", "")
         if not service:
             raise ApiError(400, "query parameter 'service' is required")
-        return ApiResponse(200, await routes_view(self.state, service))
+        return ApiResponse(200, await routes_view(self.state, service, self._admin_dialer()))
 
     # -- status ------------------------------------------------------------------
 
@@ -367,16 +368,24 @@ class ControllerApp:
 
         return proxy_targets(self.state)
 
+    def _admin_dialer(self) -> Any:
+        if self.admin_dialer is None:
+            raise ApiError(503, "the controller cannot read proxies yet (no credentials)")
+        return self.admin_dialer
+
     async def tap(self, request: ApiRequest) -> AsyncIterator[Any]:
         from mesh.controller._fanin import TapFanIn
-        from mesh.telemetry import TapFilter
+        from mesh.telemetry import TapFilter, query_values_asked
 
-        self._require_operator(request)
+        operator = self._require_operator(request)
         try:
             tap_filter, max_rps = TapFilter.from_query(request.query)
+            query_values = query_values_asked(request.query)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
-        return TapFanIn(self.proxy_targets, tap_filter, max_rps)
+        if query_values:
+            log.info("%s taps with query-string values shown (%s)", operator, tap_filter.to_query() or "every request")
+        return TapFanIn(self.proxy_targets, tap_filter, max_rps, self._admin_dialer(), query_values=query_values)
 
     async def stats(self, request: ApiRequest) -> ApiResponse:
         from mesh.controller._fanin import StatsCollector, parse_window
@@ -387,8 +396,20 @@ class ControllerApp:
         except ValueError as exc:
             raise ApiError(400, str(exc), "e.g. window=60 or window=5m") from None
         if self._stats is None:
-            self._stats = StatsCollector(self.proxy_targets, self.state.trust_domain)
+            self._stats = StatsCollector(self.proxy_targets, self.state.trust_domain, self._admin_dialer())
         return ApiResponse(200, await self._stats.stats(window))
+
+
+def _leaf_ttl(asked: Any) -> timedelta:
+    """The lifetime of a leaf to sign: what the caller asked for, within [MIN_LEAF_TTL, 24 h]
+    (a shorter one would be renewed too often; the proxy refuses to ask for it anyway)."""
+    from mesh.identity import MIN_LEAF_TTL
+
+    if asked is None:
+        return MAX_LEAF_TTL
+    if isinstance(asked, bool) or not isinstance(asked, (int, float)) or not math.isfinite(asked):
+        raise ApiError(400, f"ttl_seconds must be a number of seconds, not {asked!r}")
+    return min(max(timedelta(seconds=asked), MIN_LEAF_TTL), MAX_LEAF_TTL)
 
 
 def _object(value: Any) -> dict[str, Any]:

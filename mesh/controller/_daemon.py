@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mesh.errors import ControllerError
-from mesh.home import MeshHome, atomic_write
+from mesh.home import MeshHome, atomic_write, open_log
 from mesh.self_command import child_env, mesh_command
 
 
@@ -44,7 +44,7 @@ def spawn(home: MeshHome, name: str, argv: list[str]) -> Daemon:
     """Start ``mesh ARGV`` detached (own session), logging to run/NAME.log."""
     run_dir = home.ensure_dir(home.run_dir)
     log_path = run_dir / f"{name}.log"
-    with open(log_path, "ab") as log:
+    with open_log(log_path) as log:
         process = subprocess.Popen(
             [*mesh_command(), "--home", str(home.root), *argv],
             stdin=subprocess.DEVNULL,

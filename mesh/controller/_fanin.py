@@ -1,12 +1,16 @@
-"""Telemetry fan-in: the controller reads every proxy's admin server for the CLI.
+"""Telemetry fan-in: the controller reads every proxy's admin pages for the CLI.
 
     GET /v1/tap    → ``TapFanIn``: ``/tap`` opened on every known proxy, merged into one stream
     GET /v1/stats  → ``StatsCollector``: ``/metrics`` scraped from every proxy, aggregated
 
-Proxies come from the controller's registry: every endpoint with an
-``admin_port``, dialled at the endpoint's host. The admin servers speak plain
-HTTP/1.1 (loopback or LAN, unauthenticated, read-only), so the client here is a
-few lines of trio streams around the proxy's own sans-IO ``ResponseReader``.
+Proxies come from the controller's registry: every endpoint, dialled at the
+address it registered (its inbound listener) over mTLS with ALPN
+``mesh-admin``. The proxy answers the admin pages there only to the
+controller's identity and to operators, and the controller checks that the
+proxy is who the registry says; the plain admin servers stay on loopback
+(docs/security.md, "The trust boundary on one host"). After the handshake it
+is HTTP/1.1, so the client here is a few lines of trio streams around the
+proxy's own sans-IO ``ResponseReader``.
 
 Background work. The API server calls a handler per request and iterates what
 it returns in the same task, so a handler has no nursery that outlives it. Both
@@ -30,6 +34,7 @@ import json
 import logging
 import math
 import os
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -41,11 +46,11 @@ import trio
 
 from mesh.proxy.protocol.errors import RemoteProtocolError
 from mesh.proxy.protocol.http1 import Data, EndOfMessage, ResponseHead, ResponseReader
-from mesh.telemetry import Sample, TapFilter, histogram_quantile, parse_prometheus_text
+from mesh.telemetry import SHOW_QUERY, Sample, TapFilter, histogram_quantile, parse_prometheus_text
 
 log = logging.getLogger("mesh.controller.fanin")
 
-CONNECT_TIMEOUT = 2.0  # to a proxy's admin server
+CONNECT_TIMEOUT = 2.0  # to a proxy's admin pages (TCP, then the TLS handshake)
 SCRAPE_TIMEOUT = 2.0  # for a whole /metrics answer
 MAX_METRICS_BYTES = 8 * 1024 * 1024
 MAX_TAP_LINE = 1024 * 1024
@@ -67,31 +72,29 @@ class AdminUnreachable(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ProxyTarget:
-    """One proxy as the registry knows it."""
+    """One proxy as the registry knows it: where it listens for mTLS, and who it must be."""
 
     instance: str
     service: str
     host: str
-    admin_port: int | None
+    port: int  # its inbound listener, which serves the admin pages over mTLS (ALPN mesh-admin)
     identity: str
     labels: tuple[tuple[str, str], ...] = ()
 
     @property
-    def key(self) -> tuple[str, int | None, str]:
-        return (self.host, self.admin_port, self.instance if self.admin_port is None else "")
+    def key(self) -> tuple[str, int]:
+        return (self.host, self.port)
 
     @property
-    def admin(self) -> str | None:
-        if self.admin_port is None:
-            return None
-        return f"[{self.host}]:{self.admin_port}" if ":" in self.host else f"{self.host}:{self.admin_port}"
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     @property
     def version(self) -> str | None:
         return dict(self.labels).get("version")
 
     def describe(self) -> dict[str, Any]:
-        return {"instance": self.instance, "service": self.service, "admin": self.admin}
+        return {"instance": self.instance, "service": self.service, "address": self.address}
 
 
 def proxy_targets(state: Any) -> list[ProxyTarget]:
@@ -106,7 +109,7 @@ def proxy_targets(state: Any) -> list[ProxyTarget]:
             instance=entry.instance,
             service=endpoint.service,
             host=endpoint.host,
-            admin_port=endpoint.admin_port,
+            port=endpoint.port,
             identity=endpoint.expected_identity(state.trust_domain),
             labels=endpoint.labels,
         )
@@ -116,19 +119,62 @@ def proxy_targets(state: Any) -> list[ProxyTarget]:
 # ------------------------------------------------------------------ admin client
 
 
-async def _open_admin(host: str, port: int, path: str, timeout: float) -> tuple[trio.SocketStream, ResponseReader, list[Any]]:
+class AdminDialer:
+    """Opens the admin pages of a proxy: mTLS to its inbound listener, ALPN ``mesh-admin``,
+    the proxy's identity checked against the registry's, then one HTTP/1.1 GET."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.context = context  # the controller's client context, ALPN mesh-admin
+
+    @classmethod
+    def for_credentials(cls, creds: Any) -> AdminDialer:
+        from mesh.identity import client_context
+        from mesh.proxy import ALPN_ADMIN
+
+        return cls(client_context(creds, alpn=(ALPN_ADMIN,)))
+
+    async def connect(self, target: ProxyTarget, timeout: float) -> trio.abc.Stream:
+        """An mTLS stream to ``target`` that speaks the admin pages; AdminUnreachable otherwise."""
+        from mesh.identity import check_peer_identity, handshake_failure_reason
+        from mesh.proxy import ALPN_ADMIN, TLSStream
+
+        where = target.address
+        try:
+            with trio.fail_after(timeout):
+                tcp = await trio.open_tcp_stream(target.host, target.port)
+        except trio.TooSlowError:
+            raise AdminUnreachable(f"{where}: no connection within {timeout:g}s") from None
+        except OSError as exc:
+            raise AdminUnreachable(f"{where}: {_os_reason(exc)}") from None
+        tls = TLSStream(tcp, self.context, server_side=False)
+        try:
+            with trio.fail_after(timeout):
+                await tls.do_handshake()
+            check_peer_identity(tls, target.identity)  # type: ignore[arg-type]
+            if tls.selected_alpn_protocol() != ALPN_ADMIN:
+                raise AdminUnreachable(
+                    f"{where}: the proxy does not serve its admin pages over mTLS (a mesh older than this controller?)"
+                )
+        except trio.TooSlowError:
+            await _close(tls)
+            raise AdminUnreachable(f"{where}: no TLS handshake within {timeout:g}s") from None
+        except AdminUnreachable:
+            await _close(tls)
+            raise
+        except Exception as exc:  # noqa: BLE001 - IdentityError, ssl and stream errors: one reason each
+            await _close(tls)
+            raise AdminUnreachable(f"{where}: {handshake_failure_reason(exc)}") from None
+        return tls
+
+
+async def _open_admin(
+    dialer: AdminDialer, target: ProxyTarget, path: str, timeout: float
+) -> tuple[trio.abc.Stream, ResponseReader, list[Any]]:
     """Connect, send ``GET path``, read up to the response head; returns the stream, reader and events."""
-    where = f"{host}:{port}"
+    where = target.address
+    stream = await dialer.connect(target, timeout)
     try:
-        with trio.fail_after(timeout):
-            stream = await trio.open_tcp_stream(host, port)
-    except trio.TooSlowError:
-        raise AdminUnreachable(f"{where}: no connection within {timeout:g}s") from None
-    except OSError as exc:
-        raise AdminUnreachable(f"{where}: {_os_reason(exc)}") from None
-    try:
-        host_header = f"[{host}]:{port}" if ":" in host else where
-        request = f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        request = f"GET {path} HTTP/1.1\r\nHost: {where}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
         reader = ResponseReader()
         reader.expect(b"GET")
         events: list[Any] = []
@@ -147,18 +193,20 @@ async def _open_admin(host: str, port: int, path: str, timeout: float) -> tuple[
         raise AdminUnreachable(f"{where}: invalid HTTP answer: {exc}") from None
     except (OSError, trio.BrokenResourceError) as exc:
         await _close(stream)
-        raise AdminUnreachable(f"{where}: {exc}") from None
+        raise AdminUnreachable(f"{where}: {exc or 'the connection broke'}") from None
     except BaseException:
         await _close(stream)
         raise
     return stream, reader, events
 
 
-async def admin_get(host: str, port: int, path: str, timeout: float = SCRAPE_TIMEOUT) -> tuple[int, bytes]:
-    """``GET path`` on an admin server: (status, body). Raises AdminUnreachable."""
-    where = f"{host}:{port}"
+async def admin_get(
+    dialer: AdminDialer, target: ProxyTarget, path: str, timeout: float = SCRAPE_TIMEOUT
+) -> tuple[int, bytes]:
+    """``GET path`` on a proxy's admin pages: (status, body). Raises AdminUnreachable."""
+    where = target.address
     deadline = trio.current_time() + timeout
-    stream, reader, events = await _open_admin(host, port, path, timeout)
+    stream, reader, events = await _open_admin(dialer, target, path, timeout)
     try:
         status = next(e.status for e in events if isinstance(e, ResponseHead))
         body = bytearray()
@@ -181,7 +229,7 @@ async def admin_get(host: str, port: int, path: str, timeout: float = SCRAPE_TIM
     except RemoteProtocolError as exc:
         raise AdminUnreachable(f"{where}: invalid HTTP answer: {exc}") from None
     except (OSError, trio.BrokenResourceError) as exc:
-        raise AdminUnreachable(f"{where}: {exc}") from None
+        raise AdminUnreachable(f"{where}: {exc or 'the connection broke'}") from None
     finally:
         await _close(stream)
 
@@ -189,21 +237,23 @@ async def admin_get(host: str, port: int, path: str, timeout: float = SCRAPE_TIM
 class AdminStream:
     """A streaming answer (``/tap``): ``await AdminStream.open(...)``, then ``lines()``, then ``aclose()``."""
 
-    def __init__(self, where: str, stream: trio.SocketStream, reader: ResponseReader, events: list[Any]) -> None:
+    def __init__(self, where: str, stream: trio.abc.Stream, reader: ResponseReader, events: list[Any]) -> None:
         self._where = where
         self._stream = stream
         self._reader = reader
         self._events = events
 
     @classmethod
-    async def open(cls, host: str, port: int, path: str, timeout: float = CONNECT_TIMEOUT) -> AdminStream:
+    async def open(
+        cls, dialer: AdminDialer, target: ProxyTarget, path: str, timeout: float = CONNECT_TIMEOUT
+    ) -> AdminStream:
         """Connected and answered 200; raises AdminUnreachable otherwise."""
-        stream, reader, events = await _open_admin(host, port, path, timeout)
+        stream, reader, events = await _open_admin(dialer, target, path, timeout)
         head = next(e for e in events if isinstance(e, ResponseHead))
         if head.status != 200:
             await _close(stream)
-            raise AdminUnreachable(f"{host}:{port}: {path.split('?')[0]} answered {head.status}")
-        return cls(f"{host}:{port}", stream, reader, events[events.index(head) + 1 :])
+            raise AdminUnreachable(f"{target.address}: {path.split('?')[0]} answered {head.status}")
+        return cls(target.address, stream, reader, events[events.index(head) + 1 :])
 
     async def lines(self) -> AsyncIterator[Any]:
         """The JSON value of each line, until the proxy ends the stream.
@@ -282,7 +332,7 @@ class TapFanIn:
 
     Items: the proxies' own lines (``request`` and ``dropped``) with ``instance``
     added, ``{"type": "tapping" | "unreachable", "instance", "service",
-    "admin", ...}`` as proxies are joined or fail (each said once per change),
+    "address", ...}`` as proxies are joined or fail (each said once per change),
     and ``{"type": "waiting", "message"}`` once if no proxy is registered yet.
     A CLI that reads slowly makes the readers wait; the proxies then drop (and
     count) what their queues cannot hold, so nothing piles up here.
@@ -293,13 +343,18 @@ class TapFanIn:
         targets: Callable[[], list[ProxyTarget]],
         tap_filter: TapFilter,
         max_rps: float | None,
+        dialer: AdminDialer,
         refresh: float = TAP_REFRESH,
         clock: Callable[[], float] = time.monotonic,
+        query_values: bool = False,
     ) -> None:
         self._targets = targets
+        self._dialer = dialer
         query = tap_filter.to_query()
         if max_rps is not None:
             query["max_rps"] = f"{max_rps:g}"
+        if query_values:
+            query[SHOW_QUERY] = "1"
         self._path = "/tap" + (f"?{urlencode(query)}" if query else "")
         self._max_rps = max_rps
         self._refresh = refresh
@@ -333,7 +388,7 @@ class TapFanIn:
             async with self._send, trio.open_nursery() as nursery:
                 waiting_said = False
                 while True:
-                    targets = {t.key: t for t in self._targets() if t.admin_port is not None}
+                    targets = {t.key: t for t in self._targets()}
                     if not targets and not waiting_said:
                         waiting_said = True
                         await self._emit(
@@ -349,10 +404,9 @@ class TapFanIn:
                     await trio.sleep(self._refresh)
 
     async def _follow(self, target: ProxyTarget, scope: trio.CancelScope) -> None:
-        assert target.admin_port is not None
         try:
             with scope:
-                stream = await AdminStream.open(target.host, target.admin_port, self._path)
+                stream = await AdminStream.open(self._dialer, target, self._path)
                 try:
                     self._failing.discard(target.key)
                     await self._emit({"type": "tapping", **target.describe()})
@@ -574,7 +628,7 @@ def aggregate(
         scrape = scrapes.get(target.key)
         entry = {**target.describe(), "identity": target.identity, "labels": dict(target.labels)}
         if not isinstance(scrape, ProxySnapshot):
-            error = scrape if isinstance(scrape, str) else "no admin port known"
+            error = scrape if isinstance(scrape, str) else "not scraped"
             unreachable.append({**target.describe(), "error": error})
             proxies.append({**entry, "reachable": False, "error": error, "window_seconds": None})
             services.setdefault(target.service, _Group()).add_instance(None, None, 0.0)
@@ -658,10 +712,12 @@ class StatsCollector:
         self,
         targets: Callable[[], list[ProxyTarget]],
         trust_domain: str,
+        dialer: AdminDialer,
         clock: Callable[[], float] = time.time,
         period: float = SAMPLE_PERIOD,
     ) -> None:
         self._targets = targets
+        self._dialer = dialer
         self._trust_domain = trust_domain
         self._clock = clock
         self._period = period
@@ -686,24 +742,22 @@ class StatsCollector:
         results: dict[Any, ProxySnapshot | str] = {}
 
         async def one(target: ProxyTarget) -> None:
-            assert target.admin_port is not None
             try:
-                status, body = await admin_get(target.host, target.admin_port, "/metrics", SCRAPE_TIMEOUT)
+                status, body = await admin_get(self._dialer, target, "/metrics", SCRAPE_TIMEOUT)
                 if status != 200:
-                    raise AdminUnreachable(f"{target.admin}: /metrics answered {status}")
+                    raise AdminUnreachable(f"{target.address}: /metrics answered {status}")
                 samples = parse_prometheus_text(body.decode("utf-8", "replace"))
             except AdminUnreachable as exc:
                 results[target.key] = str(exc)
                 return
             except ValueError as exc:
-                results[target.key] = f"{target.admin}: unreadable metrics: {exc}"
+                results[target.key] = f"{target.address}: unreadable metrics: {exc}"
                 return
             results[target.key] = self._remember(target.key, ProxySnapshot.from_samples(samples, self._clock()))
 
         async with trio.open_nursery() as nursery:
             for target in targets:
-                if target.admin_port is not None:
-                    nursery.start_soon(one, target)
+                nursery.start_soon(one, target)
         self._forget_gone({t.key for t in targets})
         return results
 

@@ -18,7 +18,8 @@ def routes_in_force(config: Any, service: str) -> list[tuple[str, Any]]:
     return [(route.name or f"route-{index}", route) for index, route in enumerate(config.routes) if route.service == service]
 
 
-async def routes_view(state: Any, service: str) -> dict[str, Any]:
+async def routes_view(state: Any, service: str, dialer: Any) -> dict[str, Any]:
+    """``dialer``: the AdminDialer that reads every proxy's /metrics over mTLS."""
     from mesh.controller._fanin import AdminUnreachable, admin_get, proxy_targets
 
     routes = routes_in_force(state.config, service)
@@ -28,7 +29,7 @@ async def routes_view(state: Any, service: str) -> dict[str, Any]:
 
     async def scrape(target: Any) -> None:
         try:
-            status, body = await admin_get(target.host, target.admin_port, "/metrics")
+            status, body = await admin_get(dialer, target, "/metrics")
         except AdminUnreachable as exc:
             unreachable.append(str(exc))
             return
@@ -48,8 +49,7 @@ async def routes_view(state: Any, service: str) -> dict[str, Any]:
 
     async with trio.open_nursery() as nursery:
         for target in proxy_targets(state):
-            if target.admin_port is not None:
-                nursery.start_soon(scrape, target)
+            nursery.start_soon(scrape, target)
 
     rows = []
     for name, route in routes:

@@ -132,6 +132,7 @@ async def run_controller(
 ) -> None:
     """Serve until SIGTERM/SIGINT, or until ``stop`` is set (when the caller owns the signals)."""
     from mesh.controller._api import serve_api, server_context_optional_client
+    from mesh.controller._fanin import AdminDialer
     from mesh.discovery import format_address
     from mesh.identity import CertificateAuthority, service_identity
 
@@ -153,6 +154,7 @@ async def run_controller(
         local, public = dial_addresses(bound, settings.advertise)
         state = ControllerState(trust_domain=ca.trust_domain)
         app = ControllerApp(state, ca, token, format_address(*public))
+        app.admin_dialer = AdminDialer.for_credentials(creds)
         write_controller_json(home, local, ca.trust_domain, str(identity), public)
         async with trio.open_nursery() as nursery:
             await nursery.start(serve_api, listener, context, app.handle)

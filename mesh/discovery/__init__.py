@@ -15,6 +15,7 @@ from mesh.discovery._endpoint import (
     SERVICE_NAME_PATTERN,
     Endpoint,
     format_address,
+    is_loopback,
     is_valid_service_name,
     parse_address,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "ZeroconfRegistry",
     "find_controller",
     "format_address",
+    "is_loopback",
     "is_valid_service_name",
     "parse_address",
     "parse_endpoints_file",

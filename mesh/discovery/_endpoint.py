@@ -80,6 +80,14 @@ def _check_port(what: str, port: object) -> None:
         raise ValueError(f"endpoint {what} must be an integer from 1 to 65535, got {port!r}")
 
 
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or ``localhost``: only this host reaches it."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 

@@ -11,7 +11,9 @@ from mesh.identity._certs import (
     CLOCK_SKEW,
     DEFAULT_LEAF_TTL,
     ISSUER_LIFETIME,
+    MIN_LEAF_TTL,
     RENEW_FRACTION,
+    RENEW_MIN_INTERVAL,
     ROOT_LIFETIME,
     cert_to_pem,
     generate_key,
@@ -35,6 +37,7 @@ from mesh.identity._inspect import (
     verify_chain,
 )
 from mesh.identity._spiffe import (
+    CONTROLLER_SERVICE,
     DEFAULT_TRUST_DOMAIN,
     SpiffeId,
     operator_identity,
@@ -52,10 +55,13 @@ from mesh.identity._tls import (
 
 __all__ = [
     "CLOCK_SKEW",
+    "CONTROLLER_SERVICE",
     "DEFAULT_LEAF_TTL",
     "DEFAULT_TRUST_DOMAIN",
     "ISSUER_LIFETIME",
+    "MIN_LEAF_TTL",
     "RENEW_FRACTION",
+    "RENEW_MIN_INTERVAL",
     "ROOT_LIFETIME",
     "CertificateAuthority",
     "CredentialPaths",

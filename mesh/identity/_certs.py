@@ -29,9 +29,17 @@ DEFAULT_LEAF_TTL = timedelta(hours=24)
 # Certificates start a minute in the past so a peer whose clock is slightly
 # behind does not see a brand-new certificate as "not yet valid".
 CLOCK_SKEW = timedelta(minutes=1)
-# Proxies renew their leaf at 70 % of its life: early enough to survive a
-# controller outage of several hours on a 24 h leaf.
+# Holders renew at 70 % of the validity actually granted, counted from when they
+# got the certificate: early enough to survive a controller outage of about 7 h
+# on a 24 h leaf. (Counted from the backdated notBefore, a 15 s leaf was due at
+# once and a proxy renewed 1,730 times in 34 s.)
 RENEW_FRACTION = 0.7
+# Renewals are at least 10 % of a lifetime apart, so that a leaf cut short (at
+# the issuer's end, or by clocks that disagree) never turns into a signing loop.
+RENEW_MIN_INTERVAL = 0.1
+# The shortest leaf the controller signs and `--cert-ttl` accepts: renewal at
+# 70 % leaves 18 s for a controller that is briefly away.
+MIN_LEAF_TTL = timedelta(seconds=60)
 
 PrivateKey = ec.EllipticCurvePrivateKey
 
@@ -160,12 +168,31 @@ def is_ca(cert: x509.Certificate) -> bool:
         return False
 
 
-def renew_at(cert: x509.Certificate | bytes) -> datetime:
-    """When a holder should renew: 70 % into the certificate's life (UTC)."""
+def renew_at(
+    cert: x509.Certificate | bytes,
+    *,
+    received_at: datetime | None = None,
+    previous: datetime | None = None,
+) -> datetime:
+    """When a holder should renew ``cert`` (UTC): 70 % into the validity it was granted.
+
+    The lifetime counts from ``received_at``, when the holder got the certificate
+    (by its own clock); when that is unknown, from the issue time mesh's CA
+    writes, ``notBefore`` + CLOCK_SKEW. So the renewal is never sooner than 50 %
+    of the granted life, whatever the backdating. ``previous``, the holder's last
+    renewal: the next one comes at least 10 % of the lifetime (60 s leaves at
+    least) after it.
+    """
     if isinstance(cert, (bytes, str)):
         cert = load_certificate(cert)
     start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
-    return start + (end - start) * RENEW_FRACTION
+    issued = received_at if received_at is not None else start + CLOCK_SKEW
+    issued = min(max(issued, start), end)
+    lifetime = end - issued
+    due = issued + lifetime * RENEW_FRACTION
+    if previous is not None:
+        due = max(due, previous + max(lifetime, MIN_LEAF_TTL) * RENEW_MIN_INTERVAL)
+    return due
 
 
 # ---------------------------------------------------------------- building

@@ -16,6 +16,8 @@ from mesh.errors import IdentityError
 
 DEFAULT_TRUST_DOMAIN = "mesh.local"
 SCHEME = "spiffe://"
+# The control plane's service name, reserved: only the controller holds spiffe://<td>/svc/mesh-controller.
+CONTROLLER_SERVICE = "mesh-controller"
 
 IdentityKind = Literal["svc", "operator"]
 IDENTITY_KINDS: tuple[IdentityKind, ...] = ("svc", "operator")

@@ -86,11 +86,18 @@ def _load_chain_and_key(context: ssl.SSLContext, creds: IssuedCredentials) -> No
             ) from None
 
 
+class MeshContext(ssl.SSLContext):
+    """An ``SSLContext`` that knows its holder's trust domain: ``peer_identity`` refuses a
+    peer of any other, on every handshake made with it (None: a context without credentials)."""
+
+    trust_domain: str | None = None
+
+
 def _verifying_context(
     protocol: int, bundle_pem: bytes, owner: str, alpn: Sequence[str]
-) -> ssl.SSLContext:
+) -> MeshContext:
     """TLS 1.3 only, peers verified against ``bundle_pem``; no certificate of our own (yet)."""
-    context = ssl.SSLContext(protocol)
+    context = MeshContext(protocol)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.maximum_version = ssl.TLSVersion.TLSv1_3
     # Identities are URIs checked by us after the handshake, never host names.
@@ -109,18 +116,19 @@ def _verifying_context(
     return context
 
 
-def _base_context(protocol: int, creds: IssuedCredentials, alpn: Sequence[str]) -> ssl.SSLContext:
+def _base_context(protocol: int, creds: IssuedCredentials, alpn: Sequence[str]) -> MeshContext:
     context = _verifying_context(protocol, creds.bundle_pem, str(creds.identity), alpn)
     _load_chain_and_key(context, creds)
+    context.trust_domain = creds.identity.trust_domain
     return context
 
 
-def server_context(creds: IssuedCredentials, alpn: Sequence[str] = DEFAULT_ALPN) -> ssl.SSLContext:
+def server_context(creds: IssuedCredentials, alpn: Sequence[str] = DEFAULT_ALPN) -> MeshContext:
     """A context for accepting mTLS: the client must present a certificate from our bundle."""
     return _base_context(ssl.PROTOCOL_TLS_SERVER, creds, alpn)
 
 
-def client_context(creds: IssuedCredentials, alpn: Sequence[str] = DEFAULT_ALPN) -> ssl.SSLContext:
+def client_context(creds: IssuedCredentials, alpn: Sequence[str] = DEFAULT_ALPN) -> MeshContext:
     """A context for connecting with mTLS: we present ``creds``; the server must present ours."""
     return _base_context(ssl.PROTOCOL_TLS_CLIENT, creds, alpn)
 
@@ -129,7 +137,13 @@ def client_context(creds: IssuedCredentials, alpn: Sequence[str] = DEFAULT_ALPN)
 
 
 def peer_identity(ssl_object: PeerCertSource) -> SpiffeId:
-    """The SPIFFE id of the verified peer certificate (IdentityError if there is none)."""
+    """The SPIFFE id of the verified peer certificate (IdentityError if there is none).
+
+    With a context made by ``server_context``/``client_context`` the id must be of
+    the holder's own trust domain: the chain proves who signed the certificate,
+    not that the signer's mesh is ours (a leaf for ``spiffe://other.test/...``
+    signed by our issuer verifies too).
+    """
     context = getattr(ssl_object, "context", None)
     # CERT_OPTIONAL still verifies a certificate the peer sends (a bad one aborts
     # the handshake); only CERT_NONE leaves it unchecked.
@@ -142,7 +156,14 @@ def peer_identity(ssl_object: PeerCertSource) -> SpiffeId:
     der = ssl_object.getpeercert(binary_form=True)
     if not der:
         raise IdentityError("the peer presented no certificate", hint="the peer must use mesh mTLS")
-    return spiffe_id_of(x509.load_der_x509_certificate(der))
+    identity = spiffe_id_of(x509.load_der_x509_certificate(der))
+    ours = getattr(context, "trust_domain", None)
+    if ours is not None and identity.trust_domain != ours:
+        raise IdentityError(
+            f"the peer presented {identity}, which is not of this mesh's trust domain {ours}",
+            hint="only identities of the mesh's own trust domain are accepted, whoever signed them",
+        )
+    return identity
 
 
 def check_peer_identity(ssl_object: PeerCertSource, expected: SpiffeId | str) -> SpiffeId:

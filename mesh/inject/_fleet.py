@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from mesh.home import MeshHome
+from mesh.home import MeshHome, open_log
 from mesh.inject._process import Child, open_child
 from mesh.inject._reach import Reach
 from mesh.self_command import child_env, mesh_command
@@ -160,7 +160,7 @@ class Fleet:
         backoff = BACKOFF_START
         while not self._stopping:
             env = {**child_env(), "PYTHONUNBUFFERED": "1", **dict(unit.spec.env)}
-            with open(unit.log_path, "ab") as log_file:
+            with open_log(unit.log_path) as log_file:
                 try:
                     process = open_child(
                         unit.spec.argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env

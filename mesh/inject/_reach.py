@@ -9,9 +9,9 @@ address on their network, the *host address*; first found:
 2. the controller's ``--listen`` host, when it is one specific, non-loopback address;
 3. the first non-loopback address of ``[discovery] interfaces``.
 
-With a host address the sidecars listen on it (inbound, and admin so that the
-controller can read their metrics at the address they registered), the
-controller listens on it unless ``--listen`` says otherwise, and it is the
+With a host address the sidecars' inbound listeners bind it (the controller
+reads their metrics and tap there too, over mTLS; admin servers stay on
+loopback), the controller listens on it unless ``--listen`` says otherwise, and it is the
 address of the ``mesh join`` line and of the controller's zeroconf record.
 Without one everything stays on loopback, and a wildcard ``--listen`` is
 refused: `mesh up` could not tell anybody an address to dial.
@@ -28,7 +28,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from mesh.config import DiscoveryConfig
-from mesh.discovery import format_address
+from mesh.discovery import format_address, is_loopback
 from mesh.errors import ControllerError
 
 DEFAULT_CONTROLLER_PORT = 4190
@@ -38,13 +38,6 @@ _WILDCARD_HINT = (
     "address (--listen ADDR:PORT), or make it a zeroconf interface (mesh.toml's [discovery] interfaces "
     "for `mesh up`, --interface ADDR for `mesh controller`)"
 )
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def zeroconf_interfaces(lan: bool, interface: list[str] | None) -> tuple[str, ...]:
@@ -106,7 +99,7 @@ class Reach:
 
     @property
     def sidecar_host(self) -> str:
-        """Where sidecars bind inbound and admin: what they advertise must reach them."""
+        """Where sidecars bind inbound: what they advertise must reach them."""
         if self.advertise is not None:
             return "0.0.0.0"
         return self.host or "127.0.0.1"
@@ -121,8 +114,7 @@ class Reach:
 
     def sidecar_args(self) -> list[str]:
         """Flags of `mesh inject`: the very ones a user gives to reach other hosts by hand."""
-        bind = format_address(self.sidecar_host, 0)
-        args = ["--inbound", bind, "--admin", bind]
+        args = ["--inbound", format_address(self.sidecar_host, 0)]
         if self.advertise is not None:
             args += ["--advertise", self.advertise]
         return args + self.discovery_args()

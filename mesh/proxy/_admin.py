@@ -1,7 +1,10 @@
 """The proxy's admin server: /metrics, /ready, /live, /config, /tap.
 
-Plain HTTP/1.1 on loopback (ephemeral port unless set). Small and separate
-from the data path: it shares the HTTP/1 reader, nothing else.
+Plain HTTP/1.1 on loopback only (ephemeral port unless set), and the same
+pages over mTLS on the inbound listener (ALPN ``mesh-admin``) for the
+controller and operators, who may also see tap's query-string values (see
+docs/security.md). Small and separate from the data path: it shares the
+HTTP/1 reader, nothing else.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import trio
 from mesh.proxy._conn import HttpConnection, PeerClosed
 from mesh.proxy.protocol.errors import RemoteProtocolError
 from mesh.proxy.protocol.http1 import EndOfMessage, RequestHead, RequestReader, encode_chunk, simple_response
-from mesh.telemetry import CONTENT_TYPE, TapFilter, TapHub
+from mesh.telemetry import CONTENT_TYPE, TapFilter, TapHub, query_values_asked
 from mesh.telemetry._tap import DEFAULT_MAX_QUEUE
 
 log = logging.getLogger("mesh.proxy.admin")
@@ -95,6 +98,11 @@ def _with_type(response: bytes, content_type: bytes) -> bytes:
     return response.replace(b"text/plain; charset=utf-8", content_type, 1)
 
 
+SHOW_QUERY_REFUSED = (
+    b"query-string values are shown only to the controller and operators, over mTLS: "
+    b"run `mesh tap --show-query` (the loopback admin server answers anyone on this host)\n"
+)
+
 TAP_HEAD = (
     b"HTTP/1.1 200 OK\r\n"
     b"Content-Type: application/x-ndjson\r\n"
@@ -104,13 +112,16 @@ TAP_HEAD = (
 )
 
 
-def tap_handler(hub: TapHub, max_queue: int = DEFAULT_MAX_QUEUE) -> StreamHandler:
-    """``GET /tap?service=&direction=&path=&method=&authority=&max_rps=``: NDJSON until the client leaves.
+def tap_handler(hub: TapHub, max_queue: int = DEFAULT_MAX_QUEUE, *, query_values: bool = False) -> StreamHandler:
+    """``GET /tap?service=&direction=&path=&method=&authority=&max_rps=&show_query=``: NDJSON until the client leaves.
 
     One line per event (``{"type": "request", ...}``), and ``{"type": "dropped",
     "count": N, "total": M}`` when this listener's queue overflowed. The
     subscription exists only while the connection does: with nobody tapping the
-    proxy builds no events at all.
+    proxy builds no events at all. Query-string values in paths are redacted;
+    ``show_query=1`` shows them where ``query_values`` allows it (the admin
+    server over mTLS, whose callers are the controller and operators), and is
+    refused (403) elsewhere.
     """
 
     async def serve(head: RequestHead, stream: trio.abc.Stream) -> None:
@@ -119,9 +130,14 @@ def tap_handler(hub: TapHub, max_queue: int = DEFAULT_MAX_QUEUE) -> StreamHandle
             await _send_quietly(stream, simple_response(405, b"method not allowed\n", [(b"Allow", b"GET")], False))
             return
         try:
-            tap_filter, max_rps = TapFilter.from_query(dict(parse_qsl(query, keep_blank_values=True)))
+            params = dict(parse_qsl(query, keep_blank_values=True))
+            tap_filter, max_rps = TapFilter.from_query(params)
+            show_query = query_values_asked(params)
         except ValueError as exc:
             await _send_quietly(stream, simple_response(400, f"{exc}\n".encode(), keep_alive=False))
+            return
+        if show_query and not query_values:
+            await _send_quietly(stream, simple_response(403, SHOW_QUERY_REFUSED, keep_alive=False))
             return
         subscription = hub.subscribe(tap_filter, max_queue=max_queue, max_rps=max_rps)
         wake = trio.Event()
@@ -143,7 +159,7 @@ def tap_handler(hub: TapHub, max_queue: int = DEFAULT_MAX_QUEUE) -> StreamHandle
                     dropped = subscription.take_dropped()
                     if dropped:
                         lines.append({"type": "dropped", "count": dropped, "total": subscription.dropped})
-                    lines.extend(event.to_dict() for event in subscription.take())
+                    lines.extend(event.to_dict(show_query) for event in subscription.take())
                     payload = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
                     await stream.send_all(encode_chunk(payload.encode()))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -135,6 +136,42 @@ async def request_certificate(
     )
 
 
+async def keep_renewed(
+    proxy: Proxy,
+    obtain: Callable[[Any], Awaitable[Any]],
+    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+) -> None:
+    """Renew the proxy's certificate forever, on the one schedule (``mesh.identity.renew_at``).
+
+    ``obtain(current)`` returns fresh credentials (from the controller, or the
+    local CA); a failure is retried with backoff while the current certificate
+    keeps serving.
+    """
+    from mesh.identity import renew_at
+
+    backoff = BACKOFF_START
+    previous: datetime | None = None
+    while True:
+        identity = proxy.identity
+        creds = identity.creds
+        due = renew_at(creds.leaf, received_at=identity.received_at, previous=previous)
+        wait = (due - now()).total_seconds()
+        if wait > 0:
+            await trio.sleep(wait)
+        try:
+            fresh = await obtain(creds)
+        except (ControllerError, IdentityError, OSError, trio.BrokenResourceError) as exc:
+            left = (creds.not_after - now()).total_seconds()
+            log.warning("certificate renewal failed (%s); %.0fs left on the current one; retrying", exc, left)
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+            continue
+        backoff = BACKOFF_START
+        previous = now()
+        proxy.set_credentials(fresh, received_at=previous)
+        log.info("renewed the certificate of %s; valid until %s", fresh.identity, fresh.not_after.isoformat())
+
+
 class ControlLink:
     def __init__(
         self,
@@ -162,28 +199,11 @@ class ControlLink:
     # -- certificate renewal -------------------------------------------------------
 
     async def _renew_loop(self) -> None:
-        from mesh.identity import renew_at
+        async def from_controller(current: Any) -> Any:
+            service = self.proxy.settings.service
+            return await request_certificate(self.controller, service, token=None, current=current, ttl=self.leaf_ttl)
 
-        backoff = BACKOFF_START
-        while True:
-            creds = self.proxy.identity.creds
-            due = renew_at(creds.leaf)
-            wait = (due - datetime.now(timezone.utc)).total_seconds()
-            if wait > 0:
-                await trio.sleep(wait)
-            try:
-                fresh = await request_certificate(
-                    self.controller, self.proxy.settings.service, token=None, current=creds, ttl=self.leaf_ttl
-                )
-            except (ControllerError, IdentityError, OSError, trio.BrokenResourceError) as exc:
-                left = (creds.not_after - datetime.now(timezone.utc)).total_seconds()
-                log.warning("certificate renewal failed (%s); %.0fs left on the current one; retrying", exc, left)
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
-                continue
-            backoff = BACKOFF_START
-            self.proxy.set_credentials(fresh)
-            log.info("renewed the certificate of %s; valid until %s", fresh.identity, fresh.not_after.isoformat())
+        await keep_renewed(self.proxy, from_controller)
 
     # -- watch and registration ---------------------------------------------------
 

@@ -56,6 +56,21 @@ def parse_listen_address(text: str, what: str, allow_any_port: bool = True) -> t
     return host, int(port)
 
 
+def admin_address(text: str) -> tuple[str, int]:
+    """``--admin``: loopback only. The admin server answers without authentication (metrics,
+    config, tap); what other hosts need of it (the controller, operators) goes over mTLS."""
+    from mesh.discovery import is_loopback
+
+    host, port = parse_listen_address(text, "--admin")
+    if not is_loopback(host):
+        raise ProxyError(
+            f"--admin {text}: the admin server listens on loopback only (it answers anyone who reaches it)",
+            hint="use --admin 127.0.0.1:PORT; the controller reads proxies on other hosts over mTLS at their "
+            "inbound address (`mesh tap`, `mesh stat`), and `mesh check --proxy` does too",
+        )
+    return host, port
+
+
 def parse_pairs(items: list[str] | tuple[str, ...], what: str, example: str) -> dict[str, str]:
     pairs: dict[str, str] = {}
     for item in items:
@@ -98,7 +113,7 @@ def settings_from(options: ProxyOptions) -> ProxySettings:
         app=parse_listen_address(options.app, "--app", allow_any_port=False),
         inbound=parse_listen_address(options.inbound, "--inbound"),
         outbound=parse_listen_address(options.outbound, "--outbound"),
-        admin=parse_listen_address(options.admin, "--admin"),
+        admin=admin_address(options.admin),
         endpoints_file=options.endpoints,
         upstreams=upstreams,
         labels=parse_pairs(options.labels, "--label", "k=v, e.g. version=v1"),
@@ -131,7 +146,7 @@ def issue_locally(options: ProxyOptions, ttl: timedelta) -> Any:
 
 
 def credentials_from_files(options: ProxyOptions) -> Any | None:
-    from mesh.identity import load_credentials
+    from mesh.identity import load_certificates, load_credentials, trust_domain_of
 
     given = [p for p in (options.cert, options.key, options.bundle) if p is not None]
     if not given:
@@ -143,6 +158,13 @@ def credentials_from_files(options: ProxyOptions) -> Any | None:
         raise IdentityError(
             f"the certificate is for {creds.identity}, not for service {options.service!r}",
             hint=f"issue one with `mesh ca issue {options.service}`",
+        )
+    domains = {trust_domain_of(root) for root in load_certificates(creds.bundle_pem, source=str(options.bundle))}
+    if creds.identity.trust_domain not in domains:
+        raise IdentityError(
+            f"the certificate is for {creds.identity}, but {options.bundle} trusts the trust domain "
+            f"{', '.join(sorted(domains))}: every peer would refuse it",
+            hint=f"issue one with `mesh ca issue {options.service}` on the host of this mesh's CA",
         )
     return creds
 
@@ -181,11 +203,19 @@ def _cert_ttl(options: ProxyOptions) -> timedelta | None:
     if options.cert_ttl is None:
         return None
     from mesh.config import parse_duration
+    from mesh.identity import MIN_LEAF_TTL
 
     try:
-        return timedelta(seconds=parse_duration(options.cert_ttl))
-    except ValueError:
-        raise ProxyError(f"--cert-ttl: invalid duration {options.cert_ttl!r}", hint="e.g. 20s, 1h, 24h") from None
+        ttl = timedelta(seconds=parse_duration(options.cert_ttl))
+    except (ConfigError, ValueError):
+        raise ProxyError(f"--cert-ttl: invalid duration {options.cert_ttl!r}", hint="e.g. 60s, 1h, 24h") from None
+    if ttl < MIN_LEAF_TTL:
+        least = f"{MIN_LEAF_TTL.total_seconds():g}s"
+        raise ProxyError(
+            f"--cert-ttl {options.cert_ttl}: certificates must live at least {least}",
+            hint=f"use --cert-ttl {least} or longer (the default is 24h); it is renewed at 70 % of its life",
+        )
+    return ttl
 
 
 async def build_proxy(options: ProxyOptions, settings: ProxySettings) -> Proxy:
@@ -278,11 +308,9 @@ def _advertise(proxy: Proxy, options: ProxyOptions) -> None:
 
 
 async def _renew_locally(proxy: Proxy, options: ProxyOptions, ttl: timedelta) -> None:
-    from datetime import datetime, timezone
+    from mesh.proxy._control import keep_renewed
 
-    from mesh.identity import renew_at
+    async def from_local_ca(current: Any) -> Any:
+        return issue_locally(options, ttl)
 
-    while True:
-        due = renew_at(proxy.identity.creds.leaf)
-        await trio.sleep(max((due - datetime.now(timezone.utc)).total_seconds(), 0.0))
-        proxy.set_credentials(issue_locally(options, ttl))
+    await keep_renewed(proxy, from_local_ca)

@@ -52,7 +52,9 @@ class ProxyMetrics:
             ("direction", "peer_service"),
         )
         self.tls_failures = registry.counter(
-            "tls_handshake_failures_total", "Inbound TLS handshakes refused.", ("reason",)
+            "tls_handshake_failures_total",
+            "mTLS handshakes refused (inbound: a caller; outbound: a peer), or the identity check after them.",
+            ("direction", "reason"),
         )
         self.controller_connected = registry.gauge(
             "controller_connected", "1 while the proxy holds a watch on the controller."

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
@@ -25,6 +25,8 @@ log = logging.getLogger("mesh.proxy")
 ALPN_HTTP1 = "http/1.1"
 ALPN_TCP = "mesh-tcp"
 ALPN_H2 = "h2"
+# The admin pages over mTLS, for the controller and operators (never for services): see _server.py.
+ALPN_ADMIN = "mesh-admin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +50,13 @@ class UpstreamConnectError(Exception):
         self.message = message
 
 
-ContextProvider = Callable[[str], ssl.SSLContext]
+class ContextProvider(Protocol):
+    """The client side of mTLS toward peers: a context per ALPN, and a tally of refusals."""
+
+    def __call__(self, alpn: str) -> ssl.SSLContext: ...
+
+    def refused(self, reason: str) -> None:
+        """A handshake with a peer, or the identity check after it, failed for ``reason``."""
 
 
 async def open_upstream(
@@ -79,17 +87,20 @@ async def open_upstream(
             check_peer_identity(tls, key.identity)  # type: ignore[arg-type]
     except trio.TooSlowError:
         await _abort(tls)
+        contexts.refused("timeout")
         raise UpstreamConnectError(
             "tls-timeout", f"TLS handshake with {key.address} timed out after {timeout:g}s"
         ) from None
     except IdentityError as exc:
         await _abort(tls)
         log.warning("refused peer %s: %s", key.address, exc)
+        contexts.refused(exc.message)
         raise UpstreamConnectError("identity-mismatch", f"{key.address}: {exc}") from None
     except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
         await _abort(tls)
         reason = handshake_failure_reason(exc)
         log.warning("TLS handshake with %s failed: %s", key.address, reason)
+        contexts.refused(reason)
         raise UpstreamConnectError("tls-failed", f"TLS handshake with {key.address} failed: {reason}") from None
     return tls
 

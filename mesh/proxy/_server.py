@@ -6,7 +6,8 @@
     inbound               peer ──mTLS──▶ ALPN http/1.1 ─▶ HTTP/1 loop ─▶ InboundRouter ─▶ app pool
                                        ─▶ ALPN h2 ─▶ HTTP/2 loop ─▶ InboundRouter ─▶ app over h2c
                                        ─▶ ALPN mesh-tcp ─▶ opaque relay ─▶ app
-    admin                 /metrics /ready /live /config /tap
+                                       ─▶ ALPN mesh-admin ─▶ admin pages (the controller and operators only)
+    admin (loopback only) /metrics /ready /live /config /tap
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -34,7 +36,7 @@ from mesh.proxy._metrics import ProxyMetrics
 from mesh.proxy._policy import PolicyState
 from mesh.proxy._observe import recorder
 from mesh.proxy._h2 import PEER_RESET_BUDGET, H2Pool, H2ProxyConnection
-from mesh.proxy._pool import ALPN_H2, ALPN_HTTP1, ALPN_TCP, ConnectionPool, UpstreamConnectError, UpstreamKey, open_upstream
+from mesh.proxy._pool import ALPN_ADMIN, ALPN_H2, ALPN_HTTP1, ALPN_TCP, ConnectionPool, UpstreamConnectError, UpstreamKey, open_upstream
 from mesh.proxy._conn import receive_or_eof
 from mesh.proxy._routing import InboundRouter, OutboundRouter, declared_protocol, tcp_key_for
 from mesh.proxy._socket import FastSocketStream
@@ -72,11 +74,13 @@ class ProxySettings:
 class Identity:
     """The proxy's current credentials and the TLS contexts built from them."""
 
-    def __init__(self, creds: Any) -> None:
+    def __init__(self, creds: Any, received_at: datetime | None = None) -> None:
         from mesh.identity import client_context, server_context
 
         self.creds = creds
-        self.server = server_context(creds, alpn=(ALPN_HTTP1, ALPN_TCP, ALPN_H2))
+        # When the certificate arrived, by our clock: renewal counts its lifetime from here.
+        self.received_at = received_at or datetime.now(timezone.utc)
+        self.server = server_context(creds, alpn=(ALPN_HTTP1, ALPN_TCP, ALPN_H2, ALPN_ADMIN))
         self._clients = {alpn: client_context(creds, alpn=(alpn,)) for alpn in (ALPN_HTTP1, ALPN_TCP, ALPN_H2)}
 
     def client(self, alpn: str) -> ssl.SSLContext:
@@ -87,12 +91,32 @@ class Identity:
         return self.creds.identity.trust_domain
 
 
+class PeerTLS:
+    """The proxy's client contexts toward peers (ContextProvider). They are read from the proxy's
+    identity at each connect, so a renewed certificate is used at once; refusals are counted."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self._proxy = proxy
+
+    def __call__(self, alpn: str) -> ssl.SSLContext:
+        return self._proxy.identity.client(alpn)
+
+    def refused(self, reason: str) -> None:
+        self._proxy.metrics.tls_failures.labels("outbound", _reason_label(reason)).inc()
+
+
 @dataclass
 class BoundAddresses:
-    inbound: tuple[str, int]
-    outbound: tuple[str, int]
+    inbound: tuple[str, int] | None  # None: a gateway (see Proxy.run)
+    outbound: tuple[str, int] | None
     admin: tuple[str, int]
     upstreams: dict[str, tuple[str, int]]
+
+    def describe(self) -> str:
+        """``inbound H:P, outbound H:P, admin H:P, upstream SVC H:P...`` (the listeners there are)."""
+        named = [("inbound", self.inbound), ("outbound", self.outbound), ("admin", self.admin)]
+        named += [(f"upstream {svc}", address) for svc, address in self.upstreams.items()]
+        return ", ".join(f"{name} {_fmt(address)}" for name, address in named if address is not None)
 
 
 class Proxy:
@@ -110,11 +134,11 @@ class Proxy:
         if base:
             self.policy.outliers.base = float(base)
         self.drain = Drain()
-        # The provider reads self.identity at each connect, so a renewed certificate is used at once.
-        self.peer_pool = ConnectionPool(lambda alpn: self.identity.client(alpn), connect_timeout=5.0)
+        peer_tls = PeerTLS(self)
+        self.peer_pool = ConnectionPool(peer_tls, connect_timeout=5.0)
         self.app_pool = ConnectionPool(None, connect_timeout=5.0)
         # HTTP/2: one shared connection per upstream, streams multiplexed (mTLS ALPN h2 / h2c to the app).
-        self.h2_peer_pool = H2Pool(lambda alpn: self.identity.client(alpn), connect_timeout=5.0)
+        self.h2_peer_pool = H2Pool(peer_tls, connect_timeout=5.0)
         self.h2_app_pool = H2Pool(None, connect_timeout=5.0)
         self.app_key = UpstreamKey(settings.app[0], settings.app[1], None, None) if settings.app else None
         self.started = time.time()
@@ -130,10 +154,11 @@ class Proxy:
         self.faults: list[dict[str, Any]] = []
         self.control: Any = None  # ControlLink when a controller is known
         self.advertise_host: str | None = None
+        self._admin_over_mtls = self._admin_app(query_values=True)  # see _serve_admin_over_mtls
 
-    def set_credentials(self, creds: Any) -> None:
+    def set_credentials(self, creds: Any, received_at: datetime | None = None) -> None:
         """Swap in a renewed certificate: new connections use it, open ones keep theirs."""
-        self.identity = Identity(creds)
+        self.identity = Identity(creds, received_at)
 
     def apply_policy_snapshot(self, snapshot: dict[str, Any]) -> None:
         from mesh.errors import ConfigError
@@ -149,7 +174,7 @@ class Proxy:
 
     def advertised_inbound(self) -> tuple[str, int]:
         """The inbound address peers should dial (a wildcard bind is not dialable)."""
-        assert self.bound is not None
+        assert self.bound is not None and self.bound.inbound is not None
         host, port = self.bound.inbound
         if self.advertise_host:
             host = self.advertise_host
@@ -161,20 +186,25 @@ class Proxy:
 
     async def run(self, *, task_status: trio.TaskStatus[BoundAddresses] = trio.TASK_STATUS_IGNORED) -> None:
         s = self.settings
-        inbound = await _listen(s.inbound, "inbound")
-        outbound = await _listen(s.outbound, "outbound")
+        # A gateway (no app) listens only where outside traffic comes in (its upstream listener):
+        # an outbound listener would let any process of the host call every service as the
+        # gateway, and nobody calls a gateway's inbound.
+        gateway = s.app is None
+        inbound = None if gateway else await _listen(s.inbound, "inbound")
+        outbound = None if gateway else await _listen(s.outbound, "outbound")
         admin = await _listen(s.admin, "admin")
         upstream_listeners = {svc: await _listen(address, f"upstream {svc}") for svc, address in s.upstreams.items()}
         self.bound = BoundAddresses(
-            _bound(inbound), _bound(outbound), _bound(admin), {svc: _bound(l) for svc, l in upstream_listeners.items()}
+            _bound(inbound) if inbound else None,
+            _bound(outbound) if outbound else None,
+            _bound(admin),
+            {svc: _bound(l) for svc, l in upstream_listeners.items()},
         )
-        own = {self.bound.outbound, *self.bound.upstreams.values(), self.bound.inbound, self.bound.admin}
+        own = {self.bound.outbound, *self.bound.upstreams.values(), self.bound.inbound, self.bound.admin} - {None}
         self.outbound_router = OutboundRouter(
             self.registry.endpoints, self.balancer, self.identity.trust_domain, s.limits.request_timeout, own, policy=self.policy
         )
-        admin_app = AdminApp(
-            self.metrics.render, self.config_view, lambda: not self.drain.draining, {b"/tap": tap_handler(self.tap)}
-        )
+        admin_app = self._admin_app(query_values=False)
 
         async with trio.open_nursery() as system:
             if hasattr(self.registry, "run"):
@@ -183,6 +213,7 @@ class Proxy:
             await system.start(self.h2_app_pool.run)
             async with trio.open_nursery() as connections:
                 data_plane = [(inbound, self._serve_inbound, ()), (outbound, self._serve_outbound, (None,))]
+                data_plane = [entry for entry in data_plane if entry[0] is not None]
                 data_plane += [(l, self._serve_outbound, (svc,)) for svc, l in upstream_listeners.items()]
                 accept_scopes = [
                     await connections.start(_accept_loop, listener, connections, handler, args)
@@ -196,14 +227,7 @@ class Proxy:
                 # Signals are caught before "ready" is said: a SIGTERM sent on seeing it drains.
                 signals = trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) if self.handle_signals else None
                 with signals if signals is not None else contextlib.nullcontext() as received:
-                    log.info(
-                        "proxy %s ready: inbound %s, outbound %s, admin %s%s",
-                        s.service,
-                        _fmt(self.bound.inbound),
-                        _fmt(self.bound.outbound),
-                        _fmt(self.bound.admin),
-                        "".join(f", upstream {k} {_fmt(v)}" for k, v in self.bound.upstreams.items()),
-                    )
+                    log.info("proxy %s ready: %s", s.service, self.bound.describe())
                     await self._wait_for_stop(received)
                 # Withdraw first (peers stop picking us), then drain: stop accepting,
                 # let in-flight requests end, then cut the rest.
@@ -254,14 +278,17 @@ class Proxy:
                 await tls.do_handshake()
             caller = peer_identity(tls)  # type: ignore[arg-type]
         except trio.TooSlowError:
-            metrics.tls_failures.labels("timeout").inc()
+            metrics.tls_failures.labels("inbound", "timeout").inc()
             await _close(tcp)
             return
         except Exception as exc:  # noqa: BLE001 - every handshake failure is logged and counted
             reason = handshake_failure_reason(exc)
-            metrics.tls_failures.labels(_reason_label(reason)).inc()
+            metrics.tls_failures.labels("inbound", _reason_label(reason)).inc()
             log.warning("inbound: refused a connection from %s: %s", _peer(tcp), reason)
             await _close(tcp)
+            return
+        if tls.selected_alpn_protocol() == ALPN_ADMIN:  # the controller or an operator, never app traffic
+            await self._serve_admin_over_mtls(tls, caller)
             return
         metrics.tcp_open.labels("inbound").inc()
         try:
@@ -337,6 +364,27 @@ class Proxy:
         detected = await self._detect(tls, Mode.HTTP, "inbound", client_said)
         if detected is not None:
             await self._serve_http(tls, detected, router, caller, "inbound")
+
+    def _admin_app(self, *, query_values: bool) -> AdminApp:
+        tap = tap_handler(self.tap, query_values=query_values)
+        return AdminApp(self.metrics.render, self.config_view, lambda: not self.drain.draining, {b"/tap": tap})
+
+    async def _serve_admin_over_mtls(self, tls: TLSStream, caller: Any) -> None:
+        """The admin pages for the controller (its fan-in reads proxies on every host here, where the
+        loopback admin server cannot be reached) and for operators; any other caller is refused."""
+        from mesh.identity import CONTROLLER_SERVICE
+
+        if caller.kind != "operator" and not (caller.kind == "svc" and caller.name == CONTROLLER_SERVICE):
+            log.warning("inbound: refused admin access (ALPN %s) to %s: only the controller and operators", ALPN_ADMIN, caller)
+            self.metrics.tls_failures.labels("inbound", "admin-not-allowed").inc()
+            await _close(tls)
+            return
+        try:
+            await self._admin_over_mtls.serve_connection(tls)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+            pass  # the reader went away
+        finally:
+            await _close(tls)
 
     async def _serve_counted(self, conn: Any, direction: str) -> None:
         """Serve an HTTP/1 or HTTP/2 connection; its bytes are counted once it ends."""
@@ -496,8 +544,8 @@ class Proxy:
             "labels": dict(self.settings.labels),
             "app": _fmt(self.settings.app) if self.settings.app else None,
             "listeners": {
-                "inbound": _fmt(bound.inbound) if bound else None,
-                "outbound": _fmt(bound.outbound) if bound else None,
+                "inbound": _fmt(bound.inbound) if bound and bound.inbound else None,
+                "outbound": _fmt(bound.outbound) if bound and bound.outbound else None,
                 "admin": _fmt(bound.admin) if bound else None,
                 "upstreams": {k: _fmt(v) for k, v in bound.upstreams.items()} if bound else {},
             },
@@ -580,12 +628,23 @@ def _peer(stream: FastSocketStream) -> str:
         return "?"
 
 
+# Substrings of handshake_failure_reason's lines → the `reason` label of tls_handshake_failures_total.
+_REASON_LABELS = (
+    ("timeout", "timeout"),
+    ("trust domain", "trust-domain"),
+    ("expired", "expired"),
+    ("no client certificate", "no-client-certificate"),
+    ("not issued by", "not-issued-by"),
+    ("does not speak tls", "does-not-speak-tls"),
+    ("version", "version"),
+    ("expected spiffe://", "identity"),
+    ("identity", "identity"),
+)
+
+
 def _reason_label(reason: str) -> str:
     lowered = reason.lower()
-    for key in ("expired", "no client certificate", "not issued by", "does not speak tls", "version", "identity"):
-        if key in lowered:
-            return key.replace(" ", "-")
-    return "other"
+    return next((label for key, label in _REASON_LABELS if key in lowered), "other")
 
 
 async def _close(stream: trio.abc.Stream) -> None:

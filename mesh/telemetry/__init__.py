@@ -21,7 +21,16 @@ from mesh.telemetry._metrics import (
 )
 from mesh.telemetry._quantile import histogram_quantile
 from mesh.telemetry._sample import Sample
-from mesh.telemetry._tap import Subscription, TapEvent, TapFilter, TapHub
+from mesh.telemetry._tap import (
+    REDACTED,
+    SHOW_QUERY,
+    Subscription,
+    TapEvent,
+    TapFilter,
+    TapHub,
+    query_values_asked,
+    redact_query,
+)
 
 __all__ = [
     "CLIENT_RESET",
@@ -38,6 +47,8 @@ __all__ = [
     "HistogramChild",
     "LabelValue",
     "MetricsRegistry",
+    "REDACTED",
+    "SHOW_QUERY",
     "Sample",
     "Subscription",
     "TapEvent",
@@ -45,4 +56,6 @@ __all__ = [
     "TapHub",
     "histogram_quantile",
     "parse_prometheus_text",
+    "query_values_asked",
+    "redact_query",
 ]

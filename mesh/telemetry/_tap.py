@@ -65,10 +65,13 @@ class TapEvent:
         is not the service's failure)."""
         return classify(self.status, self.mesh_error, self.grpc_status) == "success"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, query_values: bool = False) -> dict[str, Any]:
+        """The wire form; query-string values redacted unless ``query_values`` (see ``redact_query``)."""
         data = asdict(self)
         data["latency_ms"] = round(self.latency_ms, 3)
         data["timestamp"] = round(self.timestamp, 6)
+        if not query_values:
+            data["path"] = redact_query(self.path)
         return {"type": "request", **data}
 
     @classmethod
@@ -90,6 +93,33 @@ class TapEvent:
         for name in ("request_id", "src_service", "src_identity", "dst_service", "dst_identity", "dst_address", "mesh_error"):
             values.setdefault(name, None)
         return cls(**values)
+
+
+REDACTED = "REDACTED"
+# `show_query=1` on /tap: query-string values as they were (they may hold tokens, e-mail
+# addresses, session ids); only mTLS callers (the controller, operators) may ask.
+SHOW_QUERY = "show_query"
+
+
+def redact_query(path: str) -> str:
+    """``/search?q=cats&token=abc&flag`` → ``/search?q=REDACTED&token=REDACTED&flag``: which keys
+    were sent stays visible, what they carried does not (as with secret headers)."""
+    head, mark, query = path.partition("?")
+    if not mark:
+        return path
+    pairs = [
+        f"{key}={REDACTED}" if sep and value else f"{key}{sep}"
+        for key, sep, value in (item.partition("=") for item in query.split("&"))
+    ]
+    return f"{head}?{'&'.join(pairs)}"
+
+
+def query_values_asked(query: Mapping[str, str]) -> bool:
+    """Whether a tap request says ``show_query=1`` (``0``/absent: no); ValueError otherwise."""
+    value = query.get(SHOW_QUERY) or "0"
+    if value not in ("0", "1"):
+        raise ValueError(f"{SHOW_QUERY} must be 1 or 0, not {value!r}")
+    return value == "1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +164,7 @@ class TapFilter:
 
         Raises ValueError saying which parameter is wrong.
         """
-        known = {"service", "direction", "path", "method", "authority", "max_rps"}
+        known = {"service", "direction", "path", "method", "authority", "max_rps", SHOW_QUERY}
         unknown = sorted(set(query) - known)
         if unknown:
             raise ValueError(f"unknown tap parameter {unknown[0]!r} (known: {', '.join(sorted(known))})")

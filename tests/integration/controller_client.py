@@ -10,8 +10,9 @@ import trio
 from mesh.home import MeshHome
 
 
-def renew_as(home_path: Path, holder: str, asks_for: str) -> tuple[int, Any]:
-    """With a valid certificate for ``holder``, ask the controller to sign one for ``asks_for``."""
+def renew_as(home_path: Path, holder: str, asks_for: str, extra: dict[str, Any] | None = None) -> tuple[int, Any]:
+    """With a valid certificate for ``holder``, ask the controller to sign one for ``asks_for``
+    (``extra``: more fields of the request, such as ``ttl_seconds``)."""
 
     async def main() -> tuple[int, Any]:
         from mesh.controller import ApiClient
@@ -28,7 +29,8 @@ def renew_as(home_path: Path, holder: str, asks_for: str) -> tuple[int, Any]:
         )
         try:
             csr = make_csr(generate_key(), service_identity(ca.trust_domain, asks_for)).decode()
-            response = await client.request("POST", "/v1/certificates", {"service": asks_for, "csr": csr})
+            body = {"service": asks_for, "csr": csr, **(extra or {})}
+            response = await client.request("POST", "/v1/certificates", body)
         finally:
             await client.aclose()
         return response.status, response.body

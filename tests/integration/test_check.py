@@ -68,8 +68,7 @@ def alive(pid: int) -> bool:
 @contextmanager
 def mesh_up(cluster: Cluster) -> Iterator[dict[str, Any]]:
     """`mesh up --detach` on an ephemeral port; always stopped (and its pid killed) at the end."""
-    cluster.init_ca()
-    os.chmod(cluster.home, 0o700)  # `mesh check` warns about a MESH_HOME others can read
+    cluster.init_ca()  # makes MESH_HOME, owner-only (else `mesh check` would warn)
     result = cluster.mesh("up", "--detach", "--listen", "127.0.0.1:0", "-o", "json")
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)

@@ -10,10 +10,12 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import requests
+from cryptography import x509
 
 from tests.integration.conftest import Cluster, ProxyInfo
 
@@ -159,18 +161,30 @@ def test_apply_reaches_proxies_and_bad_config_is_rejected(cluster: Cluster, tmp_
     assert admin_config(web)["controller"]["config_version"] == 1
 
 
-def test_short_lived_certificates_renew_without_failed_requests(cluster: Cluster) -> None:
+@pytest.mark.timeout(150)
+def test_short_lived_certificates_renew_on_schedule_without_failed_requests(cluster: Cluster) -> None:
+    """The shortest lifetime allowed (60 s): each proxy renews once, at 70 % of the life it was
+    granted (not at 40 %, as when the schedule counted from the backdated notBefore), and not
+    one request fails meanwhile. A shorter --cert-ttl is refused, and the controller never
+    signs below the minimum whatever a caller asks for."""
     up(cluster)
-    web = cluster.proxy("web", cluster.app("http", "web"), extra=["--cert-ttl", "12s"])
-    client = cluster.proxy("client", cluster.app("http", "client"), extra=["--cert-ttl", "12s"])
+    web = cluster.proxy("web", cluster.app("http", "web"), extra=["--cert-ttl", "60s"])
+    client = cluster.proxy("client", cluster.app("http", "client"), extra=["--cert-ttl", "1m"])
+    started = time.time()
     wait_for(lambda: get(client, "http://web/").status_code == 200, 5, "client → web")
     first = {p.process.name: admin_config(p)["certificate_expiry"] for p in (web, client)}
+    renewed_at: dict[str, float] = {}
     failures: list[str] = []
     count = 0
-    deadline = time.monotonic() + 13  # past 70 % of 12 s: every proxy renews at least once
+    deadline = time.monotonic() + 50  # past 70 % of 60 s, short of a second renewal
     with requests.Session() as session:
         session.proxies = {"http": client.proxy_url}
         while time.monotonic() < deadline:
+            if count % 10 == 0:  # about twice a second: when did each proxy swap its certificate?
+                for proxy in (web, client):
+                    name = proxy.process.name
+                    if name not in renewed_at and admin_config(proxy)["certificate_expiry"] != first[name]:
+                        renewed_at[name] = time.time()
             try:
                 response = session.get("http://web/", timeout=5)
                 if response.status_code != 200:
@@ -178,12 +192,72 @@ def test_short_lived_certificates_renew_without_failed_requests(cluster: Cluster
             except requests.RequestException as exc:
                 failures.append(repr(exc))
             count += 1
-            time.sleep(0.02)
+            time.sleep(0.05)
     assert failures == []
     assert count > 100
     for proxy in (web, client):
         assert admin_config(proxy)["certificate_expiry"] != first[proxy.process.name]
-        proxy.process.wait_for("renewed the certificate")
+        assert proxy.process.log().count("renewed the certificate") == 1, proxy.process.log()
+        after = renewed_at[proxy.process.name] - started
+        assert 38 <= after <= 50, (after, proxy.process.log())
+    # The controller signed two certificates per proxy: its first and one renewal.
+    controller_log = (cluster.home / "run" / "mesh.log").read_text()
+    assert controller_log.count("signed a certificate for") == 4, controller_log
+
+    # Below the minimum: a clear error, and nothing starts.
+    for ttl in ("15s", "59s"):
+        short = cluster.mesh("proxy", "--service", "web", "--app", "127.0.0.1:1", "--cert-ttl", ttl, timeout=20)
+        assert short.returncode == 1, short.stderr
+        assert f"--cert-ttl {ttl}" in short.stderr and "at least 60s" in short.stderr, short.stderr
+    for command in (["inject", "--cert-ttl", "10s", "--", "true"], ["gateway", "--to", "web", "--cert-ttl", "10s"]):
+        refused = cluster.mesh(*command, timeout=20)
+        assert refused.returncode == 1 and "at least 60s" in refused.stderr, (command, refused.stderr)
+    # A caller that asks the controller for less gets the minimum.
+    from tests.integration.controller_client import renew_as
+
+    status_code, body = renew_as(cluster.home, holder="web", asks_for="web", extra={"ttl_seconds": 15})
+    assert status_code == 200, body
+    leaf = x509.load_pem_x509_certificate(body["certificate"].encode())
+    granted = leaf.not_valid_after_utc.timestamp() - time.time()
+    assert 55 <= granted <= 61, granted
+    status_code, body = renew_as(cluster.home, holder="web", asks_for="web", extra={"ttl_seconds": "soon"})
+    assert status_code == 400 and "ttl_seconds" in body["error"], body
+
+
+def shorten_issuer(cluster: Cluster, lifetime: timedelta) -> datetime:
+    """Replace the issuer of the cluster's CA by one that ends ``lifetime`` from now (an issuer
+    nobody rotated in time); its end."""
+    from mesh.home import MeshHome, atomic_write
+    from mesh.identity import CertificateAuthority, cert_to_pem, generate_key, key_to_pem
+    from mesh.identity._certs import load_key, make_issuer
+
+    home = MeshHome(cluster.home)
+    ca = CertificateAuthority.load(home)
+    root_key = load_key(home.root_key.read_bytes(), "root key")
+    issuer_key = generate_key()
+    issuer = make_issuer(issuer_key, ca.root_cert, root_key, lifetime=lifetime, label="short")
+    atomic_write(home.issuer_key, key_to_pem(issuer_key), mode=0o600)
+    atomic_write(home.issuer_cert, cert_to_pem(issuer), mode=0o644)
+    return issuer.not_valid_after_utc
+
+
+def test_leaves_cut_short_by_their_issuer_renew_a_bounded_number_of_times(cluster: Cluster) -> None:
+    """The issuer ends in 35 s, so every leaf the controller signs ends there too, each shorter
+    than the last. Counted from the backdated notBefore, such leaves were due at once from about
+    25 s before the end: a renewal storm of hundreds (1,730 in 34 s with a 15 s leaf). Counted
+    from arrival, at least 6 s apart, the proxy renews a few times, then fails slowly."""
+    cluster.init_ca()
+    end = shorten_issuer(cluster, timedelta(seconds=35))
+    result = cluster.mesh("up", "--detach", "--listen", "127.0.0.1:0", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    cluster.processes.append(_adopt(cluster, "mesh", json.loads(result.stdout)["pid"]))
+    web = cluster.proxy("web", cluster.app("http", "web"))
+    time.sleep(max((end - datetime.now(timezone.utc)).total_seconds(), 0) + 3)
+    renewed = web.process.log().count("renewed the certificate")
+    signed = (cluster.home / "run" / "mesh.log").read_text().count(f"signed a certificate for {cluster.spiffe('web')}")
+    assert 1 <= renewed <= 5, web.process.log()[-3000:]
+    assert signed <= 1 + renewed + 1, signed  # the first one, the renewals, and one in flight
+    assert web.process.popen.poll() is None  # still serving, with what it has
 
 
 def test_controller_killed_traffic_flows_and_restart_resyncs(cluster: Cluster, tmp_path: Path) -> None:

@@ -208,14 +208,14 @@ def test_mesh_up_config_serves_other_hosts(network: netns.Network) -> None:
     recorded = json.loads((a.home / "controller.json").read_text())
     assert (recorded["address"], recorded["advertise"]) == (f"127.0.0.1:{port}", info["controller"])
 
-    # web's sidecar was started with A's address for its inbound (and admin) and zeroconf there.
+    # web's sidecar was started with A's address for its inbound and zeroconf there; its admin stays on loopback.
     web_log = a.home / "run" / "web.log"
     ready = eventually(
         lambda: web_log.exists() and next(filter(None, map(READY.search, web_log.read_text().splitlines())), None),
         20,
         "web's sidecar ready",
     )
-    assert ready["inbound"].startswith(f"{a.address}:") and ready["admin"].startswith(f"{a.address}:"), ready[0]
+    assert ready["inbound"].startswith(f"{a.address}:") and ready["admin"].startswith("127.0.0.1:"), ready[0]
     web_inbound = port_of(ready["inbound"])
     eventually(lambda: "app is ready" in web_log.read_text(), 20, "web ready")
 
@@ -243,7 +243,7 @@ def test_mesh_up_config_serves_other_hosts(network: netns.Network) -> None:
     warned = [line for line in (web_log.read_text() + controller.log()).splitlines() if "cannot reach it" in line]
     assert all(f"from {b.address}" in line for line in warned), warned
 
-    # The controller reads web's metrics at the address web registered (its admin listens there too).
+    # The controller reads web's metrics over mTLS at the address web registered.
     for _ in range(3):
         assert b.http("http://web/", proxy=outbound(client)).status == 200
     stats = json.loads(a.mesh("stat", "web", "-o", "json").stdout)
@@ -304,15 +304,15 @@ def test_zeroconf_across_the_bridge_and_withdrawal(network: netns.Network) -> No
     assert expired_after < 15, expired_after
 
 
-FOREIGN_TLS_CLIENT = """
+TLS_CLIENT = """
     import socket, ssl, sys
-    host, port, cert, key, bundle = sys.argv[1], int(sys.argv[2]), *sys.argv[3:6]
+    host, port, cert, key, bundle, alpn = sys.argv[1], int(sys.argv[2]), *sys.argv[3:7]
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.check_hostname = False
-    context.load_verify_locations(bundle)   # A's bundle is public (GET /v1/bundle): C trusts A's server
-    context.load_cert_chain(cert, key)      # but presents a certificate of its own CA
-    context.set_alpn_protocols(["http/1.1"])
+    context.load_verify_locations(bundle)   # the mesh's bundle is public (GET /v1/bundle)
+    context.load_cert_chain(cert, key)
+    context.set_alpn_protocols([alpn])
     try:
         with socket.create_connection((host, port), timeout=5) as raw:
             with context.wrap_socket(raw) as tls:
@@ -321,8 +321,18 @@ FOREIGN_TLS_CLIENT = """
     except (ssl.SSLError, OSError) as exc:
         print("refused:", exc)
     else:
-        print("answered:", data[:200])
+        print("answered:" if data else "refused: closed without an answer", data[:200])
 """
+
+
+def tls_client(host: netns.Host, address: str, port: int, creds: list[str], alpn: str) -> str:
+    """What a TLS client run on ``host`` with ``creds`` (PEM paths: cert, key, bundle) gets from
+    ``address:port`` with ``alpn``: "answered: ..." or "refused: ..."."""
+    script = host.tmp / "tls-client.py"
+    script.write_text(textwrap.dedent(TLS_CLIENT))
+    tried = host.run([sys.executable, str(script), address, str(port), *creds, alpn], timeout=20)
+    assert tried.returncode == 0, tried.stderr
+    return tried.stdout
 
 
 def test_foreign_host_is_refused_and_its_records_ignored(network: netns.Network) -> None:
@@ -353,13 +363,12 @@ def test_foreign_host_is_refused_and_its_records_ignored(network: netns.Network)
     # C calls A's inbound with a certificate of its own CA: refused in the handshake, the reason logged on A.
     served = inbound_requests(a, web_a)
     assert served >= 10
-    foreign = c.tmp / "foreign-client.py"
-    foreign.write_text(textwrap.dedent(FOREIGN_TLS_CLIENT))
     c_creds = c.tmp / "c-client"
     assert c.mesh("ca", "issue", "client", "--out", str(c_creds)).returncode == 0
-    argv = [sys.executable, str(foreign), a.address, str(web_a.inbound)]
-    tried = c.run([*argv, f"{c_creds}/cert.pem", f"{c_creds}/key.pem", f"{a.home}/ca/bundle.pem"], timeout=20)
-    assert tried.stdout.startswith("refused:"), tried.stdout + tried.stderr
+    # A's bundle: C trusts A's server, but presents a certificate of its own CA.
+    creds = [f"{c_creds}/cert.pem", f"{c_creds}/key.pem", f"{a.home}/ca/bundle.pem"]
+    tried = tls_client(c, a.address, web_a.inbound, creds, "http/1.1")
+    assert tried.startswith("refused:"), tried
     web_a.process.wait_for("not issued by this mesh's CA", timeout=5)
     # C's own mesh, told by a static file that web is at A, gets only a mesh error back.
     endpoints_file = c.tmp / "endpoints.toml"
@@ -394,3 +403,71 @@ def test_a_foreign_ca_with_the_same_trust_domain_name_is_never_served(network: n
     assert all(status == 502 and app is None and reason for status, app, reason in refused), answers
     client.process.wait_for(rf"handshake with {c.address}:{web_c.inbound} failed: .*not issued by this mesh's CA", 5)
     assert inbound_requests(c, web_c) == 0
+
+
+def test_the_controller_reads_proxies_on_other_hosts_over_mtls_only(network: netns.Network) -> None:
+    """web runs on B with its inbound on the bridge and its admin server on loopback (the only
+    choice). From A, `mesh stat`, `mesh tap` (query values redacted unless --show-query),
+    `mesh top --once` and `mesh check --proxy` read it over mTLS at its inbound; B's admin port
+    answers nobody on A, and a service identity gets no admin pages. (Before: the controller
+    dialled B:admin_port in plain HTTP, so web was unreachable unless its admin listened on the LAN.)"""
+    a, b = network.add_host("a"), network.add_host("b")
+    a.init_ca()
+    up = a.mesh("up", "--detach", "--listen", f"{a.address}:0", "-o", "json")
+    assert up.returncode == 0, up.stderr
+    info = json.loads(up.stdout)
+    a.adopt("mesh", info["pid"])
+    joined = b.mesh(*shlex.split(info["join"])[1:], "-o", "json")
+    assert joined.returncode == 0, joined.stderr
+    b.trust_domain = a.trust_domain
+    web = inject(b, "web", "--inbound", f"{b.address}:0")
+    client = inject(a, "client")
+    eventually(lambda: a.http("http://web/", proxy=outbound(client)).status == 200, 10, "A → web on B")
+
+    # An admin server on the LAN is refused, with the way out.
+    lan_admin = b.mesh("proxy", "--service", "web", "--app", "127.0.0.1:1", "--admin", f"{b.address}:0")
+    assert lan_admin.returncode == 1 and "listens on loopback only" in lan_admin.stderr, lan_admin.stderr
+    # B's admin port is closed to A; it answers on B's loopback.
+    assert b.http(f"http://127.0.0.1:{web.admin}/ready").status == 200
+    closed = a.http(f"http://{b.address}:{web.admin}/ready", timeout=3)
+    assert closed.status == 0 and "failed to connect" in closed.error.lower(), closed
+
+    for _ in range(5):
+        assert a.http("http://web/search?q=cats&token=s3cret", proxy=outbound(client)).status == 200
+    stats = json.loads(a.mesh("stat", "web", "-o", "json").stdout)
+    web_row = next(row for row in stats["rows"] if row["service"] == "web" and row.get("version") is None)
+    assert stats["unreachable"] == [] and web_row["reachable"] == 1 and web_row["requests"] >= 5, stats
+
+    def tap(*flags: str) -> list[dict]:
+        tapping = a.spawn(f"tap{len(flags)}", [*MESH, "tap", "web", "--direction", "inbound", "--max", "2", "-o", "json", *flags])
+        tapping.wait_for(f"tapping web .*{b.address}:{web.inbound}", timeout=15)
+        for _ in range(4):
+            a.http("http://web/search?q=cats&token=s3cret", proxy=outbound(client))
+        assert tapping.popen.wait(20) == 0, tapping.log()
+        return [json.loads(line) for line in tapping.log().splitlines() if line.startswith("{")]
+
+    redacted = tap()
+    assert [e["path"] for e in redacted] == ["/search?q=REDACTED&token=REDACTED"] * 2
+    assert all(e["proxy"] == "web" and e["src_identity"] == a.spiffe("client") for e in redacted)
+    shown = tap("--show-query")
+    assert [e["path"] for e in shown] == ["/search?q=cats&token=s3cret"] * 2
+    assert "taps with query-string values shown" in (a.home / "run" / "mesh.log").read_text()
+
+    def top_sees_web() -> str | None:
+        for _ in range(3):
+            a.http("http://web/", proxy=outbound(client))
+        top = a.mesh("top", "--once", "--seconds", "2", timeout=60)
+        return top.stdout if top.returncode == 0 and "from 2 proxies" in top.stdout else None
+
+    eventually(top_sees_web, 30, "`mesh top --once` hears both proxies", interval=0.5)
+
+    check = a.mesh("check", "--proxy", "-o", "json", timeout=60)
+    plane = next(c for c in json.loads(check.stdout)["categories"] if c["name"] == "data plane")
+    web_check = next(c for c in plane["checks"] if f"{b.address}:{web.inbound}" in c["message"])
+    assert web_check["status"] == "ok" and "ready" in web_check["message"], web_check
+
+    # A service's certificate (not the controller's, not an operator's) gets no admin pages.
+    creds = issue(a, "client", a.tmp / "client-creds")
+    tried = tls_client(a, b.address, web.inbound, creds[1::2], "mesh-admin")
+    assert tried.startswith("refused"), tried
+    web.process.wait_for(f"refused admin access \\(ALPN mesh-admin\\) to {a.spiffe('client')}", timeout=5)

@@ -8,6 +8,7 @@ status) to later ones. The verdicts are the pure functions of ``_rules``.
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 import ssl
@@ -244,6 +245,7 @@ def _ca(ctx: CheckContext) -> list[Checker]:
             home.operator_dir,
             home.operator_dir / "key.pem",
             home.join_token,
+            home.run_dir,  # logs (who called what; the join line) and pid files
         ]
         return rules.key_permissions(probes.file_modes(paths), home.root)
 
@@ -529,39 +531,42 @@ def _data_plane(ctx: CheckContext) -> list[Checker]:
 
 
 def _check_proxy(ctx: CheckContext, service: str, entry: dict[str, Any]) -> CheckResult:
+    """Read the proxy's certificate, /ready and /config over one mTLS connection to its inbound
+    listener (ALPN mesh-admin, as the operator): its admin server itself is on its host's loopback."""
     from mesh.discovery import parse_address
-
-    host, _ = parse_address(str(entry["address"]))
-    admin_port = int(entry["admin_port"])
-    admin = f"[{host}]:{admin_port}" if ":" in host else f"{host}:{admin_port}"
-    facts: dict[str, Any] = {"admin": admin}
-    try:
-        facts["ready_status"] = probes.http_get(host, admin_port, "/ready", NETWORK_TIMEOUT)[0]
-    except OSError as exc:
-        facts["ready_error"] = probes.os_reason(exc)
-    if "ready_error" not in facts:
-        try:
-            code, body = probes.http_get(host, admin_port, "/config", NETWORK_TIMEOUT)
-            if code == 200:
-                facts["config"] = json.loads(body)
-            else:
-                facts["config_error"] = f"status {code}"
-        except (OSError, ValueError) as exc:
-            facts["config_error"] = probes.os_reason(exc)
     from mesh.identity import client_context, handshake_failure_reason
+    from mesh.proxy import ALPN_ADMIN
 
+    host, port = parse_address(str(entry["address"]))
+    facts: dict[str, Any] = {"admin": f"[{host}]:{port}" if ":" in host else f"{host}:{port}"}
+    pages = None
     try:
-        context = client_context(ctx.operator_creds(), alpn=("http/1.1",))
-        port = parse_address(str(entry["address"]))[1]
-        der = probes.tls_peer_certificate(host, port, context, NETWORK_TIMEOUT)
-        identity, not_before, not_after = probes.certificate_times(der)
+        context = client_context(ctx.operator_creds(), alpn=(ALPN_ADMIN,))
+        pages = probes.AdminPages(host, port, context, NETWORK_TIMEOUT)
+        identity, not_before, not_after = probes.certificate_times(pages.certificate)
         facts.update(tls_identity=identity, tls_not_before=not_before, tls_not_after=not_after)
     except MeshError as exc:
         facts["tls_error"] = exc.message
     except ssl.SSLError as exc:
         facts["tls_error"] = handshake_failure_reason(exc)
-    except OSError as exc:
-        facts["tls_error"] = probes.os_reason(exc)
+    except probes.NoAdminPages as exc:
+        facts["tls_error"] = str(exc)
+    except OSError as exc:  # refused, unreachable, timed out: nothing answers at all
+        facts["tls_error"] = facts["ready_error"] = probes.os_reason(exc)
+    if pages is not None:
+        try:
+            facts["ready_status"] = pages.get("/ready")[0]
+            code, body = pages.get("/config")
+            if code == 200:
+                facts["config"] = json.loads(body)
+            else:
+                facts["config_error"] = f"status {code}"
+        except (OSError, http.client.HTTPException) as exc:  # broke after the handshake: what was not read yet
+            facts["config_error" if "ready_status" in facts else "ready_error"] = probes.os_reason(exc)
+        except ValueError as exc:
+            facts["config_error"] = str(exc)
+        finally:
+            pages.close()
     state_version = int((ctx.status or {}).get("controller", {}).get("state_version") or 0)
     return rules.proxy(
         service,

@@ -109,40 +109,44 @@ def tcp_connect(host: str, port: int, timeout: float) -> None:
         pass
 
 
-def http_get(host: str, port: int, path: str, timeout: float) -> tuple[int, bytes]:
-    """One plain HTTP/1.1 GET (no proxy from the environment): ``(status, body)``."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers={"User-Agent": "mesh-check"})
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+class NoAdminPages(Exception):
+    """The TLS handshake worked, but the peer does not serve the admin pages (ALPN mesh-admin)."""
 
 
-def tls_peer_certificate(host: str, port: int, context: ssl.SSLContext, timeout: float) -> bytes:
-    """Handshake with ``context`` and return the DER of the certificate the server presents.
+class AdminPages:
+    """A proxy's admin pages over mTLS (ALPN ``mesh-admin`` on its inbound listener), as an operator.
 
-    After the handshake the connection is read from briefly (TLS 1.3 session
-    tickets) and closed with close_notify, so the server sees an orderly end
-    of a connection that carried no request.
+    ``certificate`` is the DER the proxy presented; ``get(path)`` reads one page on
+    the same connection. Raises OSError (``ssl.SSLError`` included) when the
+    connection or the handshake fails, NoAdminPages when the proxy does not
+    serve its admin pages over mTLS.
     """
-    with socket.create_connection((host, port), timeout=timeout) as raw:
-        with context.wrap_socket(raw, server_hostname=None) as tls:
+
+    def __init__(self, host: str, port: int, context: ssl.SSLContext, timeout: float) -> None:
+        from mesh.proxy import ALPN_ADMIN
+
+        self._conn = http.client.HTTPSConnection(host, port, context=context, timeout=timeout)
+        try:
+            self._conn.connect()
+            tls = self._conn.sock
+            assert isinstance(tls, ssl.SSLSocket)
             der = tls.getpeercert(binary_form=True)
             if not der:
                 raise ssl.SSLError("the server presented no certificate")
-            tls.settimeout(0.05)
-            try:
-                tls.recv(1)  # takes in the session tickets the server sends after the handshake
-            except (TimeoutError, ssl.SSLError, OSError):
-                pass
-            try:
-                tls.setblocking(False)
-                tls.unwrap()  # sends close_notify; the answer is not waited for
-            except (ssl.SSLError, OSError, ValueError):
-                pass
-            return der
+            self.certificate: bytes = der
+            if tls.selected_alpn_protocol() != ALPN_ADMIN:
+                raise NoAdminPages("it does not serve its admin pages over mTLS (a mesh older than this CLI?)")
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        self._conn.request("GET", path, headers={"User-Agent": "mesh-check"})
+        response = self._conn.getresponse()
+        return response.status, response.read()
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 def certificate_times(der: bytes) -> tuple[str | None, datetime, datetime]:

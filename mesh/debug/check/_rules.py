@@ -338,9 +338,10 @@ def controller_advert(
 
 @dataclass(frozen=True, slots=True)
 class ProxyFacts:
-    """What the CLI learned about one proxy instance, from its admin server and its inbound TLS."""
+    """What the CLI learned about one proxy instance: its admin pages and certificate, read over
+    mTLS at its inbound listener (ALPN mesh-admin, as the operator)."""
 
-    admin: str  # host:port
+    admin: str  # host:port of the inbound listener
     ready_status: int | None = None  # HTTP status of GET /ready
     ready_error: str | None = None
     config: Mapping[str, Any] | None = None  # GET /config
@@ -371,6 +372,12 @@ def proxy_label(service: str, entry: Mapping[str, Any]) -> str:
     return f"{service} {entry.get('address')} ({instance})"
 
 
+def _config_page(entry: Mapping[str, Any]) -> str:
+    """Where a person looks next: the admin server answers on the proxy's own host only."""
+    port = entry.get("admin_port") or "ADMIN_PORT"
+    return f"its admin server's /config (on its host: curl http://127.0.0.1:{port}/config)"
+
+
 def proxy(
     service: str,
     entry: Mapping[str, Any],
@@ -390,8 +397,7 @@ def proxy(
     # reachability: a proxy that answers nowhere is gone; say that once, not three ways
     if facts.ready_error is not None and facts.tls_error is not None:
         return CheckResult.fail(
-            f"{label}: nothing answers at its admin server {facts.admin} ({facts.ready_error}) "
-            f"nor at its inbound listener ({facts.tls_error}): the proxy is gone",
+            f"{label}: nothing answers at its inbound listener {facts.admin} ({facts.tls_error}): the proxy is gone",
             "a proxy that died without a goodbye stays registered until its lease runs out (30 s); "
             "if it should be running, its log says why it stopped",
         )
@@ -399,15 +405,17 @@ def proxy(
     if facts.ready_error is not None:
         failures.append(
             (
-                f"admin server {facts.admin} does not answer ({facts.ready_error})",
+                f"its admin pages at {facts.admin} do not answer ({facts.ready_error})",
                 "is the proxy hung? its log says more; a dead proxy's registration expires within 30 s",
             )
         )
+    elif facts.ready_status is None:
+        pass  # not read: the mTLS failure below says why
     elif facts.ready_status != 200:
         failures.append(
             (
                 f"GET /ready answered {facts.ready_status} (draining or not started)",
-                f"see the proxy's log; http://{facts.admin}/config shows its state",
+                f"see the proxy's log; {_config_page(entry)} shows its state",
             )
         )
     else:
@@ -432,7 +440,7 @@ def proxy(
         )
     not_after = _parse_time(config.get("certificate_expiry")) or facts.tls_not_after or _parse_time(entry.get("cert_expiry"))
     if not_after is None:
-        warnings.append(("certificate expiry unknown", f"see http://{facts.admin}/config"))
+        warnings.append(("certificate expiry unknown", f"see {_config_page(entry)}"))
     else:
         if facts.tls_not_before is not None and facts.tls_not_after is not None:
             life = facts.tls_not_after - facts.tls_not_before
@@ -466,7 +474,7 @@ def proxy(
         if acked == state_version:
             good.append(f"config current (v{state_version})")
         else:
-            warnings.append((f"GET /config failed ({facts.config_error})", f"see http://{facts.admin}/config"))
+            warnings.append((f"GET /config failed ({facts.config_error})", f"see {_config_page(entry)}"))
     elif isinstance(control, Mapping) and not control.get("connected"):
         failures.append(
             (

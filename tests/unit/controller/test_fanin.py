@@ -1,15 +1,20 @@
 """The controller's telemetry fan-in: snapshots, baselines and aggregation (pure), and the
-tap merge and the scrape against real admin servers (the proxy's AdminApp) on 127.0.0.1."""
+tap merge and the scrape against real admin pages (the proxy's AdminApp) over mTLS on 127.0.0.1."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
+from mesh.home import MeshHome
+from mesh.identity import CertificateAuthority, server_context, service_identity
+
 from mesh.controller import _fanin
 from mesh.controller._fanin import (
+    AdminDialer,
     ProxySnapshot,
     ProxyTarget,
     StatsCollector,
@@ -19,6 +24,7 @@ from mesh.controller._fanin import (
     choose_baseline,
     parse_window,
 )
+from mesh.proxy import ALPN_ADMIN, TLSStream
 from mesh.proxy._admin import AdminApp, tap_handler
 from mesh.proxy._http import RequestRecord
 from mesh.proxy._metrics import ProxyMetrics
@@ -134,7 +140,7 @@ def test_aggregate_services_versions_and_edges() -> None:
     assert versions[("web", "v1")]["success_rate"] == pytest.approx(0.8)
     assert versions[("web", "v2")]["success_rate"] == 1.0
     assert stats["unreachable"] == [
-        {"instance": "db-4", "service": "db", "admin": "127.0.0.1:4", "error": "127.0.0.1:4: connection refused"}
+        {"instance": "db-4", "service": "db", "address": "127.0.0.1:4", "error": "127.0.0.1:4: connection refused"}
     ]
 
     edges = {(e["src"], e["dst"]): e for e in stats["edges"]}
@@ -173,9 +179,33 @@ def test_edges_seen_only_by_the_destination() -> None:
 # ------------------------------------------------------------ I/O against real admin servers
 
 
-async def admin_server(nursery: trio.Nursery, metrics: ProxyMetrics, hub: TapHub) -> int:
-    app = AdminApp(metrics.render, dict, lambda: True, {b"/tap": tap_handler(hub)})
-    listeners = await nursery.start(trio.serve_tcp, app.serve_connection, 0)
+@pytest.fixture
+def ca(tmp_path: Path) -> CertificateAuthority:
+    return CertificateAuthority.init(MeshHome(tmp_path / "home"), trust_domain=TD)
+
+
+@pytest.fixture
+def dialer(ca: CertificateAuthority) -> AdminDialer:
+    """The controller's side: its own identity, ALPN mesh-admin."""
+    return AdminDialer.for_credentials(ca.issue(service_identity(TD, "mesh-controller")))
+
+
+async def admin_server(
+    nursery: trio.Nursery, ca: CertificateAuthority, service: str, metrics: ProxyMetrics, hub: TapHub
+) -> int:
+    """A proxy's admin pages as the controller reads them: mTLS as spiffe://TD/svc/SERVICE, ALPN mesh-admin."""
+    app = AdminApp(metrics.render, dict, lambda: True, {b"/tap": tap_handler(hub, query_values=True)})
+    context = server_context(ca.issue(service_identity(TD, service)), alpn=(ALPN_ADMIN,))
+
+    async def serve(tcp: trio.SocketStream) -> None:
+        tls = TLSStream(tcp, context, server_side=True)
+        try:
+            await tls.do_handshake()
+            await app.serve_connection(tls)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    listeners = await nursery.start(trio.serve_tcp, serve, 0)
     return listeners[0].socket.getsockname()[1]
 
 
@@ -190,15 +220,15 @@ async def free_port() -> int:
     return port
 
 
-async def test_tap_fan_in_merges_proxies_and_finds_new_ones() -> None:
+async def test_tap_fan_in_merges_proxies_and_finds_new_ones(ca: CertificateAuthority, dialer: AdminDialer) -> None:
     hub_a, hub_b = TapHub(), TapHub()
     dead = await free_port()
     with trio.fail_after(15):
         async with trio.open_nursery() as nursery:
-            port_a = await admin_server(nursery, ProxyMetrics(), hub_a)
-            port_b = await admin_server(nursery, ProxyMetrics(), hub_b)
+            port_a = await admin_server(nursery, ca, "a", ProxyMetrics(), hub_a)
+            port_b = await admin_server(nursery, ca, "b", ProxyMetrics(), hub_b)
             targets = [target("a", port_a), target("gone", dead)]
-            fanin = TapFanIn(lambda: list(targets), TapFilter(service="a"), None, refresh=0.1)
+            fanin = TapFanIn(lambda: list(targets), TapFilter(service="a"), None, dialer, refresh=0.1)
             seen: list[dict[str, Any]] = []
 
             async def next_item() -> dict[str, Any]:
@@ -229,12 +259,12 @@ async def test_tap_fan_in_merges_proxies_and_finds_new_ones() -> None:
             nursery.cancel_scope.cancel()
 
 
-async def test_merged_stream_max_rps() -> None:
+async def test_merged_stream_max_rps(ca: CertificateAuthority, dialer: AdminDialer) -> None:
     hub = TapHub()
     with trio.fail_after(15):
         async with trio.open_nursery() as nursery:
-            port = await admin_server(nursery, ProxyMetrics(), hub)
-            fanin = TapFanIn(lambda: [target("a", port)], TapFilter(), 1000.0, refresh=0.1)
+            port = await admin_server(nursery, ca, "a", ProxyMetrics(), hub)
+            fanin = TapFanIn(lambda: [target("a", port)], TapFilter(), 1000.0, dialer, refresh=0.1)
             assert (await fanin.__anext__())["type"] == "tapping"
             for i in range(5):
                 hub.publish(tap_event("a", str(i)))
@@ -243,21 +273,24 @@ async def test_merged_stream_max_rps() -> None:
             nursery.cancel_scope.cancel()
 
 
-async def test_stats_scrape_concurrently_and_skip_the_dead() -> None:
+async def test_stats_scrape_concurrently_and_skip_the_dead(ca: CertificateAuthority, dialer: AdminDialer) -> None:
     web = ProxyMetrics()
     served(web, "inbound", "client", n=6)
     dead = await free_port()
     with trio.fail_after(15):
         async with trio.open_nursery() as nursery:
-            port = await admin_server(nursery, web, TapHub())
-            targets = [target("web", port), target("db", dead), ProxyTarget("x-1", "x", "127.0.0.1", None, "spiffe://mesh.local/svc/x")]
-            collector = StatsCollector(lambda: targets, TD, period=0.2)
+            port = await admin_server(nursery, ca, "web", web, TapHub())
+            impostor = await admin_server(nursery, ca, "db", ProxyMetrics(), TapHub())
+            targets = [target("web", port), target("db", dead), target("x", impostor)]
+            collector = StatsCollector(lambda: targets, TD, dialer, period=0.2)
             stats = await collector.stats(60.0)
             services = {s["service"]: s for s in stats["services"]}
             assert services["web"]["requests"] == 6 and services["web"]["reachable"] == 1
             assert services["db"]["reachable"] == 0
             reasons = {u["service"]: u["error"] for u in stats["unreachable"]}
-            assert "refused" in reasons["db"] and reasons["x"] == "no admin port known"
+            assert "refused" in reasons["db"]
+            # Who answers must be who the registry says: a proxy of another service is not read.
+            assert reasons["x"] == f"127.0.0.1:{impostor}: peer presented spiffe://{TD}/svc/db, expected spiffe://{TD}/svc/x"
             # The sampler keeps a ring of snapshots; later requests compare with them.
             served(web, "inbound", "client", n=3)
             await trio.sleep(_fanin.MIN_SPAN + 0.3)
@@ -270,9 +303,9 @@ async def test_stats_scrape_concurrently_and_skip_the_dead() -> None:
             nursery.cancel_scope.cancel()
 
 
-async def test_tap_with_no_proxies_says_it_is_waiting() -> None:
+async def test_tap_with_no_proxies_says_it_is_waiting(dialer: AdminDialer) -> None:
     with trio.fail_after(10):
-        fanin = TapFanIn(lambda: [], TapFilter(), None, refresh=0.05)
+        fanin = TapFanIn(lambda: [], TapFilter(), None, dialer, refresh=0.05)
         item = await fanin.__anext__()
         assert item["type"] == "waiting" and "no proxy" in item["message"]
         with trio.move_on_after(0.3):  # said once, not at every refresh

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -368,18 +368,23 @@ def test_static_discovery_does_not_use_zeroconf(home: MeshHome) -> None:
 # -- data plane ------------------------------------------------------------------------
 
 
-class FakeAdmin:
-    """A proxy's admin server: /ready and /config with what the test says."""
+class FakeProxy:
+    """A proxy's inbound listener as `mesh check` reads it: mTLS (ALPN mesh-admin) with the
+    certificate of ``creds``, answering /ready and /config with what the test says."""
 
-    def __init__(self, ready: int, config: dict[str, Any]) -> None:
-        admin = self
+    def __init__(self, creds: Any, ready: int, config: dict[str, Any]) -> None:
+        from mesh.identity import server_context
+
+        proxy = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # one connection for both pages, as the real proxy keeps it
+
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 if self.path == "/ready":
-                    body, status = b"ready\n", admin.ready
+                    body, status = b"ready\n", proxy.ready
                 elif self.path == "/config":
-                    body, status = json.dumps(admin.config).encode(), 200
+                    body, status = json.dumps(proxy.config).encode(), 200
                 else:
                     body, status = b"not found\n", 404
                 self.send_response(status)
@@ -393,6 +398,7 @@ class FakeAdmin:
         self.ready = ready
         self.config = config
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = server_context(creds, alpn=("mesh-admin",)).wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -403,11 +409,11 @@ class FakeAdmin:
 
 
 @pytest.fixture
-def admins() -> Iterator[list[FakeAdmin]]:
-    started: list[FakeAdmin] = []
+def proxies() -> Iterator[list[FakeProxy]]:
+    started: list[FakeProxy] = []
     yield started
-    for admin in started:
-        admin.close()
+    for proxy in started:
+        proxy.close()
 
 
 def proxy_context(home: MeshHome, ca: CertificateAuthority, services: dict[str, Any], state_version: int = 5) -> CheckContext:
@@ -417,26 +423,18 @@ def proxy_context(home: MeshHome, ca: CertificateAuthority, services: dict[str, 
     return ctx
 
 
-def test_each_proxy_gets_one_line(
-    home: MeshHome, ca: CertificateAuthority, admins: list[FakeAdmin], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_each_proxy_gets_one_line(home: MeshHome, ca: CertificateAuthority, proxies: list[FakeProxy]) -> None:
+    """Read over mTLS at each proxy's inbound listener (its admin server is on its host's loopback)."""
     leaf = ca.issue(service_identity(TD, "web"))
-    der = load_certificate(leaf.cert_chain_pem).public_bytes(serialization.Encoding.DER)
-    probed: list[tuple[str, int]] = []
-
-    def fake_tls(host: str, port: int, context: Any, timeout: float) -> bytes:
-        probed.append((host, port))
-        return der
-
-    monkeypatch.setattr(probes, "tls_peer_certificate", fake_tls)
     config = {
         "version": __version__,
         "certificate_expiry": leaf.not_after.isoformat(),
         "controller": {"connected": True, "snapshot_version": 5, "config_version": 1},
     }
-    healthy = FakeAdmin(200, config)
-    draining = FakeAdmin(503, {**config, "controller": {"connected": True, "snapshot_version": 3}})
-    admins += [healthy, draining]
+    healthy = FakeProxy(leaf, 200, config)
+    draining = FakeProxy(leaf, 503, {**config, "controller": {"connected": True, "snapshot_version": 3}})
+    impostor = FakeProxy(ca.issue(service_identity(TD, "db")), 200, config)
+    proxies += [healthy, draining, impostor]
 
     def entry(instance: str, inbound: int, admin: int | None) -> dict[str, Any]:
         return {
@@ -450,19 +448,31 @@ def test_each_proxy_gets_one_line(
         }
 
     services = {
-        "web": [entry("web-1", 4001, healthy.port), entry("web-2", 4002, draining.port), entry("web-3", 4003, closed_port())],
+        "web": [
+            entry("web-1", healthy.port, 4191),
+            entry("web-2", draining.port, 4192),
+            entry("web-3", closed_port(), 4193),
+            entry("web-4", impostor.port, 4194),
+        ],
         "static": [{"address": "127.0.0.1:4004", "admin_port": None, "instance": "zeroconf:127.0.0.1:4004"}],
     }
     report = run(proxy_context(home, ca, services), "data plane")
     results = outcomes(report, "data plane")
-    assert len(results) == 4
-    static, web1, web2, web3 = results
+    assert len(results) == 5
+    static, *web = results
+    lines = {r[1].split(" (")[1].split(")")[0]: r for r in web}  # by instance
     assert static[0] == "warn" and "no admin port known" in static[1]
-    assert web1[:2] == ("ok", f"web 127.0.0.1:4001 (web-1): ready, certificate 23h 59m left, config current (v5), mesh {__version__}")
-    assert web2[0] == "fail"
-    assert "GET /ready answered 503" in web2[1] and "config at snapshot 3, the controller is at 5" in web2[1]
-    assert web3[0] == "fail" and "does not answer (connection refused" in web3[1]
-    assert ("127.0.0.1", 4001) in probed  # the inbound listener, where peers connect
+    assert lines["web-1"][:2] == (
+        "ok",
+        f"web 127.0.0.1:{healthy.port} (web-1): ready, certificate 23h 59m left, config current (v5), mesh {__version__}",
+    )
+    assert lines["web-2"][0] == "fail"
+    assert "GET /ready answered 503" in lines["web-2"][1] and "config at snapshot 3, the controller is at 5" in lines["web-2"][1]
+    assert "curl http://127.0.0.1:4192/config" in (lines["web-2"][2] or "")
+    assert lines["web-3"][0] == "fail" and "nothing answers at its inbound listener" in lines["web-3"][1]
+    assert "(connection refused)" in lines["web-3"][1]
+    assert lines["web-4"][0] == "fail"
+    assert f"its inbound presents spiffe://{TD}/svc/db, but it registered as spiffe://{TD}/svc/web" in lines["web-4"][1]
 
 
 def test_no_proxies_warns(home: MeshHome, ca: CertificateAuthority) -> None:
@@ -472,27 +482,57 @@ def test_no_proxies_warns(home: MeshHome, ca: CertificateAuthority) -> None:
     assert "mesh proxy --service" in (hint or "")
 
 
-def test_tls_probe_against_a_server_that_is_not_mesh(home: MeshHome, ca: CertificateAuthority) -> None:
-    # A plain TCP server: the handshake fails and says so, it does not hang.
-    write_operator(home, ca)
-    from mesh.identity import client_context, load_credentials
-
-    creds = load_credentials(home.operator_dir / "cert.pem", home.operator_dir / "key.pem", home.bundle)
+@contextmanager
+def one_connection(answer: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A server on 127.0.0.1 that hands its first connection to ``answer``; its port."""
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(1)
-        port = server.getsockname()[1]
 
-        def answer() -> None:
+        def accept() -> None:
             conn, _ = server.accept()
-            conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
-            conn.close()
+            with conn:
+                answer(conn)
 
-        thread = threading.Thread(target=answer, daemon=True)
+        thread = threading.Thread(target=accept, daemon=True)
         thread.start()
-        with pytest.raises(OSError):
-            probes.tls_peer_certificate("127.0.0.1", port, client_context(creds, alpn=("http/1.1",)), 2.0)
+        yield server.getsockname()[1]
         thread.join(5)
+
+
+def operator_admin_context(home: MeshHome, ca: CertificateAuthority) -> Any:
+    from mesh.identity import client_context, load_credentials
+
+    write_operator(home, ca)
+    creds = load_credentials(home.operator_dir / "cert.pem", home.operator_dir / "key.pem", home.bundle)
+    return client_context(creds, alpn=("mesh-admin",))
+
+
+def test_admin_probe_against_a_server_that_is_not_mesh(home: MeshHome, ca: CertificateAuthority) -> None:
+    # A plain TCP server: the handshake fails and says so, it does not hang.
+    context = operator_admin_context(home, ca)
+    with one_connection(lambda conn: conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")) as port:
+        with pytest.raises(OSError):
+            probes.AdminPages("127.0.0.1", port, context, 2.0)
+
+
+def test_admin_probe_against_a_mesh_server_without_admin_pages(home: MeshHome, ca: CertificateAuthority) -> None:
+    """mTLS works, ALPN mesh-admin is not offered (a proxy of an older mesh): said so."""
+    from mesh.identity import server_context
+
+    context = operator_admin_context(home, ca)
+    server_ctx = server_context(ca.issue(service_identity(TD, "web")), alpn=("http/1.1",))
+
+    def answer(conn: socket.socket) -> None:
+        try:
+            with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(1)
+        except (OSError, ValueError):
+            pass
+
+    with one_connection(answer) as port:
+        with pytest.raises(probes.NoAdminPages, match="does not serve its admin pages over mTLS"):
+            probes.AdminPages("127.0.0.1", port, context, 2.0)
 
 
 # -- policy ----------------------------------------------------------------------------

@@ -189,7 +189,7 @@ ENTRY = {
 
 def facts(**kw: object) -> rules.ProxyFacts:
     base: dict[str, object] = {
-        "admin": "127.0.0.1:4191",
+        "admin": "127.0.0.1:4143",  # the inbound listener: admin pages over mTLS
         "ready_status": 200,
         "config": {
             "version": "0.1.0",
@@ -218,7 +218,8 @@ def test_proxy_not_ready_or_gone() -> None:
     draining = proxy(ready_status=503)
     assert draining.status is Status.FAIL and "GET /ready answered 503" in draining.message
     gone = proxy(ready_status=None, ready_error="connection refused", config=None, config_error=None)
-    assert gone.status is Status.FAIL and "admin server 127.0.0.1:4191 does not answer" in gone.message
+    assert gone.status is Status.FAIL and "its admin pages at 127.0.0.1:4143 do not answer" in gone.message
+    assert "curl http://127.0.0.1:4191/config" in (draining.hint or "")
 
 
 def test_a_proxy_that_answers_nowhere_is_gone_in_one_sentence() -> None:
@@ -232,8 +233,8 @@ def test_a_proxy_that_answers_nowhere_is_gone_in_one_sentence() -> None:
     )
     assert gone.status is Status.FAIL
     assert gone.message == (
-        "web 127.0.0.1:4143 (web-1): nothing answers at its admin server 127.0.0.1:4191 (connection refused) "
-        "nor at its inbound listener (connection refused): the proxy is gone"
+        "web 127.0.0.1:4143 (web-1): nothing answers at its inbound listener 127.0.0.1:4143 (connection refused): "
+        "the proxy is gone"
     )
     assert "30 s" in (gone.hint or "") and "\n" not in (gone.hint or "")
 

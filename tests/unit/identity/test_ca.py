@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from hypothesis import given
+from hypothesis import strategies as st
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -242,11 +244,64 @@ def test_leaf_never_outlives_the_issuer(ca: CertificateAuthority) -> None:
     assert creds.not_after == ca.issuer_not_after
 
 
-def test_renew_at_is_70_percent_of_life(ca: CertificateAuthority) -> None:
+def test_renew_at_is_70_percent_of_the_life_granted_since_issue(ca: CertificateAuthority) -> None:
     leaf = ca.issue(REVIEWS, timedelta(hours=10)).leaf
-    life = leaf.not_valid_after_utc - leaf.not_valid_before_utc
-    assert renew_at(leaf) == leaf.not_valid_before_utc + life * 0.7
+    issued = leaf.not_valid_before_utc + CLOCK_SKEW  # notBefore is backdated for skew only
+    assert renew_at(leaf) == issued + timedelta(hours=10) * 0.7
     assert renew_at(cert_to_pem(leaf)) == renew_at(leaf)
+    # Counted from when the holder got it, by its own clock, when it says so.
+    received = issued + timedelta(minutes=1)
+    assert renew_at(leaf, received_at=received) == received + (leaf.not_valid_after_utc - received) * 0.7
+
+
+@pytest.mark.parametrize("ttl", [timedelta(seconds=15), timedelta(seconds=60), timedelta(minutes=2), timedelta(hours=24)])
+def test_a_short_leaf_is_not_due_at_once(ca: CertificateAuthority, ttl: timedelta) -> None:
+    """Counted from the backdated notBefore, anything under ~26 s was due before it was issued
+    (a proxy with --cert-ttl 15s renewed 1,730 times in 34 s) and 60 s was due at 40 %."""
+    received = datetime.now(UTC)
+    leaf = ca.issue(REVIEWS, ttl).leaf
+    granted = leaf.not_valid_after_utc - received
+    for due in (renew_at(leaf), renew_at(leaf, received_at=received)):
+        # (less a second: validity times are whole seconds)
+        assert due - received >= granted * 0.7 - timedelta(seconds=1)
+        assert due < leaf.not_valid_after_utc
+
+
+@given(
+    lifetime=st.integers(1, 10 * 86400),
+    backdated=st.integers(0, 3600),
+    received_late=st.integers(-600, 86400),
+    previous_ago=st.one_of(st.none(), st.integers(0, 86400)),
+)
+def test_renewal_is_never_before_half_the_life_nor_more_often_than_a_tenth(
+    lifetime: int, backdated: int, received_late: int, previous_ago: int | None
+) -> None:
+    issued = datetime(2030, 1, 1, tzinfo=UTC)
+    end = issued + timedelta(seconds=lifetime)
+    leaf = _leaf_valid(issued - timedelta(seconds=backdated), end)
+    received = issued + timedelta(seconds=received_late)
+    previous = None if previous_ago is None else received - timedelta(seconds=previous_ago)
+    due = renew_at(leaf, received_at=received, previous=previous)
+    counted_from = min(max(received, leaf.not_valid_before_utc), end)
+    granted = end - counted_from
+    assert due >= counted_from + granted * 0.5
+    if previous is not None:
+        assert due - previous >= max(granted, timedelta(seconds=60)) * 0.1
+
+
+def _leaf_valid(not_before: datetime, not_after: datetime) -> x509.Certificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "reviews")])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .sign(key, hashes.SHA256())
+    )
 
 
 def test_write_and_load_credentials(ca: CertificateAuthority, tmp_path: Path) -> None:

@@ -136,6 +136,32 @@ async def test_wrong_server_identity_is_refused_with_a_clear_message(
     assert client.reason == client.error.message
 
 
+def signed_for_another_trust_domain(ca: CertificateAuthority, uri: str) -> IssuedCredentials:
+    """A leaf for a foreign trust domain signed by our own issuer (``ca.issue`` refuses to)."""
+    from mesh.identity import cert_to_pem, generate_key, key_to_pem
+    from mesh.identity._certs import make_leaf
+
+    key = generate_key()
+    identity = SpiffeId.parse(uri)
+    leaf = make_leaf(key.public_key(), identity, ca.issuer_cert, ca._issuer_key)
+    chain = cert_to_pem(leaf) + cert_to_pem(ca.issuer_cert)
+    return IssuedCredentials(identity, chain, key_to_pem(key), ca.bundle_pem, leaf.not_valid_after_utc)
+
+
+async def test_a_peer_of_another_trust_domain_is_refused_both_ways(ca: CertificateAuthority) -> None:
+    """The chain verifies (our issuer signed it); the trust domain does not: refused by whoever
+    holds a mesh.local context, server or client."""
+    forged = signed_for_another_trust_domain(ca, "spiffe://other.test/svc/admin")
+    server, _ = await handshake(server_context(ca.issue(REVIEWS)), client_context(forged))
+    assert server.reason == (
+        "the peer presented spiffe://other.test/svc/admin, which is not of this mesh's trust domain mesh.local"
+    )
+    lenient = server_context(forged)
+    lenient.trust_domain = None  # a server that takes anyone: the client must refuse on its own
+    _, client = await handshake(lenient, client_context(ca.issue(RATINGS)), lambda tls: check_peer_identity(tls, forged.identity))
+    assert "not of this mesh's trust domain mesh.local" in client.reason
+
+
 async def test_client_from_another_ca_is_refused(
     ca: CertificateAuthority, other_ca: CertificateAuthority
 ) -> None:

@@ -49,7 +49,7 @@ def test_services_follow_the_discovery_config(tmp_path: Path) -> None:
     assert web.argv[: len(prefix)] == prefix
     assert sidecar_flags(web.argv) == [
         "--name", "web", "--label", "version=v1", "--upstream", "db", "--health", "/health", "--port", "8080",
-        "--inbound", "10.0.0.5:0", "--admin", "10.0.0.5:0", "--interface", "10.0.0.5",
+        "--inbound", "10.0.0.5:0", "--interface", "10.0.0.5",
     ]  # fmt: skip
     assert web.argv[web.argv.index("--") + 1 :] == ("python", "-m", "http.server")
     # A fixed port fits one replica only.
@@ -91,7 +91,7 @@ def test_the_demo_follows_lan_and_advertise(tmp_path: Path) -> None:
     for unit in injected:
         flags = sidecar_flags(unit.argv)
         assert flags[flags.index("--inbound") :] == [
-            "--inbound", "0.0.0.0:0", "--admin", "0.0.0.0:0", "--advertise", "10.0.0.7", "--lan",
+            "--inbound", "0.0.0.0:0", "--advertise", "10.0.0.7", "--lan",
         ], unit.name  # fmt: skip
     gateway = next(u for u in units if u.name == "gateway")
     assert gateway.argv[-1] == "--lan"

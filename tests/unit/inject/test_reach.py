@@ -23,7 +23,7 @@ def test_without_config_everything_stays_on_loopback() -> None:
     reach = plan_reach(None)
     assert reach.listen == ("127.0.0.1", 4190)
     assert reach.controller_advertise is None and reach.host is None
-    assert reach.sidecar_args() == ["--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--interface", "127.0.0.1"]
+    assert reach.sidecar_args() == ["--inbound", "127.0.0.1:0", "--interface", "127.0.0.1"]
 
 
 def test_a_lan_interface_is_where_services_and_the_controller_listen() -> None:
@@ -31,7 +31,7 @@ def test_a_lan_interface_is_where_services_and_the_controller_listen() -> None:
     assert reach.host == "10.0.0.5"
     assert reach.listen == ("10.0.0.5", 4190)  # its own address is dialable as it is
     assert reach.controller_advertise is None
-    assert reach.sidecar_args() == ["--inbound", "10.0.0.5:0", "--admin", "10.0.0.5:0", "--interface", "10.0.0.5"]
+    assert reach.sidecar_args() == ["--inbound", "10.0.0.5:0", "--interface", "10.0.0.5"]
 
 
 def test_the_first_lan_address_wins_and_loopback_is_skipped() -> None:
@@ -67,7 +67,7 @@ def test_advertise_binds_wildcards_and_is_told_everywhere() -> None:
     assert reach.listen == ("0.0.0.0", 4190)
     assert reach.controller_advertise == "203.0.113.7" and reach.host == "203.0.113.7"
     assert reach.sidecar_args() == [
-        "--inbound", "0.0.0.0:0", "--admin", "0.0.0.0:0", "--advertise", "203.0.113.7", "--interface", "127.0.0.1",
+        "--inbound", "0.0.0.0:0", "--advertise", "203.0.113.7", "--interface", "127.0.0.1",
     ]  # fmt: skip
 
 

@@ -192,16 +192,49 @@ async def test_a_slow_listener_is_told_what_it_missed() -> None:
     assert not hub.active
 
 
-async def test_bad_tap_queries_get_400() -> None:
-    hub = TapHub()
+async def refusal(hub: TapHub, target: bytes, until: bytes) -> bytes:
+    """What the loopback admin server answers to ``GET target``, read until ``until`` shows."""
     app = AdminApp(lambda: "", dict, lambda: True, {b"/tap": tap_handler(hub)})
     client, server = trio.testing.memory_stream_pair()
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(app.serve_connection, server)
-            await client.send_all(b"GET /tap?direction=up HTTP/1.1\r\nHost: admin\r\n\r\n")
+            await client.send_all(b"GET " + target + b" HTTP/1.1\r\nHost: admin\r\n\r\n")
             data = b""
-            while b"\r\n\r\n" not in data or b"direction" not in data:
+            while b"\r\n\r\n" not in data or until not in data:
                 data += await client.receive_some(65536)
-            assert data.startswith(b"HTTP/1.1 400")
-            assert not hub.active
+    return data
+
+
+async def test_bad_tap_queries_get_400() -> None:
+    hub = TapHub()
+    assert (await refusal(hub, b"/tap?direction=up", b"direction")).startswith(b"HTTP/1.1 400")
+    assert not hub.active
+
+
+async def test_query_values_are_redacted_and_shown_only_where_allowed() -> None:
+    """The loopback admin server answers anyone on the host: it never shows query values, and
+    says how to see them; the one over mTLS (the controller, operators) shows them on request."""
+    hub = TapHub()
+    secret = TapEvent(1.0, "web", "inbound", "1", "client", None, "web", None, None, "GET", "web", "/login?user=ada&token=s3cret", 200, 1.0, None, True)
+    for allowed, query, expected in (
+        (False, b"", "/login?user=REDACTED&token=REDACTED"),
+        (True, b"", "/login?user=REDACTED&token=REDACTED"),
+        (True, b"?show_query=1", "/login?user=ada&token=s3cret"),
+    ):
+        app = AdminApp(lambda: "", dict, lambda: True, {b"/tap": tap_handler(hub, query_values=allowed)})
+        client, server = trio.testing.memory_stream_pair()
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(app.serve_connection, server)
+                await client.send_all(b"GET /tap" + query + b" HTTP/1.1\r\nHost: admin\r\n\r\n")
+                while not hub.active:
+                    await trio.sleep(0.01)
+                hub.publish(secret)
+                reader = ResponseReader()
+                reader.expect(b"GET")
+                _, lines = await read_response(client, reader, until=1)
+                assert lines[0]["path"] == expected
+                await client.aclose()
+    assert (await refusal(hub, b"/tap?show_query=1", b"mesh tap --show-query")).startswith(b"HTTP/1.1 403")
+    assert not hub.active

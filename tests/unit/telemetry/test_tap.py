@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from mesh.proxy._metrics import ProxyMetrics
-from mesh.telemetry import TapEvent, TapFilter, TapHub, parse_prometheus_text
+from mesh.telemetry import TapEvent, TapFilter, TapHub, parse_prometheus_text, query_values_asked, redact_query
 
 
 def event(**changes: object) -> TapEvent:
@@ -265,3 +265,30 @@ def test_from_dict_tolerates_missing_and_extra_keys() -> None:
     parsed = TapEvent.from_dict({"type": "request", "instance": "web-1", "method": "GET", "status": 200})
     assert parsed.method == "GET" and parsed.status == 200
     assert parsed.src_service is None and parsed.tls is False
+
+
+@pytest.mark.parametrize(
+    ("path", "redacted"),
+    [
+        ("/", "/"),
+        ("/search?q=cats", "/search?q=REDACTED"),
+        ("/a?token=s3cr%20t&user=ada&flag&empty=", "/a?token=REDACTED&user=REDACTED&flag&empty="),
+        ("/a?=v", "/a?=REDACTED"),
+        ("/a?", "/a?"),
+        ("/a?x=1=2&&y", "/a?x=REDACTED&&y"),
+    ],
+)
+def test_query_values_are_redacted_keys_kept(path: str, redacted: str) -> None:
+    assert redact_query(path) == redacted
+    data = event(path=path).to_dict()
+    assert data["path"] == redacted
+    assert event(path=path).to_dict(query_values=True)["path"] == path
+
+
+def test_show_query_is_one_or_zero() -> None:
+    assert query_values_asked({}) is False
+    assert query_values_asked({"show_query": "0"}) is False
+    assert query_values_asked({"show_query": "1"}) is True
+    with pytest.raises(ValueError, match="show_query must be 1 or 0"):
+        query_values_asked({"show_query": "yes"})
+    assert TapFilter.from_query({"show_query": "1", "service": "web"})[0] == TapFilter(service="web")
