@@ -42,3 +42,7 @@ class DiscoveryError(MeshError):
 
 class ControllerError(MeshError):
     """The control plane or the CLI's access to it."""
+
+
+class StoreError(ControllerError):
+    """The controller's store (embedded or etcd) cannot be opened, read or written."""

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from mesh.cli._options import Store, store_url
 from mesh.cli._output import OutputFormat, OutputOption, render
 from mesh.cli._state import state
 
@@ -26,6 +27,7 @@ def up(
     advertise: Annotated[
         Optional[str], typer.Option(help="The address other hosts dial for this host: its services bind 0.0.0.0 and advertise it.")
     ] = None,
+    store: Store = None,
     daemon_mode: Annotated[bool, typer.Option("--daemon", hidden=True)] = False,
     output: OutputOption = OutputFormat.table,
 ) -> None:
@@ -43,6 +45,7 @@ def up(
     parsed = load_config(config) if config is not None else None  # fail before starting anything
     address = parse_listen_address(listen, "--listen") if listen is not None else None
     reach = plan_reach(parsed.discovery if parsed else None, listen=address, advertise=advertise, lan=lan)
+    chosen_store = store_url(store, parsed.control.store if parsed else None)
     created = False
     if not home.has_ca():
         CertificateAuthority.init(home, trust_domain=parsed.mesh.trust_domain if parsed else "mesh.local")
@@ -51,6 +54,7 @@ def up(
         raise ControllerError(f"the mesh is already up on {home.root}", hint="`mesh status` shows it; `mesh down` stops it")
     if detach:
         argv = ["up", "--daemon", *reach.daemon_args()]
+        argv += ["--store", store] if store else []
         argv += ["--demo"] if demo else []
         argv += [] if traffic else ["--no-traffic"]
         argv += [str(config.resolve())] if config is not None else []
@@ -58,10 +62,12 @@ def up(
         record = daemon.wait_until_listening(home, started)
         render(output, _summary(home, record, started.pid, created, parsed, demo, reach), _up_view)
         return
-    _run(home, reach, parsed, config, demo, traffic, created, panel=not daemon_mode)
+    _run(home, reach, parsed, config, demo, traffic, created, panel=not daemon_mode, store=chosen_store)
 
 
-def _run(home: Any, reach: Any, parsed: Any, path: Path | None, demo: bool, traffic: bool, created: bool, panel: bool) -> None:
+def _run(
+    home: Any, reach: Any, parsed: Any, path: Path | None, demo: bool, traffic: bool, created: bool, panel: bool, store: Any
+) -> None:
     import trio
 
     from mesh._logging import setup_logging
@@ -75,6 +81,7 @@ def _run(home: Any, reach: Any, parsed: Any, path: Path | None, demo: bool, traf
         config=parsed,
         config_source=str(path) if path else None,
         units=units,
+        store=store,
     )
     log_path = home.ensure_dir(home.run_dir) / "controller.log"
     if not panel:  # the detached daemon: its stdout is already the log
