@@ -275,12 +275,10 @@ class ControllerApp:
 
     async def store_health(self, request: ApiRequest) -> ApiResponse:
         self._require_operator(request)
-        health = self.durable.health
-        if health is None:
-            try:
-                health = await self.durable.store.health()
-            except StoreError as exc:
-                raise ApiError(503, exc.message, exc.hint) from None
+        try:
+            health = await self.durable.check_health()  # fresh: `mesh check` right after a member died
+        except StoreError as exc:
+            raise ApiError(503, exc.message, exc.hint) from None
         return ApiResponse(
             200,
             {

@@ -292,25 +292,31 @@ class Durable:
             return self.state.set_controllers(controllers)
         return False
 
+    async def check_health(self) -> StoreHealth:
+        """Ask the store now; the read-only switch follows the answer."""
+        try:
+            health = await self.store.health()
+        except StoreError as exc:
+            health = StoreHealth("?", self.location, False, exc.message)
+        was_writable = self.health is None or (self.health.writable and self.write_error is None)
+        if health.writable:
+            self.write_error = None  # the store is back (the next write tells if not)
+        self.health = health
+        writable = health.writable and self.write_error is None
+        if writable != was_writable:
+            if writable:
+                log.info("%s takes writes again: `mesh apply` works", self.location)
+            else:
+                log.warning(
+                    "%s cannot take writes (%s): serving the last state read-only, `mesh apply` is refused",
+                    self.location,
+                    health.reason or self.write_error,
+                )
+        return health
+
     async def _watch_health(self) -> None:
-        was_writable = True
         while True:
-            try:
-                health = await self.store.health()
-            except StoreError as exc:
-                health = StoreHealth("?", self.location, False, exc.message)
-            self.health = health
-            writable = health.writable and self.write_error is None
-            if writable != was_writable:
-                if writable:
-                    log.info("%s takes writes again: `mesh apply` works", self.location)
-                else:
-                    log.warning(
-                        "%s cannot take writes (%s): serving the last state read-only, `mesh apply` is refused",
-                        self.location,
-                        health.reason or self.write_error,
-                    )
-                was_writable = writable
+            await self.check_health()
             await trio.sleep(HEALTH_INTERVAL)
 
     async def _expire_embedded_leases(self, expire: Callable[[], int]) -> None:

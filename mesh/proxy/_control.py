@@ -275,6 +275,8 @@ class ControlLink:
                         nursery.start_soon(self._heartbeat_loop, client)
                         await self._consume_watch(client)
                         nursery.cancel_scope.cancel()
+                except BaseExceptionGroup as group:
+                    raise _first_leaf(group) from None
                 finally:
                     self._client = None
                     await client.aclose()
@@ -416,3 +418,11 @@ class ControlLink:
     def _set_connected(self, connected: bool) -> None:
         self.connected = connected
         self.proxy.metrics.controller_connected.set(1 if connected else 0)
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    """The exception inside a nursery's group (the watch or the heartbeat failed: one reason)."""
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf
