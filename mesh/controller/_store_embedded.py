@@ -53,6 +53,7 @@ log = logging.getLogger("mesh.controller.store")
 
 SCHEMA_VERSION = 1
 RECENT_EVENTS = 10_000  # what a watch can catch up on
+LOW_SPACE = 1024 * 1024  # below this, a write error is a full disk (SQLite may call it an I/O error)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS kv (
@@ -151,6 +152,9 @@ class EmbeddedStore:
     def _open_error(self, exc: sqlite3.Error) -> StoreError:
         text = str(exc)
         if "disk is full" in text or "disk I/O error" in text:
+            free = _free_bytes(self.path.parent)
+            if free is not None and free < LOW_SPACE:
+                text = f"the file system is full ({free // 1024} KiB free; SQLite says: {text})"
             return StoreError(
                 f"the embedded store {self.path} cannot be written: {text} "
                 "(the controller refuses to start rather than lose changes)",
@@ -363,6 +367,14 @@ class EmbeddedStore:
             except sqlite3.Error:
                 pass
             self._close_quietly()
+
+
+def _free_bytes(directory: Path) -> int | None:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def backup(source: Path, target: Path) -> int:
