@@ -62,11 +62,9 @@ def parse_store_url(text: str) -> StoreUrl:
     if not sep or scheme not in ("etcd", "etcds"):
         raise StoreUrlError("the scheme etcd:// or etcds://")
     # urlsplit cannot hold several host:port pairs in one netloc: split them by hand.
-    hosts, _, tail = rest.partition("/")
-    if "?" in hosts:
-        hosts, _, query = hosts.partition("?")
-        tail = "?" + query
-    parts = urlsplit("x://h/" + tail)
+    rest, _, query = rest.partition("?")
+    hosts, _, path = rest.partition("/")
+    parts = urlsplit(f"x://h/{path}?{query}")
     endpoints = []
     for item in hosts.split(","):
         address = split_host_port(item)

@@ -591,9 +591,10 @@ def store_writable(health: Mapping[str, Any]) -> CheckResult:
     location = health.get("location")
     reason = health.get("read_only_reason")
     if reason or not health.get("writable"):
-        why = reason or health.get("reason") or "it cannot take writes"
+        why = str(reason or health.get("reason") or "it cannot take writes")
+        where = "" if str(location) in why else f"{location}: "
         return CheckResult.fail(
-            f"{location}: {why}; {READ_ONLY_CONSEQUENCE}",
+            f"{where}{why}; {READ_ONLY_CONSEQUENCE}",
             "bring the etcd members back (a majority of them is needed), then `mesh apply` works again"
             if health.get("backend") == "etcd"
             else f"free space on the disk of {location} (docs/operations.md, Failures)",
@@ -635,7 +636,7 @@ def store_quorum(health: Mapping[str, Any]) -> CheckResult:
         return CheckResult.ok(f"etcd has a leader ({leader}) and a quorum ({size // 2 + 1} of {size} needed)")
     return CheckResult.fail(
         f"etcd has {'no quorum' if not health.get('quorum') else 'no leader'}: "
-        f"{health.get('reason') or 'no leader elected'}; {READ_ONLY_CONSEQUENCE}",
+        f"{health.get('reason') or 'no leader elected'}, so the controllers are read-only",
         f"a majority ({size // 2 + 1} of {size}) of the members must run and reach each other",
     )
 
