@@ -395,3 +395,42 @@ def backup(source: Path, target: Path) -> int:
         raise StoreError(f"cannot back up {source} to {target}: {exc}") from None
     os.chmod(target, 0o600)
     return target.stat().st_size
+
+
+def restore(backup_file: Path, path: Path, root_fingerprint: str) -> Path | None:
+    """Put a backup in place of the store at ``path`` (the controller is stopped: the caller holds
+    the MESH_HOME lock). The backup is checked first; the store it replaces is kept beside it.
+    Returns where the replaced store went (None when there was none)."""
+    import json
+    import shutil
+
+    if not backup_file.is_file():
+        raise StoreError(f"there is no backup at {backup_file}")
+    try:
+        db = sqlite3.connect(f"file:{backup_file}?mode=ro", uri=True)
+        try:
+            checked = db.execute("PRAGMA quick_check").fetchone()[0]
+            row = db.execute("SELECT value FROM kv WHERE key = 'meta/ca'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{backup_file} is not a backup of an embedded store: {exc}") from None
+    if checked != "ok":
+        raise StoreError(f"the backup {backup_file} is corrupt ({checked})", hint="take another backup")
+    claim = json.loads(row[0]) if row else {}
+    if claim and claim.get("root_fingerprint") != root_fingerprint:
+        raise StoreError(
+            f"{backup_file} is the store of another mesh (CA {claim.get('root_fingerprint')}, "
+            f"this MESH_HOME's is {root_fingerprint})",
+            hint="restore it into the MESH_HOME that holds that mesh's CA",
+        )
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    replaced = None
+    if path.exists():
+        replaced = path.with_name(f"{path.name}.replaced-{time.strftime('%Y%m%dT%H%M%S')}")
+        shutil.move(path, replaced)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)  # they belong to the replaced file
+    shutil.copyfile(backup_file, path)
+    os.chmod(path, 0o600)
+    return replaced

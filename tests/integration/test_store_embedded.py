@@ -14,7 +14,6 @@ import subprocess
 import sys
 
 import pytest
-import requests
 
 from tests.integration.conftest import Cluster, free_port
 from tests.integration.test_control_plane import admin_config, get, up, wait_for
@@ -175,4 +174,18 @@ def test_history_and_rollback(cluster: Cluster) -> None:
     assert shown["config"]["route"][0]["timeout"] == "2s"
     missing = cluster.mesh("config", "rollback", "999")
     assert missing.returncode == 1 and "999 is not kept" in missing.stderr and "mesh config history" in missing.stderr
-    requests.Session().close()
+
+    # Backup while it runs; restore only once it is stopped; it serves the restored version.
+    backup = cluster.tmp / "backup.db"
+    assert cluster.mesh("store", "backup", str(backup)).returncode == 0
+    later = cluster.tmp / "later.toml"
+    later.write_text(f'[mesh]\ntrust_domain = "{cluster.trust_domain}"\nauthz_default = "deny"\n')
+    assert cluster.mesh("apply", str(later)).returncode == 0
+    busy = cluster.mesh("store", "restore", str(backup))
+    assert busy.returncode == 1 and "already running" in busy.stderr
+    assert cluster.mesh("down").returncode == 0
+    restored = cluster.mesh("store", "restore", str(backup))
+    assert restored.returncode == 0 and "kept as" in restored.stdout, restored.stderr
+    up_again(cluster, "127.0.0.1:0")
+    shown = json.loads(cluster.mesh("config", "show", "-o", "json").stdout)
+    assert shown["version"] == versions[-1] + 1 and shown["config"]["mesh"]["authz_default"] == "allow"
