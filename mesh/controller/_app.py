@@ -55,6 +55,7 @@ class ControllerApp:
         self.address = address
         self.started = time.time()
         self._change = trio.Event()
+        self.newest_proxy_config = 0  # the newest config version a watching proxy said it holds
         self.units: Callable[[], list[dict[str, Any]]] | None = None  # processes `mesh up` keeps running
         self._routes: dict[tuple[str, str], Callable[[ApiRequest], Awaitable[Any]]] = {
             ("POST", "/v1/certificates"): self.sign,
@@ -212,7 +213,9 @@ class ControllerApp:
         """Into the store, then in force here; other controllers learn it by their watch."""
         self._refuse_if_read_only("apply a config")
         try:
-            version, changed = await self.durable.apply_config(config, source, operator)
+            version, changed = await self.durable.apply_config(
+                config, source, operator, at_least=self.newest_proxy_config + 1
+            )
         except StoreError as exc:
             raise self._read_only_error("apply a config", exc.message) from None
         if changed:
@@ -298,7 +301,27 @@ class ControllerApp:
         peer = self._require_service(request, service)
         if not instance:
             raise ApiError(400, "query parameter 'instance' is required")
+        self._note_proxy_config_version(instance, request.query.get("config_version", ""))
         return self._watch_stream(instance, service, str(peer))
+
+    def _note_proxy_config_version(self, instance: str, text: str) -> None:
+        """A proxy holding a newer config than this controller's store (restored or lost): the next
+        apply is numbered above it, or the proxies would refuse it as older than theirs."""
+        try:
+            held = int(text)
+        except ValueError:
+            return
+        if held > self.state.config_version and held > self.newest_proxy_config:
+            log.warning(
+                "proxy %s holds config version %d, newer than version %d in %s (restored or lost?): "
+                "it keeps its own; the next `mesh apply` here gets version %d",
+                instance,
+                held,
+                self.state.config_version,
+                self.durable.location,
+                held + 1,
+            )
+            self.newest_proxy_config = held
 
     async def _watch_stream(self, instance: str, service: str, identity: str) -> AsyncIterator[Any]:
         state = self.state

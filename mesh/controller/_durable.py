@@ -350,8 +350,10 @@ class Durable:
             return f"{self.location} cannot take writes: {self.health.reason or 'unhealthy'}"
         return None
 
-    async def apply_config(self, config: Any, source: str, applied_by: str) -> tuple[int, bool]:
-        """Make ``config`` (a checked MeshConfig) the next version: ``(version in force, changed)``."""
+    async def apply_config(self, config: Any, source: str, applied_by: str, at_least: int = 1) -> tuple[int, bool]:
+        """Make ``config`` (a checked MeshConfig) the next version: ``(version in force, changed)``.
+
+        ``at_least``: the lowest version to give it (above what proxies hold after a restore)."""
         key = self._key("config", "current")
         data = config.to_dict()
         for _ in range(APPLY_ATTEMPTS):
@@ -359,14 +361,16 @@ class Durable:
             record = ConfigRecord.from_json(current.value) if current else None
             if record is not None:
                 self._adopt_config(record)  # another controller may have been faster than our watch
-                if self.state.check_config(record.config, "the stored config") == config:
+                same = self.state.check_config(record.config, "the stored config") == config
+                if same and record.version >= at_least:
                     return record.version, False
-            version = (record.version if record else 0) + 1
+            version = max((record.version if record else 0) + 1, at_least)
             new = ConfigRecord(version, data, source, applied_by, time.time())
-            stale = version - KEEP_CONFIG_VERSIONS
+            kept, _ = await self.store.range(self._key("config", "history") + "/")
+            stale = [item.key for item in kept if _history_version(item.key) <= version - KEEP_CONFIG_VERSIONS]
             revision = await self._commit(
                 [Put(key, new.to_json()), Put(self._history_key(version), new.to_json())],
-                [self._history_key(stale)] if stale > 0 else [],
+                stale,
                 [Compare(key, current.mod_revision if current else 0)],
             )
             if revision is not None:
@@ -466,6 +470,13 @@ class Durable:
         if self._controller_lease:
             with trio.move_on_after(1.0):
                 await _quietly(self.store.revoke(self._controller_lease))
+
+
+def _history_version(key: str) -> int:
+    try:
+        return int(key.rsplit("/", 1)[1])
+    except (IndexError, ValueError):
+        return 0
 
 
 def _fault(value: bytes) -> TemporaryFault:

@@ -306,7 +306,11 @@ class ControlLink:
                 backoff = min(backoff * 2, BACKOFF_MAX)
 
     async def _consume_watch(self, client: Any) -> None:
-        path = f"/v1/watch?service={self.proxy.settings.service}&instance={self.instance}"
+        # config_version: a controller with less (a restored or lost store) numbers its next apply above it.
+        path = (
+            f"/v1/watch?service={self.proxy.settings.service}&instance={self.instance}"
+            f"&config_version={self.config_version}"
+        )
         async with client.stream("GET", path) as events:
             iterator = events.__aiter__()
             while True:

@@ -96,6 +96,12 @@ def test_kill_9_and_restart_keeps_the_config_and_proxies_never_go_back(cluster: 
         c["status"] == "warn" and f"kept config version {version}" in c["message"] and "offers the older version 0" in c["message"]
         for c in lines
     ), lines
+    # Applying again after the loss: numbered above what the proxies hold, so every proxy takes it.
+    again = cluster.mesh("apply", str(path), "-o", "json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["version"] == version + 1
+    wait_for(lambda: admin_config(client)["controller"]["config_version"] == version + 1, 5, "the new version")
+    assert admin_config(client)["controller"]["refused"] is None
 
 
 def up_again(cluster: Cluster, listen: str) -> dict:
