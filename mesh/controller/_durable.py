@@ -172,8 +172,8 @@ class Durable:
         faults: dict[str, TemporaryFault] = {}
         controllers: dict[str, dict[str, Any]] = {}
         self._leases.clear()
+        self._seen = {item.key: item.mod_revision for item in items}
         for item in items:
-            self._seen[item.key] = item.mod_revision
             kind, _, name = item.key[len(self.prefix) :].partition("/")
             try:
                 if item.key == self._key("config", "current"):
@@ -253,13 +253,16 @@ class Durable:
         changed = False
         for event in events:
             self.revision = max(self.revision, event.revision)
-            if self._seen.get(event.key, 0) >= event.revision:
-                continue  # our own write, already in the state
-            self._seen[event.key] = event.revision
-            try:
-                changed = self._apply_event(event) or changed
-            except (ValueError, KeyError, TypeError, StoreError) as exc:
-                log.warning("ignored a change of %s in %s: %s", event.key, self.location, exc)
+            if self._seen.get(event.key, 0) < event.revision:  # else: our own write, already in the state
+                self._seen[event.key] = event.revision
+                try:
+                    changed = self._apply_event(event) or changed
+                except (ValueError, KeyError, TypeError, StoreError) as exc:
+                    log.warning("ignored a change of %s in %s: %s", event.key, self.location, exc)
+            if event.value is None:
+                # Nothing older can come after a delete (the watch is in order): forget the key,
+                # or instance names that come and go would pile up here.
+                self._seen.pop(event.key, None)
         return changed
 
     def _apply_event(self, event: StoreEvent) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -267,3 +268,53 @@ def test_kill_9_mid_apply_is_all_or_nothing_at_every_controller(cluster: Cluster
     assert shown["version"] == history["current"] == history["versions"][0]["version"] >= len(done)
     timeout = shown["config"]["route"][0]["timeout"]
     assert timeout == f"{shown['version']}s"  # version N is exactly the N-th file, whole
+
+
+def _gateway(member: str, path: str, body: dict, token: str | None = None) -> dict:
+    headers = {"Authorization": token} if token else {}
+    response = requests.post(f"http://{member}{path}", json=body, headers=headers, timeout=5)
+    assert response.status_code == 200, (path, response.text)
+    return response.json()
+
+
+def test_etcd_with_a_user_and_password(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """etcd's authentication: the controller logs in with the URL's user and MESH_ETCD_PASSWORD."""
+    import base64
+
+    etcd = EtcdCluster.start(tmp_path_factory.mktemp("etcd-auth"), size=1)
+    cluster.processes.append(Process("etcd", etcd.members[0].process, etcd.members[0].log_path))  # type: ignore[arg-type]
+    member = etcd.members[0].endpoint
+    b64 = lambda text: base64.b64encode(text.encode()).decode()  # noqa: E731
+    for name, password in (("root", "root-pw"), ("mesh", "mesh-pw")):
+        _gateway(member, "/v3/auth/user/add", {"name": name, "password": password})
+        _gateway(member, "/v3/auth/role/add", {"name": name})
+        _gateway(member, "/v3/auth/user/grant", {"user": name, "role": name})
+    permission = {"permType": "READWRITE", "key": b64("/authtest/"), "range_end": b64("/authtest0")}
+    _gateway(member, "/v3/auth/role/grant", {"name": "mesh", "perm": permission})
+    _gateway(member, "/v3/auth/enable", {})
+
+    cluster.init_ca()
+    store = f"etcd://{member}/authtest?user=mesh"
+    argv = [sys.executable, "-m", "mesh", "controller", "--listen", "127.0.0.1:0", "--no-zeroconf", "--store", store]
+    refused = subprocess.run(argv, env={**cluster._env, "MESH_ETCD_PASSWORD": "wrong"}, capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 1 and "etcd refused user 'mesh'" in refused.stderr, refused.stderr
+    missing = subprocess.run(argv, env=cluster._env, capture_output=True, text=True, timeout=30)
+    assert missing.returncode == 1 and "MESH_ETCD_PASSWORD" in missing.stderr, missing.stderr
+    process = cluster.spawn("controller", argv, env={"MESH_ETCD_PASSWORD": "mesh-pw"})
+    process.wait_for("controller listening")
+    applied = cluster.mesh("apply", str(write_config(cluster, "3s")), "-o", "json")
+    assert applied.returncode == 0, applied.stderr
+    proxy = cluster.proxy("web", cluster.app("http", "web"), extra=["--no-zeroconf"])  # a registration: a lease
+    wait_for(lambda: admin_config(proxy)["controller"]["config_version"] == json.loads(applied.stdout)["version"], 5, "config")
+    # What the controller wrote is under its prefix, readable only with a login.
+    token = _gateway(member, "/v3/auth/authenticate", {"name": "root", "password": "root-pw"})["token"]
+    assert {"/authtest/config/current", "/authtest/meta/ca", "/authtest/meta/join-token"} <= _names(member, token)
+    wait_for(lambda: any(n.startswith("/authtest/registrations/web-") for n in _names(member, token)), 15, "registration")
+
+
+def _names(member: str, token: str) -> set[str]:
+    import base64
+
+    prefix = {"key": base64.b64encode(b"/authtest/").decode(), "range_end": base64.b64encode(b"/authtest0").decode()}
+    keys = _gateway(member, "/v3/kv/range", {**prefix, "keys_only": True}, token)
+    return {base64.b64decode(kv["key"]).decode() for kv in keys.get("kvs", [])}
