@@ -1,6 +1,7 @@
 """The controller's API: who may do what, and what each endpoint answers.
 
     POST /v1/certificates     sign a CSR (join token, or the caller's own current certificate)
+    GET  /v1/certificates     the certificates signed and not yet expired (operators)
     GET  /v1/bundle           trust anchors (public; `mesh join` pins them by fingerprint)
     GET  /v1/health           version and clock (any caller with a mesh certificate)
     GET  /v1/config           the config in force, with its version
@@ -66,6 +67,7 @@ class ControllerApp:
             ("GET", "/v1/config/history"): self.config_history,
             ("POST", "/v1/config/rollback"): self.rollback_config,
             ("GET", "/v1/store"): self.store_health,
+            ("GET", "/v1/certificates"): self.certificates,
             ("GET", "/v1/watch"): self.watch,
             ("POST", "/v1/ack"): self.ack,
             ("POST", "/v1/registrations"): self.register,
@@ -161,6 +163,15 @@ class ControllerApp:
             )
         except StoreError as exc:
             log.debug("signed, but not recorded in the store: %s", exc.message)
+
+    async def certificates(self, request: ApiRequest) -> ApiResponse:
+        self._require_operator(request)
+        try:
+            issued = await self.durable.certificates()
+        except StoreError as exc:
+            raise ApiError(503, f"cannot read the issued certificates: {exc.message}", exc.hint) from None
+        now = time.time()
+        return ApiResponse(200, {"certificates": [c for c in issued if float(c.get("not_after", 0)) > now]})
 
     async def bundle(self, request: ApiRequest) -> ApiResponse:
         return ApiResponse(200, {"bundle": self.ca.bundle_pem.decode(), "trust_domain": self.state.trust_domain})

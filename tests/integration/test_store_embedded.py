@@ -75,6 +75,10 @@ def test_kill_9_and_restart_keeps_the_config_and_proxies_never_go_back(cluster: 
         wait_for(lambda proxy=proxy: admin_config(proxy)["controller"]["connected"], 10, "resync")
         assert admin_config(proxy)["controller"]["config_version"] == version
     late = cluster.proxy("late", cluster.app("http", "late"), extra=["--no-zeroconf"])
+    issued = json.loads(cluster.mesh("ca", "issued", "-o", "json").stdout)["certificates"]
+    assert {cluster.spiffe(s) for s in ("web", "client", "late")} <= {c["identity"] for c in issued}
+    only_late = json.loads(cluster.mesh("ca", "issued", "--service", "late", "-o", "json").stdout)["certificates"]
+    assert [c["identity"] for c in only_late] == [cluster.spiffe("late")]
     wait_for(lambda: admin_config(late)["controller"]["config_version"] == version, 10, "the late proxy's config")
     assert [r["name"] for r in admin_config(late)["routes"]] == ["slow-web"]
     assert get(client, "http://web/", timeout=2).status_code == 403
