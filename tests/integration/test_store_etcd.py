@@ -19,6 +19,7 @@ import requests
 
 from tests.integration.conftest import Cluster, Process, ProxyInfo
 from tests.integration.etcd import EtcdCluster
+from tests.integration.test_control_plane import admin_config, wait_for
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -63,24 +64,6 @@ def start_controller(cluster: Cluster, name: str, home: Path, store: str) -> tup
 
 def mesh_at(cluster: Cluster, home: Path, *args: str, timeout: float = 30):  # noqa: ANN201
     return cluster.mesh("--home", str(home), *args, timeout=timeout)
-
-
-def admin_config(proxy: ProxyInfo) -> dict:
-    return requests.get(proxy.admin_url + "/config", timeout=5).json()
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except (requests.RequestException, KeyError, ValueError, TypeError) as exc:
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 class SteadyLoad:
