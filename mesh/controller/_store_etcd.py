@@ -81,6 +81,8 @@ class EtcdStore:
         self._token: str | None = None
         self._password: str | None = None
         self._members: dict[str, str] = {}  # member id -> name
+        self._watch_scope: trio.CancelScope | None = None
+        self._watch_member: str | None = None
 
     @property
     def location(self) -> str:
@@ -244,11 +246,16 @@ class EtcdStore:
         try:
             if self.url.user and self._token is None:
                 await self._authenticate(host, port)
-            async with self._pool.stream(host, port, "/v3/watch", request, self._headers()) as lines:
-                yield self._events(lines, f"{host}:{port}")
+            # A member cut off from the others keeps the stream open and silent: `health`
+            # cancels this scope when the member it is on loses the leader, and the
+            # caller watches again, on a healthy member.
+            with trio.CancelScope() as self._watch_scope:
+                self._watch_member = f"{host}:{port}"
+                async with self._pool.stream(host, port, "/v3/watch", request, self._headers()) as lines:
+                    yield self._events(lines, f"{host}:{port}")
         except HttpFailure as exc:
             self._preferred = (self._preferred + 1) % len(self.endpoints)  # watch elsewhere next time
-            raise StoreUnavailable(f"the watch on {self.location} broke: {exc}") from None
+            raise StoreUnavailable(f"the stream broke ({exc})") from None
 
     async def _events(self, lines: AsyncIterator[tuple[int, Any]], member: str) -> AsyncIterator[list[StoreEvent]]:
         async for status, item in lines:
@@ -314,6 +321,7 @@ class EtcdStore:
             for host, port in self.endpoints:
                 nursery.start_soon(probe, host, port)
         results.sort(key=lambda m: m.endpoint)
+        self._avoid_unhealthy([m for m in results if not m.reachable or m.error is not None])
         size = max(len(members), len(self.endpoints))
         healthy = sum(1 for m in results if m.reachable and m.error is None)
         quorum = healthy >= size // 2 + 1
@@ -331,6 +339,17 @@ class EtcdStore:
             quorum=quorum,
             details={"cluster_size": size},
         )
+
+    def _avoid_unhealthy(self, unhealthy: list[MemberHealth]) -> None:
+        """Calls and the watch move off members that are down or have no leader."""
+        bad = {m.endpoint for m in unhealthy}
+        if len(bad) == len(self.endpoints):
+            return  # nowhere better to go
+        if f"{self.endpoints[self._preferred][0]}:{self.endpoints[self._preferred][1]}" in bad:
+            self._preferred = next(i for i, (h, p) in enumerate(self.endpoints) if f"{h}:{p}" not in bad)
+        if self._watch_member in bad and self._watch_scope is not None:
+            log.info("moving the watch off etcd member %s (it has no leader or does not answer)", self._watch_member)
+            self._watch_scope.cancel()
 
     async def _member_names(self) -> dict[str, str]:
         try:
