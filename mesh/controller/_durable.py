@@ -52,6 +52,7 @@ CONTROLLER_KEEPALIVE = 3.0
 HEALTH_INTERVAL = 2.0
 WATCH_RETRY = 0.5
 APPLY_ATTEMPTS = 5
+UNWRITABLE_GRACE = 3.0  # etcd elects a new leader within ~1 s; longer is an outage
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,7 @@ class Durable:
         self._seen: dict[str, int] = {}  # key -> revision of the last change applied to the state
         self._leases: dict[str, int] = {}  # registration instance -> its lease
         self._controller_lease = 0
+        self._unwritable_since: float | None = None  # trio time of the first "not writable" in a row
 
     # -- keys --------------------------------------------------------------------------
 
@@ -304,6 +306,9 @@ class Durable:
         was_writable = self.health is None or (self.health.writable and self.write_error is None)
         if health.writable:
             self.write_error = None  # the store is back (the next write tells if not)
+            self._unwritable_since = None
+        elif self._unwritable_since is None:
+            self._unwritable_since = trio.current_time()
         self.health = health
         writable = health.writable and self.write_error is None
         if writable != was_writable:
@@ -346,10 +351,17 @@ class Durable:
 
     @property
     def read_only_reason(self) -> str | None:
-        """Why writes are refused now, or None: the last health check, or the last failed write."""
+        """Why writes are refused now, or None: the last failed write, or health checks that
+        have said "not writable" for longer than an election takes (an election after a lost
+        member is not an outage: writes wait through it)."""
         if self.write_error is not None:
             return self.write_error
-        if self.health is not None and not self.health.writable:
+        if (
+            self.health is not None
+            and not self.health.writable
+            and self._unwritable_since is not None
+            and trio.current_time() - self._unwritable_since >= UNWRITABLE_GRACE
+        ):
             return f"{self.location} cannot take writes: {self.health.reason or 'unhealthy'}"
         return None
 

@@ -45,6 +45,9 @@ PASSWORD_ENV = "MESH_ETCD_PASSWORD"
 # gRPC status codes etcd returns through the gateway
 _UNAVAILABLE_CODES = {4, 14}  # DEADLINE_EXCEEDED, UNAVAILABLE
 _UNAUTHENTICATED = 16
+_ELECTION_WORDS = ("no leader", "leader changed")
+ELECTION_WAIT = 3.0
+ELECTION_RETRY = 0.2
 _NO_QUORUM_WORDS = ("no leader", "timed out", "leader changed", "not capable", "too many requests", "unhealthy")
 
 
@@ -141,7 +144,23 @@ class EtcdStore:
         self._token = str(body["token"])
 
     async def _call(self, path: str, payload: dict[str, Any], timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
-        """POST to the preferred member, then to the others if it cannot be reached."""
+        """POST to the preferred member (then the others); through an election, again until it is over.
+
+        A member that loses its leader (one of three killed, say) answers "leader changed" or
+        "no leader" until the others elect one, within an election timeout (1 s by default):
+        the request was not applied, so it is sent again, for up to ELECTION_WAIT. A lost
+        quorum outlasts that, and the call fails with StoreUnavailable."""
+        deadline = trio.current_time() + ELECTION_WAIT
+        while True:
+            try:
+                return await self._call_once(path, payload, timeout)
+            except StoreUnavailable as exc:
+                if not any(word in exc.message for word in _ELECTION_WORDS) or trio.current_time() > deadline:
+                    raise
+                log.debug("%s; trying again", exc.message)
+                await trio.sleep(ELECTION_RETRY)
+
+    async def _call_once(self, path: str, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
         failures: list[str] = []
         count = len(self.endpoints)
         for attempt in range(count):
