@@ -44,6 +44,10 @@ class ControllerError(MeshError):
     """The control plane or the CLI's access to it."""
 
 
+class StoreError(ControllerError):
+    """The controller's store (embedded or etcd) cannot be opened, read or written."""
+
+
 class ServiceError(MeshError):
     """Installing or removing the systemd units of `mesh install-service`."""
 

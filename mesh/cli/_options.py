@@ -20,3 +20,26 @@ AppProtocol = Annotated[
         help="What the app speaks: auto (detect), http, http2, grpc or tcp. Declared HTTP is never relayed as raw bytes.",
     ),
 ]
+
+
+Store = Annotated[
+    Optional[str],
+    typer.Option(
+        "--store",
+        metavar="URL",
+        help="Where the controller keeps its state: embedded (MESH_HOME/state, the default) or "
+        "etcd://HOST:PORT[,HOST:PORT...][/PREFIX] (several controllers serve one mesh).",
+    ),
+]
+
+
+def store_url(given: str | None, configured: str | None = None) -> object:
+    """``--store`` (else mesh.toml's ``[control] store``, else embedded) as a StoreUrl; a bad one is a clear error."""
+    from mesh.config import STORE_EXPECTED, StoreUrlError, parse_store_url
+    from mesh.errors import ConfigError
+
+    text = given or configured or "embedded"
+    try:
+        return parse_store_url(text)
+    except StoreUrlError as exc:
+        raise ConfigError(f"--store: expected {STORE_EXPECTED}: {exc}, found {text!r}") from None

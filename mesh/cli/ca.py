@@ -10,7 +10,7 @@ import re
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -281,6 +281,37 @@ def rotate(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> Non
         data,
         _view("rotated the issuer; certificates from the previous issuer verify until they expire"),
     )
+
+
+@ca_app.command("issued")
+def issued(
+    ctx: typer.Context,
+    service: Annotated[Optional[str], typer.Option(help="Only the certificates of this service.")] = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Certificates the controllers signed that have not expired yet (kept in the store)."""
+    from datetime import UTC, datetime
+
+    from mesh.cli._control import operator_request, raise_for_status
+    from mesh.cli._output import rows_table
+
+    data = raise_for_status(operator_request(state(ctx).home, "GET", "/v1/certificates"), "mesh ca issued")
+    if service:
+        suffix = f"/svc/{service}"
+        data["certificates"] = [c for c in data["certificates"] if str(c.get("identity", "")).endswith(suffix)]
+
+    def when(stamp: float) -> str:
+        return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    def view(d: dict[str, Any]) -> list[Any]:
+        rows = [
+            [c["serial"], c["identity"], when(c["issued_at"]), when(c["not_after"]), c.get("controller") or "-"]
+            for c in d["certificates"]
+        ]
+        title = f"{len(rows)} certificates in force (signed by the controllers; UTC)"
+        return [rows_table(["serial", "identity", "issued", "expires", "by controller"], rows, title=title)]
+
+    render(output, data, view)
 
 
 def register(app: typer.Typer) -> None:

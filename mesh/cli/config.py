@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -82,12 +82,11 @@ def show(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> None:
 
     data = raise_for_status(operator_request(state(ctx).home, "GET", "/v1/config"), "mesh config show")
 
-    def view(d: dict) -> list[str]:
-        import tomllib  # noqa: F401 - only to say the text below is TOML-shaped
+    def view(d: dict) -> list[Any]:
+        from rich.text import Text
 
-        lines = [f"# config version {d['version']}"]
-        lines.append(_toml(d["config"]))
-        return lines
+        # Text, not markup: "[mesh]" and "[[route]]" are TOML here, not rich styles.
+        return [Text(f"# config version {d['version']}"), Text(_toml(d["config"]))]
 
     render(output, data, view)
 
@@ -117,3 +116,59 @@ def _toml(data: dict) -> str:
                 out += [f"{k} = {value(v)}" for k, v in item.items()]
                 out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+@config_app.command()
+def history(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> None:
+    """The last versions of the config (the store keeps 20), newest first."""
+    from mesh.cli._control import operator_request, raise_for_status
+    from mesh.cli._state import state
+
+    data = raise_for_status(operator_request(state(ctx).home, "GET", "/v1/config/history"), "mesh config history")
+
+    def view(d: dict) -> list[Any]:
+        from datetime import UTC, datetime
+
+        from mesh.cli._output import rows_table
+
+        if not d["versions"]:
+            return ["no config has been applied yet (version 0: no routes, no policies)"]
+        rows = [
+            [
+                f"{v['version']}{' *' if v['current'] else ''}",
+                datetime.fromtimestamp(v["applied_at"], UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                v["applied_by"],
+                v["source"],
+                str(v["routes"]),
+                str(v["policies"]),
+                v["authz_default"],
+            ]
+            for v in d["versions"]
+        ]
+        headers = ["version", "applied (UTC)", "by", "source", "routes", "policies", "authz"]
+        return [rows_table(headers, rows, title=f"config versions (* in force: {d['current']}); `mesh config rollback N`")]
+
+    render(output, data, view)
+
+
+@config_app.command()
+def rollback(
+    ctx: typer.Context,
+    version: Annotated[int, typer.Argument(metavar="N", help="The version to put in force again (see `mesh config history`).")],
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Put config version N in force again, as a new version (history is never rewritten)."""
+    from mesh.cli._control import operator_request, raise_for_status
+    from mesh.cli._state import state
+
+    response = operator_request(state(ctx).home, "POST", "/v1/config/rollback", {"version": version})
+    data = raise_for_status(response, f"mesh config rollback {version}")
+    render(
+        output,
+        data,
+        lambda d: [
+            f"config version {d['rolled_back_to']} is in force again as version {d['version']}"
+            if d["changed"]
+            else f"config version {d['rolled_back_to']} is already what is in force (version {d['version']})"
+        ],
+    )

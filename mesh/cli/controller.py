@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from mesh.cli._options import Interfaces, Lan
+from mesh.cli._options import Interfaces, Lan, Store, store_url
 from mesh.cli._state import state
 
 
@@ -19,8 +19,14 @@ def controller(
     advertise: Annotated[
         Optional[str], typer.Option(help="Address other hosts dial (default: the --listen address).")
     ] = None,
+    store: Store = None,
 ) -> None:
-    """Run the controller: CA signing, config store, registry, watch streams."""
+    """Run the controller: CA signing, config store, registry, watch streams.
+
+    Its state (config and its versions, registrations, faults, the join token) lives in
+    the embedded store under MESH_HOME/state, or with --store etcd://... on an etcd v3
+    cluster, where several controllers serve one mesh (docs/operations.md).
+    """
     import trio
 
     import json
@@ -45,6 +51,7 @@ def controller(
         zeroconf=zeroconf,
         # As `mesh up`: a wildcard --listen needs an address to tell the other hosts.
         advertise=controller_advertise(address, advertise, interfaces),
+        store=store_url(store),  # type: ignore[arg-type]
     )
 
     async def serve() -> None:

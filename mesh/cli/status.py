@@ -30,6 +30,8 @@ def status_view(data: dict[str, Any]) -> list[Any]:
             "state version": c["state_version"],
             "config version": c["config_version"],
             "issuer expires": c["issuer_expiry"],
+            "store": c.get("store", "-") + (f" (READ-ONLY: {c['read_only']})" if c.get("read_only") else ""),
+            "controllers": ", ".join(c.get("controllers") or []) or c["address"],
         }
     )
     rows = []

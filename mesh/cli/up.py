@@ -7,6 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from mesh.cli._options import Store, store_url
 from mesh.cli._output import OutputFormat, OutputOption, render
 from mesh.cli._state import state
 from mesh.demo import DEMO_GATEWAY
@@ -29,6 +30,7 @@ def up(
     advertise: Annotated[
         Optional[str], typer.Option(help="The address other hosts dial for this host: its services bind 0.0.0.0 and advertise it.")
     ] = None,
+    store: Store = None,
     daemon_mode: Annotated[bool, typer.Option("--daemon", hidden=True)] = False,
     output: OutputOption = OutputFormat.table,
 ) -> None:
@@ -46,6 +48,7 @@ def up(
     parsed = load_config(config) if config is not None else None  # fail before starting anything
     address = parse_listen_address(listen, "--listen") if listen is not None else None
     reach = plan_reach(parsed.discovery if parsed else None, listen=address, advertise=advertise, lan=lan)
+    chosen_store = store_url(store, parsed.control.store if parsed else None)
     created = False
     if not home.has_ca():
         CertificateAuthority.init(home, trust_domain=parsed.mesh.trust_domain if parsed else "mesh.local")
@@ -54,6 +57,7 @@ def up(
         raise ControllerError(f"the mesh is already up on {home.root}", hint="`mesh status` shows it; `mesh down` stops it")
     if detach:
         argv = ["up", "--daemon", *reach.daemon_args()]
+        argv += ["--store", store] if store else []
         argv += ["--demo"] if demo else []
         argv += [] if traffic else ["--no-traffic"]
         argv += [str(config.resolve())] if config is not None else []
@@ -66,10 +70,12 @@ def up(
     # A terminal gets the live panel; a systemd unit (stderr is the journal) gets log lines, the
     # summary and join line included; the detached daemon only log lines (its parent printed the rest).
     view = "log" if daemon_mode else "journal" if logs_to_journal() else "panel"
-    _run(home, reach, parsed, config, demo, traffic, created, view)
+    _run(home, reach, parsed, config, demo, traffic, created, view, chosen_store)
 
 
-def _run(home: Any, reach: Any, parsed: Any, path: Path | None, demo: bool, traffic: bool, created: bool, view: str) -> None:
+def _run(
+    home: Any, reach: Any, parsed: Any, path: Path | None, demo: bool, traffic: bool, created: bool, view: str, store: Any
+) -> None:
     import json
     import logging
     import os
@@ -87,7 +93,9 @@ def _run(home: Any, reach: Any, parsed: Any, path: Path | None, demo: bool, traf
         config=parsed,
         config_source=str(path) if path else None,
         units=units,
+        store=store,
     )
+
     def summary_lines(reveal_token: bool = True) -> list[str]:
         record = json.loads(home.controller_json.read_text())
         return _up_view(_summary(home, record, os.getpid(), created, parsed, demo, reach, reveal_token))

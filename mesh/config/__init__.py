@@ -20,6 +20,7 @@ from mesh.config._model import (
     DEFAULT_TIMEOUT,
     DEFAULT_TRUST_DOMAIN,
     RETRY_CONDITIONS,
+    ControlConfig,
     DiscoveryConfig,
     FaultConfig,
     GatewayConfig,
@@ -44,6 +45,14 @@ from mesh.config._names import (
     is_valid_trust_domain,
     split_host_port,
 )
+from mesh.config._store_url import (
+    DEFAULT_ETCD_PREFIX,
+    EMBEDDED,
+    STORE_EXPECTED,
+    StoreUrl,
+    StoreUrlError,
+    parse_store_url,
+)
 from mesh.config._validate import parse_config
 
 __all__ = [
@@ -53,12 +62,16 @@ __all__ = [
     "DEFAULT_RETRY_ON",
     "DEFAULT_TIMEOUT",
     "DEFAULT_TRUST_DOMAIN",
+    "DEFAULT_ETCD_PREFIX",
     "DURATION_EXPECTED",
+    "EMBEDDED",
     "RETRY_CONDITIONS",
     "SERVICE_NAME_RULE",
+    "STORE_EXPECTED",
     "TRUST_DOMAIN_RULE",
     "ConfigInvalid",
     "ConfigIssue",
+    "ControlConfig",
     "DiscoveryConfig",
     "FaultConfig",
     "FrozenMap",
@@ -72,6 +85,8 @@ __all__ = [
     "RouteMatch",
     "ServiceConfig",
     "SplitTarget",
+    "StoreUrl",
+    "StoreUrlError",
     "format_duration",
     "is_valid_service_name",
     "is_valid_spiffe_id",
@@ -80,6 +95,7 @@ __all__ = [
     "load_config_text",
     "parse_config",
     "parse_duration",
+    "parse_store_url",
     "render_value",
     "split_host_port",
 ]

@@ -105,6 +105,13 @@ class DiscoveryConfig(_ToDict):
 
 
 @dataclass(frozen=True, slots=True)
+class ControlConfig(_ToDict):
+    """``[control]``: the control plane itself; ``store`` is where it keeps its state."""
+
+    store: str = "embedded"  # or "etcd://host-a:2379,host-b:2379,host-c:2379"
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceConfig(_ToDict):
     """``[[service]]``: a process that `mesh up` runs through `mesh inject`."""
 
@@ -263,6 +270,7 @@ class MeshConfig:
 
     mesh: MeshSettings = field(default_factory=MeshSettings)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
     services: tuple[ServiceConfig, ...] = ()
     gateways: tuple[GatewayConfig, ...] = ()
     routes: tuple[RouteConfig, ...] = ()
@@ -277,6 +285,7 @@ class MeshConfig:
         return {
             "mesh": self.mesh.to_dict(),
             "discovery": self.discovery.to_dict(),
+            "control": self.control.to_dict(),
             "service": [s.to_dict() for s in self.services],
             "gateway": [g.to_dict() for g in self.gateways],
             "route": [r.to_dict() for r in self.routes],

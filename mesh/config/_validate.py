@@ -20,6 +20,7 @@ from mesh.config._duration import DURATION_EXPECTED, parse_duration
 from mesh.config._issues import ConfigInvalid, ConfigIssue, render_value
 from mesh.config._model import (
     RETRY_CONDITIONS,
+    ControlConfig,
     DiscoveryConfig,
     FaultConfig,
     GatewayConfig,
@@ -33,6 +34,7 @@ from mesh.config._model import (
     ServiceConfig,
     SplitTarget,
 )
+from mesh.config._store_url import STORE_EXPECTED, StoreUrlError, parse_store_url
 from mesh.config._names import (
     APP_PROTOCOLS,
     ENV_NAME_RULE,
@@ -533,6 +535,18 @@ _DISCOVERY = _table(
     finish=_finish_discovery,
 )
 
+def _convert_store(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Bad
+    try:
+        parse_store_url(value)
+    except StoreUrlError as exc:
+        raise _Bad(f"{STORE_EXPECTED}: {exc}") from None
+    return value
+
+
+_CONTROL = _table(ControlConfig, {"store": _Key(_Value(STORE_EXPECTED, _convert_store))})
+
 _SERVICE = _table(
     ServiceConfig,
     {
@@ -631,7 +645,7 @@ _POLICY = _table(
 
 # Top level: [[array]] sections keep one result per entry (failed ones as _INVALID), so the
 # cross-checks below still see the good entries and their indexes.
-_TOP_TABLES: dict[str, _Reader] = {"mesh": _MESH, "discovery": _DISCOVERY}
+_TOP_TABLES: dict[str, _Reader] = {"mesh": _MESH, "discovery": _DISCOVERY, "control": _CONTROL}
 _TOP_ARRAYS: dict[str, _Reader] = {
     "service": _SERVICE,
     "gateway": _GATEWAY,
@@ -680,6 +694,7 @@ def _read_config(data: Any, issues: _Issues) -> MeshConfig | None:
     return MeshConfig(
         mesh=sections.get("mesh", MeshSettings()),
         discovery=sections.get("discovery", DiscoveryConfig()),
+        control=sections.get("control", ControlConfig()),
         services=tuple(arrays["service"]),
         gateways=tuple(arrays["gateway"]),
         routes=tuple(arrays["route"]),

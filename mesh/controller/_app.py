@@ -1,10 +1,14 @@
 """The controller's API: who may do what, and what each endpoint answers.
 
     POST /v1/certificates     sign a CSR (join token, or the caller's own current certificate)
+    GET  /v1/certificates     the certificates signed and not yet expired (operators)
     GET  /v1/bundle           trust anchors (public; `mesh join` pins them by fingerprint)
     GET  /v1/health           version and clock (any caller with a mesh certificate)
     GET  /v1/config           the config in force, with its version
     POST /v1/config           apply a whole config (operators)
+    GET  /v1/config/history   the last versions of the config (operators)
+    POST /v1/config/rollback  put an earlier version in force again, as a new version (operators)
+    GET  /v1/store            the store's health: members, leader, quorum, writable (operators)
     GET  /v1/watch            a stream of snapshots for one proxy (NDJSON)
     POST /v1/ack              a proxy applied a snapshot version
     POST /v1/registrations    register / heartbeat an endpoint (hosts without multicast)
@@ -29,24 +33,30 @@ import trio
 
 from mesh import __version__
 from mesh.controller._api import ApiError, ApiRequest, ApiResponse
+from mesh.controller._durable import Durable
 from mesh.controller._state import ControllerState, EndpointEntry, endpoint_from_dict, endpoint_to_dict
-from mesh.errors import ConfigError, DiscoveryError, IdentityError
+from mesh.errors import ConfigError, DiscoveryError, IdentityError, StoreError
 from mesh.identity import CONTROLLER_SERVICE
 
 log = logging.getLogger("mesh.controller")
 
-KEEPALIVE_SECONDS = 10.0
+# A proxy that hears nothing for WATCH_SILENCE_LIMIT (proxy/_control.py) moves to another
+# controller: a keepalive this often lets it notice a dead host within 5 s.
+KEEPALIVE_SECONDS = 1.5
 MAX_LEAF_TTL = timedelta(hours=24)
 
 
 class ControllerApp:
-    def __init__(self, state: ControllerState, ca: Any, join_token: str, address: str) -> None:
+    def __init__(self, state: ControllerState, ca: Any, join_token: str, address: str, durable: Durable) -> None:
         self.state = state
+        self.durable = durable
+        durable.on_change = self.changed
         self.ca = ca
         self._join_token = join_token.encode()
         self.address = address
         self.started = time.time()
         self._change = trio.Event()
+        self.newest_proxy_config = 0  # the newest config version a watching proxy said it holds
         self.units: Callable[[], list[dict[str, Any]]] | None = None  # processes `mesh up` keeps running
         self._routes: dict[tuple[str, str], Callable[[ApiRequest], Awaitable[Any]]] = {
             ("POST", "/v1/certificates"): self.sign,
@@ -54,6 +64,10 @@ class ControllerApp:
             ("GET", "/v1/health"): self.health,
             ("GET", "/v1/config"): self.get_config,
             ("POST", "/v1/config"): self.apply_config,
+            ("GET", "/v1/config/history"): self.config_history,
+            ("POST", "/v1/config/rollback"): self.rollback_config,
+            ("GET", "/v1/store"): self.store_health,
+            ("GET", "/v1/certificates"): self.certificates,
             ("GET", "/v1/watch"): self.watch,
             ("POST", "/v1/ack"): self.ack,
             ("POST", "/v1/registrations"): self.register,
@@ -136,7 +150,29 @@ class ControllerApp:
         except IdentityError as exc:
             raise ApiError(400, exc.message, exc.hint) from None
         log.info("signed a certificate for %s (%s)", identity, "renewal" if request.peer else "join token")
+        await self._record_certificate(chain, str(identity))
         return ApiResponse(200, {"certificate": chain.decode(), "bundle": self.ca.bundle_pem.decode()})
+
+    async def _record_certificate(self, chain: bytes, identity: str) -> None:
+        """Kept in the store until it expires; a store that cannot write must not stop renewals."""
+        from mesh.identity import load_certificates
+
+        leaf = load_certificates(chain)[0]
+        try:
+            await self.durable.record_certificate(
+                format(leaf.serial_number, "x"), identity, leaf.not_valid_after_utc.timestamp(), self.address
+            )
+        except StoreError as exc:
+            log.debug("signed, but not recorded in the store: %s", exc.message)
+
+    async def certificates(self, request: ApiRequest) -> ApiResponse:
+        self._require_operator(request)
+        try:
+            issued = await self.durable.certificates()
+        except StoreError as exc:
+            raise ApiError(503, f"cannot read the issued certificates: {exc.message}", exc.hint) from None
+        now = time.time()
+        return ApiResponse(200, {"certificates": [c for c in issued if float(c.get("not_after", 0)) > now]})
 
     async def bundle(self, request: ApiRequest) -> ApiResponse:
         return ApiResponse(200, {"bundle": self.ca.bundle_pem.decode(), "trust_domain": self.state.trust_domain})
@@ -150,6 +186,9 @@ class ControllerApp:
                 "time": time.time(),
                 "trust_domain": self.state.trust_domain,
                 "state_version": self.state.version,
+                "config_version": self.state.config_version,
+                "store": self.durable.location,
+                "store_writable": self.durable.read_only_reason is None,
             },
         )
 
@@ -167,17 +206,104 @@ class ControllerApp:
         if not isinstance(data, dict):
             raise ApiError(400, "expected {\"config\": {...}}")
         source = str(body.get("source") or "applied config")
-        before = self.state.config_version
         try:
-            version = self.state.apply_config(data, source)
+            config = self.state.check_config(data, source)
         except ConfigError as exc:
             issues = [str(i) for i in getattr(exc, "issues", ())] or [exc.message]
             log.warning("rejected a config from %s: %s", operator, "; ".join(issues))
             return ApiResponse(400, {"error": "the config is invalid; the previous one stays in force", "issues": issues})
-        if version != before:
-            log.info("config version %d applied by %s", version, operator)
+        version, changed = await self._write_config(config, source, str(operator))
+        return ApiResponse(200, {"version": version, "changed": changed})
+
+    async def apply_file(self, data: dict[str, Any], source: str) -> tuple[int, bool]:
+        """`mesh up mesh.toml`: the file's config, as if the host's operator applied it."""
+        from mesh.controller._server import operator_name
+
+        return await self._write_config(self.state.check_config(data, source), source, f"mesh up ({operator_name()})")
+
+    async def _write_config(self, config: Any, source: str, operator: str) -> tuple[int, bool]:
+        """Into the store, then in force here; other controllers learn it by their watch."""
+        self._refuse_if_read_only("apply a config")
+        try:
+            version, changed = await self.durable.apply_config(
+                config, source, operator, at_least=self.newest_proxy_config + 1
+            )
+        except StoreError as exc:
+            raise self._read_only_error("apply a config", exc.message) from None
+        if changed:
+            log.info("config version %d applied by %s (%s)", version, operator, source)
             self.changed()
-        return ApiResponse(200, {"version": version, "changed": version != before})
+        return version, changed
+
+    def _refuse_if_read_only(self, what: str) -> None:
+        reason = self.durable.read_only_reason
+        if reason is not None:
+            raise self._read_only_error(what, reason)
+
+    def _read_only_error(self, what: str, reason: str) -> ApiError:
+        log.warning("refused to %s: %s", what, reason)
+        return ApiError(
+            503,
+            f"cannot {what}: {reason}. The controller serves the last state read-only; "
+            f"config version {self.state.config_version} stays in force",
+            f"`mesh check` shows the store ({self.durable.location}); try again once it takes writes",
+        )
+
+    async def config_history(self, request: ApiRequest) -> ApiResponse:
+        self._require_operator(request)
+        try:
+            records = await self.durable.history()
+        except StoreError as exc:
+            raise ApiError(503, f"cannot read the config history: {exc.message}", exc.hint) from None
+        current = self.state.config_version
+        return ApiResponse(
+            200,
+            {
+                "current": current,
+                "kept": len(records),
+                "versions": [{**r.summary(), "current": r.version == current} for r in records],
+            },
+        )
+
+    async def rollback_config(self, request: ApiRequest) -> ApiResponse:
+        operator = self._require_operator(request)
+        body = _object(request.json())
+        target = body.get("version")
+        if isinstance(target, bool) or not isinstance(target, int) or target < 1:
+            raise ApiError(400, "expected {\"version\": N} with N a config version (1 or more)")
+        try:
+            record = await self.durable.config_at(target)
+        except StoreError as exc:
+            raise ApiError(503, f"cannot read config version {target}: {exc.message}", exc.hint) from None
+        if record is None:
+            raise ApiError(
+                404,
+                f"config version {target} is not kept (the store keeps the last versions only)",
+                "`mesh config history` lists the versions it has",
+            )
+        try:
+            config = self.state.check_config(record.config, f"config version {target}")
+        except ConfigError as exc:
+            raise ApiError(409, f"config version {target} is not valid for this mesh any more: {exc.message}") from None
+        version, changed = await self._write_config(config, f"rollback to version {target}", str(operator))
+        return ApiResponse(200, {"version": version, "changed": changed, "rolled_back_to": target})
+
+    async def store_health(self, request: ApiRequest) -> ApiResponse:
+        self._require_operator(request)
+        try:
+            health = await self.durable.check_health()  # fresh: `mesh check` right after a member died
+        except StoreError as exc:
+            raise ApiError(503, exc.message, exc.hint) from None
+        return ApiResponse(
+            200,
+            {
+                **health.to_dict(),
+                "read_only_reason": self.durable.read_only_reason,
+                "config_version": self.state.config_version,
+                "controllers": sorted(self.state.controllers),
+                "this_controller": self.address,
+            },
+        )
 
     # -- watch ---------------------------------------------------------------------
 
@@ -187,7 +313,27 @@ class ControllerApp:
         peer = self._require_service(request, service)
         if not instance:
             raise ApiError(400, "query parameter 'instance' is required")
+        self._note_proxy_config_version(instance, request.query.get("config_version", ""))
         return self._watch_stream(instance, service, str(peer))
+
+    def _note_proxy_config_version(self, instance: str, text: str) -> None:
+        """A proxy holding a newer config than this controller's store (restored or lost): the next
+        apply is numbered above it, or the proxies would refuse it as older than theirs."""
+        try:
+            held = int(text)
+        except ValueError:
+            return
+        if held > self.state.config_version and held > self.newest_proxy_config:
+            log.warning(
+                "proxy %s holds config version %d, newer than version %d in %s (restored or lost?): "
+                "it keeps its own; the next `mesh apply` here gets version %d",
+                instance,
+                held,
+                self.state.config_version,
+                self.durable.location,
+                held + 1,
+            )
+            self.newest_proxy_config = held
 
     async def _watch_stream(self, instance: str, service: str, identity: str) -> AsyncIterator[Any]:
         state = self.state
@@ -232,11 +378,19 @@ class ControllerApp:
             endpoint,
             _string(body, "instance"),
             "registration",
-            expires_at=self.state.clock() + ttl,
             version=str(body.get("mesh_version") or ""),
             cert_expiry=body.get("cert_expiry"),
         )
-        if self.state.upsert(entry):
+        try:
+            added = await self.durable.register(entry, ttl)
+        except StoreError as exc:
+            if any(e.instance == entry.instance and e.endpoint == endpoint for e in self.state.entries()):
+                # A heartbeat while the store cannot write: the registration is known, and
+                # its lease cannot run out either (etcd expires leases only with a leader).
+                log.debug("heartbeat of %s not written: %s", entry.instance, exc.message)
+                return ApiResponse(200, {"ttl_seconds": ttl})
+            raise ApiError(503, f"cannot register {entry.instance}: {exc.message}", exc.hint) from None
+        if added:
             log.info("registered %s at %s", entry.instance, endpoint.address)
             if loopback_from_another_host(endpoint.host, request.remote_ip, request.local_ip):
                 # Kept (its own host may call it), but every other host would dial itself.
@@ -256,7 +410,11 @@ class ControllerApp:
         if entry is None:
             return ApiResponse(404, {"error": f"no registration {instance!r}"})
         self._require_service(request, entry.endpoint.service)
-        if self.state.remove(instance, "registration"):
+        try:
+            removed = await self.durable.deregister(instance)
+        except StoreError as exc:
+            raise ApiError(503, f"cannot withdraw {instance}: {exc.message}", exc.hint) from None
+        if removed:
             log.info("withdrew %s", instance)
             self.changed()
         return ApiResponse(200, {"removed": True})
@@ -288,7 +446,11 @@ class ControllerApp:
         if abort is not None and not 400 <= abort <= 599:
             raise ApiError(400, f"abort status {abort} is not an HTTP error status (400-599)")
         fault = TemporaryFault(service, self.state.clock() + seconds, delay, percent, abort, percent)
-        self.state.set_fault(fault)
+        self._refuse_if_read_only("set a fault")
+        try:
+            await self.durable.set_fault(fault)
+        except StoreError as exc:
+            raise self._read_only_error("set a fault", exc.message) from None
         log.info("fault on %s for %gs set by %s: %s", service, seconds, operator, fault)
         self.changed()
         return ApiResponse(200, fault.to_dict())
@@ -296,7 +458,10 @@ class ControllerApp:
     async def remove_fault(self, request: ApiRequest) -> ApiResponse:
         self._require_operator(request)
         service = request.query.get("service", "")
-        removed = self.state.clear_fault(service)
+        try:
+            removed = await self.durable.clear_fault(service)
+        except StoreError as exc:
+            raise self._read_only_error("remove a fault", exc.message) from None
         if removed:
             self.changed()
         return ApiResponse(200 if removed else 404, {"removed": removed})
@@ -344,6 +509,9 @@ class ControllerApp:
                 "state_version": state.version,
                 "config_version": state.config_version,
                 "issuer_expiry": self.ca.issuer_not_after.isoformat(),
+                "store": self.durable.location,
+                "read_only": self.durable.read_only_reason,
+                "controllers": sorted(self.state.controllers),
             },
             "services": services,
             "watches": [

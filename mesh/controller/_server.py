@@ -1,9 +1,12 @@
 """`mesh controller`: the control plane in one trio process.
 
 Start-up order: take the MESH_HOME lock (one controller per home), load the
-CA, make sure the join token and the operator identity exist, bind the API
-port, write controller.json, then serve: the API, lease expiry, and zeroconf
-(advertise ourselves, feed what we browse into the registry).
+CA, open the store (refusing a corrupt or unwritable one, or one that belongs
+to another CA) and load the state from it, agree on the join token, make sure
+the operator identity exists, bind the API port, write controller.json, then
+serve: the API, the store's watch and health, this controller's announcement
+to the others, fault expiry, and zeroconf (advertise ourselves, feed what we
+browse into the registry).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import re
 import secrets
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,8 +29,12 @@ from typing import Any
 import trio
 
 from mesh import __version__
-from mesh.controller._app import CONTROLLER_SERVICE, ControllerApp
+from mesh.config import StoreUrl, parse_store_url
+from mesh.controller._app import ControllerApp
+from mesh.identity import CONTROLLER_SERVICE
+from mesh.controller._durable import Durable
 from mesh.controller._state import ControllerState, EndpointEntry
+from mesh.controller._store import Store, open_store
 from mesh.errors import ControllerError
 from mesh.home import MeshHome, atomic_write
 
@@ -43,6 +51,7 @@ class ControllerSettings:
     interfaces: tuple[str, ...] = ("127.0.0.1",)
     zeroconf: bool = True
     advertise: str | None = None  # the host other hosts dial (`mesh join`, zeroconf); None: the bound one
+    store: StoreUrl = parse_store_url("embedded")
 
 
 def dial_addresses(bound: tuple[str, int], advertise: str | None) -> tuple[tuple[str, int], tuple[str, int]]:
@@ -108,13 +117,19 @@ def ensure_operator(home: MeshHome, ca: Any) -> None:
 
 
 def write_controller_json(
-    home: MeshHome, address: tuple[str, int], trust_domain: str, identity: str, advertise: tuple[str, int] | None = None
+    home: MeshHome,
+    address: tuple[str, int],
+    trust_domain: str,
+    identity: str,
+    advertise: tuple[str, int] | None = None,
+    controllers: list[str] | None = None,
 ) -> None:
     from mesh.discovery import format_address
 
     record = {
         "address": format_address(*address),  # what this host's proxies and CLI dial
         "advertise": format_address(*(advertise or address)),  # what other hosts dial: the `mesh join` line
+        "controllers": controllers or [],  # every controller of the mesh (one etcd store): proxies fail over
         "trust_domain": trust_domain,
         "bundle": "ca/bundle.pem",
         "identity": identity,
@@ -134,44 +149,82 @@ async def run_controller(
     from mesh.controller._api import serve_api, server_context_optional_client
     from mesh.controller._fanin import AdminDialer
     from mesh.discovery import format_address
-    from mesh.identity import CertificateAuthority, service_identity
+    from mesh.identity import CertificateAuthority, fingerprint, service_identity
 
     home = settings.home
     with home_lock(home):
         ca = CertificateAuthority.load(home)
-        token = ensure_join_token(home)
-        ensure_operator(home, ca)
-        identity = service_identity(ca.trust_domain, CONTROLLER_SERVICE)
-        creds = ca.issue(identity, ttl=CONTROLLER_CERT_TTL)
-        context = server_context_optional_client(creds)
-        host, port = settings.listen
-        try:
-            listener = (await trio.open_tcp_listeners(port, host=host))[0]
-        except OSError as exc:
-            hint = "stop what holds it, or pick another with --listen HOST:PORT" if exc.errno == 98 else None
-            raise ControllerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint=hint) from None
-        bound = listener.socket.getsockname()[:2]
-        local, public = dial_addresses(bound, settings.advertise)
+        local_token = ensure_join_token(home)
         state = ControllerState(trust_domain=ca.trust_domain)
-        app = ControllerApp(state, ca, token, format_address(*public))
-        app.admin_dialer = AdminDialer.for_credentials(creds)
-        write_controller_json(home, local, ca.trust_domain, str(identity), public)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(serve_api, listener, context, app.handle)
-            nursery.start_soon(_expire_leases, app)
-            if settings.zeroconf:
-                await nursery.start(_zeroconf, app, settings, str(identity), public)
-            told = "" if public == bound else f", other hosts dial {format_address(*public)}"
-            log.info(
-                "controller listening on %s%s (trust domain %s)", format_address(*bound), told, ca.trust_domain
-            )
-            task_status.started(app)
-            if stop is None:
-                await _wait_for_signal()
-            else:
-                await stop.wait()
-            log.info("controller stopping")
-            nursery.cancel_scope.cancel()
+        store = await _open_store(settings, home)
+        try:
+            durable = Durable(store, state, "" if settings.store.embedded else settings.store.prefix)
+            token = await durable.open(fingerprint(ca.root_cert), local_token)
+            if token != local_token:
+                log.info("took the join token of %s (another controller wrote it first)", durable.location)
+                atomic_write(home.join_token, token + "\n", mode=0o600)
+            ensure_operator(home, ca)
+            identity = service_identity(ca.trust_domain, CONTROLLER_SERVICE)
+            creds = ca.issue(identity, ttl=CONTROLLER_CERT_TTL)
+            context = server_context_optional_client(creds)
+            host, port = settings.listen
+            try:
+                listener = (await trio.open_tcp_listeners(port, host=host))[0]
+            except OSError as exc:
+                hint = "stop what holds it, or pick another with --listen HOST:PORT" if exc.errno == 98 else None
+                raise ControllerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint=hint) from None
+            bound = listener.socket.getsockname()[:2]
+            local, public = dial_addresses(bound, settings.advertise)
+            app = ControllerApp(state, ca, token, format_address(*public), durable)
+            app.admin_dialer = AdminDialer.for_credentials(creds)
+            others = sorted(set(state.controllers) | {format_address(*public)})
+            write_controller_json(home, local, ca.trust_domain, str(identity), public, others)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(durable.run)
+                await nursery.start(serve_api, listener, context, app.handle)
+                nursery.start_soon(_expire_faults, app)
+                nursery.start_soon(durable.announce, format_address(*public), _announcement(public, identity))
+                if settings.zeroconf:
+                    await nursery.start(_zeroconf, app, settings, str(identity), public)
+                told = "" if public == bound else f", other hosts dial {format_address(*public)}"
+                log.info(
+                    "controller listening on %s%s (trust domain %s, store %s, config version %d)",
+                    format_address(*bound),
+                    told,
+                    ca.trust_domain,
+                    durable.location,
+                    state.config_version,
+                )
+                task_status.started(app)
+                if stop is None:
+                    await _wait_for_signal()
+                else:
+                    await stop.wait()
+                log.info("controller stopping")
+                await durable.withdraw()
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await store.aclose()
+
+
+async def _open_store(settings: ControllerSettings, home: MeshHome) -> Store:
+    """The store of ``settings``, opened: a corrupt, full or unreachable store stops the start here."""
+    store = open_store(settings.store, home)
+    await store.open()
+    return store
+
+
+def _announcement(public: tuple[str, int], identity: Any) -> dict[str, Any]:
+    from mesh.discovery import format_address
+
+    return {
+        "address": format_address(*public),
+        "identity": str(identity),
+        "version": __version__,
+        "pid": os.getpid(),
+        "started_at": round(time.time(), 3),
+    }
 
 
 async def _wait_for_signal() -> None:
@@ -181,12 +234,13 @@ async def _wait_for_signal() -> None:
             return
 
 
-async def _expire_leases(app: ControllerApp) -> None:
+async def _expire_faults(app: ControllerApp) -> None:
+    """Faults end on time everywhere; registrations end when the store's lease does (``_durable``)."""
     while True:
         await trio.sleep(1.0)
         dead = app.state.expire()
         if dead:
-            log.info("registrations expired: %s", ", ".join(dead))
+            log.info("expired: %s", ", ".join(dead))
             app.changed()
 
 

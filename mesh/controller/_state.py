@@ -73,14 +73,15 @@ class ControllerState:
     _entries: dict[str, EndpointEntry] = field(default_factory=dict)  # by instance
     watches: dict[str, ProxyWatch] = field(default_factory=dict)  # by instance
     faults: dict[str, TemporaryFault] = field(default_factory=dict)  # by service
+    controllers: dict[str, dict[str, Any]] = field(default_factory=dict)  # by address other hosts dial
 
     def _changed(self) -> None:
         self.version += 1
 
     # -- config ------------------------------------------------------------
 
-    def apply_config(self, data: dict[str, Any], source: str = "applied config") -> int:
-        """Validate the whole config, then swap it in. Raises ConfigInvalid; the old config stays."""
+    def check_config(self, data: dict[str, Any], source: str = "applied config") -> MeshConfig:
+        """Validate a whole config for this mesh. Raises ConfigInvalid listing every problem."""
         config = parse_config(data, source)
         if config.mesh.trust_domain != self.trust_domain:
             from mesh.config import ConfigInvalid, ConfigIssue
@@ -94,12 +95,24 @@ class ControllerState:
                     ),
                 )
             )
-        if config == self.config:
-            return self.config_version
+        return config
+
+    def set_config(self, config: MeshConfig, version: int) -> bool:
+        """Put a config in force at ``version`` (the store numbers them); never go back to an older one."""
+        if version <= self.config_version:
+            return False
         self.config = config
-        self.config_version += 1
+        self.config_version = version
         self._changed()
-        return self.config_version
+        return True
+
+    def set_controllers(self, controllers: dict[str, dict[str, Any]]) -> bool:
+        """The controllers serving this mesh (several share one etcd store); proxies fail over among them."""
+        if controllers == self.controllers:
+            return False
+        self.controllers = dict(controllers)
+        self._changed()
+        return True
 
     # -- registry ---------------------------------------------------------------
 
@@ -204,6 +217,7 @@ class ControllerState:
             "routes": [r.to_dict() for r in config.routes],
             "policies": [p.to_dict() for p in config.policies],
             "faults": [f.to_dict() for f in self.faults.values()],
+            "controllers": sorted(self.controllers),
         }
 
 

@@ -31,6 +31,7 @@ class UpPlan:
     config: Any | None  # a parsed MeshConfig to apply once up
     config_source: str | None
     units: Sequence[UnitSpec]
+    store: Any = None  # a StoreUrl; None: the embedded store
 
 
 async def run_up(plan: UpPlan, panel: Callable[[Any, Fleet], Any] | None = None) -> None:
@@ -44,12 +45,19 @@ async def run_up(plan: UpPlan, panel: Callable[[Any, Fleet], Any] | None = None)
         interfaces=reach.interfaces,
         zeroconf=reach.zeroconf,
         advertise=reach.controller_advertise,
+        store=plan.store if plan.store is not None else ControllerSettings.store,
     )
     async with trio.open_nursery() as nursery:
         app = await nursery.start(run_controller, settings, stop)
         if plan.config is not None:
-            app.state.apply_config(plan.config.to_dict(), plan.config_source or "mesh.toml")
-            app.changed()
+            from mesh.controller import ApiError
+
+            source = plan.config_source or "mesh.toml"
+            try:
+                version, changed = await app.apply_file(plan.config.to_dict(), source)
+                log.info("%s: %s config version %d", source, "applied as" if changed else "already in force as", version)
+            except ApiError as exc:  # the store cannot write: what it holds stays in force
+                log.warning("%s was not applied: %s", source, exc.message)
         fleet = Fleet(plan.home, plan.units)
         app.units = fleet.view
         async with trio.open_nursery() as services:

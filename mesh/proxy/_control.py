@@ -2,6 +2,17 @@
 
 A controller that goes away is survived: the proxy keeps its last snapshot and
 certificate, exports ``controller_connected 0``, and reconnects with backoff.
+
+A mesh may have several controllers (sharing one etcd store): the proxy knows
+every one of them (controller.json, then the list each snapshot carries) and,
+when its controller stops answering, moves to the next one at once; only after
+trying them all does it back off. A keepalive every 1.5 s on the watch stream
+lets it notice a controller whose host died (no RST) within WATCH_SILENCE_LIMIT.
+
+A snapshot whose config version is older than the one in force here is never
+applied: a controller that lost its store would otherwise hand out an empty
+config. The proxy keeps what it has, says so in its log and in /config
+(``refused``), which `mesh check` reads.
 """
 
 from __future__ import annotations
@@ -10,6 +21,7 @@ import json
 import logging
 import os
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -18,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from mesh import __version__
-from mesh.errors import ControllerError, IdentityError, first_leaf
+from mesh.errors import ControllerError, IdentityError, MeshError, first_leaf
 
 if TYPE_CHECKING:
     from mesh.home import MeshHome
@@ -28,7 +40,7 @@ log = logging.getLogger("mesh.proxy.control")
 
 HEARTBEAT_SECONDS = 10.0
 REGISTRATION_TTL = 30.0
-WATCH_SILENCE_LIMIT = 25.0  # the controller sends a keepalive every 10 s
+WATCH_SILENCE_LIMIT = 4.0  # the controller sends a keepalive every 1.5 s
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0
 # What a controller going away looks like from here: a reason to log, never a traceback.
 _LINK_FAILURES = (ControllerError, trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError)
@@ -43,17 +55,30 @@ class ControllerAddress:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def sibling(self, address: str) -> ControllerAddress:
+        """Another controller of the same mesh: same identity and bundle, another address."""
+        from mesh.discovery import parse_address
+
+        host, port = parse_address(address)
+        return ControllerAddress(host, port, self.identity, self.bundle_pem)
 
 
 def controller_from_home(home: MeshHome, override: str | None = None) -> ControllerAddress | None:
     """The controller recorded in MESH_HOME/controller.json (``--controller HOST:PORT`` overrides the address)."""
+    found = controllers_from_home(home, override)
+    return found[0] if found else None
+
+
+def controllers_from_home(home: MeshHome, override: str | None = None) -> list[ControllerAddress]:
+    """Every controller controller.json knows, this host's first (``--controller`` replaces the first)."""
     from mesh.discovery import parse_address
 
     path = home.controller_json
     if not path.exists():
         if override is None:
-            return None
+            return []
         raise ControllerError(
             f"--controller {override} given, but {path} does not exist",
             hint="run `mesh up` on this host, or `mesh join HOST:PORT --token T --ca-fingerprint F`",
@@ -64,9 +89,13 @@ def controller_from_home(home: MeshHome, override: str | None = None) -> Control
         bundle_path = home.root / record.get("bundle", "ca/bundle.pem")
         bundle = bundle_path.read_bytes()
         identity = record.get("identity") or f"spiffe://{record['trust_domain']}/svc/mesh-controller"
-    except (OSError, ValueError, KeyError) as exc:
+        first = ControllerAddress(host, port, identity, bundle)
+        others = [first.sibling(str(a)) for a in record.get("controllers") or [] if str(a) != first.address]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ControllerError(f"cannot read {path}: {exc}", hint="run `mesh up` again to rewrite it") from None
-    return ControllerAddress(host, port, identity, bundle)
+    except MeshError:
+        others = []  # a bad entry in the list: the recorded controller still works
+    return [first, *others]
 
 
 def read_join_token(home: MeshHome, given: str | None) -> str | None:
@@ -176,20 +205,62 @@ class ControlLink:
     def __init__(
         self,
         proxy: Proxy,
-        controller: ControllerAddress,
+        controller: ControllerAddress | list[ControllerAddress],
         view: Any,  # MemoryRegistry that mirrors the controller's endpoints
         instance: str,
         leaf_ttl: timedelta | None = None,
     ) -> None:
         self.proxy = proxy
-        self.controller = controller
+        self.controllers = list(controller) if isinstance(controller, list) else [controller]
+        self._current = 0
         self.view = view
         self.instance = instance
         self.leaf_ttl = leaf_ttl
         self.snapshot_version = 0
         self.config_version = 0
         self.connected = False
+        self.refused: dict[str, Any] | None = None  # the last snapshot refused as older than ours
         self._client: Any = None
+
+    @property
+    def controller(self) -> ControllerAddress:
+        """The controller in use now."""
+        return self.controllers[self._current]
+
+    def _next_controller(self) -> bool:
+        """Move to the next known controller; True when the round of them starts again."""
+        self._current = (self._current + 1) % len(self.controllers)
+        return self._current == 0
+
+    def _learn_controllers(self, addresses: Any) -> None:
+        """The controllers a snapshot lists (all of the mesh's, by their lease in the store)."""
+        if not isinstance(addresses, list) or not addresses:
+            return
+        current = self.controller
+        known = {c.address: c for c in self.controllers}
+        listed = []
+        for address in addresses:
+            try:
+                listed.append(known.get(str(address)) or current.sibling(str(address)))
+            except MeshError:
+                log.debug("ignored controller address %r in the snapshot", address)
+        # The one in use stays first (and stays even when a store hiccup leaves it out).
+        ordered = [current] + [c for c in listed if c.address != current.address]
+        if [c.address for c in ordered] != [c.address for c in self.controllers]:
+            log.info("controllers of the mesh: %s", ", ".join(c.address for c in ordered))
+            self.controllers = ordered
+            self._current = 0
+
+    def describe(self) -> dict[str, Any]:
+        """What /config shows about the link (and `mesh check` reads)."""
+        return {
+            "address": self.controller.address,
+            "controllers": [c.address for c in self.controllers],
+            "connected": self.connected,
+            "snapshot_version": self.snapshot_version,
+            "config_version": self.config_version,
+            "refused": self.refused,
+        }
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -214,10 +285,11 @@ class ControlLink:
         backoff = BACKOFF_START
         outage_logged = False
         while True:
+            controller = self.controller
             try:
                 context = client_context(self.proxy.identity.creds, alpn=("h2",))
                 client = await ApiClient.connect(
-                    self.controller.host, self.controller.port, context, expected_identity=self.controller.identity
+                    controller.host, controller.port, context, expected_identity=controller.identity, timeout=2.0
                 )
                 self._client = client
                 try:
@@ -240,18 +312,25 @@ class ControlLink:
             if was_connected:  # a fresh outage: start again from short waits
                 backoff, outage_logged = BACKOFF_START, False
             if not outage_logged:
+                others = len(self.controllers) - 1
                 log.warning(
-                    "lost the controller at %s (%s); serving with snapshot %d, retrying",
-                    self.controller.address,
+                    "lost the controller at %s (%s); serving with snapshot %d, %s",
+                    controller.address,
                     reason,
                     self.snapshot_version,
+                    f"trying the {others} other controller(s)" if others else "retrying",
                 )
                 outage_logged = True
-            await trio.sleep(backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX)
+            if self._next_controller():  # every controller tried: wait before the next round
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
 
     async def _consume_watch(self, client: Any) -> None:
-        path = f"/v1/watch?service={self.proxy.settings.service}&instance={self.instance}"
+        # config_version: a controller with less (a restored or lost store) numbers its next apply above it.
+        path = (
+            f"/v1/watch?service={self.proxy.settings.service}&instance={self.instance}"
+            f"&config_version={self.config_version}"
+        )
         async with client.stream("GET", path) as events:
             iterator = events.__aiter__()
             while True:
@@ -261,18 +340,33 @@ class ControlLink:
                     except StopAsyncIteration:
                         return
                 if silent.cancelled_caught:
-                    raise ControllerError("the watch stream went silent")
+                    raise ControllerError(f"the watch stream went silent for {WATCH_SILENCE_LIMIT:g}s")
                 if not self.connected:
                     self._set_connected(True)
                     log.info("connected to the controller at %s", self.controller.address)
-                if event.get("type") == "snapshot":
-                    self.apply_snapshot(event)
+                if event.get("type") != "snapshot":
+                    continue
+                if self.apply_snapshot(event):
                     await client.request("POST", "/v1/ack", {"instance": self.instance, "version": event["version"]})
+                elif len(self.controllers) > 1:
+                    raise ControllerError("it offers an older config than the one in force here")
 
-    def apply_snapshot(self, snapshot: dict[str, Any]) -> None:
-        """Swap in a whole snapshot at once: the hot path never sees half of one."""
+    def apply_snapshot(self, snapshot: dict[str, Any]) -> bool:
+        """Swap in a whole snapshot at once (the hot path never sees half of one); refuse an older config."""
         from mesh.controller import endpoint_from_dict
 
+        offered = int(snapshot.get("config_version", 0))
+        if offered < self.config_version:
+            self._refuse(snapshot, offered)
+            return False
+        if self.refused is not None:
+            log.info(
+                "the controller at %s offers config version %d: applied (it had offered %d)",
+                self.controller.address,
+                offered,
+                self.refused["config_version"],
+            )
+            self.refused = None
         endpoints: dict[str, list[Any]] = {}
         for service, items in snapshot.get("endpoints", {}).items():
             for item in items:
@@ -283,8 +377,32 @@ class ControlLink:
         self.view.replace_all(endpoints)
         self.proxy.apply_policy_snapshot(snapshot)
         self.snapshot_version = int(snapshot.get("version", 0))
-        self.config_version = int(snapshot.get("config_version", 0))
-        log.debug("applied snapshot %d", self.snapshot_version)
+        self.config_version = offered
+        self._learn_controllers(snapshot.get("controllers"))
+        log.debug("applied snapshot %d (config version %d)", self.snapshot_version, offered)
+        return True
+
+    def _refuse(self, snapshot: dict[str, Any], offered: int) -> None:
+        refused = {
+            "controller": self.controller.address,
+            "config_version": offered,
+            "kept_version": self.config_version,
+            "at": round(time.time(), 3),
+        }
+        if self.refused is None or (self.refused["controller"], self.refused["config_version"]) != (
+            refused["controller"],
+            offered,
+        ):
+            log.warning(
+                "the controller at %s offers config version %d, older than version %d in force here: "
+                "kept version %d (%s)",
+                refused["controller"],
+                offered,
+                self.config_version,
+                self.config_version,
+                "it has an empty store: lost or reset?" if offered == 0 else "it is behind",
+            )
+        self.refused = refused
 
     async def _heartbeat_loop(self, client: Any) -> None:
         await self.proxy.app_ready.wait()

@@ -169,22 +169,27 @@ def credentials_from_files(options: ProxyOptions) -> Any | None:
     return creds
 
 
-async def obtain_identity(options: ProxyOptions, controller: Any, ttl: timedelta | None) -> Any:
-    """Files first; else the controller (CSR with the join token); else the local CA."""
+async def obtain_identity(options: ProxyOptions, controllers: list[Any], ttl: timedelta | None) -> Any:
+    """Files first; else a controller (CSR with the join token; the next one if it is down); else the local CA."""
     from mesh.proxy._control import read_join_token, request_certificate
 
     creds = credentials_from_files(options)
     if creds is not None:
         return creds
-    if controller is not None:
+    failure: ControllerError | IdentityError | None = None
+    for controller in controllers:
         try:
             return await request_certificate(
                 controller, options.service, token=read_join_token(options.home, options.token), current=None, ttl=ttl
             )
         except (ControllerError, IdentityError) as exc:
-            if not options.home.has_ca():
-                raise
-            log.warning("%s; issuing a certificate from the local CA instead", exc.message)
+            failure = exc
+            if isinstance(exc, IdentityError):
+                break  # refused (a wrong token): another controller of the mesh would refuse too
+    if failure is not None:
+        if not options.home.has_ca():
+            raise failure
+        log.warning("%s; issuing a certificate from the local CA instead", failure.message)
     return issue_locally(options, ttl or timedelta(hours=24))
 
 
@@ -221,13 +226,14 @@ def _cert_ttl(options: ProxyOptions) -> timedelta | None:
 async def build_proxy(options: ProxyOptions, settings: ProxySettings) -> Proxy:
     """Identity, registries, controller link and zeroconf, wired into a Proxy (not yet running)."""
     from mesh.discovery import CompositeRegistry, MemoryRegistry, StaticFileRegistry
-    from mesh.proxy._control import ControlLink, controller_from_home
+    from mesh.proxy._control import ControlLink, controllers_from_home
 
     ttl = _cert_ttl(options)
-    controller = controller_from_home(options.home, options.controller)
-    if controller is None and options.zeroconf:
-        controller = await _controller_by_zeroconf(options)
-    creds = await obtain_identity(options, controller, ttl)
+    controllers = controllers_from_home(options.home, options.controller)
+    if not controllers and options.zeroconf:
+        found = await _controller_by_zeroconf(options)
+        controllers = [found] if found is not None else []
+    creds = await obtain_identity(options, controllers, ttl)
     parts: list[Any] = []
     if settings.endpoints_file is not None:
         parts.append(StaticFileRegistry(settings.endpoints_file))
@@ -242,8 +248,8 @@ async def build_proxy(options: ProxyOptions, settings: ProxySettings) -> Proxy:
     proxy = Proxy(settings, Identity(creds), CompositeRegistry(parts))
     proxy.advertise_host = options.advertise
     instance = f"{settings.service[:48]}-{os.urandom(3).hex()}"
-    if controller is not None:
-        link = ControlLink(proxy, controller, view, instance, leaf_ttl=ttl)
+    if controllers:
+        link = ControlLink(proxy, controllers, view, instance, leaf_ttl=ttl)
         proxy.control = link
         proxy.background.append(link.run)
         proxy.shutdown_hooks.append(link.withdraw)

@@ -551,14 +551,7 @@ class Proxy:
             },
             "endpoints": snapshot,
             "registry_version": getattr(self.registry, "version", 0),
-            "controller": {
-                "address": self.control.controller.address,
-                "connected": self.control.connected,
-                "snapshot_version": self.control.snapshot_version,
-                "config_version": self.control.config_version,
-            }
-            if self.control
-            else None,
+            "controller": self.control.describe() if self.control else None,
             "routes": self.routes,
             "policies": self.policies,
             "faults": self.faults,

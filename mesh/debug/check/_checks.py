@@ -28,6 +28,7 @@ from mesh.home import MeshHome
 ENVIRONMENT = "environment"
 CA = "ca"
 CONTROL_PLANE = "control plane"
+STORE = "store"
 DISCOVERY = "discovery"
 DATA_PLANE = "data plane"
 POLICY = "policy"
@@ -430,6 +431,32 @@ def _control_plane(ctx: CheckContext) -> list[Checker]:
     ]
 
 
+# -- store ---------------------------------------------------------------------------
+
+
+def _store(ctx: CheckContext) -> list[Checker]:
+    """The controller's store as the controller sees it (GET /v1/store, asked when this category's
+    turn comes): etcd need not be reachable from the host `mesh check` runs on."""
+    response = ctx.request("GET", "/v1/store")
+    health = response.body if isinstance(response.body, dict) else {}
+    if response.status != 200:
+        failure = CheckResult.fail(
+            f"GET /v1/store answered {response.status}: {health.get('error', response.body)}", health.get("hint")
+        )
+        return [Checker(STORE, "the controller reports its store", lambda: failure)]
+    checkers = [
+        Checker(STORE, "the store takes writes (else the controllers are read-only)", lambda: rules.store_writable(health)),
+        Checker(STORE, "the controllers that share the store", lambda: rules.store_controllers(health)),
+    ]
+    if health.get("backend") == "etcd":
+        checkers += [
+            Checker(STORE, "every etcd member answers", lambda: rules.store_members(health)),
+            Checker(STORE, "etcd has a leader and a quorum", lambda: rules.store_quorum(health)),
+            Checker(STORE, "round-trip time to etcd is under 100 ms", lambda: rules.store_rtt(health)),
+        ]
+    return checkers
+
+
 # -- discovery -----------------------------------------------------------------------
 
 
@@ -567,14 +594,16 @@ def _check_proxy(ctx: CheckContext, service: str, entry: dict[str, Any]) -> Chec
             facts["config_error"] = str(exc)
         finally:
             pages.close()
-    state_version = int((ctx.status or {}).get("controller", {}).get("state_version") or 0)
+    controller = (ctx.status or {}).get("controller", {})
     return rules.proxy(
         service,
         entry,
         rules.ProxyFacts(**facts),
-        state_version=state_version,
+        state_version=int(controller.get("state_version") or 0),
         cli_version=ctx.cli_version,
         now=ctx.now(),
+        config_version=controller.get("config_version"),
+        controller_address=ctx.controller.address if ctx.controller is not None else None,
     )
 
 
@@ -606,7 +635,7 @@ def build_categories(
     """The categories of `mesh check` in the order they run.
 
     ``--pre`` (before `mesh up`): the environment only, with the port and PATH
-    checks. Otherwise: environment, ca, control plane, discovery, the data
+    checks. Otherwise: environment, ca, control plane, store, discovery, the data
     plane with ``--proxy``, and policy.
     """
     ctx = context or CheckContext(home, pre=pre, proxy=proxy)
@@ -616,6 +645,7 @@ def build_categories(
     categories += [
         Category(CA, lambda: _ca(ctx), needs=(ENVIRONMENT,)),
         Category(CONTROL_PLANE, lambda: _control_plane(ctx), needs=(ENVIRONMENT,)),
+        Category(STORE, lambda: _store(ctx), needs=(CONTROL_PLANE,)),
         Category(DISCOVERY, lambda: _discovery(ctx), needs=(ENVIRONMENT,)),
     ]
     if proxy:

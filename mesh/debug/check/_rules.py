@@ -387,8 +387,14 @@ def proxy(
     cli_version: str,
     now: datetime,
     default_life: timedelta = timedelta(hours=24),
+    config_version: int | None = None,
+    controller_address: str | None = None,
 ) -> CheckResult:
-    """One line for one proxy instance: ready, certificate, config, version; the worst decides."""
+    """One line for one proxy instance: ready, certificate, config, version; the worst decides.
+
+    ``config_version`` and ``controller_address`` are the checked controller's: a proxy that
+    watches another controller of the mesh is current when its config version is.
+    """
     label = proxy_label(service, entry)
     failures: list[tuple[str, str]] = []  # (what, hint)
     warnings: list[tuple[str, str]] = []
@@ -482,6 +488,33 @@ def proxy(
                 "it retries with backoff; its log says why it cannot connect",
             )
         )
+    elif isinstance(control, Mapping) and isinstance(control.get("refused"), Mapping):
+        refused = control["refused"]
+        warnings.append(
+            (
+                f"kept config version {refused.get('kept_version')}: the controller at {refused.get('controller')} "
+                f"offers the older version {refused.get('config_version')}",
+                "a controller that lost its store? restore the store from a backup (docs/operations.md, Backup), "
+                "or `mesh apply` the config again; a restarted proxy takes what the controller has",
+            )
+        )
+    elif (
+        isinstance(control, Mapping)
+        and controller_address is not None
+        and control.get("address") not in (None, controller_address)
+    ):
+        proxy_config = control.get("config_version")
+        if config_version is None or proxy_config == config_version:
+            good.append(f"config current (config v{proxy_config}, via the controller at {control.get('address')})")
+        else:
+            warnings.append(
+                (
+                    f"config version {proxy_config} from the controller at {control.get('address')}, "
+                    f"this controller has {config_version}",
+                    "the controllers share one store and agree within a second or two; if not, `mesh check` "
+                    "on each controller's host shows its store",
+                )
+            )
     elif acked == state_version or (isinstance(snapshot, int) and snapshot >= state_version):
         good.append(f"config current (v{state_version})")
     elif control is None and not entry.get("watching"):
@@ -550,3 +583,99 @@ def policy_references(config: Mapping[str, Any], config_version: int, with_endpo
         f"config v{config_version}: {plural(len(routes), 'route')} and "
         f"{plural(len(policies), 'policy', 'policies')} name services with endpoints"
     )
+
+
+# -- store ---------------------------------------------------------------------------
+
+STORE_RTT_WARN_MS = 100.0
+READ_ONLY_CONSEQUENCE = (
+    "the controllers serve the last state read-only: proxies keep their config and certificates renew, "
+    "but `mesh apply`, `mesh fault` and new registrations are refused"
+)
+
+
+def store_writable(health: Mapping[str, Any]) -> CheckResult:
+    """Does the controller's store take writes? A store that cannot makes the controllers read-only."""
+    location = health.get("location")
+    reason = health.get("read_only_reason")
+    if reason or not health.get("writable"):
+        why = str(reason or health.get("reason") or "it cannot take writes")
+        where = "" if str(location) in why else f"{location}: "
+        return CheckResult.fail(
+            f"{where}{why}; {READ_ONLY_CONSEQUENCE}",
+            "bring the etcd members back (a majority of them is needed), then `mesh apply` works again"
+            if health.get("backend") == "etcd"
+            else f"free space on the disk of {location} (docs/operations.md, Failures)",
+        )
+    if health.get("backend") == "embedded":
+        size = health.get("size_bytes")
+        detail = f", {size / 1024:.0f} KiB" if isinstance(size, int) else ""
+        return CheckResult.ok(
+            f"embedded store {location} is healthy and writable (revision {health.get('revision')}{detail}, "
+            f"config version {health.get('config_version')})"
+        )
+    return CheckResult.ok(f"{location} takes writes (config version {health.get('config_version')})")
+
+
+def store_members(health: Mapping[str, Any]) -> CheckResult:
+    """etcd: does every member answer? Losing fewer than a majority is invisible, but worth knowing."""
+    members = [m for m in health.get("members") or [] if isinstance(m, Mapping)]
+    size = int(health.get("cluster_size") or len(members))
+    down = [m for m in members if not m.get("reachable")]
+    if not down:
+        return CheckResult.ok(f"all {size} etcd members answer")
+    names = ", ".join(f"{m.get('endpoint')} ({m.get('error') or 'no answer'})" for m in down)
+    if health.get("quorum"):
+        return CheckResult.warn(
+            f"{len(down)} of {size} etcd members do not answer: {names}; the others still hold a quorum",
+            f"bring them back: one more lost member of {size} and the controllers turn read-only",
+        )
+    return CheckResult.fail(
+        f"{len(down)} of {size} etcd members do not answer: {names}",
+        "restart the etcd members (docs/operations.md, Failures)",
+    )
+
+
+def store_quorum(health: Mapping[str, Any]) -> CheckResult:
+    """etcd: a leader and a quorum, or why not."""
+    size = int(health.get("cluster_size") or 0)
+    leader = health.get("leader")
+    if health.get("quorum") and leader:
+        return CheckResult.ok(f"etcd has a leader ({leader}) and a quorum ({size // 2 + 1} of {size} needed)")
+    return CheckResult.fail(
+        f"etcd has {'no quorum' if not health.get('quorum') else 'no leader'}: "
+        f"{health.get('reason') or 'no leader elected'}, so the controllers are read-only",
+        f"a majority ({size // 2 + 1} of {size}) of the members must run and reach each other",
+    )
+
+
+def store_rtt(health: Mapping[str, Any], warn_ms: float = STORE_RTT_WARN_MS) -> CheckResult:
+    """etcd: the round-trip time from the controller to each member that answers."""
+    times = {
+        str(m.get("endpoint")): float(m["rtt_ms"])
+        for m in health.get("members") or []
+        if isinstance(m, Mapping) and m.get("reachable") and isinstance(m.get("rtt_ms"), (int, float))
+    }
+    if not times:
+        return CheckResult.warn("no etcd member answered, so no round-trip time", "see the members check above")
+    worst = max(times, key=lambda k: times[k])
+    text = ", ".join(f"{k} {v:.1f} ms" for k, v in sorted(times.items()))
+    if times[worst] > warn_ms:
+        return CheckResult.warn(
+            f"round-trip time to etcd: {text} ({worst} over {warn_ms:.0f} ms)",
+            "a slow store slows `mesh apply` and registrations (the data plane does not wait for it)",
+        )
+    return CheckResult.ok(f"round-trip time to etcd: {text}")
+
+
+def store_controllers(health: Mapping[str, Any]) -> CheckResult:
+    """Which controllers serve the mesh from this store (each keeps a lease on its entry)."""
+    this = health.get("this_controller")
+    others = [str(c) for c in health.get("controllers") or [] if c != this]
+    if not others:
+        if health.get("backend") == "etcd":
+            return CheckResult.ok(
+                f"{this} is the only controller on {health.get('location')}: proxies have no other to move to"
+            )
+        return CheckResult.ok(f"{this} is the mesh's controller (the embedded store serves one controller)")
+    return CheckResult.ok(f"{this} and {len(others)} other controller(s) serve the mesh: {', '.join(others)}")

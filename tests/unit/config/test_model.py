@@ -100,6 +100,7 @@ def test_empty_config_means_all_defaults() -> None:
     assert config.to_dict() == {
         "mesh": {"trust_domain": "mesh.local", "authz_default": "allow"},
         "discovery": {"mode": "zeroconf", "interfaces": ["127.0.0.1"]},
+        "control": {"store": "embedded"},
         "service": [],
         "gateway": [],
         "route": [],

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
 from mesh.controller._api import ApiRequest
 from mesh.controller._app import ControllerApp, loopback_from_another_host
+from mesh.controller._durable import Durable
+from mesh.controller._store_embedded import EmbeddedStore
 from mesh.controller._state import ControllerState
 from mesh.identity import service_identity
 
@@ -39,9 +42,14 @@ def registration(address: str, remote: str, local: str) -> ApiRequest:
 
 @pytest.mark.parametrize("remote", ["10.77.1.2", "10.77.1.1"])
 async def test_register_warns_once_for_a_loopback_address_from_afar(
-    remote: str, caplog: pytest.LogCaptureFixture
+    remote: str, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    app = ControllerApp(ControllerState(trust_domain=DOMAIN), None, "token", "10.77.1.1:4190")
+    state = ControllerState(trust_domain=DOMAIN)
+    store = EmbeddedStore(tmp_path / "mesh.db")
+    await store.open()
+    durable = Durable(store, state)
+    await durable.open("sha256:test", "token")
+    app = ControllerApp(state, None, "token", "10.77.1.1:4190", durable)
     caplog.set_level(logging.INFO, logger="mesh.controller")
     for _ in range(2):  # the second is a heartbeat: nothing new, nothing logged
         response = await app.register(registration("127.0.0.1:4143", remote, "10.77.1.1"))

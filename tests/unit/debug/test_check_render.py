@@ -178,7 +178,84 @@ def proxies_report() -> Report:
     return run_checks([Category("data plane", lambda: proxies)])
 
 
-REPORTS = [("healthy", healthy_report), ("mixed", mixed_report), ("proxies", proxies_report)]
+def _etcd_health(down: int) -> dict:
+    members = [
+        {
+            "name": f"m{i}",
+            "endpoint": f"10.0.0.{i + 1}:2379",
+            "reachable": i >= down,
+            "leader": i == 2 and down < 2,
+            "rtt_ms": 0.8 + i if i >= down else None,
+            "error": None if i >= down and down < 2 else ("no leader" if i >= down else "connection refused"),
+        }
+        for i in range(3)
+    ]
+    quorum = down < 2
+    return {
+        "backend": "etcd",
+        "location": "etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379/mesh",
+        "writable": quorum,
+        "reason": None if quorum else "0 of 3 members have a leader: quorum needs 2",
+        "read_only_reason": None
+        if quorum
+        else "etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379/mesh cannot take writes: 0 of 3 members have a leader: quorum needs 2",
+        "quorum": quorum,
+        "leader": "m2" if quorum else None,
+        "members": members,
+        "cluster_size": 3,
+        "config_version": 7,
+        "controllers": ["10.0.0.1:4190", "10.0.0.2:4190"],
+        "this_controller": "10.0.0.2:4190",
+    }
+
+
+def store_report() -> Report:
+    """The store category with the real rules: one member lost (a warning), then two (read-only)."""
+    from mesh.debug.check import _rules as rules
+
+    categories = []
+    for down in (1, 2):
+        health = _etcd_health(down)
+        categories.append(
+            Category(
+                "store",
+                [
+                    Checker("store", "the store takes writes", lambda h=health: rules.store_writable(h)),
+                    Checker("store", "the controllers that share the store", lambda h=health: rules.store_controllers(h)),
+                    Checker("store", "every etcd member answers", lambda h=health: rules.store_members(h)),
+                    Checker("store", "etcd has a leader and a quorum", lambda h=health: rules.store_quorum(h)),
+                    Checker("store", "round-trip time to etcd is under 100 ms", lambda h=health: rules.store_rtt(h)),
+                ],
+            )
+        )
+    embedded = {
+        "backend": "embedded",
+        "location": "/home/ada/.mesh/state/mesh.db",
+        "writable": True,
+        "revision": 42,
+        "size_bytes": 98304,
+        "config_version": 3,
+        "controllers": ["127.0.0.1:4190"],
+        "this_controller": "127.0.0.1:4190",
+    }
+    categories.append(
+        Category(
+            "store",
+            [
+                Checker("store", "the store takes writes", lambda: rules.store_writable(embedded)),
+                Checker("store", "the controllers that share the store", lambda: rules.store_controllers(embedded)),
+            ],
+        )
+    )
+    return run_checks(categories)
+
+
+REPORTS = [
+    ("healthy", healthy_report),
+    ("mixed", mixed_report),
+    ("proxies", proxies_report),
+    ("store", store_report),
+]
 
 
 @pytest.mark.parametrize(

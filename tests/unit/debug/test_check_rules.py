@@ -329,3 +329,43 @@ def test_human() -> None:
     assert rules.human(timedelta(hours=2)) == "2h"
     assert rules.human(timedelta(seconds=9)) == "9s"
     assert rules.human(timedelta(0)) == "0s"
+
+
+def test_proxy_that_refused_an_older_config_is_a_warning() -> None:
+    config = {
+        "version": "0.1.0",
+        "certificate_expiry": (NOW + timedelta(hours=20)).isoformat(),
+        "controller": {
+            "connected": True,
+            "address": "127.0.0.1:4190",
+            "snapshot_version": 1,
+            "config_version": 4,
+            "refused": {"controller": "127.0.0.1:4190", "config_version": 0, "kept_version": 4},
+        },
+    }
+    result = proxy(state_version=1, config=config)
+    assert result.status is Status.WARN
+    assert "kept config version 4: the controller at 127.0.0.1:4190 offers the older version 0" in result.message
+    assert result.hint and "backup" in result.hint
+
+
+def test_proxy_watching_another_controller_is_current_by_config_version() -> None:
+    control = {"connected": True, "address": "127.0.0.1:5190", "snapshot_version": 2, "config_version": 7}
+    config = {"version": "0.1.0", "certificate_expiry": (NOW + timedelta(hours=20)).isoformat(), "controller": control}
+    entry = {**ENTRY, "watching": False, "acked_version": None}
+
+    def check(config_version: int) -> rules.CheckResult:
+        return rules.proxy(
+            "web",
+            entry,
+            facts(config=config),
+            state_version=40,
+            cli_version="0.1.0",
+            now=NOW,
+            config_version=config_version,
+            controller_address="127.0.0.1:4190",
+        )
+
+    assert check(7).status is Status.OK and "via the controller at 127.0.0.1:5190" in check(7).message
+    behind = check(8)
+    assert behind.status is Status.WARN and "config version 7 from the controller at 127.0.0.1:5190" in behind.message
