@@ -1,4 +1,5 @@
-"""HTTP/1.0 clients through the outbound listener: ab (apache2-utils) and curl --http1.0.
+"""HTTP/1 conformance through the mesh: HTTP/1.0 clients (ab from apache2-utils, curl --http1.0)
+and the end-to-end ``Trailer`` header.
 
 RFC 9112 section 9.3 and appendix C.2.2: an HTTP/1.0 connection persists only when the client asks
 with ``Connection: keep-alive`` and the response says ``Connection: keep-alive`` back; otherwise the
@@ -142,3 +143,19 @@ def test_raw_http10_framing_and_connection(pair: Pair) -> None:
         head, _, body = data.partition(b"\r\n\r\n")
         assert b"transfer-encoding" not in head.lower() and b"connection: close" in head.lower(), head
         assert body == b"chunk 0\nchunk 1\nchunk 2\n", body
+
+
+def test_trailer_header_and_trailers_pass_through_two_proxies(pair: Pair) -> None:
+    """``Trailer`` is an end-to-end header (RFC 9110 6.6.2): the client sees it, and the trailer it
+    announced, after the chunked body; it was stripped as hop-by-hop while the trailers passed."""
+    with socket.create_connection(("127.0.0.1", pair.client.outbound), timeout=5) as sock:
+        sock.sendall(b"GET http://web/chunked?n=2&trailer=42 HTTP/1.1\r\nHost: web\r\nTE: trailers\r\n\r\n")
+        data = b""
+        while not data.endswith(b"\r\n\r\n") or b"\r\n0\r\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, f"closed early: {data!r}"
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"\r\ntrailer: x-sum" in head.lower(), head
+    assert b"transfer-encoding: chunked" in head.lower(), head
+    assert body.endswith(b"0\r\nx-sum: 42\r\n\r\n"), body
