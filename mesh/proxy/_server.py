@@ -33,7 +33,7 @@ from mesh.proxy._http import Drain, HttpProxyConnection, Limits
 from mesh.proxy._metrics import ProxyMetrics
 from mesh.proxy._policy import PolicyState
 from mesh.proxy._observe import recorder
-from mesh.proxy._h2 import PEER_RESET_BUDGET, H2Pool, H2ProxyConnection
+from mesh.proxy._h2 import H2Pool, H2ProxyConnection
 from mesh.proxy._pool import ALPN_H2, ALPN_HTTP1, ALPN_TCP, ConnectionPool, UpstreamConnectError, UpstreamKey, open_upstream
 from mesh.proxy._routing import InboundRouter, OutboundRouter, tcp_key_for
 from mesh.proxy._socket import FastSocketStream
@@ -270,7 +270,7 @@ class Proxy:
             record = recorder(self, caller)
             if alpn == ALPN_H2:  # HTTP/2 and gRPC; the app speaks h2c (prior knowledge)
                 h2conn = H2ProxyConnection(
-                    tls, b"", router, self.h2_app_pool, record, self.settings.limits, self.drain, PEER_RESET_BUDGET
+                    tls, b"", router, self.h2_app_pool, record, self.settings.limits, self.drain
                 )
                 await self._serve_counted(h2conn, "inbound")
                 return
