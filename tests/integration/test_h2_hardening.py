@@ -996,3 +996,4 @@ def test_a_burst_of_grpcio_cancels_through_two_proxies(cluster: Cluster, serve: 
     finally:
         server.stop(0).wait(5)
 
+

@@ -1,10 +1,12 @@
-"""The HTTP/2 connection rules the proxy adds to h2, without sockets: frames in, frames and events out.
+"""The HTTP/2 connection rules the proxy adds to h2, without sockets: frames in, frames and events out
+(and one read loop over a memory stream, on a mock clock).
 
 - streams beyond SETTINGS_MAX_CONCURRENT_STREAMS are a stream error (REFUSED_STREAM), not a GOAWAY;
 - the RST_STREAMs h2 sends of its own accord are counted for the reset budget (MadeYouReset);
 - frames in flight after our own reset are ignored, not answered;
 - toward a peer proxy, a connection takes a stream only while the peer's reset budget could pay for
-  resetting every stream on it.
+  resetting every stream on it;
+- the idle timer is the only thing that closes an idle connection.
 """
 
 from __future__ import annotations
@@ -137,3 +139,37 @@ def test_a_peer_connection_takes_streams_only_while_it_could_reset_them_all() ->
 def test_an_app_connection_has_no_reset_budget_to_keep() -> None:
     upstream = _upstream(None)
     assert upstream.resets is None and upstream.available()
+
+
+class _NoRoutes:
+    direction = "outbound"
+
+
+def test_a_look_again_during_an_idle_read_is_not_the_idle_timeout() -> None:
+    """The GOAWAY(NO_ERROR) at the end of floods: a stream's clean-up yields while it flushes (under
+    write back-pressure, for long), the reader meanwhile starts an idle read, and the clean-up's
+    ``interrupt_read`` (the last stream is gone: arm the idle timer) was taken for the timer itself."""
+    from mesh.proxy._h2 import H2Pool, H2ProxyConnection
+    from mesh.proxy._http import Drain, Limits
+
+    async def main() -> None:
+        ours, theirs = trio.testing.memory_stream_pair()
+        conn = H2ProxyConnection(ours, b"", _NoRoutes(), H2Pool(None), lambda record: None, Limits(idle_timeout=300.0), Drain())  # type: ignore[arg-type]
+        received = bytearray()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.serve)
+            await theirs.send_all(PREFACE)
+            await trio.sleep(1.0)  # the reader waits, idle (no streams), under its 300 s timer
+            conn.client.interrupt_read()
+            await trio.sleep(1.0)
+            while True:
+                with trio.move_on_after(0.1):
+                    data = await theirs.receive_some()
+                    if data:
+                        received += data
+                        continue
+                break
+            nursery.cancel_scope.cancel()
+        assert not any(isinstance(f, hf.GoAwayFrame) for f in _frames(bytes(received))), "closed as if idle for 300 s"
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
