@@ -11,11 +11,11 @@ Hardening (docs/security.md lists every budget and why): 100 concurrent streams
 per connection, counted by the work still running (a reset stream holds its
 slot until its task has ended; streams beyond the advertised limit get
 REFUSED_STREAM, the connection lives); 64 KiB header lists (h2 also bounds
-CONTINUATION floods by it); one reset budget per connection (100 burst + 10/s)
-spent by the client's RST_STREAMs and by those the proxy sends because of what
-the client did (Rapid Reset, MadeYouReset), the same for apps and peer proxies,
-whose exhaustion ends the connection with GOAWAY(ENHANCE_YOUR_CALM); a stream
-that waits on its reader's flow-control window longer than the idle timeout is
+CONTINUATION floods by it); one reset budget per connection, spent by the
+client's RST_STREAMs and by those the proxy sends because of what the client
+did (Rapid Reset, MadeYouReset), the same for apps and peer proxies, whose
+exhaustion ends the connection with GOAWAY(ENHANCE_YOUR_CALM); a stream that
+waits on its reader's flow-control window longer than the idle timeout is
 reset.
 
 Errors the mesh makes: for gRPC requests a trailers-only HTTP 200 with

@@ -105,19 +105,21 @@ def _preface_only(port: int) -> socket.socket:
     return sock
 
 
+def _grpc_request_headers(method: str = "Hello", extra: Sequence[tuple[bytes, bytes]] = ()) -> list[tuple[bytes, bytes]]:
+    return [
+        (b":method", b"POST"),
+        (b":scheme", b"http"),
+        (b":authority", b"greeter"),
+        (b":path", f"/{SERVICE}/{method}".encode()),
+        (b"content-type", b"application/grpc"),
+        (b"te", b"trailers"),
+        *extra,
+    ]
+
+
 def _encode_request(extra: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
     """The HPACK block of a gRPC Hello request (a fresh encoder: no dynamic table state)."""
-    return hpack.Encoder().encode(
-        [
-            (b":method", b"POST"),
-            (b":scheme", b"http"),
-            (b":authority", b"greeter"),
-            (b":path", f"/{SERVICE}/Hello".encode()),
-            (b"content-type", b"application/grpc"),
-            (b"te", b"trailers"),
-            *extra,
-        ]
-    )
+    return hpack.Encoder().encode(_grpc_request_headers(extra=extra))
 
 
 def _serialize(frames: list) -> bytes:  # noqa: ANN001
@@ -701,24 +703,15 @@ class RawClient:
 
     PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
+    def __init__(self, sock: socket.socket | None = None) -> None:
+        self.sock = sock  # None: only builds frames (for a flood that another client sends)
         self.encoder = hpack.Encoder()
         settings = hyperframe_frame.SettingsFrame(0)
         self.opening = self.PREFACE + settings.serialize()
         self.sent_opening = False
 
     def headers(self, stream_id: int, end_stream: bool) -> Any:
-        block = self.encoder.encode(
-            [
-                (b":method", b"POST"),
-                (b":scheme", b"http"),
-                (b":authority", b"greeter"),
-                (b":path", f"/{SERVICE}/Hello".encode()),
-                (b"content-type", b"application/grpc"),
-                (b"te", b"trailers"),
-            ]
-        )
+        block = self.encoder.encode(_grpc_request_headers())
         flags = ["END_HEADERS", "END_STREAM"] if end_stream else ["END_HEADERS"]
         return hyperframe_frame.HeadersFrame(stream_id, block, flags=flags)
 
@@ -726,12 +719,14 @@ class RawClient:
         return [self.headers(stream_id, False), hyperframe_frame.DataFrame(stream_id, b"\x00\x00\x00\x00\x02hi", flags=["END_STREAM"])]
 
     def send(self, frames: list) -> bool:
+        assert self.sock is not None
         data = _serialize(frames)
         if not self.sent_opening:
             data, self.sent_opening = self.opening + data, True
         return _send(self.sock, data)
 
     def read(self, until: Callable[[list], bool], timeout: float = 10.0) -> tuple[list, bool]:
+        assert self.sock is not None
         return _read_frames(self.sock, until, timeout)
 
 
@@ -788,9 +783,27 @@ def _flood_while_served(side: Side, frames: list, good: tuple) -> tuple[list, fl
             break
     got, _closed = attacker.read(_ended, timeout=10)
     sender.join(10)
-    attacker.sock.close()
+    attacker.sock.close()  # type: ignore[union-attr]
     growth = (side.rss_kb() - before) / 1024
     return got, slowest, growth
+
+
+def _flood_ends_calmly(side: Side, what: str, flood: list, good: tuple) -> list:
+    """The flood (while ``good`` is served) ends in GOAWAY(ENHANCE_YOUR_CALM) after at most
+    PROCESSED_BOUND streams, another connection is served at once, the RSS grows little; the frames
+    the proxy sent back to the attacker."""
+    got, slowest, growth = _flood_while_served(side, flood, good)
+    goaway = _goaway(got)
+    processed = (goaway.last_stream_id + 1) // 2 if goaway is not None else None
+    print(f"{side.name}: {what}: {goaway} after {processed} streams, {len(_resets(got))} resets sent, "
+          f"slowest other call {slowest * 1000:.0f} ms, RSS +{growth:.1f} MB")
+    assert goaway is not None and goaway.error_code == 11, f"{side.name}: {goaway} after {len(_resets(got))} resets"
+    assert processed is not None and processed <= PROCESSED_BOUND, f"{side.name}: GOAWAY after {processed} streams"
+    assert slowest < LATENCY_BOUND, f"{side.name}: another connection waited {slowest:.2f}s"
+    assert growth < RSS_GROWTH_MB, f"{side.name}: RSS grew {growth:.1f} MB"
+    _still_served(good[0], good[1], 999)
+    _no_internal_errors(side.mesh.client_proxy, side.mesh.greeter_proxy)
+    return got
 
 
 @pytest.mark.timeout(120)
@@ -814,21 +827,10 @@ def test_data_after_end_stream_spends_the_reset_budget(side: Side) -> None:
     assert 101 in _answered(frames), f"{side.name}: the connection stopped serving: {frames[-5:]}"
     client.sock.close()
 
-    attack = RawClient(socket.socket())  # only its encoder: the frames go out on the flood's connection
+    attack = RawClient()
     flood = [frame for i in range(ATTACK_STREAMS) for frame in (attack.headers(2 * i + 1, True), hyperframe_frame.DataFrame(2 * i + 1, b"x"))]
-    got, slowest, growth = _flood_while_served(side, flood, good)
-    goaway = _goaway(got)
-    processed = (goaway.last_stream_id + 1) // 2 if goaway is not None else None
-    print(f"{side.name}: data-after-end {goaway} after {processed} streams, {len(_resets(got))} resets, "
-          f"slowest other call {slowest * 1000:.0f} ms, RSS +{growth:.1f} MB")
-    assert goaway is not None and goaway.error_code == 11, f"{side.name}: {goaway} after {len(_resets(got))} resets"
-    processed = (goaway.last_stream_id + 1) // 2
-    assert processed <= PROCESSED_BOUND, f"{side.name}: GOAWAY after {processed} streams"
+    got = _flood_ends_calmly(side, "data after END_STREAM", flood, good)
     assert len(_resets(got)) <= PROCESSED_BOUND, f"{side.name}: {len(_resets(got))} resets answered"
-    assert slowest < LATENCY_BOUND, f"{side.name}: another connection waited {slowest:.2f}s"
-    assert growth < RSS_GROWTH_MB, f"{side.name}: RSS grew {growth:.1f} MB"
-    _still_served(good[0], good[1], 999)
-    _no_internal_errors(side.mesh.client_proxy, side.mesh.greeter_proxy)
 
 
 @pytest.mark.timeout(120)
@@ -837,24 +839,13 @@ def test_rapid_reset_budget_is_the_same_on_both_sides(side: Side) -> None:
     bounded number of streams on the inbound side too (a peer proxy's budget was 10,000 + 1,000/s), with
     little memory, while another connection is served at once."""
     good = side.good_connection()
-    attack = RawClient(socket.socket())
+    attack = RawClient()
     flood = []
     for i in range(ATTACK_STREAMS):
         reset = hyperframe_frame.RstStreamFrame(2 * i + 1)
         reset.error_code = 8
         flood += [attack.headers(2 * i + 1, False), reset]
-    got, slowest, growth = _flood_while_served(side, flood, good)
-    goaway = _goaway(got)
-    processed = (goaway.last_stream_id + 1) // 2 if goaway is not None else None
-    print(f"{side.name}: rapid reset {goaway} after {processed} streams, slowest other call {slowest * 1000:.0f} ms, "
-          f"RSS +{growth:.1f} MB")
-    assert goaway is not None and goaway.error_code == 11, f"{side.name}: {goaway}"
-    processed = (goaway.last_stream_id + 1) // 2
-    assert processed <= PROCESSED_BOUND, f"{side.name}: GOAWAY after {processed} streams"
-    assert slowest < LATENCY_BOUND, f"{side.name}: another connection waited {slowest:.2f}s"
-    assert growth < RSS_GROWTH_MB, f"{side.name}: RSS grew {growth:.1f} MB"
-    _still_served(good[0], good[1], 999)
-    _no_internal_errors(side.mesh.client_proxy, side.mesh.greeter_proxy)
+    _flood_ends_calmly(side, "Rapid Reset", flood, good)
 
 
 @pytest.mark.timeout(90)
@@ -898,11 +889,7 @@ def test_a_stream_stalled_by_its_reader_is_reset_after_the_idle_timeout(cluster:
     endpoints = cluster.write_endpoints([("greeter", greeter_proxy.inbound)])
     client = cluster.proxy("client", 1, endpoints=endpoints, extra=["--no-zeroconf", "--idle-timeout", "1s"])
     sock, conn = _h2_client(client.outbound)
-    conn.send_headers(
-        1,
-        [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"greeter"), (b":path", f"/{SERVICE}/Count".encode()),
-         (b"content-type", b"application/grpc"), (b"te", b"trailers")],
-    )
+    conn.send_headers(1, _grpc_request_headers("Count"))
     conn.send_data(1, b"\x00\x00\x00\x00\x06200000", end_stream=True)
     sock.sendall(conn.data_to_send())
     started = time.monotonic()
