@@ -230,8 +230,8 @@ class _ServerConnection(_Connection):
         if exc._events:
             return frames, events  # the stream's first error reset: reported as a StreamReset event
         if self._stream_closed_by(frame.stream_id) is StreamClosedBy.SEND_RST_STREAM:
-            if not frame.flow_controlled_length:
-                self.idle_frames += 1
+            if not frame.flow_controlled_length and "END_STREAM" not in frame.flags:
+                self.idle_frames += 1  # an upload's last (empty) frame after an early answer is not
             return [f for f in frames if not isinstance(f, RstStreamFrame)], events
         self.resets_answered += 1
         return frames, events

@@ -81,7 +81,8 @@ def test_data_after_end_stream_is_a_reset_event_and_later_frames_are_counted() -
     assert conn.resets_answered == 0  # the event is what the proxy charges for this one
     # More DATA on it: we reset it, so it is ignored (no RST_STREAM); empty frames count as idle.
     conn.data_to_send()
-    events = conn.receive_data(hf.DataFrame(1, b"").serialize() * 3 + hf.DataFrame(1, b"abc").serialize())
+    late = hf.DataFrame(1, b"").serialize() * 3 + hf.DataFrame(1, b"abc").serialize()
+    events = conn.receive_data(late + hf.DataFrame(1, b"", flags=["END_STREAM"]).serialize())
     assert not events and not any(isinstance(f, hf.RstStreamFrame) for f in _frames(conn.data_to_send()))
     assert (conn.resets_answered, conn.idle_frames) == (0, 3)
 
