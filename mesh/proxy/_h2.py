@@ -7,10 +7,16 @@ Headers, DATA and trailers are relayed both ways; received data is acknowledged
 (flow control) only once the other side took it, so a slow reader slows only
 its own stream. RST_STREAM travels both ways.
 
-Hardening: 100 concurrent streams per connection, 64 KiB header lists (h2 also
-bounds CONTINUATION floods by it), and a budget for peer RST_STREAMs
-(100 burst + 10/s) whose exhaustion ends the connection with
-GOAWAY(ENHANCE_YOUR_CALM) — the Rapid Reset attack.
+Hardening (docs/security.md lists every budget and why): 100 concurrent streams
+per connection, counted by the work still running (a reset stream holds its
+slot until its task has ended; streams beyond the advertised limit get
+REFUSED_STREAM, the connection lives); 64 KiB header lists (h2 also bounds
+CONTINUATION floods by it); one reset budget per connection, spent by the
+client's RST_STREAMs and by those the proxy sends because of what the client
+did (Rapid Reset, MadeYouReset), the same for apps and peer proxies, whose
+exhaustion ends the connection with GOAWAY(ENHANCE_YOUR_CALM); a stream that
+waits on its reader's flow-control window longer than the idle timeout is
+reset.
 
 Errors the mesh makes: for gRPC requests a trailers-only HTTP 200 with
 ``grpc-status``/``grpc-message`` and ``x-mesh-error``; otherwise the status code
@@ -35,7 +41,9 @@ import h2.exceptions
 import h2.settings
 import trio
 from h2.errors import ErrorCodes
+from h2.stream import StreamClosedBy
 from hpack import NeverIndexedHeaderTuple
+from hyperframe.frame import RstStreamFrame
 
 from mesh.proxy._conn import receive_or_eof
 from mesh.proxy._exchange import CLIENT_RESET, endpoint_verdict
@@ -51,13 +59,15 @@ MAX_HEADER_LIST_SIZE = 64 * 1024
 STREAM_WINDOW = 256 * 1024
 CONNECTION_WINDOW = 16 * 1024 * 1024
 _DEFAULT_WINDOW = 65535
-RESET_BURST = 100.0
-RESET_RATE = 10.0  # per second
-# A peer proxy multiplexes the cancels of all its callers (each held to the budget above by
-# their own proxy) onto one connection: it gets a larger budget.
-PEER_RESET_BURST = 10_000.0
-PEER_RESET_RATE = 1_000.0
-PEER_RESET_BUDGET = (PEER_RESET_BURST, PEER_RESET_RATE)
+# Streams that end by a reset, per connection: the client's RST_STREAMs and the ones the proxy
+# sends because of the client (h2's answers to frames on closed streams, REFUSED_STREAM). What
+# bounds the work is the stream limit (a reset stream holds its slot until its task has ended);
+# the budget ends connections that do little else than reset. A client may cancel every stream
+# it has, twice, then 100 a second (gRPC hedging and fan-out cancel the losers). A peer proxy gets
+# the same budget: it multiplexes the cancels of many callers onto one connection, so the sending
+# side (H2Upstream) spreads its streams over connections that can each afford to reset them all.
+RESET_BURST = 2 * MAX_CONCURRENT_STREAMS
+RESET_RATE = 100.0  # per second
 # Frames that cost work and carry nothing (empty DATA, PING, PRIORITY, SETTINGS, unknown types):
 # a flood of them (CVE-2019-9512/9516/9518) also ends in GOAWAY(ENHANCE_YOUR_CALM).
 IDLE_FRAME_BURST = 1000
@@ -167,6 +177,75 @@ class _Connection(h2.connection.H2Connection):
         event.additional_data = frame.additional_data or None
         return [], [event]
 
+    def reset_by_us(self, stream_id: int) -> bool:
+        """Whether the stream was closed by a RST_STREAM that we sent."""
+        return self._stream_closed_by(stream_id) is StreamClosedBy.SEND_RST_STREAM
+
+
+class _ServerConnection(_Connection):
+    """The client-facing side of a connection, where RFC 9113 asks for less than h2 does.
+
+    - HEADERS that open a stream beyond SETTINGS_MAX_CONCURRENT_STREAMS (legal before the client
+      has seen our SETTINGS) are a stream error (section 5.1.2), not a connection error: the
+      stream is opened and listed in ``over_limit``, and the proxy refuses it (REFUSED_STREAM,
+      which clients retry safely).
+    - Frames still in flight on a stream after we reset it are ignored (section 5.1, "closed");
+      h2 answered each DATA frame with one more RST_STREAM.
+    - Every other RST_STREAM that h2 sends of its own accord (frames after the client's own reset
+      or after its END_STREAM: MadeYouReset) is counted in ``resets_answered``, so the proxy charges
+      it to the reset budget like the client's own resets. The first such reset of a stream is also
+      reported as a ``StreamReset`` event (``remote_reset`` False) and counted there instead.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.over_limit: set[int] = set()
+        self.resets_answered = 0
+        self.idle_frames = 0  # frames on streams we reset, that carry nothing: the idle-frame budget's
+        self._lift_limit = False
+
+    @property
+    def open_inbound_streams(self) -> int:
+        count: int = super().open_inbound_streams  # also forgets closed streams: always computed
+        return 0 if self._lift_limit else count
+
+    def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[h2.events.Event]]:
+        try:
+            return super()._receive_headers_frame(frame)  # type: ignore[no-any-return]
+        except h2.exceptions.TooManyStreamsError:
+            if frame.stream_id <= self.highest_inbound_stream_id:
+                raise
+        # h2 refused before decoding the header block, so the HPACK state is untouched: receive it
+        # again with the limit lifted, as a stream to refuse.
+        self.over_limit.add(frame.stream_id)
+        self._lift_limit = True
+        try:
+            return super()._receive_headers_frame(frame)  # type: ignore[no-any-return]
+        finally:
+            self._lift_limit = False
+
+    def _handle_data_on_closed_stream(self, events: list[Any], exc: Any, frame: Any) -> tuple[list[Any], list[Any]]:
+        frames, events = super()._handle_data_on_closed_stream(events, exc, frame)
+        if exc._events:
+            return frames, events  # the stream's first error reset: reported as a StreamReset event
+        if self._stream_closed_by(frame.stream_id) is StreamClosedBy.SEND_RST_STREAM:
+            if not frame.flow_controlled_length and "END_STREAM" not in frame.flags:
+                self.idle_frames += 1  # an upload's last (empty) frame after an early answer is not
+            return [f for f in frames if not isinstance(f, RstStreamFrame)], events
+        self.resets_answered += 1
+        return frames, events
+
+    def _stream_is_closed_by_reset(self, stream_id: int) -> bool:
+        # h2 asks this of a stream that got a frame after it closed, and answers RST_STREAM when true.
+        closed_by = self._stream_closed_by(stream_id)
+        if closed_by is StreamClosedBy.RECV_RST_STREAM:
+            self.resets_answered += 1
+            return True
+        if closed_by is StreamClosedBy.SEND_RST_STREAM:
+            self.idle_frames += 1  # in flight when we reset it (answered by h2, harmless), or a flood
+            return True
+        return False
+
 
 def _config(client_side: bool, peer_proxy: bool = False) -> h2.config.H2Configuration:
     # What we send was validated when it was received (or built by us): checking it again
@@ -205,6 +284,10 @@ class _StreamGone(Exception):
     """The stream (or its whole connection) can no longer carry data."""
 
 
+class _StreamStalled(_StreamGone):
+    """The peer gave the stream no flow-control window for longer than the stall timeout."""
+
+
 class _GoingAway(Exception):
     """The upstream connection said GOAWAY since it was picked: the stream goes on another one."""
 
@@ -222,7 +305,7 @@ class _Endpoint:
     peer that stops reading holds back its senders, not the proxy's memory.
     """
 
-    def __init__(self, stream: trio.abc.Stream, conn: h2.connection.H2Connection) -> None:
+    def __init__(self, stream: trio.abc.Stream, conn: _Connection) -> None:
         self.stream = stream
         self.h2 = conn
         self._out = bytearray()
@@ -234,6 +317,8 @@ class _Endpoint:
         self.broken = False
         self.received = 0
         self.sent = 0
+        # How long a stream may wait for the peer's flow-control window before it is given up.
+        self.stall_timeout = float("inf")
 
     def notify(self) -> None:
         self._progress.set()
@@ -321,10 +406,12 @@ class _Endpoint:
         self.interrupt_read()  # a connection whose writes failed is not read either
 
     async def send_data(self, stream_id: int, data: bytes, end: bool, flush: bool = True) -> None:
-        """Flow-controlled: waits for window; raises _StreamGone when it never will come.
+        """Flow-controlled: waits for window; raises _StreamGone when it never will come, and
+        _StreamStalled when the peer gave none for ``stall_timeout``.
 
         With ``flush=False`` the frames may stay queued (the caller flushes once a batch is done)."""
         view = memoryview(data)
+        stalled_until: float | None = None  # armed when the window first runs out
         while True:
             if self.broken:
                 raise _StreamGone()
@@ -338,11 +425,18 @@ class _Endpoint:
                     progress = self._progress
                     await self.flush()
                     if self.h2.local_flow_control_window(stream_id) <= 0:
-                        await progress.wait()
+                        if stalled_until is None:
+                            stalled_until = trio.current_time() + self.stall_timeout
+                        # Any window update, setting or reset wakes us: the deadline stays put.
+                        with trio.move_on_at(stalled_until) as waited:
+                            await progress.wait()
+                        if waited.cancelled_caught:
+                            raise _StreamStalled()
                     continue
                 size = min(window, self.h2.max_outbound_frame_size, len(view))
                 chunk, view = view[:size], view[size:]
                 self.h2.send_data(stream_id, chunk.tobytes(), end_stream=end and not view)
+                stalled_until = None
                 if not view:
                     break
             except h2.exceptions.ProtocolError:
@@ -427,12 +521,24 @@ class H2Upstream:
         self.goaway = False
         self.last_stream_id: int | None = None  # from the peer's GOAWAY: higher streams were never processed
         self.closed = False
+        self.settled = False  # the peer's SETTINGS arrived: its stream limit is known
+        # A peer proxy's reset budget for this connection, as it counts our resets (an app has no
+        # such budget: None). Refusals it would count too, but we keep to its stream limit.
+        self.resets = TokenBucket(RESET_RATE, RESET_BURST) if key.alpn is not None else None
 
     def available(self) -> bool:
         if self.closed or self.goaway or self.ep.broken:
             return False
         conn = self.ep.h2
-        return conn.open_outbound_streams < min(conn.remote_settings.max_concurrent_streams, 1000)
+        # Until the peer's SETTINGS arrive, no more streams than RFC 9113 6.5.2 says to expect (100).
+        limit = min(conn.remote_settings.max_concurrent_streams, 1000) if self.settled else MAX_CONCURRENT_STREAMS
+        open_streams = conn.open_outbound_streams
+        if open_streams >= limit:
+            return False
+        # To a peer proxy, a new stream only while its budget could pay for resetting every stream on
+        # the connection (the cancels of many callers share it): a burst of cancels never costs the
+        # callers on it a GOAWAY(ENHANCE_YOUR_CALM). Beyond, the pool opens another connection.
+        return self.resets is None or self.resets.level() >= open_streams + 1
 
     def open_stream(self, headers: list[tuple[bytes, bytes]], end_stream: bool) -> tuple[int, _Queue]:
         if self.goaway or self.closed:
@@ -448,6 +554,8 @@ class H2Upstream:
         queue = self.streams.pop(stream_id, None)
         if queue is not None:
             _ack_queue(self.ep, stream_id, queue)
+            if self.resets is not None and self.ep.h2.reset_by_us(stream_id):
+                self.resets.take()
         if not self.streams:
             self.ep.interrupt_read()  # the reader arms the idle timer
 
@@ -485,7 +593,8 @@ class H2Upstream:
                 data = await ep.receive()
             ep.read_scope = None
             if scope.cancelled_caught:
-                if idle and not self.streams and not ep.broken:
+                # The idle timer, not a stream that came and went while the read was idle.
+                if idle and not self.streams and not ep.broken and trio.current_time() >= scope.deadline:
                     self.goaway = True
                     ep.h2.close_connection()
                     ep.kick()
@@ -530,7 +639,10 @@ class H2Upstream:
                 if stream_id > last:
                     queue.put(("reset", ErrorCodes.REFUSED_STREAM))
             ep.notify()
-        elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            self.settled = True
+            ep.notify()
+        elif isinstance(event, h2.events.WindowUpdated):
             ep.notify()
 
     def _put(self, stream_id: int | None, item: tuple[Any, ...]) -> None:
@@ -647,9 +759,8 @@ class H2ProxyConnection:
         record: Recorder,
         limits: Limits,
         drain: Drain,
-        reset_budget: tuple[float, float] = (RESET_BURST, RESET_RATE),
     ) -> None:
-        conn = _Connection(config=_config(client_side=False))
+        conn = _ServerConnection(config=_config(client_side=False))
         conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -659,15 +770,22 @@ class H2ProxyConnection:
             },
         )
         self.client = _Endpoint(stream, conn)
+        self.client.stall_timeout = limits.idle_timeout
+        self.h2: _ServerConnection = conn
         self.prefix = prefix
         self.router = router
         self.pool = pool
         self.record = record
         self.limits = limits
         self.drain = drain
-        self.streams: dict[int, _ClientStream] = {}
-        burst, rate = reset_budget
-        self._resets = TokenBucket(rate, int(burst))
+        self.streams: dict[int, _ClientStream] = {}  # every stream with a task, running or waiting
+        # Tasks running: a stream reset by either side keeps its slot until its task has ended,
+        # so a reset never makes room for more work than MAX_CONCURRENT_STREAMS; streams beyond
+        # wait their turn (they are within the advertised limit: h2 counts them open).
+        self._running = 0
+        self._waiting: deque[_ClientStream] = deque()
+        self._last_started = 0  # the GOAWAY's last stream: none above it was processed
+        self._resets = TokenBucket(RESET_RATE, RESET_BURST)
         self._idle_frames = TokenBucket(IDLE_FRAME_RATE, IDLE_FRAME_BURST)
         self._closing = False
 
@@ -697,13 +815,18 @@ class H2ProxyConnection:
             ep.received += len(data)
         while True:
             if data:
+                conn = self.h2
                 try:
-                    events = ep.h2.receive_data(data)
+                    events = conn.receive_data(data)
                 except h2.exceptions.ProtocolError as exc:
                     log.info("%s: HTTP/2 protocol error from client: %s", self.router.direction, exc)
                     ep.kick()
                     return
+                if conn.resets_answered or conn.idle_frames:
+                    self._spend_answered()
                 for event in events:
+                    if self._closing:
+                        break  # what follows the budget's end is not processed (the GOAWAY says so)
                     self._dispatch(event, nursery)
                 ep.kick()  # never waits: streams' senders take the back-pressure
                 if self._closing or ep.broken:
@@ -723,7 +846,9 @@ class H2ProxyConnection:
             if scope.cancelled_caught:
                 if ep.broken:
                     return
-                if idle and not self.streams:  # idle timeout, or draining
+                # Idle timeout, or draining. Not when the last stream's clean-up interrupted a read
+                # that had already started idle (it sent GOAWAY(NO_ERROR) at the end of floods).
+                if idle and not self.streams and (self.drain.draining or trio.current_time() >= scope.deadline):
                     ep.h2.close_connection()
                     return
                 data = b""
@@ -737,9 +862,18 @@ class H2ProxyConnection:
             if self.drain.draining or self._closing:
                 ep.reset(event.stream_id, ErrorCodes.REFUSED_STREAM)
                 return
+            over_limit = self.h2.over_limit
+            if over_limit and event.stream_id in over_limit:
+                over_limit.discard(event.stream_id)
+                ep.reset(event.stream_id, ErrorCodes.REFUSED_STREAM)  # RFC 9113 5.1.2: clients retry it
+                self._spend_reset("opened streams beyond SETTINGS_MAX_CONCURRENT_STREAMS")
+                return
             st = _ClientStream(event.stream_id, list(event.headers))
             self.streams[st.id] = st
-            nursery.start_soon(self._serve_stream, st)
+            if self._running < MAX_CONCURRENT_STREAMS:
+                self._start(st, nursery)
+            else:
+                self._waiting.append(st)
         elif isinstance(event, h2.events.DataReceived):
             if not event.data and event.stream_ended is None:
                 self._spend_idle_frame("empty DATA frames")
@@ -760,8 +894,8 @@ class H2ProxyConnection:
             if st is not None:
                 st.queue.put(("end",))
         elif isinstance(event, h2.events.StreamReset):
-            if event.remote_reset and not self._closing and not self._resets.take():
-                self._calm_down("reset streams too fast (Rapid Reset)")
+            # The client's reset (Rapid Reset), or h2's answer to a frame after END_STREAM (MadeYouReset).
+            self._spend_reset("reset streams too fast (Rapid Reset)" if event.remote_reset else "sent frames on streams it had ended (MadeYouReset)")
             st = self.streams.get(event.stream_id)
             if st is not None:
                 st.reset_code = event.error_code
@@ -777,10 +911,33 @@ class H2ProxyConnection:
         if not self._closing and not self._idle_frames.take():
             self._calm_down(f"sent a flood of frames that carry nothing ({what})")
 
+    def _spend_reset(self, why: str) -> None:
+        if not self._closing and not self._resets.take():
+            self._calm_down(why)
+
+    def _spend_answered(self) -> None:
+        """Charge what h2 answered on its own in the last read: RST_STREAMs, ignored frames."""
+        conn = self.h2
+        resets, idle, conn.resets_answered, conn.idle_frames = conn.resets_answered, conn.idle_frames, 0, 0
+        if self._closing:
+            return
+        if resets and not self._resets.take(resets):
+            self._calm_down("sent frames on closed streams, each answered with RST_STREAM (MadeYouReset)")
+        elif idle and not self._idle_frames.take(idle):
+            self._calm_down("sent a flood of frames on streams it had been told were reset")
+
     def _calm_down(self, why: str) -> None:
         log.warning("%s: the client %s; GOAWAY(ENHANCE_YOUR_CALM)", self.router.direction, why)
-        self.client.h2.close_connection(error_code=ErrorCodes.ENHANCE_YOUR_CALM)
+        # What h2 answered to the read that broke the budget (a RST_STREAM per frame) is not sent;
+        # every stream is ended with the connection anyway.
+        self.h2.clear_outbound_data_buffer()
+        self.h2.close_connection(error_code=ErrorCodes.ENHANCE_YOUR_CALM, last_stream_id=self._last_started)
         self._closing = True
+
+    def _start(self, st: _ClientStream, nursery: trio.Nursery) -> None:
+        self._running += 1
+        self._last_started = st.id
+        nursery.start_soon(self._serve_stream, st)
 
     # -- one stream -----------------------------------------------------------
 
@@ -820,6 +977,9 @@ class H2ProxyConnection:
         finally:
             st.done = True
             self.streams.pop(st.id, None)
+            self._running -= 1
+            if self._waiting and not self._closing:
+                self._start(self._waiting.popleft(), self._nursery)
             _ack_queue(self.client, st.id, st.queue)
             if st.reset_code is not None and outcome["status"] == 0:
                 outcome["mesh_error"] = outcome["mesh_error"] or CLIENT_RESET
@@ -1111,6 +1271,9 @@ class H2ProxyConnection:
                     item = await up_queue.get()
                 # The response is complete; the request side ends on its own or is cut.
                 nursery.cancel_scope.cancel()
+        except* _StreamStalled:
+            outcome["mesh_error"] = "stream-idle"
+            log.info("%s: stream %d waited on its reader for %gs; reset", self.router.direction, st.id, self.client.stall_timeout)
         except* _StreamGone:
             pass  # the client went away or reset (raised in the nursery, so grouped): the finally resets upstream
         finally:

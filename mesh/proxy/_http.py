@@ -33,10 +33,12 @@ from mesh.proxy.protocol.http1 import (
     RequestReader,
     ResponseHead,
     Upgraded,
+    complete_body_length,
     encode_chunk,
     encode_last_chunk,
     encode_request_head,
     encode_response_head,
+    response_framing,
     simple_response,
     strip_hop_by_hop,
 )
@@ -172,13 +174,13 @@ class _UpstreamStopped(Exception):
     """The upstream stopped taking the request body (it answered early, or died): its response decides."""
 
 
-
-def mesh_error_response(status: int, reason: str, message: str, keep_alive: bool) -> bytes:
+def mesh_error_response(status: int, reason: str, message: str, keep_alive: bool, http10: bool = False) -> bytes:
     return simple_response(
         status,
         f"mesh: {message}\n".encode(),
         [(b"x-mesh-error", reason.encode())],
         keep_alive=keep_alive,
+        http10=http10,
     )
 
 
@@ -393,7 +395,7 @@ class HttpProxyConnection:
         keep = head.keep_alive and self._body_done() and not self.drain.draining
         if keep:
             self._take_body_bytes(Framing.NONE)  # drop the (complete) body of the refused request
-        await self.client.send(mesh_error_response(status, reason, message, keep))
+        await self.client.send(mesh_error_response(status, reason, message, keep, head.http_version == b"1.0"))
         return keep
 
     def _body_done(self) -> bool:
@@ -611,8 +613,9 @@ class HttpProxyConnection:
         The response head must arrive by ``self._response_deadline`` (moved while the body streams)."""
         client = self.client
         response: ResponseHead | None = None
-        framing = Framing.NONE
+        framing = Framing.NONE  # how the body goes to the client
         interim = False
+        http10 = head.http_version == b"1.0"
         while True:
             try:
                 if response is None:
@@ -642,7 +645,8 @@ class HttpProxyConnection:
             for index, event in enumerate(events):
                 if isinstance(event, ResponseHead):
                     if event.informational:  # 100 Continue and friends: pass on, wait for the final one
-                        out.append(encode_response_head(event.status, event.reason, event.headers, Framing.NONE))
+                        if not http10:  # never a 1xx to an HTTP/1.0 client (RFC 9110 section 15.2)
+                            out.append(encode_response_head(event.status, event.reason, event.headers, Framing.NONE))
                         interim = True
                         continue
                     if retry is not None and not out:
@@ -652,17 +656,24 @@ class HttpProxyConnection:
                             raise _Retry(again)
                     response = event
                     self._status = event.status
-                    framing = event.framing
-                    keep = head.keep_alive and event.keep_alive and not self.drain.draining
+                    framing = response_framing(head, event.framing)
                     headers = strip_hop_by_hop(event.headers)
-                    out.append(encode_response_head(event.status, event.reason, headers, framing, keep))
+                    if framing is Framing.CLOSE and http10:
+                        # Never chunked to HTTP/1.0: the whole body already in hand (a short one, read with
+                        # the head) goes with its length and the connection may stay; else close-delimited.
+                        length = complete_body_length(events, index + 1)
+                        if length is not None:
+                            framing = Framing.LENGTH
+                            headers.append((b"Content-Length", b"%d" % length))
+                    keep = head.keep_alive and event.keep_alive and framing is not Framing.CLOSE and not self.drain.draining
+                    out.append(encode_response_head(event.status, event.reason, headers, framing, keep, http10=http10))
                 elif isinstance(event, Data):
-                    out.append(event.data if framing is Framing.LENGTH else encode_chunk(event.data))
+                    out.append(encode_chunk(event.data) if framing is Framing.CHUNKED else event.data)
                 elif isinstance(event, EndOfMessage):
                     if interim:
                         interim = False
                         continue
-                    if framing is Framing.CHUNKED or framing is Framing.CLOSE:
+                    if framing is Framing.CHUNKED:
                         out.append(encode_last_chunk(event.trailers))
                     upstream.pending = events[index + 1 :]
                     try:
@@ -670,7 +681,7 @@ class HttpProxyConnection:
                     except PeerClosed:
                         raise _ClientGone() from None
                     assert response is not None
-                    return response.status, keep, response.keep_alive and framing is not Framing.CLOSE
+                    return response.status, keep, response.keep_alive and response.framing is not Framing.CLOSE
             if out:
                 try:
                     await client.send(b"".join(out))

@@ -212,14 +212,20 @@ class TokenBucket:
         self._tokens = float(burst)
         self._stamp = clock()
 
-    def take(self) -> bool:
+    def take(self, count: int = 1) -> bool:
+        """Spend ``count`` tokens; False (nothing spent) when there are not enough."""
+        tokens = self.level()
+        if tokens >= count:
+            self._tokens = tokens - count
+            return True
+        return False
+
+    def level(self) -> float:
+        """The tokens there are now."""
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
+        return self._tokens
 
 
 # ---------------------------------------------------------------- the compiled set

@@ -35,7 +35,7 @@ from mesh.proxy._http import Drain, HttpProxyConnection, Limits, RequestRecord, 
 from mesh.proxy._metrics import ProxyMetrics
 from mesh.proxy._policy import PolicyState
 from mesh.proxy._observe import recorder
-from mesh.proxy._h2 import PEER_RESET_BUDGET, H2Pool, H2ProxyConnection
+from mesh.proxy._h2 import H2Pool, H2ProxyConnection
 from mesh.proxy._pool import ALPN_ADMIN, ALPN_H2, ALPN_HTTP1, ALPN_TCP, ConnectionPool, UpstreamConnectError, UpstreamKey, open_upstream
 from mesh.proxy._conn import receive_or_eof
 from mesh.proxy._routing import InboundRouter, OutboundRouter, declared_protocol, tcp_key_for
@@ -441,12 +441,9 @@ class Proxy:
         inbound = direction == "inbound"
         conn: HttpProxyConnection | H2ProxyConnection
         if detected.protocol is Protocol.HTTP2:
-            if inbound:  # the app speaks h2c (prior knowledge)
-                conn = H2ProxyConnection(
-                    stream, detected.prefix, router, self.h2_app_pool, record, limits, self.drain, PEER_RESET_BUDGET
-                )
-            else:  # per-stream routing, mTLS ALPN h2 upstream
-                conn = H2ProxyConnection(stream, detected.prefix, router, self.h2_peer_pool, record, limits, self.drain)
+            # Inbound, the app speaks h2c (prior knowledge); outbound, mTLS ALPN h2 per stream.
+            h2_pool = self.h2_app_pool if inbound else self.h2_peer_pool
+            conn = H2ProxyConnection(stream, detected.prefix, router, h2_pool, record, limits, self.drain)
         else:
             pool = self.app_pool if inbound else self.peer_pool
             conn = HttpProxyConnection(stream, detected.prefix, router, pool, record, limits, self.drain)

@@ -68,11 +68,13 @@ class TestApp(BaseHTTPRequestHandler):
         elif path == "/chunked":
             self.send_response(200)
             self.send_header("Transfer-Encoding", "chunked")
+            if "trailer" in params:  # announce a trailer field, then send it after the last chunk
+                self.send_header("Trailer", "x-sum")
             self.end_headers()
             for i in range(int(params.get("n", "3"))):
                 data = f"chunk {i}\n".encode()
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.write(b"0\r\nx-sum: %s\r\n\r\n" % params["trailer"].encode() if "trailer" in params else b"0\r\n\r\n")
         elif path == "/die":
             # Promise 1000 bytes, send 10, then drop the connection.
             self.send_response(200)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,19 +105,21 @@ def _preface_only(port: int) -> socket.socket:
     return sock
 
 
+def _grpc_request_headers(method: str = "Hello", extra: Sequence[tuple[bytes, bytes]] = ()) -> list[tuple[bytes, bytes]]:
+    return [
+        (b":method", b"POST"),
+        (b":scheme", b"http"),
+        (b":authority", b"greeter"),
+        (b":path", f"/{SERVICE}/{method}".encode()),
+        (b"content-type", b"application/grpc"),
+        (b"te", b"trailers"),
+        *extra,
+    ]
+
+
 def _encode_request(extra: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
     """The HPACK block of a gRPC Hello request (a fresh encoder: no dynamic table state)."""
-    return hpack.Encoder().encode(
-        [
-            (b":method", b"POST"),
-            (b":scheme", b"http"),
-            (b":authority", b"greeter"),
-            (b":path", f"/{SERVICE}/Hello".encode()),
-            (b"content-type", b"application/grpc"),
-            (b"te", b"trailers"),
-            *extra,
-        ]
-    )
+    return hpack.Encoder().encode(_grpc_request_headers(extra=extra))
 
 
 def _serialize(frames: list) -> bytes:  # noqa: ANN001
@@ -636,3 +639,348 @@ def test_an_idle_http2_connection_is_closed_after_its_last_stream(cluster: Clust
     assert any(isinstance(e, h2.events.ConnectionTerminated) for e in events), "the idle connection was never closed"
     assert time.monotonic() - started < 4
     sock.close()
+
+
+# ------------------------------------------------------------ 6. resets, stream limits, stalls: both sides
+#
+# The same hostile client on the outbound listener (plain h2c, like an app) and on the inbound
+# listener (TLS with a mesh certificate, like a peer proxy): the budgets are the same on both.
+
+ATTACK_STREAMS = 30_000  # two frames each: 60,000 attack frames
+RSS_GROWTH_MB = 10.0
+PROCESSED_BOUND = 400  # streams a connection may get routed before GOAWAY (budget: 100 burst + 10/s)
+LATENCY_BOUND = 1.0  # seconds for a call on another connection while the flood is read
+
+
+class Side:
+    """Where the hostile client connects: the outbound listener, or the inbound one with a mesh certificate."""
+
+    def __init__(self, mesh: Mesh, name: str, context: Any = None) -> None:
+        self.mesh = mesh
+        self.name = name
+        self.context = context
+        self.port = mesh.client_proxy.outbound if name == "outbound" else mesh.greeter_proxy.inbound
+        self.proxy = mesh.client_proxy if name == "outbound" else mesh.greeter_proxy
+
+    def connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        if self.context is not None:
+            sock = self.context.wrap_socket(sock)
+            assert sock.selected_alpn_protocol() == "h2"
+        return sock
+
+    def h2(self):  # noqa: ANN201
+        """A polite h2 client connection (preface and SETTINGS sent)."""
+        import h2.config
+        import h2.connection
+
+        sock = self.connect()
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True, header_encoding=None))
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        return sock, conn
+
+    def good_connection(self):  # noqa: ANN201
+        sock, conn = self.h2()
+        _unary_request(conn, 1)
+        sock.sendall(conn.data_to_send())
+        assert _grpc_ok(_read_events(sock, conn, lambda ev: _grpc_ok(ev, 1)), 1), f"{self.name}: not served"
+        return sock, conn
+
+    def raw(self) -> "RawClient":
+        return RawClient(self.connect())
+
+    def rss_kb(self) -> int:
+        for line in Path(f"/proc/{self.proxy.process.popen.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmHWM")
+
+
+class RawClient:
+    """Frames written straight to the socket, headers from one stateful HPACK encoder (compact, as an
+    attacker would make them)."""
+
+    PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+    def __init__(self, sock: socket.socket | None = None) -> None:
+        self.sock = sock  # None: only builds frames (for a flood that another client sends)
+        self.encoder = hpack.Encoder()
+        settings = hyperframe_frame.SettingsFrame(0)
+        self.opening = self.PREFACE + settings.serialize()
+        self.sent_opening = False
+
+    def headers(self, stream_id: int, end_stream: bool) -> Any:
+        block = self.encoder.encode(_grpc_request_headers())
+        flags = ["END_HEADERS", "END_STREAM"] if end_stream else ["END_HEADERS"]
+        return hyperframe_frame.HeadersFrame(stream_id, block, flags=flags)
+
+    def unary(self, stream_id: int) -> list:
+        return [self.headers(stream_id, False), hyperframe_frame.DataFrame(stream_id, b"\x00\x00\x00\x00\x02hi", flags=["END_STREAM"])]
+
+    def send(self, frames: list) -> bool:
+        assert self.sock is not None
+        data = _serialize(frames)
+        if not self.sent_opening:
+            data, self.sent_opening = self.opening + data, True
+        return _send(self.sock, data)
+
+    def read(self, until: Callable[[list], bool], timeout: float = 10.0) -> tuple[list, bool]:
+        assert self.sock is not None
+        return _read_frames(self.sock, until, timeout)
+
+
+def _answered(frames: list) -> set[int]:
+    """Streams whose response ended (END_STREAM on HEADERS or DATA)."""
+    return {
+        f.stream_id
+        for f in frames
+        if isinstance(f, (hyperframe_frame.HeadersFrame, hyperframe_frame.DataFrame)) and "END_STREAM" in f.flags
+    }
+
+
+def _resets(frames: list, code: int | None = None) -> list:
+    return [f for f in frames if isinstance(f, hyperframe_frame.RstStreamFrame) and (code is None or f.error_code == code)]
+
+
+@pytest.fixture(params=["outbound", "inbound"])
+def side(request: pytest.FixtureRequest, rmesh: Mesh) -> Side:
+    if request.param == "outbound":
+        return Side(rmesh, "outbound")
+    import ssl
+
+    out = rmesh.cluster.tmp / "attacker"
+    result = rmesh.cluster.mesh("ca", "issue", "attacker", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.check_hostname = False
+    context.load_verify_locations(str(out / "bundle.pem"))
+    context.load_cert_chain(str(out / "cert.pem"), str(out / "key.pem"))
+    context.set_alpn_protocols(["h2"])
+    return Side(rmesh, "inbound", context)
+
+
+def _flood_while_served(side: Side, frames: list, good: tuple) -> tuple[list, float, float]:
+    """Write ``frames`` (after the preface) on a fresh connection from a thread while the good connection
+    keeps calling; the frames the proxy sent back (until GOAWAY or close), the slowest good call (s) and
+    the proxy's peak RSS growth (MB)."""
+    good_sock, good_conn = good
+    # Warm: the proxy's peak so far includes a served call on each kind of connection.
+    before = side.rss_kb()
+    attacker = side.raw()
+    sender = threading.Thread(target=attacker.send, args=(frames,), daemon=True)
+    started = time.monotonic()
+    sender.start()
+    slowest = 0.0
+    stream_id = 101
+    while sender.is_alive() or time.monotonic() - started < 0.5:
+        call = time.monotonic()
+        _still_served(good_sock, good_conn, stream_id)
+        slowest = max(slowest, time.monotonic() - call)
+        stream_id += 2
+        if time.monotonic() - started > 20:
+            break
+    got, _closed = attacker.read(_ended, timeout=10)
+    sender.join(10)
+    attacker.sock.close()  # type: ignore[union-attr]
+    growth = (side.rss_kb() - before) / 1024
+    return got, slowest, growth
+
+
+def _flood_ends_calmly(side: Side, what: str, flood: list, good: tuple) -> list:
+    """The flood (while ``good`` is served) ends in GOAWAY(ENHANCE_YOUR_CALM) after at most
+    PROCESSED_BOUND streams, another connection is served at once, the RSS grows little; the frames
+    the proxy sent back to the attacker."""
+    got, slowest, growth = _flood_while_served(side, flood, good)
+    goaway = _goaway(got)
+    processed = (goaway.last_stream_id + 1) // 2 if goaway is not None else None
+    print(f"{side.name}: {what}: {goaway} after {processed} streams, {len(_resets(got))} resets sent, "
+          f"slowest other call {slowest * 1000:.0f} ms, RSS +{growth:.1f} MB")
+    assert goaway is not None and goaway.error_code == 11, f"{side.name}: {goaway} after {len(_resets(got))} resets"
+    assert processed is not None and processed <= PROCESSED_BOUND, f"{side.name}: GOAWAY after {processed} streams"
+    assert slowest < LATENCY_BOUND, f"{side.name}: another connection waited {slowest:.2f}s"
+    assert growth < RSS_GROWTH_MB, f"{side.name}: RSS grew {growth:.1f} MB"
+    _still_served(good[0], good[1], 999)
+    _no_internal_errors(side.mesh.client_proxy, side.mesh.greeter_proxy)
+    return got
+
+
+@pytest.mark.timeout(120)
+def test_data_after_end_stream_spends_the_reset_budget(side: Side) -> None:
+    """MadeYouReset (CVE-2025-8671): DATA on a stream the client already ended makes the proxy answer
+    RST_STREAM(STREAM_CLOSED). Those resets spend the reset budget like the client's own: a few are
+    answered and the connection lives (and is not closed with GOAWAY(NO_ERROR) as the last stream's
+    clean-up raced the idle read); 30,000 (60,000 frames) end in GOAWAY(ENHANCE_YOUR_CALM) after a
+    bounded number of streams, with little memory, while another connection is served at once."""
+    good = side.good_connection()
+
+    client = side.raw()
+    few = [frame for sid in range(1, 61, 2) for frame in (client.headers(sid, True), hyperframe_frame.DataFrame(sid, b"x"))]
+    client.send(few)
+    frames, closed = client.read(lambda got: len(_resets(got, 5)) >= 30, timeout=10)
+    assert len(_resets(frames, 5)) == 30, frames[-5:]
+    more, closed = client.read(_ended, timeout=1.5)
+    assert _goaway(frames + more) is None and not closed, f"{side.name}: {_goaway(frames + more)}"
+    client.send(client.unary(101))
+    frames, closed = client.read(lambda got: 101 in _answered(got), timeout=10)
+    assert 101 in _answered(frames), f"{side.name}: the connection stopped serving: {frames[-5:]}"
+    client.sock.close()
+
+    attack = RawClient()
+    flood = [frame for i in range(ATTACK_STREAMS) for frame in (attack.headers(2 * i + 1, True), hyperframe_frame.DataFrame(2 * i + 1, b"x"))]
+    got = _flood_ends_calmly(side, "data after END_STREAM", flood, good)
+    assert len(_resets(got)) <= PROCESSED_BOUND, f"{side.name}: {len(_resets(got))} resets answered"
+
+
+@pytest.mark.timeout(120)
+def test_rapid_reset_budget_is_the_same_on_both_sides(side: Side) -> None:
+    """Rapid Reset (CVE-2023-44487), 30,000 HEADERS + RST_STREAM pairs: GOAWAY(ENHANCE_YOUR_CALM) after a
+    bounded number of streams on the inbound side too (a peer proxy's budget was 10,000 + 1,000/s), with
+    little memory, while another connection is served at once."""
+    good = side.good_connection()
+    attack = RawClient()
+    flood = []
+    for i in range(ATTACK_STREAMS):
+        reset = hyperframe_frame.RstStreamFrame(2 * i + 1)
+        reset.error_code = 8
+        flood += [attack.headers(2 * i + 1, False), reset]
+    _flood_ends_calmly(side, "Rapid Reset", flood, good)
+
+
+@pytest.mark.timeout(90)
+def test_streams_over_the_limit_are_refused_and_the_connection_lives(side: Side) -> None:
+    """RFC 9113 5.1.2: HEADERS beyond SETTINGS_MAX_CONCURRENT_STREAMS (100) are a stream error. 110
+    requests sent with the preface (legal: the client has not seen the proxy's SETTINGS yet) get 100
+    answers and 10 REFUSED_STREAM; 200 in one write after SETTINGS, 100 and 100; the connection lives."""
+    greeter: RecordingGreeter = side.mesh.greeter  # type: ignore[assignment]
+    for count, wait_for_settings in ((110, False), (200, True)):
+        client = side.raw()
+        if wait_for_settings:
+            client.send([])
+            client.read(lambda got: any(isinstance(f, hyperframe_frame.SettingsFrame) for f in got), timeout=5)
+        served_before = greeter.hellos()
+        client.send([frame for i in range(count) for frame in client.unary(2 * i + 1)])
+        frames, closed = client.read(lambda got: len(_answered(got)) + len(_resets(got)) >= count or _ended(got), timeout=20)
+        refused = {f.stream_id for f in _resets(frames, 7)}
+        assert _goaway(frames) is None and not closed, f"{side.name} {count}: {_goaway(frames)}"
+        assert len(_answered(frames)) == 100 and len(refused) == count - 100, (
+            f"{side.name} {count}: {len(_answered(frames))} answered, {len(refused)} refused, {_resets(frames)[:3]}"
+        )
+        assert not refused & _answered(frames)
+        assert greeter.hellos() == served_before + 100  # the refused ones never reached the app
+        client.send(client.unary(2 * count + 1))
+        frames, closed = client.read(lambda got: 2 * count + 1 in _answered(got), timeout=10)
+        assert 2 * count + 1 in _answered(frames), f"{side.name}: the connection stopped serving"
+        client.sock.close()
+    _no_internal_errors(side.mesh.client_proxy, side.mesh.greeter_proxy)
+
+
+@pytest.mark.timeout(90)
+def test_a_stream_stalled_by_its_reader_is_reset_after_the_idle_timeout(cluster: Cluster, serve: Callable[[Greeter], int]) -> None:
+    """A client that reads the response head and then neither reads (no WINDOW_UPDATE) nor closes: its
+    stream is reset (CANCEL) once it has waited on the client for --idle-timeout, upstream too; the
+    connection's other streams are served."""
+    import h2.events
+
+    greeter = RecordingGreeter()
+    cluster.init_ca()
+    greeter_proxy = cluster.proxy("greeter", serve(greeter))
+    endpoints = cluster.write_endpoints([("greeter", greeter_proxy.inbound)])
+    client = cluster.proxy("client", 1, endpoints=endpoints, extra=["--no-zeroconf", "--idle-timeout", "1s"])
+    sock, conn = _h2_client(client.outbound)
+    conn.send_headers(1, _grpc_request_headers("Count"))
+    conn.send_data(1, b"\x00\x00\x00\x00\x06200000", end_stream=True)
+    sock.sendall(conn.data_to_send())
+    started = time.monotonic()
+    # The stream's window (64 KiB) is never given back, the connection's is: the proxy waits on this
+    # stream only, and another stream (3, opened meanwhile) is served.
+    events: list = []
+    sock.settimeout(0.5)
+    asked_other = False
+    while time.monotonic() - started < 6 and not (_grpc_ok(events, 3) and any(isinstance(e, h2.events.StreamReset) for e in events)):
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            data = None
+        if data == b"":
+            break
+        for event in conn.receive_data(data or b""):
+            events.append(event)
+            if isinstance(event, h2.events.DataReceived) and event.stream_id == 1:
+                conn.increment_flow_control_window(event.flow_controlled_length)  # the connection's only
+            elif isinstance(event, h2.events.DataReceived):
+                conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        if not asked_other and any(isinstance(e, h2.events.DataReceived) for e in events):
+            _unary_request(conn, 3)
+            asked_other = True
+        sock.sendall(conn.data_to_send())
+    assert any(isinstance(e, h2.events.ResponseReceived) and e.stream_id == 1 for e in events), events[:5]
+    assert _grpc_ok(events, 3), "the other stream was not served while stream 1 stalled"
+    resets = [e for e in events if isinstance(e, h2.events.StreamReset)]
+    assert resets and resets[0].stream_id == 1 and resets[0].error_code == 8, f"never reset: {events[-3:]}"
+    assert time.monotonic() - started < 5
+    assert metric(client, "response_total", direction="outbound", classification="failure") >= 1
+    sock.close()
+    _no_internal_errors(client, greeter_proxy)
+
+
+class CancelCountingGreeter(RecordingGreeter):
+    """Counts the Wait calls in progress and those that ended by the caller's cancel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = 0
+        self.cancels = 0
+
+    def wait(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        with self._lock:
+            self.waiting += 1
+        answer = super().wait(request, context)
+        if not context.is_active():
+            with self._lock:
+                self.cancels += 1
+        return answer
+
+
+@pytest.mark.timeout(120)
+def test_a_burst_of_grpcio_cancels_through_two_proxies(cluster: Cluster, serve: Callable[[Greeter], int]) -> None:
+    """Three grpcio channels (three app connections) each cancel 80 calls at once, twice: 480 cancels within
+    a few seconds cross the proxies' shared connections, where the peer's reset budget is a client's
+    (100 + 10/s). The sending proxy opens a stream on a connection only while that connection's budget
+    could pay for cancelling every stream on it: no ENHANCE_YOUR_CALM, every cancel reaches the app, and
+    a call in flight meanwhile succeeds."""
+    greeter = CancelCountingGreeter()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=300))
+    server.add_generic_rpc_handlers((greeter.handler(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        mesh = start_mesh(cluster, greeter, port)
+        channels = [grpc.insecure_channel(mesh.upstream, options=NO_PROXY + [("grpc.use_local_subchannel_pool", 1)]) for _ in range(3)]
+        try:
+            for wave in (1, 2):  # the second wave comes before the first one's budget has refilled
+                calls = [stubs(channel)["Wait"].future(b"", timeout=30) for channel in channels for _ in range(80)]
+                slow = stubs(channels[0])["Slow"].future(b"2", timeout=20)
+                deadline = time.monotonic() + 15
+                while greeter.waiting < 240 * wave:
+                    assert time.monotonic() < deadline, f"wave {wave}: only {greeter.waiting} calls reached the app"
+                    time.sleep(0.05)
+                for call in calls:
+                    call.cancel()
+                assert slow.result() == b"late"
+                deadline = time.monotonic() + 15
+                while greeter.cancels < 240 * wave and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert greeter.cancels == 240 * wave, f"wave {wave}: {greeter.cancels} cancels reached the app"
+            assert stubs(channels[1])["Hello"](b"after", timeout=10).startswith(b"hello after")
+        finally:
+            for channel in channels:
+                channel.close()
+        for proxy in (mesh.client_proxy, mesh.greeter_proxy):
+            assert "ENHANCE_YOUR_CALM" not in proxy.process.log(), proxy.process.log()[-3000:]
+        _no_internal_errors(mesh.client_proxy, mesh.greeter_proxy)
+    finally:
+        server.stop(0).wait(5)
+
+

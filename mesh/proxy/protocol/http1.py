@@ -22,7 +22,8 @@ MAX_HEADERS = 100
 
 Headers = list[tuple[bytes, bytes]]
 
-# RFC 9110 section 7.6.1, plus the proxy-era ones clients still send.
+# RFC 9110 section 7.6.1, plus the proxy-era ones clients still send. ``Trailer`` is not among
+# them: it announces end-to-end trailer fields (RFC 9110 section 6.6.2), and those are relayed.
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -31,7 +32,6 @@ HOP_BY_HOP = frozenset(
         b"proxy-authenticate",
         b"proxy-authorization",
         b"te",
-        b"trailer",
         b"transfer-encoding",
         b"upgrade",
         b"http2-settings",  # only ever meaningful with Upgrade: h2c, which is never forwarded
@@ -470,6 +470,32 @@ def encode_request_head(
     return b"".join(parts)
 
 
+def response_framing(request: RequestHead, framing: Framing) -> Framing:
+    """How a response body that arrived with ``framing`` goes to the client that sent ``request``.
+
+    An HTTP/1.1 client gets a chunked or close-delimited body chunked, so its connection survives.
+    An HTTP/1.0 client never gets chunked (RFC 9112 section 6.1): close-delimited (or, when the
+    whole body is in hand, length-delimited: ``complete_body_length``).
+    """
+    if framing is Framing.CHUNKED or framing is Framing.CLOSE:
+        return Framing.CLOSE if request.http_version == b"1.0" else Framing.CHUNKED
+    return framing
+
+
+def complete_body_length(events: list[Event], start: int) -> int | None:
+    """The body's length when all of it (up to its ``EndOfMessage``) is in ``events[start:]``, else None."""
+    length = 0
+    for index in range(start, len(events)):
+        event = events[index]
+        if isinstance(event, Data):
+            length += len(event.data)
+        elif isinstance(event, EndOfMessage):
+            return length
+        else:
+            return None
+    return None
+
+
 def encode_response_head(
     status: int,
     reason: bytes,
@@ -477,17 +503,22 @@ def encode_response_head(
     framing: Framing,
     keep_alive: bool = True,
     upgrade: bool = False,
+    http10: bool = False,
 ) -> bytes:
-    """``headers`` carry Content-Length as received (HEAD and 304 keep theirs);
-    a chunked or close-delimited body goes out chunked."""
+    """``framing`` is how the body goes out (``response_framing``): chunked adds the coding, close
+    says ``Connection: close``. ``headers`` carry Content-Length as received (HEAD and 304 keep theirs).
+    An HTTP/1.0 client's connection persists only when the response says ``Connection: keep-alive``
+    (RFC 9112 appendix C.2.2)."""
     parts = [b"HTTP/1.1 ", str(status).encode(), b" ", reason or _REASONS.get(status, b"Unknown"), b"\r\n"]
     _append_headers(parts, headers)
-    if framing is Framing.CHUNKED or framing is Framing.CLOSE:
+    if framing is Framing.CHUNKED:
         parts.append(b"Transfer-Encoding: chunked\r\n")
     if upgrade:
         parts.append(b"Connection: upgrade\r\n")
-    elif not keep_alive:
+    elif not keep_alive or framing is Framing.CLOSE:
         parts.append(b"Connection: close\r\n")
+    elif http10:
+        parts.append(b"Connection: keep-alive\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
 
@@ -516,6 +547,7 @@ def simple_response(
     body: bytes,
     headers: Headers | None = None,
     keep_alive: bool = True,
+    http10: bool = False,
 ) -> bytes:
     """A complete small response (mesh-made errors, admin pages)."""
     all_headers: Headers = [
@@ -524,7 +556,7 @@ def simple_response(
     ]
     if headers:
         all_headers += headers
-    head = encode_response_head(status, b"", all_headers, Framing.LENGTH, keep_alive)
+    head = encode_response_head(status, b"", all_headers, Framing.LENGTH, keep_alive, http10=http10)
     return head + body
 
 

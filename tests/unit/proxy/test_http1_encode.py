@@ -16,11 +16,13 @@ from mesh.proxy.protocol.http1 import (
     ResponseHead,
     ResponseReader,
     Upgraded,
+    complete_body_length,
     encode_chunk,
     encode_last_chunk,
     encode_request_head,
     encode_response_head,
     reason_phrase,
+    response_framing,
     simple_response,
     strip_hop_by_hop,
 )
@@ -113,25 +115,26 @@ def test_response_round_trip(
     if framing is Framing.LENGTH or framing is Framing.NONE:
         sent.append((b"Content-Length", b"%d" % (len(body) if framing is Framing.LENGTH else 0)))
     raw = encode_response_head(status, reason, sent, framing, keep_alive)
-    if framing is Framing.LENGTH:
+    if framing is Framing.LENGTH or framing is Framing.CLOSE:
         raw += body
-    elif framing in (Framing.CHUNKED, Framing.CLOSE):  # close-delimited upstream bodies go out chunked
+    elif framing is Framing.CHUNKED:
         raw += b"".join(encode_chunk(c) for c in chunks) + encode_last_chunk(trls)
-    events = _parse_response(raw)
+    close_delimited = framing is Framing.CLOSE
+    events = _parse_response(raw, eof=close_delimited)
     head = events[0]
     assert isinstance(head, ResponseHead)
     assert head.status == status
     assert head.reason == (reason or reason_phrase(status))
     extra = []
-    if framing in (Framing.CHUNKED, Framing.CLOSE):
+    if framing is Framing.CHUNKED:
         extra.append((b"Transfer-Encoding", b"chunked"))
-    if not keep_alive:
+    if not keep_alive or close_delimited:
         extra.append((b"Connection", b"close"))
     assert head.headers == sent + extra
-    assert head.keep_alive is keep_alive
-    assert isinstance(events[-1], EndOfMessage)  # complete without waiting for a close
+    assert head.keep_alive is (keep_alive and not close_delimited)
+    assert isinstance(events[-1], EndOfMessage)  # complete without waiting for a close (or at the close)
     assert body_of(events) == (b"" if framing is Framing.NONE else body)
-    if framing in (Framing.CHUNKED, Framing.CLOSE):
+    if framing is Framing.CHUNKED:
         assert events[-1] == EndOfMessage(trls)
 
 
@@ -320,7 +323,6 @@ def test_strip_removes_every_hop_by_hop_header_case_insensitively() -> None:
         (b"Proxy-Authenticate", b"Basic"),
         (b"proxy-authorization", b"Basic eA=="),
         (b"TE", b"trailers"),
-        (b"Trailer", b"x-sum"),
         (b"Transfer-Encoding", b"chunked"),
         (b"UPGRADE", b"websocket"),
     ]
@@ -364,3 +366,53 @@ def test_strip_result_has_no_hop_by_hop(hdrs: list) -> None:
     named = {t.strip().lower() for n, v in hdrs if n.lower() == b"connection" for t in v.split(b",")}
     assert all(n.lower() not in HOP_BY_HOP and n.lower() not in named for n, _ in out)
     assert out == [h for h in hdrs if h in out]  # a subsequence, in order
+
+
+def test_trailer_is_end_to_end() -> None:
+    """``Trailer`` announces trailer fields, which are relayed: it is not hop-by-hop (RFC 9110 6.6.2)."""
+    hdrs = [(b"Trailer", b"grpc-status"), (b"TE", b"trailers"), (b"Content-Type", b"text/plain")]
+    assert strip_hop_by_hop(hdrs) == [(b"Trailer", b"grpc-status"), (b"Content-Type", b"text/plain")]
+
+
+# --------------------------------------------------------------------------
+# HTTP/1.0 clients
+
+
+def _request(version: bytes, connection: bytes | None = None) -> RequestHead:
+    raw = b"GET / HTTP/" + version + b"\r\nHost: web\r\n"
+    if connection is not None:
+        raw += b"Connection: " + connection + b"\r\n"
+    head = RequestReader().feed(raw + b"\r\n")[0]
+    assert isinstance(head, RequestHead)
+    return head
+
+
+def test_http10_keep_alive_only_when_asked() -> None:
+    assert _request(b"1.0", b"keep-alive").keep_alive
+    assert not _request(b"1.0").keep_alive
+    assert _request(b"1.1").keep_alive and not _request(b"1.1", b"close").keep_alive
+
+
+@pytest.mark.parametrize("framing", list(Framing))
+def test_response_framing_is_never_chunked_for_http10(framing: Framing) -> None:
+    http11, http10 = response_framing(_request(b"1.1"), framing), response_framing(_request(b"1.0", b"keep-alive"), framing)
+    assert http11 is (Framing.CHUNKED if framing is Framing.CLOSE else framing)
+    assert http10 is (Framing.CLOSE if framing in (Framing.CHUNKED, Framing.CLOSE) else framing)
+
+
+def test_http10_heads_say_keep_alive_or_close() -> None:
+    kept = encode_response_head(200, b"", [(b"Content-Length", b"2")], Framing.LENGTH, True, http10=True)
+    assert b"\r\nConnection: keep-alive\r\n" in kept
+    closed = encode_response_head(200, b"", [], Framing.CLOSE, True, http10=True)
+    assert b"Transfer-Encoding" not in closed and b"\r\nConnection: close\r\n" in closed
+    assert b"Connection" not in encode_response_head(200, b"", [], Framing.CHUNKED, True)  # HTTP/1.1: implied
+    error = simple_response(503, b"no\n", keep_alive=True, http10=True)
+    assert b"\r\nConnection: keep-alive\r\n" in error
+
+
+def test_complete_body_length() -> None:
+    events = [Data(b"ab"), Data(b"cde"), EndOfMessage([(b"x", b"1")])]
+    assert complete_body_length(events, 0) == 5
+    assert complete_body_length(events[:2], 0) is None  # still streaming
+    assert complete_body_length([ResponseHead(200, b"", [], b"1.1", True, Framing.CHUNKED, None), *events], 1) == 5
+    assert complete_body_length([EndOfMessage()], 0) == 0
