@@ -26,7 +26,7 @@ from mesh.controller._fanin import (
 )
 from mesh.proxy import ALPN_ADMIN, TLSStream
 from mesh.proxy._admin import AdminApp, tap_handler
-from mesh.proxy._http import RequestRecord
+from mesh.proxy._exchange import RequestRecord
 from mesh.proxy._metrics import ProxyMetrics
 from mesh.telemetry import TapEvent, TapFilter, TapHub, parse_prometheus_text
 
