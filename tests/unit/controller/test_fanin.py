@@ -144,6 +144,8 @@ def test_aggregate_services_versions_and_edges() -> None:
     assert web_edge["dst_identities"] == [f"spiffe://{TD}/svc/web"]
     assert web_edge["mtls"] is True
     assert web_edge["requests"] == 20 and web_edge["rps"] == pytest.approx(2.0)
+    # Latency as the caller saw it (the source's buckets), for the dashboard's edges.
+    assert web_edge["latency_ms"]["p99"] is not None and web_edge["latency_ms"]["p50"] <= web_edge["latency_ms"]["p99"]
     egress = edges[("client", "egress")]
     assert egress["mtls"] is False and egress["dst_identities"] == []
 
