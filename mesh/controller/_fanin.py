@@ -617,7 +617,7 @@ def aggregate(
     for (src, dst), sides in sorted(edges.items()):
         # The source's view counts calls that never reached the destination (connect failures).
         counts = sides["source"] or sides["destination"]
-        window: Traffic = counts["window"]
+        in_window: Traffic = counts["window"]
         egress = dst == "egress"
         edge_list.append(
             {
@@ -630,11 +630,11 @@ def aggregate(
                 "mtls": not egress,
                 "seen_by": [side for side in ("source", "destination") if sides[side]],
                 "total_requests": _int(counts["total"]),
-                "requests": _int(window.requests),
-                "success_rate": (window.successes / window.requests) if window.requests else None,
+                "requests": _int(in_window.requests),
+                "success_rate": (in_window.successes / in_window.requests) if in_window.requests else None,
                 "rps": round(counts["rps"], 3),
                 # The source's view when there is one: its latency includes the hop between proxies.
-                "latency_ms": _quantiles(window.buckets),
+                "latency_ms": _quantiles(in_window.buckets),
             }
         )
     return {

@@ -60,6 +60,10 @@ class Periods:
     stats_window: float = 60.0
 
 
+class RefusedAnswer(MeshError):
+    """The controller answered, with an error (the connection is fine)."""
+
+
 class ControllerLink:
     """One operator connection to the controller, shared by every request and tap; reopened when it drops."""
 
@@ -90,7 +94,10 @@ class ControllerLink:
             async with self._lock:
                 await self._drop()
             raise
-        return self._access.body_of(response, what)
+        try:
+            return self._access.body_of(response, what)
+        except MeshError as exc:
+            raise RefusedAnswer(exc.message, hint=exc.hint) from None
 
     @asynccontextmanager
     async def tap(self, query: dict[str, str]) -> AsyncIterator[AsyncIterator[Any]]:
@@ -123,7 +130,7 @@ class Feed:
         periods: Periods = Periods(),
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._link = link
+        self._controller = link
         self._topics = topics
         self._run_check = run_check
         self._periods = periods
@@ -131,7 +138,8 @@ class Feed:
         self._history = History()
         self._stats: dict[str, Any] | None = None
         self._config: dict[str, Any] | None = None
-        self._link_error: str | None = "not connected yet"
+        self._link: tuple[bool, str | None] = (False, "not connected yet")  # (answers, what is wrong)
+        self._steps: dict[str, tuple[bool, str | None]] = {}
 
     async def run(self) -> None:
         p = self._periods
@@ -143,46 +151,52 @@ class Feed:
             nursery.start_soon(self._every, p.check, self._poll_check, False)
 
     async def _every(self, period: float, step: Callable[[], Awaitable[None]], asks_controller: bool = True) -> None:
+        name = step.__name__
         while True:
             try:
                 await step()
+            except RefusedAnswer as exc:
+                self._step_done(name, True, exc.message)
             except MeshError as exc:
-                self._link_changed(exc.message)
+                self._step_done(name, False, exc.message)
             except Exception as exc:  # noqa: BLE001 - an answer we did not expect: say so, keep serving
-                log.warning("%s failed: %s: %s", step.__name__, type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+                log.warning("%s failed: %s: %s", name, type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
             else:
                 if asks_controller:
-                    self._link_changed(None)
+                    self._step_done(name, True, None)
             await trio.sleep(period)
 
-    def _link_changed(self, error: str | None) -> None:
-        if error == self._link_error:
+    def _step_done(self, step: str, connected: bool, problem: str | None) -> None:
+        """The link topic says what every poll found last: one failing poll is not hidden by the others."""
+        self._steps[step] = (connected, problem)
+        link = (all(c for c, _ in self._steps.values()), next((p for _, p in self._steps.values() if p), None))
+        if link == self._link:
             return
-        if error is None:
+        if link[1] is None:
             log.info("the controller answers")
         else:
-            log.warning("the controller does not answer: %s", error)
-        self._link_error = error
-        self._topics.publish("link", {"connected": error is None, "error": error, "since": self._clock()})
+            log.warning("the controller %s: %s", "refused a request" if link[0] else "does not answer", link[1])
+        self._link = link
+        self._topics.publish("link", {"connected": link[0], "error": link[1], "since": self._clock()})
 
     async def _poll_status(self) -> None:
-        status = await self._link.get("/v1/status", "status")
+        status = await self._controller.get("/v1/status", "status")
         now = self._clock()
         self._topics.publish("status", status_topic(status, self._stats, now))
         self._topics.publish("faults", faults_topic(status, self._config, now))
 
     async def _poll_stats(self) -> None:
-        self._stats = await self._link.get(f"/v1/stats?window={self._periods.stats_window:g}", "stats")
+        self._stats = await self._controller.get(f"/v1/stats?window={self._periods.stats_window:g}", "stats")
         self._topics.publish("stats", stats_topic(self._stats))
 
     async def _poll_series(self) -> None:
-        self._history.add(await self._link.get(f"/v1/stats?window={self._periods.series:g}", "stats"))
+        self._history.add(await self._controller.get(f"/v1/stats?window={self._periods.series:g}", "stats"))
         self._topics.publish("history", self._history.to_dict())
 
     async def _poll_routes(self) -> None:
-        config = await self._link.get("/v1/config", "config")
+        config = await self._controller.get("/v1/config", "config")
         routes = {
-            service: await self._link.get(f"/v1/routes?service={quote(service)}", f"routes of {service}")
+            service: await self._controller.get(f"/v1/routes?service={quote(service)}", f"routes of {service}")
             for service in routed_services(config)
         }
         self._config = config

@@ -179,7 +179,8 @@ function drawServices(main, selected) {
     h("div", { class: "split" }, list,
       h("div", { class: "detail" },
         section(`${name}: golden metrics (last minute)`, h("p", { class: "muted" }, "Inbound traffic the service's own proxies served, per version label. ", updated("stats")), golden),
-        section(`${name}: the last ${Math.round(((state.history && state.history.keep_seconds) || 900) / 60)} minutes`, charts(name, versions)),
+        section(`${name}: the last ${Math.round(((state.history && state.history.keep_seconds) || 900) / 60)} minutes`,
+          h("p", { class: "muted" }, "A point every 10 seconds, each covering those 10 seconds, since the dashboard started."), charts(name, versions)),
         section(`${name}: endpoints`, endpointTable),
         section(`${name}: callers and callees`, edgeTable))));
 }
@@ -378,8 +379,10 @@ function drawHeader() {
   let text = "live", level = "ok";
   if (!streamUp) [text, level] = ["dashboard unreachable: reconnecting…", "fail"];
   else if (link && !link.connected) [text, level] = [`controller unreachable: ${link.error}`, "fail"];
+  else if (link && link.error) [text, level] = [`controller: ${link.error}`, "warn"];
   else if (!state.status) [text, level] = ["connecting…", "warn"];
   pill.textContent = text;
+  pill.title = text;
   pill.className = `pill lvl-${level}`;
   const c = state.status && state.status.controller;
   document.getElementById("controller").textContent = c ? `${c.trust_domain} · controller ${c.address} · mesh ${c.version}` : "";

@@ -3,6 +3,8 @@ tap merge and the scrape against real admin servers (the proxy's AdminApp) on 12
 
 from __future__ import annotations
 
+import json
+
 from typing import Any
 
 import pytest
@@ -117,6 +119,8 @@ def two_scrapes() -> tuple[list[ProxyTarget], dict[Any, Any], dict[Any, Any]]:
 def test_aggregate_services_versions_and_edges() -> None:
     targets, scrapes, baselines = two_scrapes()
     stats = aggregate(targets, scrapes, baselines, 60.0, TD, 1010.0)
+    assert json.loads(json.dumps(stats)) == stats  # the API sends it as JSON
+    assert stats["window_seconds"] == 60.0
     services = {s["service"]: s for s in stats["services"]}
     web = services["web"]
     assert (web["instances"], web["reachable"]) == (2, 2)
