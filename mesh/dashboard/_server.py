@@ -121,6 +121,8 @@ class DashboardServer:
             await _send_quietly(stream, text_response(exc.status, f"bad request: {exc}", keep_alive=False))
         except _Gone:
             pass
+        except Exception as exc:  # noqa: BLE001 - one page's request never takes the dashboard down
+            log.warning("a request failed: %s: %s", type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
         finally:
             with trio.CancelScope(shield=True):
                 try:

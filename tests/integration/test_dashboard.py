@@ -363,3 +363,10 @@ def test_dark_scheme_and_refusal_in_the_browser(browser: Browser) -> None:
         "return fetch('/api/events').then(r => r.status)"
     )
     assert status == 401
+
+
+def test_without_a_controller_it_says_what_to_do(cluster: Cluster) -> None:
+    result = cluster.mesh("dashboard", "--no-browser", timeout=30)
+    assert result.returncode == 1
+    assert result.stdout == ""  # no URL for a dashboard that could show nothing
+    assert "no controller recorded" in result.stderr and "mesh up" in result.stderr
