@@ -264,7 +264,7 @@ function mountTap(main) {
     h("button", { type: "button", onclick: () => { replace(document.getElementById("tap-body")); tap.count = 0; } }, "Clear"));
   replace(main,
     section("Live requests", h("p", { class: "muted" }, "Every proxy's requests as they happen (a call between two services shows twice: out at the caller, in at the callee). Query values are redacted by the proxies."),
-      form, h("p", { id: "tap-state", class: "muted" }, ""),
+      form, h("p", { class: "muted" }, h("span", { id: "tap-state" }), " ", h("span", { id: "tap-proxies" })),
       h("ul", { id: "tap-notes", class: "notes" }),
       h("table", { class: "tap" },
         h("thead", {}, h("tr", {}, ["TIME", "PROXY", "FROM", "TO", "METHOD", "AUTHORITY / PATH", "STATUS", "LATENCY", "MTLS"].map((t) => h("th", {}, t)))),
@@ -302,7 +302,10 @@ function startTap() {
   document.getElementById("tap-toggle").textContent = "Pause";
   tapState(`tapping ${query.toString() ? query.toString().replaceAll("&", ", ") : "everything"}…`);
   tap.source.addEventListener("request", (ev) => addTapRow(JSON.parse(ev.data)));
-  tap.source.addEventListener("tapping", (ev) => { const d = JSON.parse(ev.data); tapNote(`tapping ${d.service} (${d.admin})`, "ok"); });
+  const proxies = new Map();
+  const showProxies = () => { document.getElementById("tap-proxies").textContent = proxies.size ? `· tapping ${proxies.size} proxies: ${[...proxies.values()].sort().join(", ")}` : ""; };
+  tap.source.addEventListener("tapping", (ev) => { const d = JSON.parse(ev.data); proxies.set(d.admin, d.service); showProxies(); });
+  tap.source.addEventListener("unreachable", (ev) => { proxies.delete(JSON.parse(ev.data).admin); showProxies(); });
   tap.source.addEventListener("unreachable", (ev) => { const d = JSON.parse(ev.data); tapNote(`cannot tap ${d.service} (${d.admin}): ${d.error}`, "warn"); });
   tap.source.addEventListener("waiting", (ev) => tapNote(JSON.parse(ev.data).message, "none"));
   tap.source.addEventListener("dropped", (ev) => { const d = JSON.parse(ev.data); tapNote(`${d.count} events dropped by ${d.proxy || d.instance || "a proxy"} (too many: narrow the filter)`, "warn"); });
