@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from mesh.cli._state import state
 from mesh.home import MeshHome
+
+if TYPE_CHECKING:
+    from mesh.dashboard import ControllerAccess
 
 
 def dashboard(
@@ -49,7 +52,7 @@ def dashboard(
         raise typer.Exit(0) from None
 
 
-def controller_access(home: MeshHome) -> Any:
+def controller_access(home: MeshHome) -> ControllerAccess:
     """The dashboard's way to the controller: the same operator connection and answers as `mesh status`,
     `mesh stat` and `mesh tap`, and `mesh check --proxy` for its check view."""
     import warnings
