@@ -20,6 +20,8 @@ def status(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> Non
 
 
 def status_view(data: dict[str, Any]) -> list[Any]:
+    from mesh.debug.endpoints import config_sync, time_left
+
     c = data["controller"]
     header = key_value_table(
         {
@@ -46,8 +48,8 @@ def status_view(data: dict[str, Any]) -> list[Any]:
                     e.get("identity") or "-",
                     ", ".join(f"{k}={v}" for k, v in sorted((e.get("labels") or {}).items())) or "-",
                     e.get("mesh_version") or "-",
-                    _left(expiry - now) if expiry else "-",
-                    _sync(e, c["state_version"]),
+                    time_left(expiry - now) if expiry else "-",
+                    config_sync(e, c["state_version"]),
                 )
             )
     table = rows_table(
@@ -77,22 +79,6 @@ def status_view(data: dict[str, Any]) -> list[Any]:
             )
         )
     return parts
-
-
-def _left(seconds: float) -> str:
-    if seconds <= 0:
-        return "expired"
-    if seconds >= 3600:
-        return f"{seconds / 3600:.0f}h"
-    if seconds >= 60:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds:.0f}s"
-
-
-def _sync(entry: dict[str, Any], current: int) -> str:
-    if not entry.get("watching"):
-        return "zeroconf only" if entry.get("source") == "zeroconf" else "not watching"
-    return "current" if entry.get("acked_version") == current else f"at {entry.get('acked_version')}"
 
 
 def register(app: typer.Typer) -> None:

@@ -658,10 +658,9 @@ def aggregate(
                 key, side = (peer, target.service), "destination"
             edge = edges.setdefault(key, {"source": None, "destination": None})
             delta = deltas.get((direction, peer)) or Traffic()
-            seen = edge[side] or {"total": 0.0, "requests": 0.0, "successes": 0.0, "rps": 0.0}
+            seen = edge[side] or {"total": 0.0, "rps": 0.0, "window": Traffic()}
             seen["total"] += total.requests
-            seen["requests"] += delta.requests
-            seen["successes"] += delta.successes
+            seen["window"].add(delta)
             seen["rps"] += delta.requests / span if span else 0.0
             edge[side] = seen
 
@@ -672,6 +671,7 @@ def aggregate(
     for (src, dst), sides in sorted(edges.items()):
         # The source's view counts calls that never reached the destination (connect failures).
         counts = sides["source"] or sides["destination"]
+        in_window: Traffic = counts["window"]
         egress = dst == "egress"
         edge_list.append(
             {
@@ -684,9 +684,11 @@ def aggregate(
                 "mtls": not egress,
                 "seen_by": [side for side in ("source", "destination") if sides[side]],
                 "total_requests": _int(counts["total"]),
-                "requests": _int(counts["requests"]),
-                "success_rate": (counts["successes"] / counts["requests"]) if counts["requests"] else None,
+                "requests": _int(in_window.requests),
+                "success_rate": (in_window.successes / in_window.requests) if in_window.requests else None,
                 "rps": round(counts["rps"], 3),
+                # The source's view when there is one: its latency includes the hop between proxies.
+                "latency_ms": _quantiles(in_window.buckets),
             }
         )
     return {

@@ -34,6 +34,9 @@ def test_version_from_a_clean_home(single_file: Path, tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["version"]
     assert list((tmp_path / "home" / ".shiv").iterdir())  # unpacked in the new HOME, nowhere else
+    # The dashboard's page travels inside the file (package data), with every file it loads.
+    static = {p.name for p in (tmp_path / "home" / ".shiv").glob("*/site-packages/mesh/dashboard/static/*")}
+    assert {"index.html", "dashboard.js", "dashboard.css", "dom.js", "graph.js", "chart.js", "icon.svg"} <= static, static
 
 
 def test_a_second_host_joins_with_the_single_file_and_serves(

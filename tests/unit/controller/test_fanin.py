@@ -3,6 +3,7 @@ tap merge and the scrape against real admin pages (the proxy's AdminApp) over mT
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,8 @@ def two_scrapes() -> tuple[list[ProxyTarget], dict[Any, Any], dict[Any, Any]]:
 def test_aggregate_services_versions_and_edges() -> None:
     targets, scrapes, baselines = two_scrapes()
     stats = aggregate(targets, scrapes, baselines, 60.0, TD, 1010.0)
+    assert json.loads(json.dumps(stats)) == stats  # the API sends it as JSON
+    assert stats["window_seconds"] == 60.0
     services = {s["service"]: s for s in stats["services"]}
     web = services["web"]
     assert (web["instances"], web["reachable"]) == (2, 2)
@@ -150,6 +153,8 @@ def test_aggregate_services_versions_and_edges() -> None:
     assert web_edge["dst_identities"] == [f"spiffe://{TD}/svc/web"]
     assert web_edge["mtls"] is True
     assert web_edge["requests"] == 20 and web_edge["rps"] == pytest.approx(2.0)
+    # Latency as the caller saw it (the source's buckets), for the dashboard's edges.
+    assert web_edge["latency_ms"]["p99"] is not None and web_edge["latency_ms"]["p50"] <= web_edge["latency_ms"]["p99"]
     egress = edges[("client", "egress")]
     assert egress["mtls"] is False and egress["dst_identities"] == []
 
