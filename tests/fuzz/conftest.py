@@ -31,7 +31,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="module")
-def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrontDoors]:
+def front(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrontDoors]:
     """The client proxy's outbound listener, the web proxy's inbound and a gateway, all in
     front of one recording app, in a namespace of their own; the fuzzer dials in from here."""
     reason = netns.unavailable()
@@ -78,7 +78,7 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrontDoors]:
         front.findings.verdict(front.ledger.problems() + front.logs.problems(), "after-the-last-example", b"", "")
     finally:
         if FUZZ_DIR is not None and "front" in locals():
-            front.findings.write(FUZZ_DIR)
+            front.findings.write(FUZZ_DIR, request.module.__name__)
         if dialer is not None:
             dialer.close()
         network.close()

@@ -27,9 +27,8 @@ import os
 import re
 import secrets
 import ssl
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,7 +205,7 @@ class Findings:
                 "known": known,
             }
 
-    def write(self, directory: Path) -> None:
+    def write(self, directory: Path, module: str) -> None:
         """One ``.json`` (what broke, how) and one ``.bin`` (the exact bytes) per finding."""
         out = directory / "findings"
         out.mkdir(parents=True, exist_ok=True)
@@ -220,7 +219,7 @@ class Findings:
         stats.mkdir(parents=True, exist_ok=True)
         for test, n in self.examples.items():
             (stats / f"{_safe(test)}.{os.getpid()}.json").write_text(json.dumps({"test": test, "examples": n}))
-        (stats / f"known.{os.getpid()}.json").write_text(json.dumps(self.known))
+        (stats / f"known.{_safe(module)}.{os.getpid()}.json").write_text(json.dumps(self.known))
 
 
 def _safe(name: str) -> str:

@@ -6,13 +6,15 @@
   blocks (missing or repeated pseudo-headers, upper-case or connection-specific fields, CR/LF/NUL
   in values, content-length that the body contradicts), and the frames around them: WINDOW_UPDATE
   of 0 or overflowing, PRIORITY on itself, RST_STREAM on idle streams, DATA after END_STREAM or
-  on stream 0, SETTINGS with bad values, PING (a few), GOAWAY, PUSH_PROMISE from a client, orphan
-  CONTINUATION, unknown and random frames, an oversized frame. Ends with a PING so the reader
-  knows when the proxy has read everything.
+  on stream 0, SETTINGS with bad values, PINGs (up to a bounded flood), GOAWAY, PUSH_PROMISE
+  from a client, orphan CONTINUATION, unknown and random frames, an oversized frame, a bounded
+  Rapid Reset (streams opened and cancelled at once). Ends with a PING so the reader knows when
+  the proxy has read everything.
 - ``read_server()``: every frame the proxy sent, checked: SETTINGS first, frames within size,
   header blocks that decode, responses that are valid HTTP/2 (``:status`` first, lower-case
   fields, no connection-specific ones), only on streams the client opened, nothing after a
-  stream's end, content-length kept, no push, GOAWAY never raising its last stream id.
+  stream's end, content-length kept, no push, GOAWAY never raising its last stream id, DATA
+  within the flow-control windows the client gave.
 - ``run_case()``: one example against one door, with the ledger (what must not reach the app).
 """
 
@@ -129,6 +131,14 @@ class Rendered:
     max_frame_size: int = 16384
     table_size: int = 4096
     preface: str = "ok"
+    # Flow control: the most the server may ever send, whatever order it read our frames in.
+    initial_windows: list[int] = field(default_factory=list)  # INITIAL_WINDOW_SIZE values advertised
+    window_updates: dict[int, int] = field(default_factory=dict)  # stream (0: connection) -> increments
+
+    def window_limit(self, stream_id: int) -> int:
+        if stream_id == 0:
+            return 65535 + self.window_updates.get(0, 0)
+        return max(self.initial_windows or [65535]) + self.window_updates.get(stream_id, 0)
 
 
 def render(case: H2Case, ledger: Ledger, example: str) -> Rendered:
@@ -145,6 +155,22 @@ def render(case: H2Case, ledger: Ledger, example: str) -> Rendered:
     highest = 0
     order: list[int] = []
     for index, action in enumerate(case.actions):
+        if isinstance(action, Frame) and action.kind == "reset-flood":
+            # Rapid Reset: open a stream and cancel it at once, many times over.
+            marker = ledger.marker(example, index)
+            path = b"/" + marker + b"/reset"
+            out.paths.append(path)
+            fields = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", action.payload), (b":path", path)]
+            for _ in range(action.value):
+                if next_id > highest:
+                    out.opened.add(next_id)
+                    out.mentioned.add(next_id)
+                    out.streams.append(Stream(next_id, marker, b"GET", "", True))
+                    parts.append(raw_frame(0x1, 0x5, next_id, encoder.encode(fields)) + raw_frame(0x3, 0, next_id, struct.pack(">L", 0x8)))
+                    highest = next_id
+                    order.append(next_id)
+                next_id += 2
+            continue
         if isinstance(action, Request):
             stream_id = _request_stream(action.stream, next_id, order)
             if stream_id == next_id:
@@ -179,6 +205,8 @@ def _settings_frame(values: tuple[tuple[int, int], ...], out: Rendered) -> bytes
             out.max_frame_size = max(out.max_frame_size, value)
         if key == 0x1:
             out.table_size = max(out.table_size, value)
+        if key == 0x4 and value <= 0x7FFFFFFF:
+            out.initial_windows.append(value)
     return raw_frame(0x4, 0, 0, payload)
 
 
@@ -227,6 +255,8 @@ def _frame(action: Frame, opened: list[int], next_id: int, out: Rendered) -> byt
     if kind == "data":
         return raw_frame(0x0, action.flags & 0x9, target, action.payload)
     if kind == "window-update":
+        if 0 < action.value <= 0x7FFFFFFF:
+            out.window_updates[target] = out.window_updates.get(target, 0) + action.value
         return raw_frame(0x8, 0, target, struct.pack(">L", action.value & 0xFFFFFFFF))
     if kind == "priority":
         depends = target if action.value == 0 else action.value
@@ -247,6 +277,8 @@ def _frame(action: Frame, opened: list[int], next_id: int, out: Rendered) -> byt
         return raw_frame(0x9, action.flags & 0x4, target, action.payload)
     if kind == "oversized":
         return raw_frame(0x0, 0, target, b"o" * 16400)
+    if kind == "ping-flood":
+        return encode_frame(hf.PingFrame(0, opaque_data=b"flooding")) * action.value
     if kind == "lying-length":
         return raw_frame(action.value & 0xFF, action.flags, target, action.payload, length=len(action.payload) + 7)
     # "raw": any type (unknown ones included), any flags
@@ -348,6 +380,7 @@ def frames() -> st.SearchStrategy[Frame]:
         st.builds(Frame, st.just("oversized"), TARGETS),
         st.builds(Frame, st.just("lying-length"), TARGETS, st.integers(0, 12), st.integers(0, 255), small),
         st.builds(Frame, st.just("raw"), TARGETS, st.integers(0, 255), st.integers(0, 255), small),
+        st.builds(Frame, st.just("ping-flood"), st.just("zero"), st.integers(2, 300)),
     )
 
 
@@ -359,7 +392,8 @@ def sequences(draw: st.DrawFn, door: Door) -> H2Case:
     settings = draw(st.one_of(st.just(()), st.just(()), st.just(()), st.lists(SETTING, max_size=3).map(tuple), st.none()))
     good = requests(door.host, hostile=False)
     actions = draw(st.lists(st.one_of(good, good, good, polite_frames()), min_size=1, max_size=8))
-    hostile = st.one_of(requests(door.host), frames())
+    resets = st.builds(Frame, st.just("reset-flood"), st.just("zero"), st.integers(2, 150), st.just(0), st.just(door.host))
+    hostile = st.one_of(requests(door.host), frames(), resets)
     for position, move in draw(st.lists(st.tuples(st.integers(0, 8), hostile), max_size=3)):
         actions.insert(position % (len(actions) + 1), move)
     cuts = tuple(draw(st.lists(st.integers(0, 1 << 16), max_size=3)))
@@ -414,6 +448,7 @@ class ServerStream:
     reset: int | None = None  # RST_STREAM error code
     content_length: int | None = None
     body: int = 0
+    flow: int = 0  # flow-controlled bytes received
 
 
 @dataclass
@@ -425,6 +460,7 @@ class ServerView:
     problem: str | None = None
     frames: list[str] = field(default_factory=list)
     http1: bool = False  # answered over HTTP/1 (no valid preface was sent)
+    flow: int = 0  # flow-controlled bytes on the connection
 
 
 class ServerReader:
@@ -512,6 +548,12 @@ class ServerReader:
             if s.ended or s.reset is not None or s.status is None:
                 self.fail(f"DATA on stream {stream_id} {'after its end' if s.ended else 'before its response head'}")
             s.body += len(parsed.data)
+            s.flow += len(raw) - 9  # padding counts too
+            self.view.flow += len(raw) - 9
+            for window_of, used in ((stream_id, s.flow), (0, self.view.flow)):
+                if used > self.rendered.window_limit(window_of):
+                    where = f"stream {stream_id}" if window_of else "the connection"
+                    self.fail(f"{used} bytes of DATA on {where}, beyond any window the client gave ({self.rendered.window_limit(window_of)})")
             if "END_STREAM" in parsed.flags:
                 self.stream_end(stream_id, s)
         elif isinstance(parsed, hf.RstStreamFrame):
