@@ -147,9 +147,22 @@ KNOWN_ISSUES: tuple[KnownIssue, ...] = (
         wire=r"(?![A-Z][A-Z-]{0,19} |PRI \* HTTP/2\.0\r\n\r\nSM\r\n\r\n)",
     ),
     KnownIssue(
+        "gateway-carries-connect-tunnels",
+        "test_the_gateway_refuses_connect",
+        ("forged-identity", "smuggled", "unasked-response", "invalid-response"),
+        doors=("gateway",),
+        wire=r"(?:.*\n)?CONNECT ",
+    ),
+    KnownIssue(
         "pipelined-requests-dropped-before-a-bad-one",
         "test_a_valid_request_is_answered_before_a_bad_one_that_follows",
         ("misaligned-response",),
+    ),
+    KnownIssue(
+        "http10-client-gets-chunked",
+        "test_an_http10_client_never_gets_a_chunked_response",
+        ("invalid-response",),
+        r"a chunked response to an HTTP/1\.0 request",
     ),
     KnownIssue(
         "mesh-answers-head-with-a-body",
@@ -311,6 +324,7 @@ class Ledger:
         self.sent: set[bytes] = set()
         self.sent_targets: set[bytes] = set()
         self.refused: dict[bytes, tuple[str, bool]] = {}  # marker -> (why, even the head must not arrive)
+        self.tunnelled: set[bytes] = set()
         self.heads: dict[bytes, AppRecord] = {}
         self.completes: dict[bytes, AppRecord] = {}
 
@@ -363,7 +377,8 @@ class Ledger:
             marker = rec.marker
             if rec.event not in ("head", "complete"):
                 continue
-            if rec.event == "head" and (len(rec.client_ids) != 1 or rec.client_ids[0] not in self.identities):
+            tunnelled = (marker if marker is not None else rec.target) in self.tunnelled
+            if rec.event == "head" and not tunnelled and (len(rec.client_ids) != 1 or rec.client_ids[0] not in self.identities):
                 found.append(Finding(
                     "forged-identity",
                     f"the app received {rec.method!r} {rec.target!r} ({rec.proto}) with mesh-client-id {rec.client_ids}; "
@@ -387,6 +402,12 @@ class Ledger:
             (self.heads if rec.event == "head" else self.completes)[marker] = rec
             found += self._refused_but_arrived(marker)
         return found
+
+    def note_tunnelled(self, wire: bytes) -> None:
+        """Requests sent inside a CONNECT tunnel: raw bytes to the app, their headers the client's own.
+        Known by marker, or by target for those without one (``CONNECT web:80`` inside a tunnel)."""
+        self.tunnelled.update(found.group(0) for found in MARKER.finditer(wire))
+        self.tunnelled.update(found.group(1) for found in re.finditer(rb"(?:^|\n)[A-Za-z]+[ \t]+(\S+)", wire))
 
     def note_refused(self, marker: bytes, why: str, head_too: bool = False) -> list[Finding]:
         """Record a refusal; findings if the app already has the request."""

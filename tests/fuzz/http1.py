@@ -124,7 +124,7 @@ class H1Case:
 # --------------------------------------------------------------------------- strategies
 
 METHODS = [b"GET", b"GET", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"HEAD", b"PROPFIND"]
-VERSIONS = [b"HTTP/1.1"] * 6 + [b"HTTP/1.0", b"HTTP/1.2", b"HTTP/2.0", b"HTTP/0.9", b"http/1.1", b""]
+VERSIONS = [b"HTTP/1.1"] * 8 + [b"HTTP/1.0"] * 3 + [b"HTTP/1.2", b"HTTP/2.0", b"HTTP/0.9", b"http/1.1", b""]
 HEADER_NAMES = [
     b"Accept", b"User-Agent", b"Cookie", b"Authorization", b"X-Fuzz", b"mesh-client-id", b"x-request-id",
     b"Via", b"Forwarded", b"X-Forwarded-For", b"Proxy-Connection", b"Keep-Alive", b"TE", b"Trailer",
@@ -180,7 +180,7 @@ def body_and_framing(draw: st.DrawFn) -> tuple[list[tuple[bytes, bytes]], bytes]
 @st.composite
 def requests(draw: st.DrawFn, door_host: bytes, last: bool) -> H1Request:
     method = draw(st.sampled_from(METHODS))
-    form = draw(st.sampled_from(["origin"] * 5 + ["absolute", "asterisk", "odd"]))
+    form = draw(st.sampled_from(["origin"] * 10 + ["absolute"] * 2 + ["asterisk", "odd", "odd", "connect"]))
     tail = draw(st.sampled_from([b"", b"/x", b"?q=1", b"?q=%00", b"/a/../b", b"#frag", b"/%2e%2e/", b"?chunked"]))
     if form == "origin":
         target = b"/{M}" + tail
@@ -188,6 +188,8 @@ def requests(draw: st.DrawFn, door_host: bytes, last: bool) -> H1Request:
         target = b"http://" + door_host + b"/{M}" + tail
     elif form == "asterisk":
         target = b"*"
+    elif form == "connect":  # a tunnel: what follows goes to the app as raw bytes
+        method, target = b"CONNECT", door_host + b":80"
     else:
         target = draw(st.sampled_from([b"{M}", b"//{M}", b"/{M} x", b"/{M}\x00", b"/{M}\t", b"/\xff{M}"]))
     version = draw(st.sampled_from(VERSIONS))
@@ -243,7 +245,8 @@ def cases(draw: st.DrawFn, door: Door) -> H1Case:
     count = draw(st.integers(1, 4))
     reqs = tuple(draw(requests(door.host, last=i == count - 1)) for i in range(count))
     cuts, pauses = draw(splits(4, 20))
-    return H1Case(reqs, draw(mutations(3)), cuts, pauses, draw(endings(door)))
+    mutated = draw(st.one_of(st.just(()), mutations(3)))  # half go as generated: deeper into the proxy
+    return H1Case(reqs, mutated, cuts, pauses, draw(endings(door)))
 
 
 def endings(door: Door) -> st.SearchStrategy[str]:
@@ -562,8 +565,12 @@ def run_case(front: FrontDoors, door: Door, case: H1Case) -> None:
     writes = case.writes(wire)
     sent = parse_sent(wire)
     if sent.outcome == "upgrade":
-        # CONNECT or Upgrade: what follows is an opaque tunnel by design, every byte of it "sent".
+        # CONNECT or Upgrade: what follows is an opaque tunnel, every byte of it "sent". The
+        # outbound and inbound listeners carry CONNECT by design (raw bytes, no mesh-client-id
+        # added or removed); the gateway is HTTP only.
         ledger.note_sent([wire])
+        if door.name != "gateway":
+            ledger.note_tunnelled(wire)
     ledger.note_sent([h.routed_target for h in sent.heads] + [h.target for h in sent.heads])
     note(f"door {door.name}: sent {show(wire)} in {len(writes)} writes, ending {case.ending}")
     note(f"a strict parser reads {len(sent.heads)} head(s), outcome {sent.outcome} {sent.error}")

@@ -97,7 +97,7 @@ def test_ledger_catches_smuggled_refused_and_forged(tmp_path: Path) -> None:
 
 def test_known_issues_match_only_their_findings() -> None:
     findings = Findings()
-    gateway_raw = KNOWN_ISSUES[1]
+    gateway_raw = next(k for k in KNOWN_ISSUES if k.name == "gateway-relays-non-http-raw")
     smuggled = Finding("smuggled", "the app received …")
     assert gateway_raw.matches(smuggled, "gateway", b"get / HTTP/1.1\r\n\r\n")
     assert not gateway_raw.matches(smuggled, "gateway", b"GET / HTTP/1.1\r\n\r\n")
