@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fuzz.harness import (
+    ANY_DOOR,
     FUZZ_DIR,
     RECORDING_APP,
     Door,
@@ -75,7 +76,7 @@ def front(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         yield front
         # Late arrivals: whatever reached the app after the last example is checked too.
         time.sleep(0.3)
-        front.findings.verdict(front.ledger.problems() + front.logs.problems(), "after-the-last-example", b"", "")
+        front.findings.verdict(front.ledger.problems() + front.logs.problems(), ANY_DOOR, b"", "after the last example")
     finally:
         if FUZZ_DIR is not None and "front" in locals():
             front.findings.write(FUZZ_DIR, request.module.__name__)
