@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -25,13 +24,10 @@ import httptools
 from hypothesis import note
 from hypothesis import strategies as st
 
+from tests.fuzz import transport
 from tests.fuzz.harness import MARKER, Door, Finding, FrontDoors, Ledger, show, test_name
 
 CRLF = b"\r\n"
-QUIET = 0.5  # seconds without a byte: the door has said what it will say
-GRACE = 0.05  # after the last expected answer: room for bytes that should not come
-HARD_LIMIT = 3.0  # after the last write, whatever happens
-MAX_PAUSES = 0.3  # total of the pauses between writes (slowloris-like, but bounded)
 
 # --------------------------------------------------------------------------- the case
 
@@ -106,19 +102,7 @@ class H1Case:
         return data
 
     def writes(self, data: bytes) -> list[tuple[float, bytes]]:
-        """(pause before, bytes) per write."""
-        if not data:
-            return []
-        points = sorted({c % len(data) for c in self.cuts} - {0})
-        pieces = [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
-        pauses = [0.0] + [p / 1000 for p in self.pauses_ms]
-        out, total = [], 0.0
-        for i, piece in enumerate(pieces):
-            pause = pauses[i] if i < len(pauses) else 0.0
-            pause = max(min(pause, MAX_PAUSES - total), 0.0)
-            total += pause
-            out.append((pause, piece))
-        return out
+        return transport.split_writes(data, self.cuts, self.pauses_ms)
 
 
 # --------------------------------------------------------------------------- strategies
@@ -475,83 +459,40 @@ def parse_answers(data: bytes, sent: Sent, eof: bool, heads_as_gets: bool = Fals
 
 @dataclass
 class Received:
+    """What a door sent back (a ``transport.Sink``)."""
+
     data: bytes = b""
     eof: bool = False  # the door closed (or reset) the connection
     reset: bool = False
-    send_failed: bool = False  # the door closed before taking every byte
+
+    @property
+    def closed(self) -> bool:
+        return self.eof
+
+    def feed(self, data: bytes) -> None:
+        self.data += data
+
+    def end(self, reset: bool) -> None:
+        self.eof, self.reset = True, reset
 
 
 def exchange(front: FrontDoors, door: Door, writes: list[tuple[float, bytes]], ending: str, sent: Sent) -> Received:
     got = Received()
-    sock = front.connect(door, "http/1.1")
-    try:
-        for pause, piece in writes:
-            if pause:
-                _read_for(sock, got, pause)
-                if got.eof:
-                    break
-            try:
-                sock.sendall(piece)
-            except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
-                got.send_failed = True
-                break
-        if ending == "abort":
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-            return got
-        if ending == "half-close" and not got.send_failed:
-            try:
-                sock.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-        _read_answers(sock, got, sent)
-        return got
-    finally:
-        sock.close()
-
-
-def _recv(sock: socket.socket, got: Received, timeout: float) -> bool:
-    """One read of at most ``timeout``; False when nothing came in that time."""
-    sock.settimeout(max(timeout, 0.001))
-    try:
-        data = sock.recv(65536)
-    except (socket.timeout, ssl.SSLWantReadError):
-        return False
-    except (ConnectionResetError, BrokenPipeError):
-        got.eof = got.reset = True
-        return True
-    except ssl.SSLError:
-        got.eof = True
-        return True
-    if not data:
-        got.eof = True
-        return True
-    got.data += data
-    return True
-
-
-def _read_for(sock: socket.socket, got: Received, seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while not got.eof and (left := end - time.monotonic()) > 0:
-        _recv(sock, got, left)
-
-
-def _read_answers(sock: socket.socket, got: Received, sent: Sent) -> None:
     expected = sum(1 for h in sent.heads if h.complete)
-    hard = time.monotonic() + HARD_LIMIT
-    last_byte = time.monotonic()
-    while not got.eof:
-        now = time.monotonic()
-        answers, problem = parse_answers(got.data, sent, eof=False)
-        midway = bool(answers) and not answers[-1].complete
-        if problem is None and not midway and sent.outcome == "clean" and len(answers) >= expected:
-            _read_for(sock, got, GRACE)  # all answered: only unasked-for bytes (or a close) could follow
-            return
-        quiet_for = QUIET if not midway else HARD_LIMIT
-        left = min(hard, last_byte + quiet_for) - now
-        if left <= 0:
-            return
-        if _recv(sock, got, left):
-            last_byte = time.monotonic()
+
+    def answers() -> tuple[list[Answer], str | None]:
+        return parse_answers(got.data, sent, eof=False)
+
+    def answered() -> bool:
+        found, problem = answers()
+        return problem is None and sent.outcome == "clean" and len(found) >= expected and not _midway(found)
+
+    transport.exchange(front, door, "http/1.1", writes, ending, got, answered, lambda: _midway(answers()[0]))
+    return got
+
+
+def _midway(answers: list[Answer]) -> bool:
+    return bool(answers) and not answers[-1].complete
 
 
 # --------------------------------------------------------------------------- one example
@@ -601,7 +542,7 @@ def check_answers(ledger: Ledger, wire: bytes, sent: Sent, got: Received) -> lis
     if answers and not answers[-1].complete and got.eof:
         return [Finding("truncated-response", f"the connection closed mid-response: {show(got.data)}")]
     if answers and not answers[-1].complete:
-        return [Finding("stalled-response", f"a response stopped midway for {HARD_LIMIT}s: {show(got.data)}")]
+        return [Finding("stalled-response", f"a response stopped midway for {transport.HARD_LIMIT}s: {show(got.data)}")]
     found: list[Finding] = []
     for index, answer in enumerate(answers):
         refused = answer.mesh_error is not None and answer.status >= 400

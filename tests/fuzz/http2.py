@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 import struct
 import time
@@ -35,14 +34,11 @@ from hyperframe.exceptions import HyperframeError
 from hypothesis import note
 from hypothesis import strategies as st
 
-from tests.fuzz.harness import MARKER, Door, Finding, FrontDoors, Ledger, show, test_name
+from tests.fuzz import transport
+from tests.fuzz.harness import Door, Finding, FrontDoors, Ledger, show, test_name
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 FINAL_PING = b"fz-final"
-QUIET = 0.4
-GRACE = 0.05
-HARD_LIMIT = 3.0
-MAX_PAUSES = 0.3
 
 # Error codes (RFC 9113 section 7).
 REFUSED_STREAM = 0x7
@@ -119,6 +115,7 @@ class Stream:
     method: bytes
     malformed: str  # why the request is malformed ("" when it is not), see refusals()
     ended: bool  # the client sent END_STREAM
+    unique: bool = True  # no other :path sent carries its marker: an app record names this stream
 
 
 @dataclass
@@ -195,6 +192,8 @@ def render(case: H2Case, ledger: Ledger, example: str) -> Rendered:
                 parts.append(frame_bytes)
     parts.append(encode_frame(hf.PingFrame(0, opaque_data=FINAL_PING)))
     out.wire = b"".join(parts)
+    for stream in out.streams:  # (the wire hides markers: HPACK codes them)
+        stream.unique = sum(path.count(stream.marker) for path in out.paths) == 1
     return out
 
 
@@ -423,20 +422,6 @@ def well_formed(draw: st.DrawFn, door: Door) -> H2Case:
     return H2Case("ok", (), actions, cuts, pauses, "read")
 
 
-def splits(case: H2Case, data: bytes) -> list[tuple[float, bytes]]:
-    if not data:
-        return []
-    points = sorted({c % len(data) for c in case.cuts} - {0})
-    pieces = [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
-    pauses = [0.0] + [p / 1000 for p in case.pauses_ms]
-    total, out = 0.0, []
-    for i, piece in enumerate(pieces):
-        pause = max(min(pauses[i] if i < len(pauses) else 0.0, MAX_PAUSES - total), 0.0)
-        total += pause
-        out.append((pause, piece))
-    return out
-
-
 # --------------------------------------------------------------------------- what came back
 
 
@@ -494,9 +479,14 @@ class ServerReader:
             raw, self.buf = self.buf[: 9 + length], self.buf[9 + length :]
             self.frame(raw)
 
-    def end(self) -> None:
+    @property
+    def closed(self) -> bool:
+        return self.view.closed
+
+    def end(self, reset: bool = False) -> None:
+        """The door closed; a reset may have dropped bytes it sent, so nothing is judged then."""
         self.view.closed = True
-        if self.buf and self.view.problem is None and not self.view.http1:
+        if not reset and self.buf and self.view.problem is None and not self.view.http1:
             self.fail(f"the connection closed inside a frame ({len(self.buf)} bytes of it)")
 
     def fail(self, problem: str) -> None:
@@ -626,49 +616,15 @@ def _response_fields_problem(fields: list[tuple[bytes, bytes]], trailers: bool) 
 
 
 def exchange(front: FrontDoors, door: Door, writes: list[tuple[float, bytes]], case: H2Case, reader: ServerReader) -> None:
-    sock = front.connect(door, "h2")
-    try:
-        for pause, piece in writes:
-            if pause:
-                _read_for(sock, reader, pause)
-                if reader.view.closed:
-                    break
-            try:
-                sock.sendall(piece)
-            except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
-                break
-        if case.ending == "abort":
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-            return
-        _read_answers(sock, reader)
-    finally:
-        sock.close()
-
-
-def _recv(sock: socket.socket, reader: ServerReader, timeout: float) -> bool:
-    sock.settimeout(max(timeout, 0.001))
-    try:
-        data = sock.recv(65536)
-    except (socket.timeout, ssl.SSLWantReadError):
-        return False
-    except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
-        reader.view.closed = True  # a reset: unread bytes may be lost, nothing to judge in them
-        return True
-    if not data:
-        reader.end()
-        return True
-    reader.feed(data)
-    return True
-
-
-def _read_for(sock: socket.socket, reader: ServerReader, seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while not reader.view.closed and (left := end - time.monotonic()) > 0:
-        _recv(sock, reader, left)
+    transport.exchange(front, door, "h2", writes, case.ending, reader, lambda: _all_answered(reader))
 
 
 def _all_answered(reader: ServerReader) -> bool:
+    """The final PING came back and every stream the client ended has its answer (or a reset);
+    or the answer is already wrong: nothing more to wait for."""
     view = reader.view
+    if view.problem is not None or view.http1:
+        return True
     if not view.final_ping_acked:
         return False
     for stream in reader.rendered.streams:
@@ -679,26 +635,12 @@ def _all_answered(reader: ServerReader) -> bool:
     return True
 
 
-def _read_answers(sock: socket.socket, reader: ServerReader) -> None:
-    hard = time.monotonic() + HARD_LIMIT
-    last_byte = time.monotonic()
-    while not reader.view.closed and reader.view.problem is None:
-        if _all_answered(reader):
-            _read_for(sock, reader, GRACE)
-            return
-        left = min(hard, last_byte + QUIET) - time.monotonic()
-        if left <= 0:
-            return
-        if _recv(sock, reader, left):
-            last_byte = time.monotonic()
-
-
 def run_case(front: FrontDoors, door: Door, case: H2Case) -> None:
     ledger = front.ledger
     front.findings.count(test_name())
     rendered = render(case, ledger, ledger.next_example())
     ledger.note_sent(rendered.paths)
-    writes = splits(case, rendered.wire)
+    writes = transport.split_writes(rendered.wire, case.cuts, case.pauses_ms)
     note(f"door {door.name}: sent {show(rendered.wire, 3000)} in {len(writes)} writes, ending {case.ending}")
     reader = ServerReader(rendered)
     exchange(front, door, writes, case, reader)
@@ -717,8 +659,8 @@ def refusals(ledger: Ledger, rendered: Rendered, view: ServerView) -> list[Findi
     streams the mesh answered with its own error, streams beyond a GOAWAY."""
     found: list[Finding] = []
     for stream in rendered.streams:
-        if rendered.wire.count(stream.marker) != 1 or not MARKER.fullmatch(stream.marker):
-            continue  # its header block repeats the marker (a second :path): no telling which arrived
+        if not stream.unique:
+            continue  # a second :path (or stream) carries its marker: no telling which one arrived
         answer = view.streams.get(stream.id)
         if stream.malformed and stream.malformed != "length":
             found += ledger.note_refused(stream.marker, f"malformed request ({stream.malformed})", head_too=True)

@@ -168,7 +168,7 @@ def test_refusals_of_http2_streams(tmp_path: Path) -> None:
     ledger = Ledger(_records(tmp_path, [_record("/fz-runx000001r00", "complete"), _record("/fz-runx000001r01")]), {"spiffe://t/svc/client"})
     ledger.note_sent([b"/fz-runx000001r00", b"/fz-runx000001r01"])
     assert ledger.problems() == []
-    rendered = http2.Rendered(wire=b"/fz-runx000001r00 /fz-runx000001r01")
+    rendered = http2.Rendered()
     rendered.streams += [
         http2.Stream(1, b"fz-runx000001r00", b"GET", "", True),
         http2.Stream(3, b"fz-runx000001r01", b"GET", "upper-case-name", True),
@@ -176,3 +176,14 @@ def test_refusals_of_http2_streams(tmp_path: Path) -> None:
     view = http2.ServerView(streams={1: http2.ServerStream(status=503, mesh_error=b"no-endpoints", ended=True)})
     kinds = sorted(f.kind for f in http2.refusals(ledger, rendered, view))
     assert kinds == ["refused-reached-app", "refused-reached-app"]
+    rendered.streams[0].unique = False  # a marker two streams share names neither
+    assert [f.kind for f in http2.refusals(ledger, rendered, view)] == ["refused-reached-app"]
+
+
+def test_markers_are_found_in_the_header_lists_not_the_wire(tmp_path: Path) -> None:
+    """HPACK codes the :path, so uniqueness is counted on what was encoded."""
+    ledger = Ledger(_records(tmp_path, []), set())
+    case = http2.H2Case("ok", (), (http2.Request("next", tuple(http2.REQUEST_FIELDS_OK), ""),) * 2)
+    rendered = http2.render(case, ledger, "runx000001")
+    assert [s.unique for s in rendered.streams] == [True, True]
+    assert rendered.paths == [b"/fz-runx000001r00", b"/fz-runx000001r01"]
