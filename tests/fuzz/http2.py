@@ -154,12 +154,12 @@ def render(case: H2Case, ledger: Ledger, example: str) -> Rendered:
     for index, action in enumerate(case.actions):
         if isinstance(action, Frame) and action.kind == "reset-flood":
             # Rapid Reset: open a stream and cancel it at once, many times over.
-            marker = ledger.marker(example, index)
-            path = b"/" + marker + b"/reset"
-            out.paths.append(path)
-            fields = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", action.payload), (b":path", path)]
-            for _ in range(action.value):
+            for n in range(action.value):
+                marker = ledger.marker(example, index) + b"n%03d" % n  # one per stream: a GOAWAY may split them
+                path = b"/" + marker + b"/reset"
+                fields = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", action.payload), (b":path", path)]
                 if next_id > highest:
+                    out.paths.append(path)
                     out.opened.add(next_id)
                     out.mentioned.add(next_id)
                     out.streams.append(Stream(next_id, marker, b"GET", "", True))
