@@ -41,6 +41,7 @@ from tests.integration.conftest import Process
 
 RECORDING_APP = Path(__file__).with_name("recording_app.py")
 MARKER = re.compile(rb"(?:fz|canary)-[A-Za-z0-9]+")
+EXAMPLE = re.compile(rb"fz-([0-9A-Za-z]+?x[0-9]{6})")  # the example id at the start of a marker
 LOG_PROBLEM = re.compile(r"Traceback|\] ERROR ")
 
 # ----------------------------------------------------------------------- budget and profiles
@@ -101,9 +102,10 @@ def fuzz(property_test: Callable[..., None], *args: Any) -> None:
 class Finding(AssertionError):
     """An invariant broke. ``kind`` names which (one reproducer is kept per kind and door)."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, origin: tuple[str, bytes] | None = None) -> None:
         super().__init__(f"[{kind}] {message}")
         self.kind = kind
+        self.origin = origin  # (door, bytes sent) of the example that caused it, when known and not the current one
 
 
 @dataclass(frozen=True)
@@ -193,7 +195,8 @@ class Findings:
         """Keep every finding of an example; raise the first that is not a known issue."""
         unknown = []
         for finding in problems:
-            issue = next((k for k in KNOWN_ISSUES if k.matches(finding, door, wire)), None)
+            cause_door, cause_wire = finding.origin or (door, wire)
+            issue = next((k for k in KNOWN_ISSUES if k.matches(finding, cause_door, cause_wire)), None)
             if issue is not None:
                 self.known[issue.name] = self.known.get(issue.name, 0) + 1
                 self.keep(test_name(), door, finding, wire, detail, known=issue.name)
@@ -266,20 +269,38 @@ class LogWatch:
     def problems(self) -> list[Finding]:
         """One finding per ERROR line or traceback (with the lines that belong to it)."""
         found = []
-        for name, text in self.new_text().items():
-            lines = text.splitlines()
-            for i, line in enumerate(lines):
-                if not LOG_PROBLEM.search(line) or (i and LOG_PROBLEM.search(lines[i - 1]) and not line.startswith("[")):
-                    continue
-                end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("[")), len(lines))
-                excerpt = "\n".join(lines[max(i - 2, 0) : min(end + 1, i + 60)])
-                found.append(Finding("log-error", f"{name} logged a traceback or an ERROR:\n{excerpt}"))
+        fresh = self.new_text()
+        settle = time.monotonic() + 0.5
+        while any(LOG_PROBLEM.search(text) for text in fresh.values()) and time.monotonic() < settle:
+            # A long traceback reaches the file in more than one write: wait for the rest of it.
+            time.sleep(0.05)
+            more = self.new_text()
+            if not more:
+                break
+            fresh = {name: fresh.get(name, "") + more.get(name, "") for name in fresh.keys() | more.keys()}
+        for name, text in fresh.items():
+            for record in _log_records(text):
+                if LOG_PROBLEM.search(record):
+                    lines = record.splitlines()
+                    excerpt = "\n".join(lines[:60] + (["    …"] + lines[-10:] if len(lines) > 70 else lines[60:]))
+                    found.append(Finding("log-error", f"{name} logged a traceback or an ERROR:\n{excerpt}"))
         return found
 
     def alive(self) -> None:
         for process in self.processes:
             if process.popen.poll() is not None:
                 raise Finding("process-died", f"{process.name} exited with {process.popen.returncode}:\n{process.log()[-4000:]}")
+
+
+def _log_records(text: str) -> list[str]:
+    """Log lines grouped into records: a record starts with the "[mesh …]" prefix, and a
+    traceback's lines belong to the record above them."""
+    records: list[list[str]] = []
+    for line in text.splitlines():
+        if line.startswith("[") or not records:
+            records.append([])
+        records[-1].append(line)
+    return ["\n".join(r) for r in records]
 
 
 # ----------------------------------------------------------------------- what reached the app
@@ -326,6 +347,7 @@ class Ledger:
         self.sent: set[bytes] = set()
         self.sent_targets: set[bytes] = set()
         self.refused: dict[bytes, tuple[str, bool]] = {}  # marker -> (why, even the head must not arrive)
+        self.origins: dict[bytes, tuple[str, bytes]] = {}  # example id -> (door, bytes sent)
         self.tunnelled: set[bytes] = set()
         self.heads: dict[bytes, AppRecord] = {}
         self.completes: dict[bytes, AppRecord] = {}
@@ -334,6 +356,14 @@ class Ledger:
         """The example's id; every marker of the example starts with ``fz-<run>x<id>``."""
         self._example += 1
         return f"{self.run}x{self._example:06d}"
+
+    def note_origin(self, example: str, door: str, wire: bytes) -> None:
+        """Which door got which bytes: a record that arrives late is judged with its own example."""
+        self.origins[example.encode()] = (door, wire)
+
+    def origin(self, marker: bytes | None) -> tuple[str, bytes] | None:
+        found = EXAMPLE.match(marker or b"")
+        return self.origins.get(found.group(1)) if found else None
 
     @staticmethod
     def marker(example: str, index: int, smuggled: bool = False) -> bytes:
@@ -379,12 +409,14 @@ class Ledger:
             marker = rec.marker
             if rec.event not in ("head", "complete"):
                 continue
+            origin = self.origin(marker)
             tunnelled = (marker if marker is not None else rec.target) in self.tunnelled
             if rec.event == "head" and not tunnelled and (len(rec.client_ids) != 1 or rec.client_ids[0] not in self.identities):
                 found.append(Finding(
                     "forged-identity",
                     f"the app received {rec.method!r} {rec.target!r} ({rec.proto}) with mesh-client-id {rec.client_ids}; "
                     f"the mesh sets exactly one, a verified caller's ({', '.join(sorted(self.identities))})",
+                    origin,
                 ))
             if marker is None:
                 if rec.target not in self.sent_targets:
@@ -400,6 +432,7 @@ class Ledger:
                     "smuggled",
                     f"the app received {rec.method!r} {rec.target!r} ({rec.proto}); a strict parser reads no request "
                     f"with marker {marker.decode()} in what the client sent (hidden in a body or a header?)",
+                    origin,
                 ))
             (self.heads if rec.event == "head" else self.completes)[marker] = rec
             found += self._refused_but_arrived(marker)
@@ -427,6 +460,7 @@ class Ledger:
         return [Finding(
             "refused-reached-app",
             f"the mesh refused {marker.decode()} ({why}) but the app received it ({rec.event}: {rec.method!r} {rec.target!r})",
+            self.origin(marker),
         )]
 
 

@@ -503,6 +503,7 @@ def run_case(front: FrontDoors, door: Door, case: H1Case) -> None:
     front.findings.count(test_name())
     example = ledger.next_example()
     wire = case.render(ledger, example)
+    ledger.note_origin(example, door.name, wire)
     writes = case.writes(wire)
     sent = parse_sent(wire)
     if sent.outcome == "upgrade":

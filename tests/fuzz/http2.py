@@ -638,7 +638,9 @@ def _all_answered(reader: ServerReader) -> bool:
 def run_case(front: FrontDoors, door: Door, case: H2Case) -> None:
     ledger = front.ledger
     front.findings.count(test_name())
-    rendered = render(case, ledger, ledger.next_example())
+    example = ledger.next_example()
+    rendered = render(case, ledger, example)
+    ledger.note_origin(example, door.name, rendered.wire)
     ledger.note_sent(rendered.paths)
     writes = transport.split_writes(rendered.wire, case.cuts, case.pauses_ms)
     note(f"door {door.name}: sent {show(rendered.wire, 3000)} in {len(writes)} writes, ending {case.ending}")

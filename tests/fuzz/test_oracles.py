@@ -187,3 +187,37 @@ def test_markers_are_found_in_the_header_lists_not_the_wire(tmp_path: Path) -> N
     rendered = http2.render(case, ledger, "runx000001")
     assert [s.unique for s in rendered.streams] == [True, True]
     assert rendered.paths == [b"/fz-runx000001r00", b"/fz-runx000001r01"]
+
+
+def test_a_traceback_is_one_finding_with_its_whole_record(tmp_path: Path) -> None:
+    from tests.fuzz.harness import LogWatch
+    from tests.integration.conftest import Process
+
+    log = tmp_path / "proxy.log"
+    log.write_text("[mesh proxy web] INFO ready\n")
+    watch = LogWatch([Process("proxy-web", None, log)])  # type: ignore[arg-type]
+    group = (
+        "[mesh proxy web] ERROR internal error on a connection\n"
+        "  + Exception Group Traceback (most recent call last):\n"
+        "  | ExceptionGroup: Exceptions from Trio nursery (1 sub-exception)\n"
+        "    | Traceback (most recent call last):\n"
+        "    | mesh.proxy._conn.PeerClosed\n"
+        "[mesh proxy web] INFO inbound: rejected client request\n"
+    )
+    with open(log, "a") as f:
+        f.write(group)
+    found = watch.problems()
+    assert len(found) == 1 and "ExceptionGroup" in str(found[0]) and "PeerClosed" in str(found[0])
+    assert watch.problems() == []  # read once
+
+
+def test_a_late_record_is_judged_with_the_example_that_sent_it(tmp_path: Path) -> None:
+    """An aborted example's request can reach the app after the next example began."""
+    ledger = Ledger(_records(tmp_path, [_record("/fz-runx000001r00", client_ids=[])]), {"spiffe://t/svc/client"})
+    ledger.note_origin("runx000001", "gateway", b"\x00GET /fz-runx000001r00 HTTP/1.1\r\n\r\n")
+    late = ledger.problems()
+    assert sorted(f.kind for f in late) == ["forged-identity", "smuggled"]
+    assert late[0].origin == ("gateway", b"\x00GET /fz-runx000001r00 HTTP/1.1\r\n\r\n")
+    findings = Findings()
+    findings.verdict(late, "outbound", b"GET /fz-runx000002r00 HTTP/1.1\r\n\r\n", "")  # known through its origin
+    assert findings.known == {"gateway-relays-non-http-raw": 2}
