@@ -1,0 +1,109 @@
+"""Standalone reproducers of what the fuzz suite found, one test per bug.
+
+Each is marked ``xfail(strict=True)`` while its bug is open: the fix turns it into an XPASS, which
+strict mode reports as a failure, so whoever fixes the bug removes the mark (and the matching
+``KnownIssue`` in harness.py, which lets the fuzz tests step over the bug meanwhile). From then
+on the test guards the fix. Each sends a few fixed bytes through the same live doors as the fuzz
+tests (conftest.py) and checks the same invariants.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.fuzz import http1
+from tests.fuzz.harness import AppRecord, FrontDoors
+
+
+def _send(front: FrontDoors, door: str, writes: list[tuple[float, bytes]]) -> tuple[http1.Sent, http1.Received]:
+    """Send through a door; what a strict parser reads in it, and what came back."""
+    wire = b"".join(piece for _, piece in writes)
+    sent = http1.parse_sent(wire)
+    front.ledger.note_sent([h.routed_target for h in sent.heads])
+    return sent, http1.exchange(front, front.doors[door], writes, "read", sent)
+
+
+def _app_got(front: FrontDoors, marker: bytes) -> AppRecord | None:
+    """The app's record of a request with ``marker``, if it got one (records settle first)."""
+    time.sleep(0.3)
+    front.ledger.problems()  # reads the app's new records (and checks them)
+    return front.ledger.heads.get(marker) or front.ledger.completes.get(marker)
+
+
+def _marker(front: FrontDoors) -> bytes:
+    return front.ledger.marker(front.ledger.next_example(), 0)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12 item 3: a malformed chunk after the head ends in a bare close "
+                   "and an ERROR traceback (ExceptionGroup with _UpstreamBroken) in the proxy's log")
+def test_a_malformed_chunk_is_answered_without_a_traceback(front: FrontDoors) -> None:
+    marker = _marker(front)
+    head = b"POST /%s HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n" % marker
+    front.logs.new_text()  # only what this request makes the proxies log counts
+    sent, got = _send(front, "outbound", [(0.0, head), (0.2, b"zz\r\n")])
+    answers, problem = http1.parse_answers(got.data, sent, eof=got.eof)
+    problems = front.logs.problems()
+    assert not problems, problems[0]
+    assert problem is None and answers and answers[0].status in (400, 408) and answers[0].mesh_error, got.data
+
+
+@pytest.mark.xfail(strict=True, reason="the gateway relays as opaque TCP any connection whose first bytes are not "
+                   "an upper-case method and a space (issue 12 item 1 by other means than silence): the request "
+                   "reaches the app unparsed, a client-set mesh-client-id with it")
+@pytest.mark.parametrize("request_line", [b"PUT\t/%s HTTP/1.1", b"get /%s HTTP/1.1", b"\x00GET /%s HTTP/1.1"])
+def test_the_gateway_never_relays_bytes_it_cannot_parse(front: FrontDoors, request_line: bytes) -> None:
+    marker = _marker(front)
+    request = request_line % marker + b"\r\nHost: web\r\nmesh-client-id: spiffe://forged/svc/admin\r\n\r\n"
+    sent, got = _send(front, "gateway", [(0.0, request)])
+    received = _app_got(front, marker)
+    assert received is None, f"the app received {request!r} with mesh-client-id {received.client_ids}; the gateway answered {got.data!r}"
+    assert got.data.startswith(b"HTTP/1.1 400 ") or got.data == b"", got.data
+
+
+@pytest.mark.xfail(strict=True, reason="the gateway answers CONNECT with 200 and relays the rest as raw bytes to "
+                   "the app (over mesh-tcp): requests inside reach it unparsed, a client-set mesh-client-id with them")
+def test_the_gateway_refuses_connect(front: FrontDoors) -> None:
+    marker = _marker(front)
+    tunnelled = b"GET /%s HTTP/1.1\r\nHost: web\r\nmesh-client-id: spiffe://forged/svc/admin\r\n\r\n" % marker
+    sent, got = _send(front, "gateway", [(0.0, b"CONNECT web:80 HTTP/1.1\r\nHost: web:80\r\n\r\n" + tunnelled)])
+    received = _app_got(front, marker)
+    assert received is None, f"the app received a tunnelled request with mesh-client-id {received.client_ids}: {got.data!r}"
+    assert got.data[:12] in (b"HTTP/1.1 400", b"HTTP/1.1 405", b"HTTP/1.1 403", b"HTTP/1.1 501") or got.data == b"", got.data
+
+
+@pytest.mark.xfail(strict=True, reason="when one read holds a valid request and then bytes that do not parse, the "
+                   "HTTP/1 loop drops the valid request and its 400 takes the valid request's place")
+def test_a_valid_request_is_answered_before_a_bad_one_that_follows(front: FrontDoors) -> None:
+    marker = _marker(front)
+    sent, got = _send(front, "outbound", [(0.0, b"GET /%s HTTP/1.1\r\nHost: web\r\n\r\nNOT HTTP\r\n\r\n" % marker)])
+    answers, problem = http1.parse_answers(got.data, sent, eof=got.eof)
+    assert problem is None, problem
+    assert answers and answers[0].status == 200 and answers[0].headers.get(b"x-seen") == marker, got.data
+
+
+@pytest.mark.xfail(strict=True, reason="the mesh's own error responses to HEAD requests carry a body; on a "
+                   "keep-alive connection the client reads it as the start of the next response")
+def test_the_mesh_answers_head_without_a_body(front: FrontDoors) -> None:
+    first, second = _marker(front), _marker(front)
+    wire = (
+        b"HEAD /%s HTTP/1.1\r\nHost: nosuch\r\n\r\n" % first
+        + b"GET /%s HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n" % second
+    )
+    sent, got = _send(front, "outbound", [(0.0, wire)])
+    answers, problem = http1.parse_answers(got.data, sent, eof=got.eof)
+    assert problem is None, f"{problem}: {got.data!r}"
+    assert [a.status for a in answers] == [503, 200], got.data
+    assert answers[1].headers.get(b"x-seen") == second
+
+
+@pytest.mark.xfail(strict=True, reason="an HTTP/1.0 client gets the app's chunked response as it is (HTTP/1.0 "
+                   "has no chunked coding; being fixed with HTTP/1.0 keep-alive)")
+@pytest.mark.parametrize("door", ["outbound", "inbound", "gateway"])
+def test_an_http10_client_never_gets_a_chunked_response(front: FrontDoors, door: str) -> None:
+    marker = _marker(front)
+    sent, got = _send(front, door, [(0.0, b"GET /%s?chunked HTTP/1.0\r\nHost: web\r\n\r\n" % marker)])
+    answers, problem = http1.parse_answers(got.data, sent, eof=got.eof)
+    assert problem is None, f"{problem}: {got.data!r}"
+    assert answers and answers[0].status == 200 and answers[0].body == b"seen %s\n" % marker, got.data
