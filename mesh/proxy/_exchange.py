@@ -253,14 +253,15 @@ def endpoint_verdict(status: int, mesh_error: str | None, grpc_status: int | Non
     return mesh_error is None and not server_failed(status, grpc_status)
 
 
-def mesh_error_response(failure: Failure, keep_alive: bool, http10: bool = False) -> bytes:
-    """A mesh-made HTTP/1 answer: the status, ``x-mesh-error`` and a one-line body."""
+def mesh_error_response(failure: Failure, keep_alive: bool, http10: bool = False, head_request: bool = False) -> bytes:
+    """A mesh-made HTTP/1 answer: the status, ``x-mesh-error`` and a one-line body (none to HEAD)."""
     return simple_response(
         failure.status,
         f"mesh: {failure.message}\n".encode(),
         [(MESH_ERROR, failure.reason.value.encode())],
         keep_alive=keep_alive,
         http10=http10,
+        head_request=head_request,
     )
 
 

@@ -132,6 +132,12 @@ class HttpProxyConnection:
         """
         client = self.client
         deadline, self.head_deadline = self.head_deadline, None
+        if not client.pending and client.reader.failed:  # bytes after the last whole request did not parse
+            try:
+                client.reader.feed(b"")
+            except RemoteProtocolError as exc:
+                await self._refuse_head(exc)
+            return None
         while not client.pending:
             if deadline is None and not client.reader.in_head:
                 # Between requests: wait for the first byte of the next one.
@@ -167,13 +173,13 @@ class HttpProxyConnection:
     async def _refuse_head(self, exc: RemoteProtocolError) -> None:
         reason = Reason.HEADER_TOO_LARGE if exc.status == 431 else Reason.BAD_REQUEST
         log.info("%s: rejected client request: %s", self.router.direction, exc)
-        await self._answer_unrouted(Failure(reason, exc.status, str(exc)))
+        await self._answer_unrouted(Failure(reason, exc.status, str(exc)), head_request=exc.method == b"HEAD")
 
-    async def _answer_unrouted(self, failure: Failure) -> None:
+    async def _answer_unrouted(self, failure: Failure, head_request: bool = False) -> None:
         """A mesh-made answer before any request could be routed; the connection then closes."""
         self.record(RequestRecord(self.router.direction, "", b"", b"", b"", failure.status, 0.0, failure.reason))
         try:
-            await self.client.send(mesh_error_response(failure, keep_alive=False))
+            await self.client.send(mesh_error_response(failure, keep_alive=False, head_request=head_request))
         except PeerClosed:
             pass
 
@@ -230,11 +236,14 @@ class HttpProxyConnection:
         )
 
     async def _answer(self, head: RequestHead, failure: Failure) -> bool:
-        """Send a mesh-made answer; the connection stays open only when the request was read whole."""
-        keep = head.keep_alive and self._body_done() and not self.drain.draining
+        """Send a mesh-made answer; the connection stays open only when the request was read whole
+        (never after a refused CONNECT or Upgrade: what follows it is not HTTP/1)."""
+        keep = head.keep_alive and not head.upgrade and self._body_done() and not self.drain.draining
         if keep:
             self._take_body_bytes(Framing.NONE)  # drop the (complete) body of the refused request
-        await self.client.send(mesh_error_response(failure, keep, head.http_version == b"1.0"))
+        await self.client.send(
+            mesh_error_response(failure, keep, head.http_version == b"1.0", head_request=head.method == b"HEAD")
+        )
         return keep
 
     def _body_done(self) -> bool:

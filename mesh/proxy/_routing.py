@@ -83,6 +83,7 @@ class OutboundRouter:
         own_addresses: Collection[tuple[str, int]] = (),
         fixed_service: str | None = None,
         policy: PolicyState | None = None,
+        tunnels: bool = True,
     ) -> None:
         self._endpoints = endpoints
         self._balancer = balancer
@@ -91,10 +92,13 @@ class OutboundRouter:
         self._own = set(own_addresses)
         self.fixed_service = fixed_service
         self.policy = policy or PolicyState(trust_domain)
+        self.tunnels = tunnels  # CONNECT: on for apps' listeners, off at the edge (a gateway)
 
     def route(self, head: RequestHead) -> Forward | Reject:
         target = head.target
         connect = head.method == b"CONNECT"
+        if connect and not self.tunnels:
+            return Reject(405, Reason.BAD_REQUEST, "this listener does not carry CONNECT tunnels")
         if connect:
             authority, path = target, b""
             default_port = 443
@@ -275,6 +279,10 @@ class InboundRouter:
 
     def route(self, head: RequestHead) -> Forward | Reject:
         target = head.target
+        if head.method == b"CONNECT":
+            # Callers' proxies carry CONNECT tunnels as opaque streams (ALPN mesh-tcp), policed and
+            # detected as such; an HTTP CONNECT arriving here would be a raw pipe to the app.
+            return Reject(405, Reason.BAD_REQUEST, "CONNECT is not accepted from peers", self._caller_service)
         if target.startswith(b"http://") or target.startswith(b"https://"):
             try:
                 url = httptools.parse_url(target)
@@ -299,7 +307,6 @@ class InboundRouter:
             add_headers=self._caller,
             drop_headers=frozenset({CLIENT_ID_HEADER}),
             timeout=self._timeout,
-            tunnel=head.method == b"CONNECT",
         )
 
     def finished(self, forward: Forward, started: float, success: bool | None) -> None:

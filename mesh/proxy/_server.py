@@ -408,6 +408,7 @@ class Proxy:
             self.settings.timeouts.request_timeout,
             fixed_service=fixed_service,
             policy=self.policy,
+            tunnels=self.settings.app is not None,  # the edge carries no CONNECT tunnels
         )
 
     async def _serve_outbound(self, stream: FastSocketStream, fixed_service: str | None) -> None:
