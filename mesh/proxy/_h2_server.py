@@ -35,6 +35,7 @@ import trio
 from h2.errors import ErrorCodes
 from hpack import NeverIndexedHeaderTuple
 
+from mesh.net import ALPN_H2, ALPN_HTTP1
 from mesh.proxy._drain import Drain
 from mesh.proxy._exchange import (
     AttemptPlan,
@@ -77,7 +78,6 @@ from mesh.proxy._h2_transport import (
     linger,
 )
 from mesh.proxy._h2_upstream import GoingAway, H2Pool, H2Upstream
-from mesh.proxy._pool import ALPN_H2, ALPN_HTTP1
 from mesh.proxy._policy import may_retry
 from mesh.proxy.protocol.http1 import HOP_BY_HOP, Framing, RequestHead
 

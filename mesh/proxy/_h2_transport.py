@@ -21,7 +21,7 @@ import trio
 from h2.errors import ErrorCodes
 from h2.stream import StreamClosedBy
 
-from mesh.proxy._conn import receive_or_eof
+from mesh.net import receive_or_eof
 
 MAX_CONCURRENT_STREAMS = 100
 MAX_HEADER_LIST_SIZE = 64 * 1024

@@ -37,7 +37,8 @@ from mesh.proxy._h2_transport import (
     h2_config,
 )
 from mesh.proxy._policy import TokenBucket
-from mesh.proxy._pool import ALPN_H2, ContextProvider, open_upstream
+from mesh.net import ALPN_H2
+from mesh.proxy._pool import ContextProvider, open_upstream
 
 log = logging.getLogger("mesh.proxy")
 

@@ -15,7 +15,8 @@ import time
 
 import trio
 
-from mesh.proxy._conn import HttpConnection, PeerClosed, relay_bytes
+from mesh.net import relay_bytes
+from mesh.proxy._conn import HttpConnection, PeerClosed
 from mesh.proxy._drain import Drain
 from mesh.proxy._exchange import (
     AttemptPlan,

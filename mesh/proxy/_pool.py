@@ -16,17 +16,11 @@ import trio
 from mesh.errors import IdentityError
 from mesh.proxy._conn import HttpConnection
 from mesh.proxy._exchange import ConnectFailure, Reason, UpstreamKey
-from mesh.proxy._socket import FastSocketStream
-from mesh.proxy._tls import TLSStream
+from mesh.net import FastSocketStream, TLSStream
 from mesh.proxy.protocol.http1 import ResponseReader
 
 log = logging.getLogger("mesh.proxy")
 
-ALPN_HTTP1 = "http/1.1"
-ALPN_TCP = "mesh-tcp"
-ALPN_H2 = "h2"
-# The admin pages over mTLS, for the controller and operators (never for services): see _server.py.
-ALPN_ADMIN = "mesh-admin"
 
 
 class ContextProvider(Protocol):

@@ -14,7 +14,7 @@ import httptools
 from mesh.proxy._balancer import Balancer
 from mesh.proxy._policy import Fault, PolicyState, choose_subset, in_subset
 from mesh.proxy._exchange import Forward, Reason, Reject, UpstreamKey, new_request_id
-from mesh.proxy._pool import ALPN_HTTP1, ALPN_TCP
+from mesh.net import ALPN_HTTP1, ALPN_TCP
 from mesh.proxy.protocol.http1 import RequestHead
 
 log = logging.getLogger("mesh.proxy")

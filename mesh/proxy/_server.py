@@ -30,7 +30,6 @@ from mesh import __version__
 from mesh.errors import ProxyError
 from mesh.proxy._admin import AdminApp, tap_handler
 from mesh.proxy._balancer import Balancer
-from mesh.proxy._conn import relay_bytes
 from mesh.proxy._drain import Drain
 from mesh.proxy._exchange import ConnectFailure, Failure, Reason, RequestRecord, Timeouts, UpstreamKey, mesh_error_response
 from mesh.proxy._http import HttpProxyConnection
@@ -39,11 +38,9 @@ from mesh.proxy._policy import PolicyState
 from mesh.proxy._observe import recorder
 from mesh.proxy._h2_server import H2ProxyConnection
 from mesh.proxy._h2_upstream import H2Pool
-from mesh.proxy._pool import ALPN_ADMIN, ALPN_H2, ALPN_HTTP1, ALPN_TCP, ConnectionPool, open_upstream
-from mesh.proxy._conn import receive_or_eof
+from mesh.net import ALPN_ADMIN, ALPN_H2, ALPN_HTTP1, ALPN_TCP, FastSocketStream, TLSStream, receive_or_eof, relay_bytes
+from mesh.proxy._pool import ConnectionPool, open_upstream
 from mesh.proxy._routing import InboundRouter, OutboundRouter, declared_protocol, tcp_key_for
-from mesh.proxy._socket import FastSocketStream
-from mesh.proxy._tls import TLSStream
 from mesh.proxy.protocol.detect import Mode, Protocol, detect, listener_mode
 from mesh.telemetry import TapHub
 

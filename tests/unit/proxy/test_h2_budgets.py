@@ -23,7 +23,7 @@ from mesh.proxy._h2_guard import RESET_BURST, ServerConnection
 from mesh.proxy._h2_transport import MAX_CONCURRENT_STREAMS, h2_config
 from mesh.proxy._h2_upstream import H2Upstream
 from mesh.proxy._policy import TokenBucket
-from mesh.proxy._pool import ALPN_H2
+from mesh.net import ALPN_H2
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + hf.SettingsFrame(0).serialize()
 
