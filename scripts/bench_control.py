@@ -64,7 +64,7 @@ def start_controller(home: Path, store: str, log: Path) -> tuple[subprocess.Pope
 
 
 async def client_for(home: Path, address: str, service: str) -> Any:
-    from mesh.controller import ApiClient
+    from mesh.net import ApiClient
     from mesh.discovery import parse_address
     from mesh.home import MeshHome
     from mesh.identity import CertificateAuthority, client_context, service_identity
@@ -77,7 +77,7 @@ async def client_for(home: Path, address: str, service: str) -> Any:
 
 
 async def operator_client(home: Path, address: str) -> Any:
-    from mesh.controller import ApiClient
+    from mesh.net import ApiClient
     from mesh.discovery import parse_address
     from mesh.identity import client_context, load_credentials
 

@@ -25,7 +25,7 @@ async def _operator_request(home: MeshHome, method: str, path: str, body: Any, t
 @asynccontextmanager
 async def operator_client(home: MeshHome, timeout: float = 10.0) -> AsyncIterator[Any]:
     """An ApiClient connected as the operator of MESH_HOME (for streams: ``client.stream(...)``)."""
-    from mesh.controller import ApiClient
+    from mesh.net import ApiClient
     from mesh.identity import client_context, load_credentials
     from mesh.proxy._control import controller_from_home
 

@@ -68,7 +68,7 @@ async def tap_stream(client: Any, query: dict[str, str]) -> AsyncIterator[AsyncI
     """The /v1/tap stream on an operator client; the controller's refusals become MeshErrors."""
     from urllib.parse import urlencode
 
-    from mesh.controller import ApiError
+    from mesh.net import ApiError
     from mesh.errors import ControllerError
 
     path = "/v1/tap" + (f"?{urlencode(query)}" if query else "")

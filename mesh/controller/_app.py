@@ -32,9 +32,11 @@ from typing import Any
 import trio
 
 from mesh import __version__
-from mesh.controller._api import ApiError, ApiRequest, ApiResponse
+from mesh.controller._api import ApiRequest
+from mesh.net import ApiError, ApiResponse
 from mesh.controller._durable import Durable
-from mesh.controller._state import ControllerState, EndpointEntry, endpoint_from_dict, endpoint_to_dict
+from mesh.controller._state import ControllerState, EndpointEntry
+from mesh.discovery import endpoint_from_dict, endpoint_to_dict
 from mesh.errors import ConfigError, DiscoveryError, IdentityError, StoreError
 from mesh.identity import CONTROLLER_SERVICE
 

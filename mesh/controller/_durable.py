@@ -31,7 +31,8 @@ from typing import Any
 
 import trio
 
-from mesh.controller._state import ControllerState, EndpointEntry, TemporaryFault, endpoint_from_dict, endpoint_to_dict
+from mesh.controller._state import ControllerState, EndpointEntry, TemporaryFault
+from mesh.discovery import endpoint_from_dict, endpoint_to_dict
 from mesh.controller._store import (
     Compare,
     KeyValue,

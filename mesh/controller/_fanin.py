@@ -129,14 +129,14 @@ class AdminDialer:
     @classmethod
     def for_credentials(cls, creds: Any) -> AdminDialer:
         from mesh.identity import client_context
-        from mesh.proxy import ALPN_ADMIN
+        from mesh.net import ALPN_ADMIN
 
         return cls(client_context(creds, alpn=(ALPN_ADMIN,)))
 
     async def connect(self, target: ProxyTarget, timeout: float) -> trio.abc.Stream:
         """An mTLS stream to ``target`` that speaks the admin pages; AdminUnreachable otherwise."""
         from mesh.identity import check_peer_identity, handshake_failure_reason
-        from mesh.proxy import ALPN_ADMIN, TLSStream
+        from mesh.net import ALPN_ADMIN, TLSStream
 
         where = target.address
         try:

@@ -21,7 +21,7 @@ def _unverified_context() -> ssl.SSLContext:
 
 
 async def join_mesh(home: MeshHome, address: str, token: str, ca_fingerprint: str) -> dict[str, Any]:
-    from mesh.controller._api import ApiClient, bootstrap_client_context
+    from mesh.net import ApiClient, bootstrap_client_context
     from mesh.discovery import parse_address
     from mesh.identity import fingerprint, load_certificates, parse_fingerprint
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mesh.config import DEFAULT_PROTOCOL, MeshConfig, parse_config
-from mesh.discovery import Endpoint
+from mesh.config import MeshConfig, parse_config
+from mesh.discovery import Endpoint, endpoint_to_dict
 
 # Registrations (hosts without multicast) live this long without a heartbeat.
 DEFAULT_REGISTRATION_TTL = 30.0
@@ -219,33 +219,6 @@ class ControllerState:
             "faults": [f.to_dict() for f in self.faults.values()],
             "controllers": sorted(self.controllers),
         }
-
-
-def endpoint_to_dict(endpoint: Endpoint) -> dict[str, Any]:
-    return {
-        "service": endpoint.service,
-        "address": endpoint.address,
-        "identity": endpoint.identity,
-        "labels": dict(endpoint.labels),
-        "admin_port": endpoint.admin_port,
-        "protocol": endpoint.protocol,
-    }
-
-
-def endpoint_from_dict(data: dict[str, Any]) -> Endpoint:
-    from mesh.discovery import parse_address
-
-    host, port = parse_address(str(data["address"]))
-    labels = data.get("labels") or {}
-    return Endpoint(
-        service=str(data["service"]),
-        host=host,
-        port=port,
-        identity=data.get("identity"),
-        labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
-        admin_port=data.get("admin_port"),
-        protocol=str(data.get("protocol") or DEFAULT_PROTOCOL),
-    )
 
 
 def with_lease(entry: EndpointEntry, ttl: float, now: float) -> EndpointEntry:

@@ -21,6 +21,7 @@ from mesh.dashboard._model import Topics
 from mesh.dashboard._routes import StaticFile, resolve
 from mesh.dashboard._sse import sse_comment, sse_json, sse_retry
 from mesh.errors import MeshError
+from mesh.net import cancel_on_eof
 from mesh.proxy.protocol.errors import RemoteProtocolError
 from mesh.proxy.protocol.http1 import (
     Data,
@@ -173,7 +174,7 @@ class DashboardServer:
         await _send(stream, stream_head() + encode_chunk(sse_retry()))
         seen: dict[str, int] = {}
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_cancel_on_eof, stream, nursery.cancel_scope)
+            nursery.start_soon(cancel_on_eof, stream, nursery.cancel_scope)
             while True:
                 changed = self._changes.event  # taken before reading: a publish during the send wakes us
                 messages = self._topics.messages_since(seen)
@@ -197,7 +198,7 @@ class DashboardServer:
         await _send(stream, stream_head() + encode_chunk(sse_retry()))
         async with trio.open_nursery() as nursery:
             scope = nursery.cancel_scope
-            nursery.start_soon(_cancel_on_eof, stream, scope)
+            nursery.start_soon(cancel_on_eof, stream, scope)
             try:
                 async with self._link.tap(query) as items:
                     await _stream_send(stream, sse_json("open", {"query": query}), scope)
@@ -259,14 +260,3 @@ async def _send_quietly(stream: trio.abc.Stream, data: bytes) -> None:
         await stream.send_all(data)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         pass
-
-
-async def _cancel_on_eof(stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
-    """An event stream is one-way: the browser closing its side means it has gone."""
-    try:
-        while await stream.receive_some(4096):
-            pass
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-        pass
-    scope.cancel()
-

@@ -6,6 +6,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from mesh.config import APP_PROTOCOLS, DEFAULT_PROTOCOL
 from mesh.errors import DiscoveryError
@@ -160,3 +161,30 @@ def parse_address(text: str) -> tuple[str, int]:
         raise DiscoveryError(
             f"invalid address {text!r}: {exc}", hint=f"write it as {ADDRESS_FORMAT}"
         ) from None
+
+
+def endpoint_to_dict(endpoint: Endpoint) -> dict[str, Any]:
+    """An endpoint as the controller's registrations and snapshots carry it (JSON)."""
+    return {
+        "service": endpoint.service,
+        "address": endpoint.address,
+        "identity": endpoint.identity,
+        "labels": dict(endpoint.labels),
+        "admin_port": endpoint.admin_port,
+        "protocol": endpoint.protocol,
+    }
+
+
+def endpoint_from_dict(data: dict[str, Any]) -> Endpoint:
+    """The inverse of ``endpoint_to_dict``; KeyError, ValueError or DiscoveryError when malformed."""
+    host, port = parse_address(str(data["address"]))
+    labels = data.get("labels") or {}
+    return Endpoint(
+        service=str(data["service"]),
+        host=host,
+        port=port,
+        identity=data.get("identity"),
+        labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
+        admin_port=data.get("admin_port"),
+        protocol=str(data.get("protocol") or DEFAULT_PROTOCOL),
+    )

@@ -46,6 +46,7 @@ from mesh.identity._spiffe import (
     validate_trust_domain,
 )
 from mesh.identity._tls import (
+    bundle_client_context,
     check_peer_identity,
     client_context,
     handshake_failure_reason,
@@ -69,6 +70,7 @@ __all__ = [
     "IssuedCredentials",
     "SpiffeId",
     "cert_to_pem",
+    "bundle_client_context",
     "check_peer_identity",
     "client_context",
     "describe_certificate",

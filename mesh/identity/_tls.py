@@ -123,6 +123,12 @@ def _base_context(protocol: int, creds: IssuedCredentials, alpn: Sequence[str]) 
     return context
 
 
+def bundle_client_context(bundle_pem: bytes, alpn: Sequence[str]) -> ssl.SSLContext:
+    """A client context that verifies the server against ``bundle_pem`` and presents no
+    certificate: for a holder that has none yet (it asks for one with a join token)."""
+    return _verifying_context(ssl.PROTOCOL_TLS_CLIENT, bundle_pem, "this mesh", alpn)
+
+
 def server_context(creds: IssuedCredentials, alpn: Sequence[str] = DEFAULT_ALPN) -> MeshContext:
     """A context for accepting mTLS: the client must present a certificate from our bundle."""
     return _base_context(ssl.PROTOCOL_TLS_SERVER, creds, alpn)

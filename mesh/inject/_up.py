@@ -50,7 +50,7 @@ async def run_up(plan: UpPlan, panel: Callable[[Any, Fleet], Any] | None = None)
     async with trio.open_nursery() as nursery:
         app = await nursery.start(run_controller, settings, stop)
         if plan.config is not None:
-            from mesh.controller import ApiError
+            from mesh.net import ApiError
 
             source = plan.config_source or "mesh.toml"
             try:

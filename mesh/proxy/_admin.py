@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 
 import trio
 
+from mesh.net import cancel_on_eof
 from mesh.proxy._conn import HttpConnection, PeerClosed
 from mesh.proxy.protocol.errors import RemoteProtocolError
 from mesh.proxy.protocol.http1 import EndOfMessage, RequestHead, RequestReader, encode_chunk, simple_response
@@ -150,7 +151,7 @@ def tap_handler(hub: TapHub, max_queue: int = DEFAULT_MAX_QUEUE, *, query_values
         try:
             await stream.send_all(TAP_HEAD)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_cancel_on_eof, stream, nursery.cancel_scope)
+                nursery.start_soon(cancel_on_eof, stream, nursery.cancel_scope)
                 while True:
                     if not subscription.pending:
                         wake = trio.Event()
@@ -169,16 +170,6 @@ def tap_handler(hub: TapHub, max_queue: int = DEFAULT_MAX_QUEUE, *, query_values
             log.debug("tap listener left (%d now)", hub.listeners)
 
     return serve
-
-
-async def _cancel_on_eof(stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
-    """A streaming response is one-way: the client closing its side means it is gone."""
-    try:
-        while await stream.receive_some(4096):
-            pass
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-        pass
-    scope.cancel()
 
 
 async def _send_quietly(stream: trio.abc.Stream, data: bytes) -> None:

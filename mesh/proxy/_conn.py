@@ -1,4 +1,4 @@
-"""Connections as the proxy sees them: a trio stream, its HTTP/1 reader, and
+"""HTTP/1 connections as the proxy sees them: a trio stream, its HTTP/1 reader, and
 events read but not yet used.
 
 One ``receive_events`` is one ``receive_some`` and one parser feed, so a read
@@ -12,19 +12,10 @@ from typing import Generic, TypeVar
 
 import trio
 
+from mesh.net import receive_or_eof
 from mesh.proxy.protocol.http1 import Event, RequestReader, ResponseReader
 
-RECEIVE_SIZE = 64 * 1024
-
 R = TypeVar("R", RequestReader, ResponseReader)
-
-
-async def receive_or_eof(stream: trio.abc.Stream) -> bytes:
-    """The next bytes; b"" when the peer closed, reset, or broke TLS (all end the connection alike)."""
-    try:
-        return await stream.receive_some(RECEIVE_SIZE)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
-        return b""
 
 
 class PeerClosed(Exception):
@@ -87,48 +78,3 @@ class HttpConnection(Generic[R]):
             f"<HttpConnection {self.reader!r} pending={len(self.pending)} "
             f"in={self.received} out={self.sent}{' closed' if self._closed else ''}>"
         )
-
-
-async def relay_bytes(
-    a: trio.abc.Stream,
-    b: trio.abc.Stream,
-    a_leftover: bytes = b"",
-    b_leftover: bytes = b"",
-) -> tuple[int, int]:
-    """Copy both ways between a client-side stream ``a`` and a server-side ``b``.
-
-    Returns (bytes a→b, bytes b→a). An EOF is passed on as a half-close where
-    the other stream can carry one (plain TCP). TLS cannot, so: when the server
-    side ends, everything ends (the client then sees the close); when the
-    client side ends, the server's answer keeps flowing until it ends too.
-    An error on either side ends both.
-    """
-    counts = [0, 0]
-
-    async def pump(src: trio.abc.Stream, dst: trio.abc.Stream, leftover: bytes, index: int) -> None:
-        try:
-            if leftover:
-                await dst.send_all(leftover)
-                counts[index] += len(leftover)
-            while True:
-                data = await src.receive_some(RECEIVE_SIZE)
-                if not data:
-                    break
-                await dst.send_all(data)
-                counts[index] += len(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
-            nursery.cancel_scope.cancel()
-            return
-        if isinstance(dst, trio.abc.HalfCloseableStream):
-            try:
-                await dst.send_eof()
-                return
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass
-        if index == 1:  # the server side ended and the client side cannot be told by half
-            nursery.cancel_scope.cancel()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(pump, a, b, a_leftover, 0)
-        nursery.start_soon(pump, b, a, b_leftover, 1)
-    return counts[0], counts[1]

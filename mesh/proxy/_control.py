@@ -119,7 +119,7 @@ async def request_certificate(
     ttl: timedelta | None = None,
 ) -> Any:
     """A fresh key (never leaves this process) and a leaf signed by the controller."""
-    from mesh.controller import ApiClient, bootstrap_client_context
+    from mesh.net import ApiClient, bootstrap_client_context
     from mesh.identity import (
         IssuedCredentials,
         SpiffeId,
@@ -279,7 +279,7 @@ class ControlLink:
     # -- watch and registration ---------------------------------------------------
 
     async def _watch_loop(self) -> None:
-        from mesh.controller import ApiClient
+        from mesh.net import ApiClient
         from mesh.identity import client_context
 
         backoff = BACKOFF_START
@@ -353,7 +353,7 @@ class ControlLink:
 
     def apply_snapshot(self, snapshot: dict[str, Any]) -> bool:
         """Swap in a whole snapshot at once (the hot path never sees half of one); refuse an older config."""
-        from mesh.controller import endpoint_from_dict
+        from mesh.discovery import endpoint_from_dict
 
         offered = int(snapshot.get("config_version", 0))
         if offered < self.config_version:

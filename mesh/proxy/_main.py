@@ -13,7 +13,7 @@ import trio
 
 from mesh.errors import ConfigError, ControllerError, IdentityError, ProxyError
 from mesh.home import MeshHome
-from mesh.proxy._http import Limits
+from mesh.proxy._exchange import Timeouts
 from mesh.proxy._server import Identity, Proxy, ProxySettings
 
 log = logging.getLogger("mesh.proxy")
@@ -117,7 +117,7 @@ def settings_from(options: ProxyOptions) -> ProxySettings:
         endpoints_file=options.endpoints,
         upstreams=upstreams,
         labels=parse_pairs(options.labels, "--label", "k=v, e.g. version=v1"),
-        limits=Limits(**durations),
+        timeouts=Timeouts(**durations),
         protocol=options.protocol,
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from mesh.proxy._exchange import classify
-from mesh.proxy._http import RequestRecord
+from mesh.proxy._exchange import RequestRecord
 from mesh.telemetry import MetricsRegistry
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from mesh.proxy._http import Recorder, RequestRecord
+from mesh.proxy._exchange import Recorder, RequestRecord
 from mesh.telemetry import TapEvent
 
 if TYPE_CHECKING:

@@ -9,45 +9,18 @@ from __future__ import annotations
 
 import logging
 import ssl
-from dataclasses import dataclass
 from typing import Protocol
 
 import trio
 
 from mesh.errors import IdentityError
 from mesh.proxy._conn import HttpConnection
-from mesh.proxy._socket import FastSocketStream
-from mesh.proxy._tls import TLSStream
+from mesh.proxy._exchange import ConnectFailure, Reason, UpstreamKey
+from mesh.net import FastSocketStream, TLSStream
 from mesh.proxy.protocol.http1 import ResponseReader
 
 log = logging.getLogger("mesh.proxy")
 
-ALPN_HTTP1 = "http/1.1"
-ALPN_TCP = "mesh-tcp"
-ALPN_H2 = "h2"
-# The admin pages over mTLS, for the controller and operators (never for services): see _server.py.
-ALPN_ADMIN = "mesh-admin"
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamKey:
-    host: str
-    port: int
-    alpn: str | None  # None: plain TCP (the local app, egress); else mTLS to a peer proxy
-    identity: str | None  # SPIFFE id the peer must present (mTLS only)
-
-    @property
-    def address(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-class UpstreamConnectError(Exception):
-    """Opening an upstream connection failed; ``reason`` goes in x-mesh-error."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 class ContextProvider(Protocol):
@@ -69,16 +42,16 @@ async def open_upstream(
         with trio.fail_after(timeout):
             stream: trio.abc.Stream = FastSocketStream.adopt(await trio.open_tcp_stream(key.host, key.port))
     except trio.TooSlowError:
-        raise UpstreamConnectError(
-            "connect-timeout", f"connecting to {key.address} timed out after {timeout:g}s"
+        raise ConnectFailure(
+            Reason.CONNECT_TIMEOUT, f"connecting to {key.address} timed out after {timeout:g}s"
         ) from None
     except OSError as exc:
-        raise UpstreamConnectError("connect-failed", f"cannot connect to {key.address}: {_os_reason(exc)}") from None
+        raise ConnectFailure(Reason.CONNECT_FAILED, f"cannot connect to {key.address}: {_os_reason(exc)}") from None
     if key.alpn is None:
         return stream
     if contexts is None:
         await stream.aclose()
-        raise UpstreamConnectError("tls-failed", "this proxy has no identity to call peers with")
+        raise ConnectFailure(Reason.TLS_FAILED, "this proxy has no identity to call peers with")
     tls = TLSStream(stream, contexts(key.alpn), server_side=False)
     try:
         with trio.fail_after(timeout):
@@ -88,20 +61,20 @@ async def open_upstream(
     except trio.TooSlowError:
         await _abort(tls)
         contexts.refused("timeout")
-        raise UpstreamConnectError(
-            "tls-timeout", f"TLS handshake with {key.address} timed out after {timeout:g}s"
+        raise ConnectFailure(
+            Reason.TLS_TIMEOUT, f"TLS handshake with {key.address} timed out after {timeout:g}s"
         ) from None
     except IdentityError as exc:
         await _abort(tls)
         log.warning("refused peer %s: %s", key.address, exc)
         contexts.refused(exc.message)
-        raise UpstreamConnectError("identity-mismatch", f"{key.address}: {exc}") from None
+        raise ConnectFailure(Reason.IDENTITY_MISMATCH, f"{key.address}: {exc}") from None
     except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
         await _abort(tls)
         reason = handshake_failure_reason(exc)
         log.warning("TLS handshake with %s failed: %s", key.address, reason)
         contexts.refused(reason)
-        raise UpstreamConnectError("tls-failed", f"TLS handshake with {key.address} failed: {reason}") from None
+        raise ConnectFailure(Reason.TLS_FAILED, f"TLS handshake with {key.address} failed: {reason}") from None
     return tls
 
 

@@ -13,8 +13,8 @@ import httptools
 
 from mesh.proxy._balancer import Balancer
 from mesh.proxy._policy import Fault, PolicyState, choose_subset, in_subset
-from mesh.proxy._http import Forward, Reject, new_request_id
-from mesh.proxy._pool import ALPN_HTTP1, ALPN_TCP, UpstreamKey
+from mesh.proxy._exchange import Forward, Reason, Reject, UpstreamKey, new_request_id
+from mesh.net import ALPN_HTTP1, ALPN_TCP
 from mesh.proxy.protocol.http1 import RequestHead
 
 log = logging.getLogger("mesh.proxy")
@@ -83,6 +83,7 @@ class OutboundRouter:
         own_addresses: Collection[tuple[str, int]] = (),
         fixed_service: str | None = None,
         policy: PolicyState | None = None,
+        tunnels: bool = True,
     ) -> None:
         self._endpoints = endpoints
         self._balancer = balancer
@@ -91,10 +92,13 @@ class OutboundRouter:
         self._own = set(own_addresses)
         self.fixed_service = fixed_service
         self.policy = policy or PolicyState(trust_domain)
+        self.tunnels = tunnels  # CONNECT: on for apps' listeners, off at the edge (a gateway)
 
     def route(self, head: RequestHead) -> Forward | Reject:
         target = head.target
         connect = head.method == b"CONNECT"
+        if connect and not self.tunnels:
+            return Reject(405, Reason.BAD_REQUEST, "this listener does not carry CONNECT tunnels")
         if connect:
             authority, path = target, b""
             default_port = 443
@@ -102,14 +106,14 @@ class OutboundRouter:
             try:
                 url = httptools.parse_url(target)
             except httptools.HttpParserInvalidURLError:
-                return Reject(400, "bad-request", "invalid request target")
+                return Reject(400, Reason.BAD_REQUEST, "invalid request target")
             host = b"[" + url.host + b"]" if b":" in url.host else url.host
             authority = host + (b":%d" % url.port if url.port is not None else b"")
             path = (url.path or b"/") + (b"?" + url.query if url.query else b"")
             default_port = 80
         elif target.startswith(b"https://"):
             return Reject(
-                400, "bad-request", "an https:// URL cannot be proxied as plain HTTP; clients use CONNECT for it"
+                400, Reason.BAD_REQUEST, "an https:// URL cannot be proxied as plain HTTP; clients use CONNECT for it"
             )
         else:
             authority = head.header(b"host") or b""
@@ -122,17 +126,17 @@ class OutboundRouter:
         else:
             host_port = split_authority(authority, default_port)
             if host_port is None:
-                return Reject(400, "bad-request", "request has no valid host to route to (Host header or absolute URL)")
+                return Reject(400, Reason.BAD_REQUEST, "request has no valid host to route to (Host header or absolute URL)")
             service, is_mesh = mesh_service_name(host_port[0])
 
         endpoints = self._endpoints(service)
         if endpoints:
             return self._to_mesh(head, service, path, endpoints, connect)
         if is_mesh:
-            return Reject(503, "no-endpoints", f"no endpoints for service {service!r}", service)
+            return Reject(503, Reason.NO_ENDPOINTS, f"no endpoints for service {service!r}", service)
         assert host_port is not None
         if _normalise_loopback(host_port) in self._own:
-            return Reject(400, "loop", "request addressed to this proxy itself")
+            return Reject(400, Reason.LOOP, "request addressed to this proxy itself")
         return Forward(
             UpstreamKey(host_port[0], host_port[1], None, None),
             "egress",
@@ -158,15 +162,15 @@ class OutboundRouter:
         if fault is not None:
             delay, abort = fault.decide(state.rng)
             if abort is not None:
-                return Reject(abort, "fault-injected", f"fault injected for {service} by mesh policy", service)
+                return Reject(abort, Reason.FAULT_INJECTED, f"fault injected for {service} by mesh policy", service)
         subset = choose_subset(route, state.rng) if route is not None else None
         candidates = in_subset(endpoints, subset) if subset else endpoints
         if not candidates:
             wanted = ",".join(f"{k}={v}" for k, v in (subset or {}).items())
-            return Reject(503, "no-endpoints", f"no endpoints of {service!r} with {wanted}", service)
+            return Reject(503, Reason.NO_ENDPOINTS, f"no endpoints of {service!r} with {wanted}", service)
         healthy = state.outliers.available(candidates)
         if not healthy:
-            return Reject(503, "circuit-open", f"every endpoint of {service!r} is ejected after failures", service)
+            return Reject(503, Reason.CIRCUIT_OPEN, f"every endpoint of {service!r} is ejected after failures", service)
         endpoint = self._balancer.choose(healthy)
         self._balancer.start(endpoint.address)
         identity = endpoint.identity or f"spiffe://{self._trust_domain}/svc/{service}"
@@ -275,23 +279,27 @@ class InboundRouter:
 
     def route(self, head: RequestHead) -> Forward | Reject:
         target = head.target
+        if head.method == b"CONNECT":
+            # Callers' proxies carry CONNECT tunnels as opaque streams (ALPN mesh-tcp), policed and
+            # detected as such; an HTTP CONNECT arriving here would be a raw pipe to the app.
+            return Reject(405, Reason.BAD_REQUEST, "CONNECT is not accepted from peers", self._caller_service)
         if target.startswith(b"http://") or target.startswith(b"https://"):
             try:
                 url = httptools.parse_url(target)
             except httptools.HttpParserInvalidURLError:
-                return Reject(400, "bad-request", "invalid request target")
+                return Reject(400, Reason.BAD_REQUEST, "invalid request target")
             target = (url.path or b"/") + (b"?" + url.query if url.query else b"")
         state = self._policy
         if state is not None:
             # The callee decides who may call it, and how fast: enforced here, not at the caller.
             if not state.current.authorize(self._service, self._caller_id):
-                return Reject(403, "forbidden", f"{self._caller_id} may not call {self._service}", self._caller_service)
+                return Reject(403, Reason.FORBIDDEN, f"{self._caller_id} may not call {self._service}", self._caller_service)
             route = None
             if state.current.routes.get(self._service):
                 headers = {k.lower(): v for k, v in head.headers}
                 route = state.current.route_for(self._service, head.method, target, headers)
             if not state.admit(self._service, self._caller_id, route):
-                return Reject(429, "rate-limited", f"rate limit of {self._service} reached", self._caller_service)
+                return Reject(429, Reason.RATE_LIMITED, f"rate limit of {self._service} reached", self._caller_service)
         return Forward(
             self._app,
             self._caller_service,
@@ -299,7 +307,6 @@ class InboundRouter:
             add_headers=self._caller,
             drop_headers=frozenset({CLIENT_ID_HEADER}),
             timeout=self._timeout,
-            tunnel=head.method == b"CONNECT",
         )
 
     def finished(self, forward: Forward, started: float, success: bool | None) -> None:

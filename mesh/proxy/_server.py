@@ -1,7 +1,7 @@
 """`mesh proxy`: the sidecar's listeners, composed top-down.
 
     outbound (127.0.0.1)  app ──plain──▶ detect ─▶ HTTP/1 loop ─▶ OutboundRouter ─▶ mTLS pool ─▶ peer
-                                       ─▶ h2 preface ─▶ HTTP/2 loop (_h2.py) ─▶ shared mTLS h2 connection ─▶ peer
+                                       ─▶ h2 preface ─▶ HTTP/2 loop (_h2_server.py) ─▶ shared mTLS h2 connection ─▶ peer
     --upstream SVC=PORT   app ──any────▶ detect ─▶ HTTP/1 loop, HTTP/2 loop, or opaque relay (mesh-tcp) ─▶ peer
     inbound               peer ──mTLS──▶ ALPN http/1.1 ─▶ HTTP/1 loop ─▶ InboundRouter ─▶ app pool
                                        ─▶ ALPN h2 ─▶ HTTP/2 loop ─▶ InboundRouter ─▶ app over h2c
@@ -30,17 +30,17 @@ from mesh import __version__
 from mesh.errors import ProxyError
 from mesh.proxy._admin import AdminApp, tap_handler
 from mesh.proxy._balancer import Balancer
-from mesh.proxy._conn import relay_bytes
-from mesh.proxy._http import Drain, HttpProxyConnection, Limits, RequestRecord, mesh_error_response
+from mesh.proxy._drain import Drain
+from mesh.proxy._exchange import ConnectFailure, Failure, Reason, RequestRecord, Timeouts, UpstreamKey, mesh_error_response
+from mesh.proxy._http import HttpProxyConnection
 from mesh.proxy._metrics import ProxyMetrics
 from mesh.proxy._policy import PolicyState
 from mesh.proxy._observe import recorder
-from mesh.proxy._h2 import H2Pool, H2ProxyConnection
-from mesh.proxy._pool import ALPN_ADMIN, ALPN_H2, ALPN_HTTP1, ALPN_TCP, ConnectionPool, UpstreamConnectError, UpstreamKey, open_upstream
-from mesh.proxy._conn import receive_or_eof
+from mesh.proxy._h2_server import H2ProxyConnection
+from mesh.proxy._h2_upstream import H2Pool
+from mesh.net import ALPN_ADMIN, ALPN_H2, ALPN_HTTP1, ALPN_TCP, FastSocketStream, TLSStream, receive_or_eof, relay_bytes
+from mesh.proxy._pool import ConnectionPool, open_upstream
 from mesh.proxy._routing import InboundRouter, OutboundRouter, declared_protocol, tcp_key_for
-from mesh.proxy._socket import FastSocketStream
-from mesh.proxy._tls import TLSStream
 from mesh.proxy.protocol.detect import Mode, Protocol, detect, listener_mode
 from mesh.telemetry import TapHub
 
@@ -67,7 +67,7 @@ class ProxySettings:
     endpoints_file: Path | None = None
     upstreams: Mapping[str, tuple[str, int]] = field(default_factory=dict)  # service → local listen address
     labels: Mapping[str, str] = field(default_factory=dict)
-    limits: Limits = Limits()
+    timeouts: Timeouts = Timeouts()
     protocol: str = "auto"  # what the app behind the inbound listener speaks
 
 
@@ -202,7 +202,7 @@ class Proxy:
         )
         own = {self.bound.outbound, *self.bound.upstreams.values(), self.bound.inbound, self.bound.admin} - {None}
         self.outbound_router = OutboundRouter(
-            self.registry.endpoints, self.balancer, self.identity.trust_domain, s.limits.request_timeout, own, policy=self.policy
+            self.registry.endpoints, self.balancer, self.identity.trust_domain, s.timeouts.request_timeout, own, policy=self.policy
         )
         admin_app = self._admin_app(query_values=False)
 
@@ -234,11 +234,11 @@ class Proxy:
                 with trio.move_on_after(2):
                     for hook in self.shutdown_hooks:
                         await hook()
-                log.info("draining (up to %gs)", s.limits.drain_timeout)
+                log.info("draining (up to %gs)", s.timeouts.drain_timeout)
                 for scope in accept_scopes:
                     scope.cancel()
                 self.drain.start()
-                connections.cancel_scope.deadline = trio.current_time() + s.limits.drain_timeout
+                connections.cancel_scope.deadline = trio.current_time() + s.timeouts.drain_timeout
             await self.peer_pool.aclose()
             await self.app_pool.aclose()
             system.cancel_scope.cancel()
@@ -274,7 +274,7 @@ class Proxy:
         metrics = self.metrics
         tls = TLSStream(tcp, self.identity.server, server_side=True)
         try:
-            with trio.fail_after(self.settings.limits.head_timeout):
+            with trio.fail_after(self.settings.timeouts.head_timeout):
                 await tls.do_handshake()
             caller = peer_identity(tls)  # type: ignore[arg-type]
         except trio.TooSlowError:
@@ -297,13 +297,13 @@ class Proxy:
                 self.app_key,
                 str(caller),
                 caller.name,
-                self.settings.limits.request_timeout,
+                self.settings.timeouts.request_timeout,
                 service=self.settings.service,
                 policy=self.policy,
             )
             if alpn != ALPN_TCP:
                 protocol = Protocol.HTTP2 if alpn == ALPN_H2 else Protocol.HTTP1
-                head_deadline = trio.current_time() + self.settings.limits.head_timeout
+                head_deadline = trio.current_time() + self.settings.timeouts.head_timeout
                 await self._serve_http(tls, Detected(b"", protocol, head_deadline), router, caller, "inbound")
                 return
             # Opaque bytes from a peer: authorised by the caller's identity before any reaches the
@@ -351,7 +351,7 @@ class Proxy:
         assert self.app_key is not None
         try:
             app = await open_upstream(self.app_key, None, self.app_pool.connect_timeout)
-        except UpstreamConnectError as exc:
+        except ConnectFailure as exc:
             log.warning("inbound: TCP relay to %s failed: %s", self.app_key.address, exc.message)
             return
         try:
@@ -402,9 +402,10 @@ class Proxy:
             self.registry.endpoints,
             self.balancer,
             self.identity.trust_domain,
-            self.settings.limits.request_timeout,
+            self.settings.timeouts.request_timeout,
             fixed_service=fixed_service,
             policy=self.policy,
+            tunnels=self.settings.app is not None,  # the edge carries no CONNECT tunnels
         )
 
     async def _serve_outbound(self, stream: FastSocketStream, fixed_service: str | None) -> None:
@@ -436,17 +437,17 @@ class Proxy:
     async def _serve_http(
         self, stream: trio.abc.Stream, detected: Detected, router: Any, caller: Any, direction: str
     ) -> None:
-        limits = self.settings.limits
+        timeouts = self.settings.timeouts
         record = recorder(self, caller)
         inbound = direction == "inbound"
         conn: HttpProxyConnection | H2ProxyConnection
         if detected.protocol is Protocol.HTTP2:
             # Inbound, the app speaks h2c (prior knowledge); outbound, mTLS ALPN h2 per stream.
             h2_pool = self.h2_app_pool if inbound else self.h2_peer_pool
-            conn = H2ProxyConnection(stream, detected.prefix, router, h2_pool, record, limits, self.drain)
+            conn = H2ProxyConnection(stream, detected.prefix, router, h2_pool, record, timeouts, self.drain)
         else:
             pool = self.app_pool if inbound else self.peer_pool
-            conn = HttpProxyConnection(stream, detected.prefix, router, pool, record, limits, self.drain)
+            conn = HttpProxyConnection(stream, detected.prefix, router, pool, record, timeouts, self.drain)
             conn.head_deadline = detected.head_deadline
         await self._serve_counted(conn, direction)
 
@@ -470,7 +471,7 @@ class Proxy:
         but one whose bytes started to look like HTTP is HTTP from then on, with the same deadline.
         """
         now = trio.current_time()
-        head_deadline = now + self.settings.limits.head_timeout
+        head_deadline = now + self.settings.timeouts.head_timeout
         silence_deadline = now + SERVER_SPEAKS_FIRST_AFTER if mode is Mode.AUTO else head_deadline
         protocol = detect(prefix) if prefix else None
         while protocol is None:
@@ -480,7 +481,7 @@ class Proxy:
             if data is None:  # the deadline passed
                 if mode is Mode.AUTO and not prefix:
                     return Detected(b"", Protocol.OPAQUE, head_deadline)
-                await self._answer_local(stream, direction, 408, "head-timeout", "request head not received in time")
+                await self._answer_local(stream, direction, Failure(Reason.HEAD_TIMEOUT, 408, "request head not received in time"))
                 return None
             if not data:  # the client closed (or half-closed)
                 if prefix or mode is Mode.HTTP:
@@ -489,16 +490,16 @@ class Proxy:
             prefix += data
             protocol = detect(prefix)
         if protocol is Protocol.OPAQUE and mode is Mode.HTTP:
-            await self._answer_local(stream, direction, 400, "bad-request", "this listener speaks HTTP only")
+            await self._answer_local(stream, direction, Failure(Reason.BAD_REQUEST, 400, "this listener speaks HTTP only"))
             return None
         return Detected(prefix, protocol, head_deadline)
 
-    async def _answer_local(self, stream: trio.abc.Stream, direction: str, status: int, reason: str, message: str) -> None:
+    async def _answer_local(self, stream: trio.abc.Stream, direction: str, failure: Failure) -> None:
         """A mesh-made HTTP/1 answer before any request was read; the caller then closes."""
-        self.metrics.record(RequestRecord(direction, "", b"", b"", b"", status, 0.0, reason))
+        self.metrics.record(RequestRecord(direction, "", b"", b"", b"", failure.status, 0.0, failure.reason))
         with trio.move_on_after(1):
             try:
-                await stream.send_all(mesh_error_response(status, reason, message, keep_alive=False))
+                await stream.send_all(mesh_error_response(failure, keep_alive=False))
             except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
                 pass
 
@@ -506,7 +507,7 @@ class Proxy:
         pool = self.peer_pool if key.alpn else self.app_pool
         try:
             upstream = await open_upstream(key, pool.contexts, pool.connect_timeout)
-        except UpstreamConnectError as exc:
+        except ConnectFailure as exc:
             log.warning("%s: TCP relay to %s failed: %s", direction, key.address, exc.message)
             return
         try:

@@ -134,47 +134,7 @@ class KnownIssue:
 
 ANY_DOOR = "*"  # findings that surface after the last example, when nobody knows which door caused them
 
-KNOWN_ISSUES: tuple[KnownIssue, ...] = (
-    KnownIssue(
-        "body-error-traceback",
-        "test_a_malformed_chunk_is_answered_without_a_traceback",
-        ("log-error",),
-        r"ExceptionGroup.*(PeerClosed|_UpstreamBroken)",
-    ),
-    KnownIssue(
-        "gateway-relays-non-http-raw",
-        "test_the_gateway_never_relays_bytes_it_cannot_parse",
-        ("smuggled", "unasked-response", "invalid-response", "invalid-h2", "refused-reached-app", "head-response-body",
-         "forged-identity"),
-        doors=("gateway",),
-        # The gateway's detection calls HTTP/1 only "[A-Z][A-Z-]* " and HTTP/2 only the preface.
-        wire=r"(?![A-Z][A-Z-]{0,19} |PRI \* HTTP/2\.0\r\n\r\nSM\r\n\r\n)",
-    ),
-    KnownIssue(
-        "gateway-carries-connect-tunnels",
-        "test_the_gateway_refuses_connect",
-        ("forged-identity", "smuggled", "unasked-response", "invalid-response"),
-        doors=("gateway",),
-        wire=r"(?:.*\n)?CONNECT ",
-    ),
-    KnownIssue(
-        "pipelined-requests-dropped-before-a-bad-one",
-        "test_a_valid_request_is_answered_before_a_bad_one_that_follows",
-        ("misaligned-response",),
-    ),
-    KnownIssue(
-        "http10-client-gets-chunked",
-        "test_an_http10_client_never_gets_a_chunked_response",
-        ("invalid-response",),
-        r"a chunked response to an HTTP/1\.0 request",
-    ),
-    KnownIssue(
-        "mesh-answers-head-with-a-body",
-        "test_the_mesh_answers_head_without_a_body",
-        ("head-response-body",),
-        r"the mesh's",
-    ),
-)
+KNOWN_ISSUES: tuple[KnownIssue, ...] = ()
 
 
 @dataclass

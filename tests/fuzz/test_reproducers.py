@@ -1,9 +1,9 @@
 """Standalone reproducers of what the fuzz suite found, one test per bug.
 
-Each is marked ``xfail(strict=True)`` while its bug is open: the fix turns it into an XPASS, which
-strict mode reports as a failure, so whoever fixes the bug removes the mark (and the matching
-``KnownIssue`` in harness.py, which lets the fuzz tests step over the bug meanwhile). From then
-on the test guards the fix. Each sends a few fixed bytes through the same live doors as the fuzz
+While a bug is open its test is marked ``xfail(strict=True)`` and a ``KnownIssue`` in harness.py
+lets the fuzz tests step over it; the fix turns the test into an XPASS, which strict mode reports,
+so whoever fixes the bug removes both. From then on the test guards the fix (all six found so
+far are fixed). Each sends a few fixed bytes through the same live doors as the fuzz
 tests (conftest.py) and checks the same invariants.
 """
 
@@ -36,8 +36,6 @@ def _marker(front: FrontDoors) -> bytes:
     return front.ledger.marker(front.ledger.next_example(), 0)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 3: a malformed chunk after the head ends in a bare close "
-                   "and an ERROR traceback (ExceptionGroup with _UpstreamBroken) in the proxy's log")
 def test_a_malformed_chunk_is_answered_without_a_traceback(front: FrontDoors) -> None:
     marker = _marker(front)
     head = b"POST /%s HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n" % marker
@@ -49,9 +47,6 @@ def test_a_malformed_chunk_is_answered_without_a_traceback(front: FrontDoors) ->
     assert problem is None and answers and answers[0].status in (400, 408) and answers[0].mesh_error, got.data
 
 
-@pytest.mark.xfail(strict=True, reason="the gateway relays as opaque TCP any connection whose first bytes are not "
-                   "an upper-case method and a space (issue 12 item 1 by other means than silence): the request "
-                   "reaches the app unparsed, a client-set mesh-client-id with it")
 @pytest.mark.parametrize("request_line", [b"PUT\t/%s HTTP/1.1", b"get /%s HTTP/1.1", b"\x00GET /%s HTTP/1.1"])
 def test_the_gateway_never_relays_bytes_it_cannot_parse(front: FrontDoors, request_line: bytes) -> None:
     marker = _marker(front)
@@ -62,8 +57,6 @@ def test_the_gateway_never_relays_bytes_it_cannot_parse(front: FrontDoors, reque
     assert got.data.startswith(b"HTTP/1.1 400 ") or got.data == b"", got.data
 
 
-@pytest.mark.xfail(strict=True, reason="the gateway answers CONNECT with 200 and relays the rest as raw bytes to "
-                   "the app (over mesh-tcp): requests inside reach it unparsed, a client-set mesh-client-id with them")
 def test_the_gateway_refuses_connect(front: FrontDoors) -> None:
     marker = _marker(front)
     tunnelled = b"GET /%s HTTP/1.1\r\nHost: web\r\nmesh-client-id: spiffe://forged/svc/admin\r\n\r\n" % marker
@@ -73,8 +66,6 @@ def test_the_gateway_refuses_connect(front: FrontDoors) -> None:
     assert got.data[:12] in (b"HTTP/1.1 400", b"HTTP/1.1 405", b"HTTP/1.1 403", b"HTTP/1.1 501") or got.data == b"", got.data
 
 
-@pytest.mark.xfail(strict=True, reason="when one read holds a valid request and then bytes that do not parse, the "
-                   "HTTP/1 loop drops the valid request and its 400 takes the valid request's place")
 def test_a_valid_request_is_answered_before_a_bad_one_that_follows(front: FrontDoors) -> None:
     marker = _marker(front)
     sent, got = _send(front, "outbound", [(0.0, b"GET /%s HTTP/1.1\r\nHost: web\r\n\r\nNOT HTTP\r\n\r\n" % marker)])
@@ -83,8 +74,6 @@ def test_a_valid_request_is_answered_before_a_bad_one_that_follows(front: FrontD
     assert answers and answers[0].status == 200 and answers[0].headers.get(b"x-seen") == marker, got.data
 
 
-@pytest.mark.xfail(strict=True, reason="the mesh's own error responses to HEAD requests carry a body; on a "
-                   "keep-alive connection the client reads it as the start of the next response")
 def test_the_mesh_answers_head_without_a_body(front: FrontDoors) -> None:
     first, second = _marker(front), _marker(front)
     wire = (
@@ -98,8 +87,6 @@ def test_the_mesh_answers_head_without_a_body(front: FrontDoors) -> None:
     assert answers[1].headers.get(b"x-seen") == second
 
 
-@pytest.mark.xfail(strict=True, reason="an HTTP/1.0 client gets the app's chunked response as it is (HTTP/1.0 "
-                   "has no chunked coding; being fixed with HTTP/1.0 keep-alive)")
 @pytest.mark.parametrize("door", ["outbound", "inbound", "gateway"])
 def test_an_http10_client_never_gets_a_chunked_response(front: FrontDoors, door: str) -> None:
     marker = _marker(front)

@@ -160,7 +160,7 @@ def test_controller_refuses_a_foreign_trust_domain_at_the_handshake(cluster: Clu
     host, port = record["address"].rsplit(":", 1)
 
     async def ask() -> str:
-        from mesh.controller import ApiClient
+        from mesh.net import ApiClient
         from mesh.errors import ControllerError
         from mesh.identity import load_credentials
         from mesh.identity import client_context as mesh_client_context

@@ -562,7 +562,7 @@ def _check_proxy(ctx: CheckContext, service: str, entry: dict[str, Any]) -> Chec
     listener (ALPN mesh-admin, as the operator): its admin server itself is on its host's loopback."""
     from mesh.discovery import parse_address
     from mesh.identity import client_context, handshake_failure_reason
-    from mesh.proxy import ALPN_ADMIN
+    from mesh.net import ALPN_ADMIN
 
     host, port = parse_address(str(entry["address"]))
     facts: dict[str, Any] = {"admin": f"[{host}]:{port}" if ":" in host else f"{host}:{port}"}

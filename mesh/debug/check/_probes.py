@@ -123,7 +123,7 @@ class AdminPages:
     """
 
     def __init__(self, host: str, port: int, context: ssl.SSLContext, timeout: float) -> None:
-        from mesh.proxy import ALPN_ADMIN
+        from mesh.net import ALPN_ADMIN
 
         self._conn = http.client.HTTPSConnection(host, port, context=context, timeout=timeout)
         try:

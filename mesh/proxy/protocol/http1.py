@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import httptools
 
-from mesh.proxy.protocol.errors import LocalProtocolError, RemoteProtocolError
+from mesh.proxy.protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 100
@@ -126,6 +126,7 @@ class _Reader:
         "_in_head",
         "_trailers",
         "_upgraded",
+        "_failed",
         "_framing",
     )
 
@@ -139,6 +140,7 @@ class _Reader:
         self._in_body = False
         self._in_head = False
         self._upgraded = False
+        self._failed: ProtocolError | None = None  # an error held back behind complete messages
         self._framing = Framing.NONE
 
     # httptools callbacks -------------------------------------------------
@@ -213,6 +215,26 @@ class _Reader:
             raise side_error(f"message head larger than {MAX_HEAD_BYTES // 1024} KiB", status=431)
 
     def _feed(self, data: bytes, side_error: type[Exception]) -> list[Event]:
+        """Events of ``data``. A read that holds whole messages and then bytes that do not parse
+        gives the whole messages first (each gets its answer); the error comes with the next feed."""
+        if self._failed is not None:
+            raise self._failed
+        try:
+            return self._parse(data, side_error)
+        except ProtocolError as exc:
+            events, self._events = self._events, []
+            last_end = max((i for i, e in enumerate(events) if isinstance(e, EndOfMessage)), default=-1)
+            if last_end < 0:
+                raise
+            self._failed = exc
+            return events[: last_end + 1]
+
+    @property
+    def failed(self) -> bool:
+        """An error is held back: the next feed raises it."""
+        return self._failed is not None
+
+    def _parse(self, data: bytes, side_error: type[Exception]) -> list[Event]:
         if self._upgraded:
             return [Data(data)] if data else []
         if not self._in_body:
@@ -222,7 +244,7 @@ class _Reader:
         except httptools.HttpParserUpgrade as exc:
             offset = exc.args[0]
             if self._upgrade_declined():
-                return self._feed(data[offset:], side_error)
+                return self._parse(data[offset:], side_error)
             self._upgraded = True
             self._events.append(Upgraded(data[offset:]))
         except httptools.HttpParserCallbackError as exc:
@@ -272,7 +294,7 @@ class RequestReader(_Reader):
     routing and hardening.)
     """
 
-    __slots__ = ("_url", "_h2c_head", "_replaying")
+    __slots__ = ("_url", "_h2c_head", "_replaying", "_method")
 
     def __init__(self) -> None:
         super().__init__()
@@ -280,14 +302,18 @@ class RequestReader(_Reader):
         self._url = b""
         self._h2c_head: bytes | None = None  # the declined upgrade's head, re-parsed without Upgrade
         self._replaying = False
+        self._method: bytes | None = None  # of the request being read, once known
 
     def on_message_begin(self) -> None:
         _Reader.on_message_begin(self)
         self._url = b""
+        self._method = None
 
     def on_url(self, url: bytes) -> None:
         self._count_head_bytes(len(url))
         self._url += url
+        if self._method is None:
+            self._method = self._parser.get_method()
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -336,8 +362,14 @@ class RequestReader(_Reader):
         return True
 
     def feed(self, data: bytes) -> list[Event]:
-        """Bytes from the client → events. Raises ``RemoteProtocolError`` (400/431)."""
-        return self._feed(data, RemoteProtocolError)
+        """Bytes from the client → events. Raises ``RemoteProtocolError`` (400/431/505), which
+        names the request's method when it was read (an answer to HEAD carries no body)."""
+        try:
+            return self._feed(data, RemoteProtocolError)
+        except RemoteProtocolError as exc:
+            if exc.method is None:
+                exc.method = self._method
+            raise
 
     def __repr__(self) -> str:
         state = "upgraded" if self._upgraded else "body" if self._in_body else "head/idle"
@@ -548,8 +580,10 @@ def simple_response(
     headers: Headers | None = None,
     keep_alive: bool = True,
     http10: bool = False,
+    head_request: bool = False,
 ) -> bytes:
-    """A complete small response (mesh-made errors, admin pages)."""
+    """A complete small response (mesh-made errors, admin pages); to HEAD, the head alone
+    (with the Content-Length a GET would get, RFC 9110 section 9.3.2)."""
     all_headers: Headers = [
         (b"Content-Type", b"text/plain; charset=utf-8"),
         (b"Content-Length", str(len(body)).encode()),
@@ -557,7 +591,7 @@ def simple_response(
     if headers:
         all_headers += headers
     head = encode_response_head(status, b"", all_headers, Framing.LENGTH, keep_alive, http10=http10)
-    return head + body
+    return head if head_request else head + body
 
 
 _REASONS = {

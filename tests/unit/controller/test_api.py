@@ -15,17 +15,8 @@ import h2.events
 import pytest
 import trio
 
-from mesh.controller._api import (
-    MAX_BODY,
-    ApiClient,
-    ApiError,
-    ApiRequest,
-    ApiResponse,
-    api_client_context,
-    bootstrap_client_context,
-    serve_api,
-    server_context_optional_client,
-)
+from mesh.controller._api import MAX_BODY, ApiRequest, serve_api, server_context_optional_client
+from mesh.net import ApiClient, ApiError, ApiResponse, api_client_context, bootstrap_client_context
 from mesh.errors import ControllerError
 from mesh.home import MeshHome
 from mesh.identity import (
@@ -35,7 +26,7 @@ from mesh.identity import (
     server_context,
     service_identity,
 )
-from mesh.proxy._tls import TLSStream
+from mesh.net import TLSStream
 
 pytestmark = pytest.mark.timeout(30)  # the hard stop; each test also runs under trio.fail_after
 

@@ -25,9 +25,9 @@ from mesh.controller._fanin import (
     choose_baseline,
     parse_window,
 )
-from mesh.proxy import ALPN_ADMIN, TLSStream
+from mesh.net import ALPN_ADMIN, TLSStream
 from mesh.proxy._admin import AdminApp, tap_handler
-from mesh.proxy._http import RequestRecord
+from mesh.proxy._exchange import RequestRecord
 from mesh.proxy._metrics import ProxyMetrics
 from mesh.telemetry import TapEvent, TapFilter, TapHub, parse_prometheus_text
 

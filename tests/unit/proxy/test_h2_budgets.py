@@ -18,9 +18,12 @@ import trio.testing
 from h2.errors import ErrorCodes
 from hyperframe import frame as hf
 
-from mesh.proxy._h2 import MAX_CONCURRENT_STREAMS, RESET_BURST, H2Upstream, _config, _ServerConnection
+from mesh.proxy._exchange import UpstreamKey
+from mesh.proxy._h2_guard import RESET_BURST, ServerConnection
+from mesh.proxy._h2_transport import MAX_CONCURRENT_STREAMS, h2_config
+from mesh.proxy._h2_upstream import H2Upstream
 from mesh.proxy._policy import TokenBucket
-from mesh.proxy._pool import ALPN_H2, UpstreamKey
+from mesh.net import ALPN_H2
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + hf.SettingsFrame(0).serialize()
 
@@ -37,8 +40,8 @@ class Client:
         return hf.HeadersFrame(stream_id, block, flags=flags).serialize()
 
 
-def _server() -> _ServerConnection:
-    conn = _ServerConnection(config=_config(client_side=False))
+def _server() -> ServerConnection:
+    conn = ServerConnection(config=h2_config(client_side=False))
     conn.local_settings.max_concurrent_streams = MAX_CONCURRENT_STREAMS
     conn.local_settings.acknowledge()
     conn.initiate_connection()
@@ -150,12 +153,14 @@ def test_a_look_again_during_an_idle_read_is_not_the_idle_timeout() -> None:
     """The GOAWAY(NO_ERROR) at the end of floods: a stream's clean-up yields while it flushes (under
     write back-pressure, for long), the reader meanwhile starts an idle read, and the clean-up's
     ``interrupt_read`` (the last stream is gone: arm the idle timer) was taken for the timer itself."""
-    from mesh.proxy._h2 import H2Pool, H2ProxyConnection
-    from mesh.proxy._http import Drain, Limits
+    from mesh.proxy._drain import Drain
+    from mesh.proxy._exchange import Timeouts
+    from mesh.proxy._h2_server import H2ProxyConnection
+    from mesh.proxy._h2_upstream import H2Pool
 
     async def main() -> None:
         ours, theirs = trio.testing.memory_stream_pair()
-        conn = H2ProxyConnection(ours, b"", _NoRoutes(), H2Pool(None), lambda record: None, Limits(idle_timeout=300.0), Drain())  # type: ignore[arg-type]
+        conn = H2ProxyConnection(ours, b"", _NoRoutes(), H2Pool(None), lambda record: None, Timeouts(idle_timeout=300.0), Drain())  # type: ignore[arg-type]
         received = bytearray()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conn.serve)

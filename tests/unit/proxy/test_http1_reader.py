@@ -624,3 +624,24 @@ def test_trailer_size_is_limited() -> None:
         + b"X-Huge: " + b"t" * (2 * MAX_HEAD_BYTES) + b"\r\n\r\n"
     )
     assert outcome(RequestReader(), [message])[1] == 431
+
+
+# A read that holds a whole request and then bytes that do not parse
+
+
+def test_whole_requests_before_bad_bytes_come_first_and_the_error_after() -> None:
+    reader = RequestReader()
+    events = reader.feed(b"GET /a HTTP/1.1\r\nHost: web\r\n\r\nNOT HTTP\r\n\r\n")
+    assert [type(e).__name__ for e in events] == ["RequestHead", "EndOfMessage"]
+    assert reader.failed
+    with pytest.raises(RemoteProtocolError):
+        reader.feed(b"")
+    # Without a whole message before them, bad bytes are an error at once.
+    with pytest.raises(RemoteProtocolError):
+        RequestReader().feed(b"NOT HTTP\r\n\r\n")
+
+
+def test_an_error_names_the_method_it_came_after() -> None:
+    with pytest.raises(RemoteProtocolError) as raised:
+        RequestReader().feed(b"HEAD / HTTP/2.0\r\nHost: web\r\n\r\n")
+    assert raised.value.status == 505 and raised.value.method == b"HEAD"

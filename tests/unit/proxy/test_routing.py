@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from mesh.discovery import Endpoint
 from mesh.proxy._balancer import Balancer
-from mesh.proxy._http import Forward, Reject
-from mesh.proxy._pool import ALPN_HTTP1, ALPN_TCP, UpstreamKey
+from mesh.proxy._exchange import Forward, Reject, UpstreamKey
+from mesh.net import ALPN_HTTP1, ALPN_TCP
 from mesh.proxy._routing import InboundRouter, OutboundRouter, mesh_service_name, split_authority
 from mesh.proxy.protocol.http1 import Framing, RequestHead, RequestReader
 
@@ -442,9 +442,17 @@ def test_inbound_replaces_client_id_with_the_callers() -> None:
     assert (b"Host", b"web") in kept
 
 
-def test_inbound_connect_is_a_tunnel() -> None:
-    decision = forward(inbound().route(head(b"CONNECT", b"web:443")))
-    assert decision.tunnel and decision.key == APP
+def test_inbound_refuses_connect_from_peers() -> None:
+    # Callers' proxies carry CONNECT tunnels as opaque mesh-tcp streams (policed, detected); an HTTP
+    # CONNECT from a peer would be a raw pipe to the app.
+    decision = inbound().route(head(b"CONNECT", b"web:443"))
+    assert isinstance(decision, Reject) and decision.status == 405
+
+
+def test_the_edge_carries_no_connect_tunnels() -> None:
+    router = OutboundRouter(lambda service: (), Balancer(), "mesh.local", 5.0, fixed_service="web", tunnels=False)
+    decision = router.route(head(b"CONNECT", b"web:443"))
+    assert isinstance(decision, Reject) and decision.status == 405
 
 
 def test_inbound_bad_absolute_target_is_400_not_a_crash() -> None:

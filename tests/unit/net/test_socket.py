@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from mesh.proxy._socket import YIELD_EVERY, FastSocketStream
+from mesh.net._socket import YIELD_EVERY, FastSocketStream
 
 
 async def _pair() -> tuple[FastSocketStream, FastSocketStream]:
@@ -31,7 +31,7 @@ async def _clogged_pair() -> tuple[FastSocketStream, FastSocketStream]:
 async def test_trio_stream_conformance(monkeypatch: pytest.MonkeyPatch) -> None:
     # trio's contract makes every call a schedule point; ours yields every YIELD_EVERY calls
     # (the point of the class), so the contract is checked with a yield on every call.
-    monkeypatch.setattr("mesh.proxy._socket.YIELD_EVERY", 1)
+    monkeypatch.setattr("mesh.net._socket.YIELD_EVERY", 1)
     await trio.testing.check_half_closeable_stream(_pair, _clogged_pair)
 
 

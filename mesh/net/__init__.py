@@ -1,0 +1,56 @@
+"""What the proxy, the controller and the CLI all stand on: the lean TLS stream, the fast
+socket stream, the byte-stream helpers, the ALPN ids, and the controller's JSON API over
+HTTP/2 (its shared plumbing and its client). Nothing here knows mesh policy;
+``mesh.proxy`` and ``mesh.controller`` import it, never each other."""
+
+from __future__ import annotations
+
+from mesh.net._alpn import ALPN_ADMIN, ALPN_H2, ALPN_HTTP1, ALPN_TCP
+from mesh.net._api_base import (
+    API_ALPN,
+    HANDSHAKE_TIMEOUT,
+    JSON_TYPE,
+    MAX_HEADER_LIST_SIZE,
+    NDJSON_TYPE,
+    ApiError,
+    ApiResponse,
+    H2ApiEndpoint,
+    api_client_context,
+    bootstrap_client_context,
+    close_quietly,
+    decode_headers,
+    encode_json,
+    header_dict,
+)
+from mesh.net._api_client import ApiClient
+from mesh.net._socket import FastSocketStream
+from mesh.net._streams import RECEIVE_SIZE, cancel_on_eof, receive_or_eof, relay_bytes
+from mesh.net._tls import TLSStream
+
+__all__ = [
+    "API_ALPN",
+    "HANDSHAKE_TIMEOUT",
+    "JSON_TYPE",
+    "MAX_HEADER_LIST_SIZE",
+    "NDJSON_TYPE",
+    "ApiClient",
+    "ApiError",
+    "ApiResponse",
+    "H2ApiEndpoint",
+    "api_client_context",
+    "bootstrap_client_context",
+    "close_quietly",
+    "decode_headers",
+    "encode_json",
+    "header_dict",
+    "ALPN_ADMIN",
+    "ALPN_H2",
+    "ALPN_HTTP1",
+    "ALPN_TCP",
+    "RECEIVE_SIZE",
+    "FastSocketStream",
+    "TLSStream",
+    "cancel_on_eof",
+    "receive_or_eof",
+    "relay_bytes",
+]

@@ -1,0 +1,353 @@
+"""HTTP/2 connections as the proxy's loops use them: h2's state machine over a trio stream,
+one writer per connection, flow-controlled sends, and a stream's events as dataclasses.
+
+Both sides of the proxy use it: the client-facing connection (``_h2_server.py``) and
+the shared connections to upstreams (``_h2_upstream.py``). Nothing here decides
+anything about requests.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import trio
+from h2.errors import ErrorCodes
+from h2.stream import StreamClosedBy
+
+from mesh.net import receive_or_eof
+
+MAX_CONCURRENT_STREAMS = 100
+MAX_HEADER_LIST_SIZE = 64 * 1024
+STREAM_WINDOW = 256 * 1024
+CONNECTION_WINDOW = 16 * 1024 * 1024
+DEFAULT_WINDOW = 65535
+WRITE_TIMEOUT = 10.0
+WRITE_HIGH_WATER = 256 * 1024  # unsent bytes per connection before senders wait
+LINGER = 1.0  # seconds a connection ended for abuse reads off input before it is closed
+
+Headers = list[tuple[bytes, bytes]]
+
+
+# -- a stream's events, from the reading task to the stream's task ---------------------------
+
+
+@dataclass(slots=True)
+class Head:
+    headers: Headers
+
+
+@dataclass(slots=True)
+class Body:
+    data: bytes
+    flow: int  # the flow-controlled length, acknowledged once the data is forwarded
+
+
+@dataclass(slots=True)
+class Trailers:
+    headers: Headers
+
+
+@dataclass(slots=True)
+class End:
+    """END_STREAM: the message is complete."""
+
+
+@dataclass(slots=True)
+class Reset:
+    code: int
+
+
+@dataclass(slots=True)
+class Broken:
+    """The connection is gone (or went away without covering the stream)."""
+
+
+StreamEvent = Head | Body | Trailers | End | Reset | Broken
+END = End()
+BROKEN = Broken()
+
+
+class StreamQueue:
+    """A stream's events, unbounded (flow control bounds it), with one waiting reader."""
+
+    __slots__ = ("items", "_event")
+
+    def __init__(self) -> None:
+        self.items: deque[StreamEvent] = deque()
+        self._event = trio.Event()
+
+    def put(self, item: StreamEvent) -> None:
+        self.items.append(item)
+        self._event.set()
+
+    async def get(self) -> StreamEvent:
+        while not self.items:
+            self._event = trio.Event()
+            await self._event.wait()
+        return self.items.popleft()
+
+    def next_is_end(self) -> bool:
+        return bool(self.items) and isinstance(self.items[0], End)
+
+
+class StreamGone(Exception):
+    """The stream (or its whole connection) can no longer carry data."""
+
+
+class StreamStalled(StreamGone):
+    """The peer gave the stream no flow-control window for longer than the stall timeout."""
+
+
+# -- h2's state machine, as the proxy needs it ------------------------------------------
+
+
+class Connection(h2.connection.H2Connection):
+    """h2's connection, but a graceful GOAWAY (NO_ERROR) lets the streams it covers finish.
+
+    h2 closes its whole state machine on any GOAWAY and drops what is queued to
+    send, so responses to streams the peer promised to finish (id <= last_stream_id,
+    RFC 9113 section 6.8) would be lost — nginx says GOAWAY after every 1000
+    requests. Here the event is reported and the connection stays usable for
+    those streams; the owner opens no new ones (``H2Upstream.goaway``).
+    """
+
+    def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[h2.events.Event]]:
+        if frame.error_code != ErrorCodes.NO_ERROR:
+            return super()._receive_goaway_frame(frame)  # type: ignore[no-any-return]
+        event = h2.events.ConnectionTerminated()
+        event.error_code = ErrorCodes.NO_ERROR
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
+
+    def reset_by_us(self, stream_id: int) -> bool:
+        """Whether the stream was closed by a RST_STREAM that we sent."""
+        return self._stream_closed_by(stream_id) is StreamClosedBy.SEND_RST_STREAM  # type: ignore[no-any-return]
+
+
+def h2_config(client_side: bool, peer_proxy: bool = False) -> h2.config.H2Configuration:
+    # What we send was validated when it was received (or built by us): checking it again
+    # on the way out costs a third of h2's header work. What we receive is validated, except
+    # from a peer proxy over mTLS, which validated it when it came from its app.
+    return h2.config.H2Configuration(
+        client_side=client_side,
+        header_encoding=None,
+        validate_outbound_headers=False,
+        normalize_outbound_headers=False,
+        validate_inbound_headers=not peer_proxy,
+    )
+
+
+class H2Endpoint:
+    """One HTTP/2 connection: h2's state machine over a stream, and its one writer task.
+
+    Streams queue frames with h2 and call ``flush``: when no write is in progress
+    the bytes go out at once (the next hop starts working sooner: with every write
+    deferred to a writer task, the two proxies ran in lock-step convoys, 30 %
+    slower at 64 streams in flight); while a write is in progress, the frames of
+    the other streams pile up and the writer task (``run_writer``) sends them in
+    one write. The reading task only ``kick``s (never writes, never waits).
+    ``flush`` waits while more than ``WRITE_HIGH_WATER`` bytes are unsent, so a
+    peer that stops reading holds back its senders, not the proxy's memory.
+    """
+
+    def __init__(self, stream: trio.abc.Stream, conn: Connection) -> None:
+        self.stream = stream
+        self.h2 = conn
+        self._out = bytearray()
+        self._writing = False
+        self.read_scope: trio.CancelScope | None = None  # the reading task's wait, for interrupt_read
+        self._wake = trio.Event()
+        self._drained = trio.Event()
+        self._progress = trio.Event()
+        self.broken = False
+        self.received = 0
+        self.sent = 0
+        # How long a stream may wait for the peer's flow-control window before it is given up.
+        self.stall_timeout = float("inf")
+
+    def __repr__(self) -> str:
+        state = "broken" if self.broken else "writing" if self._writing else "idle"
+        return f"<H2Endpoint {state} unsent={len(self._out)} in={self.received} out={self.sent}>"
+
+    def notify(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
+
+    def kick(self) -> None:
+        """Hand what h2 queued to the writer, without waiting: for the reading task, which must
+        go on reading (two proxies whose readers both waited for the other to read would deadlock)."""
+        data = self.h2.data_to_send()
+        if data:
+            self._out += data
+            self._wake.set()
+
+    async def flush(self) -> None:
+        """``kick``, then wait while too much is unsent: for tasks that produce data."""
+        self.kick()
+        if self._out and not self._writing and not self.broken:
+            await self._write_out()
+            if self._out:
+                self._wake.set()
+        while len(self._out) > WRITE_HIGH_WATER and not self.broken:
+            await self._drained.wait()
+
+    async def _write_out(self) -> None:
+        self._writing = True
+        try:
+            data, self._out = self._out, bytearray()
+            await self._write(data)
+        finally:
+            self._writing = False
+        drained, self._drained = self._drained, trio.Event()
+        drained.set()
+
+    def reset_if_open(self, stream_id: int, code: int) -> None:
+        stream = self.h2.streams.get(stream_id)
+        if stream is not None and not stream.closed:
+            self.reset(stream_id, code)
+
+    async def run_writer(self) -> None:
+        while not self.broken:
+            if not self._out or self._writing:
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            await self._write_out()
+
+    async def drain(self) -> None:
+        """Write whatever is still queued, now (the writer task has ended)."""
+        with trio.CancelScope(shield=True):
+            self._out += self.h2.data_to_send()
+            while self._out and not self.broken:
+                data, self._out = self._out, bytearray()
+                await self._write(data)
+
+    async def _write(self, data: bytearray) -> None:
+        try:
+            # Shielded: a write cut halfway would corrupt the connection for every stream.
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(WRITE_TIMEOUT) as stuck:
+                    await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+            self.mark_broken()
+            return
+        if stuck.cancelled_caught:
+            self.mark_broken()
+            return
+        self.sent += len(data)
+
+    async def receive(self) -> bytes:
+        """The next bytes from the peer, counted; b"" once the connection is gone."""
+        data = await receive_or_eof(self.stream)
+        self.received += len(data)
+        return data
+
+    def interrupt_read(self) -> None:
+        """Make the reading task look again (its streams or the connection changed)."""
+        if self.read_scope is not None:
+            self.read_scope.cancel()
+
+    def mark_broken(self) -> None:
+        self.broken = True
+        self._out.clear()
+        self._drained.set()
+        self.notify()
+        self.interrupt_read()  # a connection whose writes failed is not read either
+
+    async def send_data(self, stream_id: int, data: bytes, end: bool, flush: bool = True) -> None:
+        """Flow-controlled: waits for window; raises StreamGone when it never will come, and
+        StreamStalled when the peer gave none for ``stall_timeout``.
+
+        With ``flush=False`` the frames may stay queued (the caller flushes once a batch is done)."""
+        view = memoryview(data)
+        stalled_until: float | None = None  # armed when the window first runs out
+        while True:
+            if self.broken:
+                raise StreamGone()
+            try:
+                if not view:
+                    if end:
+                        self.h2.end_stream(stream_id)
+                    break
+                window = self.h2.local_flow_control_window(stream_id)
+                if window <= 0:
+                    progress = self._progress
+                    await self.flush()
+                    if self.h2.local_flow_control_window(stream_id) <= 0:
+                        if stalled_until is None:
+                            stalled_until = trio.current_time() + self.stall_timeout
+                        # Any window update, setting or reset wakes us: the deadline stays put.
+                        with trio.move_on_at(stalled_until) as waited:
+                            await progress.wait()
+                        if waited.cancelled_caught:
+                            raise StreamStalled()
+                    continue
+                size = min(window, self.h2.max_outbound_frame_size, len(view))
+                chunk, view = view[:size], view[size:]
+                self.h2.send_data(stream_id, chunk.tobytes(), end_stream=end and not view)
+                stalled_until = None
+                if not view:
+                    break
+            except h2.exceptions.ProtocolError:
+                raise StreamGone() from None
+        if flush:
+            await self.flush()
+
+    def send_headers(self, stream_id: int, headers: Headers, end: bool) -> None:
+        try:
+            self.h2.send_headers(stream_id, headers, end_stream=end)
+        except h2.exceptions.ProtocolError:
+            raise StreamGone() from None
+
+    def ack(self, stream_id: int, size: int) -> None:
+        if size and not self.broken:
+            try:
+                self.h2.acknowledge_received_data(size, stream_id)
+            except h2.exceptions.ProtocolError:
+                pass
+
+    def ack_queue(self, stream_id: int, queue: StreamQueue) -> None:
+        """Give back the window of data that will never be forwarded."""
+        while queue.items:
+            item = queue.items.popleft()
+            if isinstance(item, Body):
+                self.ack(stream_id, item.flow)
+
+    def reset(self, stream_id: int, code: int) -> bool:
+        try:
+            self.h2.reset_stream(stream_id, code)
+            return True
+        except h2.exceptions.ProtocolError:
+            return False
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(0.5):
+            try:
+                await self.stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+                pass
+
+
+async def linger(stream: trio.abc.Stream) -> None:
+    """Half-close and read off what the client is still sending, briefly.
+
+    Closing a socket with unread input makes the kernel send RST, and the RST can
+    overtake our GOAWAY: a flooding client would see a reset, not why.
+    """
+    if not isinstance(stream, trio.abc.HalfCloseableStream):
+        return
+    with trio.CancelScope(shield=True), trio.move_on_after(LINGER):
+        try:
+            await stream.send_eof()
+            while await receive_or_eof(stream):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError):
+            pass
