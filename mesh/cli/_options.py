@@ -21,6 +21,28 @@ AppProtocol = Annotated[
     ),
 ]
 
+# Telemetry beyond metrics (each off unless given): `mesh proxy`, `mesh inject`, `mesh gateway`, `mesh up`.
+OtlpEndpoint = Annotated[
+    Optional[str],
+    typer.Option(
+        "--otlp-endpoint",
+        metavar="URL",
+        help="Trace: a span per request and hop, sent to this OTLP/HTTP collector (e.g. http://127.0.0.1:4318).",
+    ),
+]
+TraceSample = Annotated[
+    Optional[str],
+    typer.Option(
+        "--trace-sample",
+        metavar="RATE",
+        help="Share of new traces sampled, 0.0-1.0 (default 1.0); a caller's own decision is followed.",
+    ),
+]
+AccessLog = Annotated[
+    Optional[str],
+    typer.Option("--access-log", metavar="PATH|-", help="Append one JSON line per request to PATH, or - for stdout."),
+]
+
 
 Store = Annotated[
     Optional[str],

@@ -57,6 +57,9 @@ OPTIONS: dict[str, tuple[str, Kind]] = {
     "--interface": ("interface", "multi"),
     "--advertise": ("advertise", "str"),
     "--protocol": ("protocol", "str"),
+    "--otlp-endpoint": ("otlp_endpoint", "str"),
+    "--trace-sample": ("trace_sample", "str"),
+    "--access-log": ("access_log", "str"),
     "--log-level": ("log_level", "str"),
 }
 
@@ -84,6 +87,9 @@ DEFAULTS: dict[str, Any] = {
     "interface": None,
     "advertise": None,
     "protocol": "auto",
+    "otlp_endpoint": None,
+    "trace_sample": "1.0",
+    "access_log": None,
     "log_level": "info",
 }
 
@@ -239,6 +245,9 @@ def start_proxy(
     interface: list[str] | None,
     advertise: str | None,
     protocol: str,
+    otlp_endpoint: str | None,
+    trace_sample: str,
+    access_log: str | None,
     log_level: str,
 ) -> None:
     """Run the sidecar in the foreground: the body of `mesh proxy`, whichever parser ran."""
@@ -272,5 +281,8 @@ def start_proxy(
             interfaces=("all",) if lan else tuple(interface or ("127.0.0.1",)),
             advertise=advertise,
             protocol=protocol,
+            otlp_endpoint=otlp_endpoint,
+            trace_sample=trace_sample,
+            access_log=access_log,
         )
     )

@@ -73,6 +73,9 @@ def start_inject(
     advertise: str | None,
     protocol: str,
     endpoints: Path | None,
+    otlp_endpoint: str | None = None,
+    trace_sample: str = "1.0",
+    access_log: str | None = None,
 ) -> int:
     """The body of `mesh inject`, whichever process runs it: the app's exit status."""
     from mesh._logging import setup_logging
@@ -101,6 +104,9 @@ def start_inject(
                 "advertise": advertise,
                 "protocol": protocol,
                 "endpoints": endpoints,
+                "otlp_endpoint": otlp_endpoint,
+                "trace_sample": trace_sample,
+                "access_log": access_log,
             },
         )
     )
@@ -123,6 +129,9 @@ def start_gateway(
     interfaces: tuple[str, ...],
     endpoints: Path | None,
     protocol: str = "http",
+    otlp_endpoint: str | None = None,
+    trace_sample: str = "1.0",
+    access_log: str | None = None,
 ) -> None:
     """The body of `mesh gateway`, whichever process runs it."""
     from dataclasses import replace
@@ -147,6 +156,9 @@ def start_gateway(
         interfaces=interfaces,
         endpoints=endpoints,
         protocol=protocol,
+        otlp_endpoint=otlp_endpoint,
+        trace_sample=trace_sample,
+        access_log=access_log,
     )
     base = _main.settings_from(options)
     listener = _main.parse_listen_address(listen, "--listen", allow_any_port=True)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from mesh.cli._options import Interfaces, Lan
+from mesh.cli._options import AccessLog, Interfaces, Lan, OtlpEndpoint, TraceSample
 from mesh.cli._state import state
 from mesh.errors import MeshError
 
@@ -39,6 +39,9 @@ def gateway(
             "The gateway is HTTP only: never a raw TCP relay.",
         ),
     ] = "http",
+    otlp_endpoint: OtlpEndpoint = None,
+    trace_sample: TraceSample = "1.0",
+    access_log: AccessLog = None,
 ) -> None:
     """Accept plain HTTP at the edge and send it, over mTLS, to a mesh service: observed like every other hop."""
     from mesh.cli._sidecar import hand_over
@@ -67,6 +70,9 @@ def gateway(
             "interfaces": zeroconf_interfaces(lan, interface),
             "endpoints": endpoints,
             "protocol": protocol,
+            "otlp_endpoint": otlp_endpoint,
+            "trace_sample": trace_sample,
+            "access_log": access_log,
         },
     )
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from mesh.cli._options import Advertise, AppProtocol, Interfaces, Lan
+from mesh.cli._options import AccessLog, Advertise, AppProtocol, Interfaces, Lan, OtlpEndpoint, TraceSample
 from mesh.cli._state import state
 
 
@@ -36,6 +36,9 @@ def inject(
     endpoints: Annotated[
         Optional[Path], typer.Option(help="Static endpoints file (docs/discovery.md), re-read when it changes.")
     ] = None,
+    otlp_endpoint: OtlpEndpoint = None,
+    trace_sample: TraceSample = "1.0",
+    access_log: AccessLog = None,
 ) -> None:
     """Start a sidecar, then the app with PORT, HTTP_PROXY and MESH_UPSTREAM_*_URL set; exit with the app's status."""
     from mesh.cli._sidecar import hand_over
@@ -66,6 +69,9 @@ def inject(
             "advertise": advertise,
             "protocol": protocol,
             "endpoints": endpoints,
+            "otlp_endpoint": otlp_endpoint,
+            "trace_sample": trace_sample,
+            "access_log": access_log,
         },
     )
     raise typer.Exit(status or 0)

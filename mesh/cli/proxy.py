@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from mesh.cli._options import Advertise, AppProtocol, Interfaces, Lan
+from mesh.cli._options import AccessLog, Advertise, AppProtocol, Interfaces, Lan, OtlpEndpoint, TraceSample
 from mesh.cli._state import state
 
 
@@ -49,6 +49,9 @@ def proxy(
     interface: Interfaces = None,
     advertise: Advertise = None,
     protocol: AppProtocol = "auto",
+    otlp_endpoint: OtlpEndpoint = None,
+    trace_sample: TraceSample = "1.0",
+    access_log: AccessLog = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the sidecar proxy: inbound mTLS → app, app → outbound mTLS to peers."""
@@ -84,6 +87,9 @@ def proxy(
         interface=interface,
         advertise=advertise,
         protocol=protocol,
+        otlp_endpoint=otlp_endpoint,
+        trace_sample=trace_sample,
+        access_log=access_log,
         log_level=log_level,
     )
 

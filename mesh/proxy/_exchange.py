@@ -156,6 +156,7 @@ class Forward:
     retry: Any = None  # RetryPolicy of the route, when retries are on
     candidates: tuple[Any, ...] = ()  # endpoints a retry may go to; outlier detection's peers
     delay: float = 0.0  # injected fault delay before forwarding
+    trace: Any = None  # this hop's SpanContext when tracing is on (mesh.proxy._observe.TracedRouter)
 
 
 @dataclass(slots=True)

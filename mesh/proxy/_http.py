@@ -96,6 +96,7 @@ class HttpProxyConnection:
         self.head_deadline: float | None = None
         self._response_deadline = float("inf")  # for the response head; set once the request is sent
         self._response_wait: trio.CancelScope | None = None  # the wait for it, to move its deadline
+        self._received_mark = 0  # client bytes read when the previous request was recorded
 
     def __repr__(self) -> str:
         return f"<HttpProxyConnection {self.router.direction} {self.client!r}>"
@@ -219,6 +220,7 @@ class HttpProxyConnection:
 
     def _record(self, head: RequestHead, peer_service: str, authority: bytes, started: float, outcome: Outcome) -> None:
         """One record per request, for metrics and tap (``forward`` only when the mesh routed it)."""
+        mark, self._received_mark = self._received_mark, self.client.received
         self.record(
             RequestRecord(
                 self.router.direction,
@@ -229,6 +231,7 @@ class HttpProxyConnection:
                 outcome.status,
                 (time.perf_counter() - started) * 1000.0,
                 outcome.mesh_error,
+                bytes_in=self._received_mark - mark,
                 bytes_out=outcome.bytes_out,
                 head=head,
                 forward=outcome.forward,

@@ -14,6 +14,7 @@ import trio
 from mesh.errors import ConfigError, ControllerError, IdentityError, ProxyError
 from mesh.home import MeshHome
 from mesh.proxy._exchange import Timeouts
+from mesh.proxy._export import TelemetrySettings
 from mesh.proxy._server import Identity, Proxy, ProxySettings
 
 log = logging.getLogger("mesh.proxy")
@@ -45,6 +46,9 @@ class ProxyOptions:
     interfaces: tuple[str, ...] = ("127.0.0.1",)
     advertise: str | None = None  # host peers dial for our inbound listener
     protocol: str = "auto"  # what the app speaks (mesh.config.APP_PROTOCOLS)
+    otlp_endpoint: str | None = None  # spans go to this OTLP/HTTP collector; None: no tracing
+    trace_sample: str = "1.0"  # share of new traces sampled
+    access_log: str | None = None  # a file, or "-" for stdout; None: no access log
 
 
 def parse_listen_address(text: str, what: str, allow_any_port: bool = True) -> tuple[str, int]:
@@ -108,6 +112,7 @@ def settings_from(options: ProxyOptions) -> ProxySettings:
             raise ProxyError(f"{flag}: invalid duration {text!r}", hint="write durations like 250ms, 10s, 5m") from None
     if options.endpoints is not None and not options.endpoints.exists():
         raise ProxyError(f"--endpoints: {options.endpoints} does not exist")
+    telemetry = telemetry_settings(options.otlp_endpoint, options.trace_sample, options.access_log)
     return ProxySettings(
         service=options.service,
         app=parse_listen_address(options.app, "--app", allow_any_port=False),
@@ -119,7 +124,37 @@ def settings_from(options: ProxyOptions) -> ProxySettings:
         labels=parse_pairs(options.labels, "--label", "k=v, e.g. version=v1"),
         timeouts=Timeouts(**durations),
         protocol=options.protocol,
+        telemetry=telemetry,
     )
+
+
+def telemetry_settings(otlp_endpoint: str | None, trace_sample: str, access_log: str | None) -> TelemetrySettings:
+    """``--otlp-endpoint``, ``--trace-sample`` and ``--access-log``, checked as mesh.toml's ``[telemetry]`` is."""
+    from mesh.config import (
+        ACCESS_LOG_EXPECTED,
+        SAMPLE_EXPECTED,
+        OtlpEndpointError,
+        is_valid_access_log,
+        parse_otlp_endpoint,
+        parse_sample_rate,
+    )
+
+    endpoint = None
+    if otlp_endpoint is not None:
+        try:
+            endpoint = parse_otlp_endpoint(otlp_endpoint)
+        except OtlpEndpointError as exc:
+            raise ProxyError(f"--otlp-endpoint: expected {exc}, found {otlp_endpoint!r}") from None
+    try:
+        sample = parse_sample_rate(trace_sample)
+    except ValueError:
+        raise ProxyError(f"--trace-sample: expected {SAMPLE_EXPECTED}, found {trace_sample!r}") from None
+    if access_log is not None:
+        if not is_valid_access_log(access_log):
+            raise ProxyError(f"--access-log: expected {ACCESS_LOG_EXPECTED}, found {access_log!r}")
+        if access_log != "-":
+            access_log = os.path.abspath(access_log)
+    return TelemetrySettings(endpoint, sample, access_log)
 
 
 def issue_locally(options: ProxyOptions, ttl: timedelta) -> Any:

@@ -35,7 +35,8 @@ from mesh.proxy._exchange import ConnectFailure, Failure, Reason, RequestRecord,
 from mesh.proxy._http import HttpProxyConnection
 from mesh.proxy._metrics import ProxyMetrics
 from mesh.proxy._policy import PolicyState
-from mesh.proxy._observe import recorder
+from mesh.proxy._observe import observe
+from mesh.proxy._export import Telemetry, TelemetrySettings
 from mesh.proxy._h2_server import H2ProxyConnection
 from mesh.proxy._h2_upstream import H2Pool
 from mesh.net import ALPN_ADMIN, ALPN_H2, ALPN_HTTP1, ALPN_TCP, FastSocketStream, TLSStream, receive_or_eof, relay_bytes
@@ -69,6 +70,7 @@ class ProxySettings:
     labels: Mapping[str, str] = field(default_factory=dict)
     timeouts: Timeouts = Timeouts()
     protocol: str = "auto"  # what the app behind the inbound listener speaks
+    telemetry: TelemetrySettings = TelemetrySettings()  # spans and access logs (off unless set)
 
 
 class Identity:
@@ -155,6 +157,13 @@ class Proxy:
         self.control: Any = None  # ControlLink when a controller is known
         self.advertise_host: str | None = None
         self._admin_over_mtls = self._admin_app(query_values=True)  # see _serve_admin_over_mtls
+        # Tracing and access logs: None when neither is on, and then they cost nothing per request.
+        self.telemetry: Telemetry | None = None
+        if settings.telemetry.enabled:
+            self.telemetry = Telemetry(
+                settings.telemetry, self.metrics, settings.service, str(identity.creds.identity), dict(settings.labels)
+            )
+            self.background += self.telemetry.tasks
 
     def set_credentials(self, creds: Any, received_at: datetime | None = None) -> None:
         """Swap in a renewed certificate: new connections use it, open ones keep theirs."""
@@ -438,7 +447,7 @@ class Proxy:
         self, stream: trio.abc.Stream, detected: Detected, router: Any, caller: Any, direction: str
     ) -> None:
         timeouts = self.settings.timeouts
-        record = recorder(self, caller)
+        router, record = observe(self, router, caller)
         inbound = direction == "inbound"
         conn: HttpProxyConnection | H2ProxyConnection
         if detected.protocol is Protocol.HTTP2:
@@ -554,6 +563,7 @@ class Proxy:
             "policies": self.policies,
             "faults": self.faults,
             "draining": self.drain.draining,
+            "telemetry": self.telemetry.describe() if self.telemetry is not None else None,
             "uptime_seconds": round(time.time() - self.started, 1),
         }
 
