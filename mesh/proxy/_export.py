@@ -192,6 +192,7 @@ class AccessLogWriter:
         self.failed_write = metrics.log_dropped.labels("write-failed")
         self._failing = _Failing(f"writing the access log {'to stdout' if target == STDOUT else target}")
         self.fd = 1 if target == STDOUT else open_access_log(target)
+        self._writing = False  # a worker thread is in os.write: the fd must stay open
 
     async def run(self) -> None:
         try:
@@ -201,16 +202,19 @@ class AccessLogWriter:
             with trio.CancelScope(shield=True), trio.move_on_after(FLUSH_TIMEOUT):
                 while self.queue.items:
                     await self._write(self.queue.take())
-            if self.fd != 1:
-                os.close(self.fd)
+            if self.fd != 1 and not self._writing:
+                os.close(self.fd)  # else a stuck write still uses it: it closes when the process exits
 
     async def _write(self, lines: list[str]) -> None:
         data = ("\n".join(lines) + "\n").encode("utf-8", "replace")
+        self._writing = True
         try:
             # A worker thread: a full disk or a pipe nobody reads must not stall the event loop.
             # Abandoned on cancel (shutdown): the thread finishes or dies with the process.
             await trio.to_thread.run_sync(_write_all, self.fd, data, abandon_on_cancel=True)
+            self._writing = False
         except OSError as exc:
+            self._writing = False
             self.failed_write.inc(len(lines))
             self._failing.failed(exc.strerror or str(exc), len(lines))
             return
