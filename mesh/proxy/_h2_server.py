@@ -441,6 +441,7 @@ class _StreamExchange:
             self.client.send_headers(self.st.id, headers, end=body is None)
             if body is not None:
                 await self.client.send_data(self.st.id, body, end=True)
+                self.outcome.bytes_out += len(body)
         except StreamGone:
             return
         await self.client.flush()

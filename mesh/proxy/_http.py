@@ -195,8 +195,12 @@ class HttpProxyConnection:
         if isinstance(decision, Reject):
             outcome = Outcome()
             outcome.failed(decision.failure())
-            self._record(head, decision.peer_service, authority, started, outcome)
-            return await self._answer(head, decision.failure())
+            sent_before = self.client.sent
+            try:
+                return await self._answer(head, decision.failure())
+            finally:
+                outcome.bytes_out = self.client.sent - sent_before
+                self._record(head, decision.peer_service, authority, started, outcome)
         if head.upgrade:
             return await self._tunnel(head, decision, started, authority)
 

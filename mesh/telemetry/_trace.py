@@ -210,7 +210,10 @@ def extract(headers: Iterable[tuple[bytes, bytes]]) -> Propagated | None:
             if state is not None and (not state or len(state) > MAX_TRACESTATE or state.translate(None, _PRINTABLE)):
                 state = None  # empty, too long, or not printable ASCII (it goes into spans as text)
             b3 = B3_SINGLE_FORM if single is not None else B3_MULTI_FORM if multi else B3_NONE
-            return Propagated(parsed[0], parsed[1], parsed[2], state, b3)
+            # B3 that came along with a 64-bit trace id goes on 64-bit (W3C pads it with zeros).
+            b3_trace = single.strip().partition(b"-")[0] if single is not None else multi.get(B3_TRACE_ID, b"").strip()
+            short = len(b3_trace) == 16 and parsed[0] >> 64 == 0
+            return Propagated(parsed[0], parsed[1], parsed[2], state, b3, short)
     if single is not None:
         found = parse_b3_single(single)
         if found is not None:
