@@ -16,19 +16,34 @@ Fields: ``time`` (the request's start, RFC 3339 UTC, milliseconds), ``proxy``,
 
 from __future__ import annotations
 
-import json
 import time
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 
 from mesh.telemetry._tap import TapEvent, redact_query
 
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+# The line is formatted by hand with json's own C string encoder: 2-3 times faster than
+# json.dumps of a dict (measured: docs/performance.md, "Access logs"), and the same JSON.
+_LINE = (
+    '{"time":"%s","proxy":%s,"direction":%s,"src_service":%s,"src_identity":%s,"dst_service":%s,'
+    '"dst_identity":%s,"dst_address":%s,"method":%s,"authority":%s,"path":%s,"route":%s,"status":%d,'
+    '"grpc_status":%s,"duration_ms":%r,"bytes_in":%d,"bytes_out":%d,"retries":%d,"mesh_error":%s,'
+    '"request_id":%s,"trace_id":%s,"span_id":%s,"tls":%s}'
+)
+_second = -1
+_second_text = ""
+
+
+def _text(value: str | None) -> str:
+    return "null" if value is None else encode_basestring_ascii(value)
 
 
 def rfc3339(timestamp: float) -> str:
     """``2025-01-31T12:00:00.123Z``"""
+    global _second, _second_text
     seconds = int(timestamp)
-    millis = int((timestamp - seconds) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + ".%03dZ" % millis
+    if seconds != _second:  # strftime once a second, not once a line
+        _second, _second_text = seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return "%s.%03dZ" % (_second_text, int((timestamp - seconds) * 1000))
 
 
 def access_line(
@@ -41,30 +56,28 @@ def access_line(
     span_id: str | None,
 ) -> str:
     """One request's line (no newline)."""
-    return _encode(
-        {
-            "time": rfc3339(event.timestamp),
-            "proxy": event.proxy,
-            "direction": event.direction,
-            "src_service": event.src_service,
-            "src_identity": event.src_identity,
-            "dst_service": event.dst_service,
-            "dst_identity": event.dst_identity,
-            "dst_address": event.dst_address,
-            "method": event.method,
-            "authority": event.authority,
-            "path": redact_query(event.path),
-            "route": route,
-            "status": event.status,
-            "grpc_status": event.grpc_status,
-            "duration_ms": round(event.latency_ms, 3),
-            "bytes_in": bytes_in,
-            "bytes_out": event.response_bytes or 0,
-            "retries": retries,
-            "mesh_error": event.mesh_error,
-            "request_id": event.request_id,
-            "trace_id": trace_id,
-            "span_id": span_id,
-            "tls": event.tls,
-        }
+    return _LINE % (
+        rfc3339(event.timestamp),
+        _text(event.proxy),
+        _text(event.direction),
+        _text(event.src_service),
+        _text(event.src_identity),
+        _text(event.dst_service),
+        _text(event.dst_identity),
+        _text(event.dst_address),
+        _text(event.method),
+        _text(event.authority),
+        _text(redact_query(event.path)),
+        _text(route),
+        event.status,
+        "null" if event.grpc_status is None else "%d" % event.grpc_status,
+        round(event.latency_ms, 3),
+        bytes_in,
+        event.response_bytes or 0,
+        retries,
+        _text(event.mesh_error),
+        _text(event.request_id),
+        _text(trace_id),
+        _text(span_id),
+        "true" if event.tls else "false",
     )
