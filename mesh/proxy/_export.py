@@ -2,7 +2,8 @@
 file or stdout. Each is off unless configured, and then a background task fed by a
 ``BoundedQueue`` that the request path only appends to (``mesh.proxy._observe``).
 
-Never blocking a request: the queues are bounded (spans 2048, lines 8192) and drop what
+Never blocking a request: the queues are bounded (spans 2048, encoded: ~1.2 MB at most;
+lines 4096: ~2.2 MB) and drop what
 does not fit, counted (``trace_spans_dropped_total``, ``access_log_dropped_lines_total``);
 spans leave in batches of up to 512 at least once a second, lines in batches every 200 ms
 or 512 lines. A collector that refuses or does not answer costs a batch after a few
@@ -29,7 +30,6 @@ from mesh.net import HttpConnection, HttpFailure
 from mesh.telemetry import (
     OTLP_CONTENT_TYPE,
     BoundedQueue,
-    Span,
     Tracer,
     encode_request,
     encode_resource,
@@ -40,7 +40,7 @@ from mesh.telemetry import (
 log = logging.getLogger("mesh.proxy")
 
 SPAN_QUEUE, SPAN_BATCH, SPAN_DELAY = 2048, 512, 1.0  # OpenTelemetry's BatchSpanProcessor sizes; 1 s, not 5
-LINE_QUEUE, LINE_BATCH, LINE_DELAY = 8192, 512, 0.2
+LINE_QUEUE, LINE_BATCH, LINE_DELAY = 4096, 512, 0.2
 CONNECT_TIMEOUT, EXPORT_TIMEOUT = 5.0, 10.0
 RETRY_DELAYS = (0.5, 1.0, 2.0)  # then the batch is dropped
 RETRYABLE = frozenset({429, 502, 503, 504})  # the OTLP/HTTP spec's retryable answers
@@ -112,7 +112,7 @@ class _ExportFailed(Exception):
 class SpanExporter:
     """Batches of spans, POSTed as OTLP/HTTP protobuf over one keep-alive connection."""
 
-    def __init__(self, endpoint: Any, queue: BoundedQueue[Span], resource: bytes, metrics: Any) -> None:
+    def __init__(self, endpoint: Any, queue: BoundedQueue[bytes], resource: bytes, metrics: Any) -> None:
         self.endpoint = endpoint
         self.queue = queue
         self.resource = resource
@@ -133,7 +133,7 @@ class SpanExporter:
                     await self._deliver(self.queue.take(self.queue.batch), ())
             self._close()
 
-    async def _deliver(self, spans: list[Span], retry_delays: tuple[float, ...]) -> None:
+    async def _deliver(self, spans: list[bytes], retry_delays: tuple[float, ...]) -> None:
         body = encode_request(self.resource, self.scope, spans)
         for attempt in range(len(retry_delays) + 1):
             try:
@@ -239,7 +239,7 @@ class Telemetry:
     def __init__(self, settings: TelemetrySettings, metrics: Any, service: str, identity: str, labels: dict[str, str]) -> None:
         self.settings = settings
         self.tracer: Tracer | None = None
-        self.spans: BoundedQueue[Span] | None = None
+        self.spans: BoundedQueue[bytes] | None = None  # encoded spans
         self.lines: BoundedQueue[str] | None = None
         self.tasks: list[Callable[[], Awaitable[None]]] = []
         if settings.otlp_endpoint is not None:

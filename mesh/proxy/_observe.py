@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from mesh.proxy._exchange import Forward, Recorder, RequestRecord, Router
 from mesh.proxy.protocol.http1 import RequestHead
-from mesh.telemetry import SpanContext, TapEvent, Tracer, access_line, span_from, trace_id_of
+from mesh.telemetry import SpanContext, TapEvent, Tracer, access_line, encode_span, span_from, trace_id_of
 
 if TYPE_CHECKING:
     from mesh.proxy._server import Proxy
@@ -72,7 +72,9 @@ def recorder(proxy: Proxy, caller: Any = None) -> Recorder:
         route = forward.route if forward is not None else None
         if sampled:
             assert context is not None and spans is not None
-            spans.put(span_from(event, context, route=route, retries=rec.retries, end_ns=time.time_ns()))
+            # Encoded now: a queued span is ~600 bytes, not ~1.7 KB of objects, and the cost is
+            # spread over requests instead of stalling the loop for a whole batch.
+            spans.put(encode_span(span_from(event, context, route=route, retries=rec.retries, end_ns=time.time_ns())))
         if lines is not None:
             if context is not None:
                 trace_id, span_id = context.trace_id_hex, context.span_id_hex

@@ -4,8 +4,8 @@ Why a hand-written encoder and not the OpenTelemetry SDK with its OTLP exporter
 (measured, docs/performance.md "Tracing"): importing and setting up the SDK and
 ``opentelemetry-exporter-otlp-proto-http`` adds 12.7 MB RSS and 138 ms of imports to a
 process (a sidecar runs at ~50 MB against a 50 MB budget), starts a thread, and
-costs 42 µs per span on the request path; this encoder is a few hundred lines
-and encodes a span in ~10 µs, in batches, off the request path. What it writes
+costs 42 µs per span on the request path; this encoder is a hundred lines and
+encodes a span in ~5.5 µs. What it writes
 is the official message set (``opentelemetry.proto.collector.trace.v1
 .ExportTraceServiceRequest``); tests decode it with ``opentelemetry-proto``.
 
@@ -131,8 +131,9 @@ def encode_scope(name: str, version: str) -> bytes:
     return _string(b"\x0a", name) + _string(b"\x12", version)
 
 
-def encode_request(resource: bytes, scope: bytes, spans: Sequence[Span]) -> bytes:
-    """An ``ExportTraceServiceRequest``: one resource, one scope, ``spans``."""
-    scope_spans = _field(b"\x0a", scope) + b"".join(_field(b"\x12", encode_span(s)) for s in spans)
+def encode_request(resource: bytes, scope: bytes, spans: Sequence[bytes]) -> bytes:
+    """An ``ExportTraceServiceRequest``: one resource, one scope, and ``spans`` (each already
+    encoded by ``encode_span``)."""
+    scope_spans = _field(b"\x0a", scope) + b"".join([_field(b"\x12", s) for s in spans])
     resource_spans = _field(b"\x0a", resource) + _field(b"\x12", scope_spans)
     return _field(b"\x0a", resource_spans)

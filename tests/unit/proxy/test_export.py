@@ -16,14 +16,14 @@ from mesh.errors import ProxyError
 from mesh.proxy import _export
 from mesh.proxy._export import AccessLogWriter, SpanExporter, open_access_log
 from mesh.proxy._metrics import ProxyMetrics
-from mesh.telemetry import BoundedQueue, Span, SpanContext, encode_resource, parse_prometheus_text
+from mesh.telemetry import BoundedQueue, Span, SpanContext, encode_resource, encode_span, parse_prometheus_text
 from tests.integration.otlp import OtlpReceiver
 
 pytestmark = pytest.mark.timeout(30)
 
 
-def span(n: int) -> Span:
-    return Span(SpanContext(n + 1, n + 1, None, True), 3, f"GET s{n}", 1, 2, [("n", n)])
+def span(n: int) -> bytes:
+    return encode_span(Span(SpanContext(n + 1, n + 1, None, True), 3, f"GET s{n}", 1, 2, [("n", n)]))
 
 
 def counter(metrics: ProxyMetrics, name: str, **labels: str) -> float:
@@ -42,7 +42,7 @@ def receiver() -> OtlpReceiver:
 
 
 def exporter(url: str, metrics: ProxyMetrics, limit: int = _export.SPAN_QUEUE) -> SpanExporter:
-    queue: BoundedQueue[Span] = BoundedQueue(limit, min(_export.SPAN_BATCH, limit), metrics.spans_dropped.labels("queue-full").inc)
+    queue: BoundedQueue[bytes] = BoundedQueue(limit, min(_export.SPAN_BATCH, limit), metrics.spans_dropped.labels("queue-full").inc)
     return SpanExporter(parse_otlp_endpoint(url), queue, encode_resource([("service.name", "web")]), metrics)
 
 

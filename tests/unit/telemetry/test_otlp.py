@@ -20,13 +20,14 @@ from mesh.telemetry import (
     encode_request,
     encode_resource,
     encode_scope,
+    encode_span,
     resource_attributes,
     span_from,
 )
 
 
 def decode(spans: list[Span], resource: list[tuple[str, object]] | None = None) -> ExportTraceServiceRequest:
-    body = encode_request(encode_resource(resource or [("service.name", "web")]), encode_scope("mesh", "1.2.3"), spans)
+    body = encode_request(encode_resource(resource or [("service.name", "web")]), encode_scope("mesh", "1.2.3"), [encode_span(s) for s in spans])
     return ExportTraceServiceRequest.FromString(body)
 
 
