@@ -78,8 +78,9 @@ def tail(path: Path, lines: int) -> list[str]:
 
 
 def app_lines(lines: list[str]) -> list[str]:
-    """The app's own lines when there are any: they say why it died; the sidecar's rarely do."""
-    own = [line for line in lines if not line.startswith("[mesh ")]
+    """The app's own lines when there are any: they say why it died; the sidecar's rarely do
+    (its log lines, and its access log lines with ``--access-log -``)."""
+    own = [line for line in lines if not line.startswith(("[mesh ", '{"time":'))]
     return own or lines
 
 

@@ -20,7 +20,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -36,6 +36,9 @@ from mesh.telemetry import (
     encode_scope,
     resource_attributes,
 )
+
+if TYPE_CHECKING:
+    from mesh.config import OtlpEndpoint
 
 log = logging.getLogger("mesh.proxy")
 
@@ -53,7 +56,7 @@ STDOUT = "-"
 class TelemetrySettings:
     """What a proxy exports beyond metrics (``--otlp-endpoint``, ``--trace-sample``, ``--access-log``)."""
 
-    otlp_endpoint: Any = None  # mesh.config.OtlpEndpoint; None: no tracing at all
+    otlp_endpoint: OtlpEndpoint | None = None  # None: no tracing at all
     trace_sample: float = 1.0
     access_log: str | None = None  # a path, or "-" for stdout; None: no access log
 
@@ -112,7 +115,7 @@ class _ExportFailed(Exception):
 class SpanExporter:
     """Batches of spans, POSTed as OTLP/HTTP protobuf over one keep-alive connection."""
 
-    def __init__(self, endpoint: Any, queue: BoundedQueue[bytes], resource: bytes, metrics: Any) -> None:
+    def __init__(self, endpoint: OtlpEndpoint, queue: BoundedQueue[bytes], resource: bytes, metrics: Any) -> None:
         self.endpoint = endpoint
         self.queue = queue
         self.resource = resource

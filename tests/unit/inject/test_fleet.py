@@ -131,3 +131,16 @@ def test_a_relative_access_log_is_next_to_the_config(tmp_path: Path) -> None:
     assert load_config(path).telemetry.access_log == str(tmp_path / "conf" / "logs" / "access.log")
     path.write_text('[telemetry]\naccess_log = "-"\n')
     assert load_config(path).telemetry.access_log == "-"
+
+
+def test_a_crashed_units_last_lines_are_the_apps_not_the_sidecars() -> None:
+    from mesh.inject._fleet import app_lines
+
+    lines = [
+        "[mesh inject web] INFO proxy web ready: inbound 127.0.0.1:1",
+        '{"time":"2025-01-01T00:00:00.000Z","proxy":"web","direction":"inbound"}',  # --access-log -
+        "Traceback (most recent call last):",
+        "KeyError: 'x'",
+    ]
+    assert app_lines(lines) == ["Traceback (most recent call last):", "KeyError: 'x'"]
+    assert app_lines(lines[:2]) == lines[:2]  # nothing of the app's: the sidecar's lines then
