@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from mesh.proxy._exchange import Forward, Recorder, RequestRecord, Router
+from mesh.proxy._exchange import Forward, Recorder, Reject, RequestRecord, Router
 from mesh.proxy.protocol.http1 import RequestHead
 from mesh.telemetry import SpanContext, TapEvent, Tracer, access_line, encode_span, span_from, trace_id_of
 
@@ -106,7 +106,7 @@ class TracedRouter:
         self.retry_to = inner.retry_to
         self.failover_to = inner.failover_to
 
-    def route(self, head: RequestHead) -> Any:
+    def route(self, head: RequestHead) -> Forward | Reject:
         decision = self.inner.route(head)
         if isinstance(decision, Forward) and not decision.tunnel:
             context = self.tracer.start(head.headers)

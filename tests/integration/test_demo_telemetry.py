@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterator
 
 import pytest
 import requests
@@ -29,14 +28,6 @@ pytestmark = pytest.mark.timeout(300)
 PAGE = "http://127.0.0.1:9080/productpage"
 CLIENT_KIND, SERVER_KIND = 3, 2
 REQUESTS = 12
-
-
-@pytest.fixture
-def collector() -> Iterator[OtlpReceiver]:
-    receiver = OtlpReceiver()
-    receiver.start()
-    yield receiver
-    receiver.close()
 
 
 def traces(spans: list[ReceivedSpan]) -> dict[str, list[ReceivedSpan]]:

@@ -5,8 +5,6 @@ messages; a collector that is down or slow costs spans (counted), never requests
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +13,9 @@ import requests
 
 from tests.integration.conftest import Cluster, ProxyInfo, free_port
 from tests.integration.otlp import OtlpReceiver, ReceivedSpan
+from tests.integration.test_access_log import read_lines
 from tests.integration.test_control_plane import admin_config, up, wait_for
+from tests.integration.test_grpc import NO_PROXY, Greeter, greeter_server, grpc, stubs  # noqa: F401 - a fixture
 from tests.integration.test_traffic import apply, metric, synced
 
 pytestmark = pytest.mark.timeout(120)
@@ -23,14 +23,6 @@ pytestmark = pytest.mark.timeout(120)
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 PARENT = "b7ad6b7169203331"
 CLIENT_KIND, SERVER_KIND = 3, 2
-
-
-@pytest.fixture
-def collector() -> Iterator[OtlpReceiver]:
-    receiver = OtlpReceiver()
-    receiver.start()
-    yield receiver
-    receiver.close()
 
 
 @dataclass
@@ -154,52 +146,42 @@ def test_retries_routes_and_mesh_errors_are_span_attributes(cluster: Cluster, co
     assert web.process.popen.poll() is None
 
 
-def test_grpc_status_and_context_over_http2_in_spans_and_access_logs(cluster: Cluster, collector: OtlpReceiver) -> None:
-    grpc = pytest.importorskip("grpc")
-    from tests.integration.test_grpc import NO_PROXY, Greeter, stubs
-
-    greeter = Greeter()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    server.add_generic_rpc_handlers((greeter.handler(),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        cluster.init_ca()
-        log = cluster.tmp / "access.log"
-        flags = ["--otlp-endpoint", collector.url, "--access-log", str(log)]
-        greeter_proxy = cluster.proxy("greeter", port, extra=flags)
-        endpoints = cluster.write_endpoints([("greeter", greeter_proxy.inbound)])
-        client = cluster.proxy("client", cluster.app("http", "client"), endpoints=endpoints, extra=[*flags, "--upstream", "greeter=0"])
-        with grpc.insecure_channel(f"127.0.0.1:{client.upstreams['greeter']}", options=NO_PROXY) as channel:
-            rpc = stubs(channel)
-            metadata = (("traceparent", f"00-{TRACE}-{PARENT}-01"),)
-            assert rpc["Hello"](b"mesh", timeout=10, metadata=metadata) == b"hello mesh"
-            seen = greeter.metadata["traceparent"]
-            missing = channel.unary_unary("/mesh.test.Greeter/Missing", request_serializer=bytes, response_deserializer=bytes)
-            with pytest.raises(grpc.RpcError) as failed:
-                missing(b"x", timeout=10, metadata=metadata)
-            assert failed.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        spans = collector.wait_for(lambda s: len(s) >= 4 and s)
-        hello = [s for s in spans if s.attributes["url.path"].endswith("/Hello")]
-        missing_spans = [s for s in spans if s.attributes["url.path"].endswith("/Missing")]
-        assert {s.attributes["rpc.grpc.status_code"] for s in hello} == {0}
-        assert {s.attributes["rpc.grpc.status_code"] for s in missing_spans} == {12}
-        assert all(s.status_code == 2 for s in missing_spans) and all(s.status_code == 0 for s in hello)
-        server_span = next(s for s in hello if s.kind == SERVER_KIND)
-        client_span = next(s for s in hello if s.kind == CLIENT_KIND)
-        assert seen == f"00-{TRACE}-{server_span.span_id}-01"
-        assert client_span.parent_id == PARENT and server_span.parent_id == client_span.span_id
-        from tests.integration.test_access_log import read_lines
-
-        lines = wait_for(lambda: len(read_lines(log)) >= 4 and read_lines(log), 10, "access log lines")
-        assert sorted((line["path"].rsplit("/", 1)[1], line["direction"], line["grpc_status"]) for line in lines) == [
-            ("Hello", "inbound", 0), ("Hello", "outbound", 0), ("Missing", "inbound", 12), ("Missing", "outbound", 12)
-        ]
-        for line in lines:
-            assert line["method"] == "POST" and line["status"] == 200 and line["trace_id"] == TRACE
-            assert line["bytes_in"] == 5 + len(b"mesh" if line["path"].endswith("Hello") else b"x")  # gRPC frame: 5 + message
-    finally:
-        server.stop(0).wait(5)
+def test_grpc_status_and_context_over_http2_in_spans_and_access_logs(
+    cluster: Cluster, collector: OtlpReceiver, greeter_server: tuple[Greeter, int]
+) -> None:
+    greeter, port = greeter_server
+    cluster.init_ca()
+    log = cluster.tmp / "access.log"
+    flags = ["--otlp-endpoint", collector.url, "--access-log", str(log)]
+    greeter_proxy = cluster.proxy("greeter", port, extra=flags)
+    endpoints = cluster.write_endpoints([("greeter", greeter_proxy.inbound)])
+    client = cluster.proxy("client", cluster.app("http", "client"), endpoints=endpoints, extra=[*flags, "--upstream", "greeter=0"])
+    with grpc.insecure_channel(f"127.0.0.1:{client.upstreams['greeter']}", options=NO_PROXY) as channel:
+        rpc = stubs(channel)
+        metadata = (("traceparent", f"00-{TRACE}-{PARENT}-01"),)
+        assert rpc["Hello"](b"mesh", timeout=10, metadata=metadata) == b"hello mesh"
+        seen = greeter.metadata["traceparent"]
+        missing = channel.unary_unary("/mesh.test.Greeter/Missing", request_serializer=bytes, response_deserializer=bytes)
+        with pytest.raises(grpc.RpcError) as failed:
+            missing(b"x", timeout=10, metadata=metadata)
+        assert failed.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    spans = collector.wait_for(lambda s: len(s) >= 4 and s)
+    hello = [s for s in spans if s.attributes["url.path"].endswith("/Hello")]
+    missing_spans = [s for s in spans if s.attributes["url.path"].endswith("/Missing")]
+    assert {s.attributes["rpc.grpc.status_code"] for s in hello} == {0}
+    assert {s.attributes["rpc.grpc.status_code"] for s in missing_spans} == {12}
+    assert all(s.status_code == 2 for s in missing_spans) and all(s.status_code == 0 for s in hello)
+    server_span = next(s for s in hello if s.kind == SERVER_KIND)
+    client_span = next(s for s in hello if s.kind == CLIENT_KIND)
+    assert seen == f"00-{TRACE}-{server_span.span_id}-01"
+    assert client_span.parent_id == PARENT and server_span.parent_id == client_span.span_id
+    lines = wait_for(lambda: len(read_lines(log)) >= 4 and read_lines(log), 10, "access log lines")
+    assert sorted((line["path"].rsplit("/", 1)[1], line["direction"], line["grpc_status"]) for line in lines) == [
+        ("Hello", "inbound", 0), ("Hello", "outbound", 0), ("Missing", "inbound", 12), ("Missing", "outbound", 12)
+    ]
+    for line in lines:
+        assert line["method"] == "POST" and line["status"] == 200 and line["trace_id"] == TRACE
+        assert line["bytes_in"] == 5 + len(b"mesh" if line["path"].endswith("Hello") else b"x")  # gRPC frame: 5 + message
 
 
 def test_a_collector_that_is_down_or_slow_costs_spans_not_requests(cluster: Cluster, collector: OtlpReceiver) -> None:
