@@ -4,6 +4,7 @@ messages; a collector that is down or slow costs spans (counted), never requests
 
 from __future__ import annotations
 
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +113,51 @@ def test_sample_rate_zero_makes_no_new_traces(cluster: Cluster, collector: OtlpR
     spans = collector.wait_for(lambda s: len(s) >= 2 and s)
     time.sleep(1.2)
     assert {s.trace_id for s in collector.spans} == {TRACE} and len(collector.spans) == 2
+
+
+def test_a_sample_rate_samples_that_share_of_new_traces_on_every_hop(cluster: Cluster, collector: OtlpReceiver) -> None:
+    mesh = traced_pair(cluster, collector.url, "--trace-sample", "0.5")
+    decided: dict[str, bool] = {}
+    with requests.Session() as session:
+        session.proxies = {"http": mesh.client.proxy_url}
+        for _ in range(40):
+            _, trace_id, _, flags = session.get("http://web/headers", timeout=10).json()["traceparent"].split("-")
+            decided[trace_id] = flags == "01"
+    sampled = {trace_id for trace_id, yes in decided.items() if yes}
+    assert 5 <= len(sampled) <= 35, len(sampled)  # binomial(40, 0.5): outside this once in ~10**5 runs
+    spans = collector.wait_for(lambda s: len(s) >= 2 * len(sampled) and s)
+    time.sleep(1.2)  # longer than a batch's wait: nothing else comes
+    # The client proxy decided; the web proxy followed its decision: both hops of every sampled
+    # trace, nothing of the others.
+    assert len(collector.spans) == 2 * len(sampled)
+    assert {s.trace_id for s in spans} == sampled
+    for trace_id in sampled:
+        assert set(by_service(spans, trace_id)) == {"client", "web"}
+
+
+def test_a_stuck_collector_fills_a_bounded_queue_and_the_drops_are_counted(cluster: Cluster, collector: OtlpReceiver) -> None:
+    collector.hold = 60.0  # takes the first batch and never answers within the test
+    mesh = traced_pair(cluster, collector.url)
+    requests_sent = 3000  # more than a batch in flight (512) plus a full queue (2048)
+    started = time.monotonic()
+    done = subprocess.run(  # curl, 32 requests at a time (the test app answers one in ~40 ms)
+        ["curl", "-s", "-Z", "--parallel-max", "32", "--max-time", "60", "-x", mesh.client.proxy_url,
+         "-w", "\n%{http_code}\n", f"http://web/?n=[1-{requests_sent}]"],
+        capture_output=True, text=True, timeout=90,
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines().count("200") == requests_sent
+    for proxy in (mesh.client, mesh.web):
+        queued = admin_config(proxy)["telemetry"]["spans_queued"]
+        dropped = metric(proxy, "trace_spans_dropped_total", reason="queue-full")
+        assert queued == 2048  # the bound
+        # Every span is queued, on its way in the one batch the collector holds, or dropped.
+        assert requests_sent - 2048 - 512 <= dropped <= requests_sent - 2048, (proxy, dropped)
+        assert metric(proxy, "trace_spans_exported_total") == 0
+    # Requests went on at full speed meanwhile (a generous bound for a busy 2-CPU machine).
+    assert elapsed < 45, elapsed
+    assert len(collector.posts) >= 2  # each proxy sent its first batch, and holds the rest
 
 
 def test_retries_routes_and_mesh_errors_are_span_attributes(cluster: Cluster, collector: OtlpReceiver, tmp_path: Path) -> None:
