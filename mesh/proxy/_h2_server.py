@@ -231,6 +231,9 @@ class H2ProxyConnection:
         data = self.prefix
         if data:
             ep.received += len(data)
+        # On a connection with no stream, bytes that make no whole frame start the head deadline: a
+        # frame (a HEADERS block and its CONTINUATIONs) dribbled a byte a second is cut, as on HTTP/1.
+        head_due: float | None = None
         while True:
             if data:
                 conn = self.h2
@@ -240,6 +243,10 @@ class H2ProxyConnection:
                     log.info("%s: HTTP/2 protocol error from client: %s", self.router.direction, exc)
                     ep.kick()
                     return
+                if events or self.streams:
+                    head_due = None
+                elif head_due is None:
+                    head_due = trio.current_time() + self.timeouts.head_timeout
                 if conn.resets_answered or conn.idle_frames:
                     self._calm_down(self.guard.answered(conn))
                 for event in events:
@@ -254,6 +261,8 @@ class H2ProxyConnection:
                 return
             idle = not self.streams
             scope = self.drain.idle_scope(self.timeouts.idle_timeout) if idle else trio.CancelScope()
+            if idle and head_due is not None:
+                scope.deadline = min(scope.deadline, head_due)
             ep.read_scope = scope  # interrupted when the last stream ends: then the idle timer starts
             try:
                 with scope:
@@ -263,6 +272,11 @@ class H2ProxyConnection:
                 ep.read_scope = None
             if scope.cancelled_caught:
                 if ep.broken:
+                    return
+                if idle and not self.streams and head_due is not None and trio.current_time() >= head_due:
+                    log.info("%s: a partial HTTP/2 frame waited %gs for its end; closed",
+                             self.router.direction, self.timeouts.head_timeout)
+                    ep.h2.close_connection()
                     return
                 # Idle timeout, or draining. Not when the last stream's clean-up interrupted a read
                 # that had already started idle (it sent GOAWAY(NO_ERROR) at the end of floods).
