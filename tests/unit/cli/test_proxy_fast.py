@@ -206,6 +206,7 @@ main(sys.argv[1:])
 """
 
 
+@pytest.mark.process
 def test_a_running_sidecar_loads_no_cli_framework(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "_MESH_COMPLETE"}
     home = tmp_path / "home"

@@ -255,6 +255,7 @@ def dead_pid() -> int:
     return process.pid
 
 
+@pytest.mark.process
 def test_a_dead_controller_fails_with_a_hint(home: MeshHome, ca: CertificateAuthority) -> None:
     write_operator(home, ca)
     port, pid = closed_port(), dead_pid()

@@ -511,6 +511,7 @@ async def peer_process(record: MeshServiceRecord, ttl: int | None = None) -> Asy
                     await stream.aclose()
 
 
+@pytest.mark.process
 async def test_discovery_across_processes(domain: str) -> None:
     record = web_record(domain, port=8555)
     with trio.fail_after(15):
@@ -533,6 +534,7 @@ async def test_discovery_across_processes(domain: str) -> None:
     logging.getLogger(__name__).info("discovered across processes in %.3f s", took)
 
 
+@pytest.mark.process
 async def test_a_killed_peer_expires_by_ttl(domain: str) -> None:
     # With a 2 s TTL (re-announced every 0.6 s) instead of 10 s: the same
     # mechanism, a fifth of the wait.
