@@ -27,7 +27,7 @@ async def operator_client(home: MeshHome, timeout: float = 10.0) -> AsyncIterato
     """An ApiClient connected as the operator of MESH_HOME (for streams: ``client.stream(...)``)."""
     from mesh.net import ApiClient
     from mesh.identity import client_context, load_credentials
-    from mesh.proxy._control import controller_from_home
+    from mesh.proxy import controller_from_home
 
     controller = controller_from_home(home)
     if controller is None:

@@ -243,7 +243,7 @@ def start_proxy(
 ) -> None:
     """Run the sidecar in the foreground: the body of `mesh proxy`, whichever parser ran."""
     from mesh._logging import setup_logging
-    from mesh.proxy._main import ProxyOptions, run_proxy_command
+    from mesh.proxy import ProxyOptions, run_proxy_command
 
     setup_logging(f"proxy {service}", debug=debug, level=log_level)
     run_proxy_command(

@@ -130,11 +130,11 @@ def start_gateway(
     import trio
 
     from mesh._logging import setup_logging
-    from mesh.proxy import _main
+    from mesh.proxy import ProxyOptions, build_proxy, parse_listen_address, settings_from
 
     service = name or "gateway"
     setup_logging(f"gateway {service}", debug=debug)
-    options = _main.ProxyOptions(
+    options = ProxyOptions(
         home=home,
         service=service,
         app="127.0.0.1:1",  # replaced below: a gateway has no app
@@ -148,12 +148,12 @@ def start_gateway(
         endpoints=endpoints,
         protocol=protocol,
     )
-    base = _main.settings_from(options)
-    listener = _main.parse_listen_address(listen, "--listen", allow_any_port=True)
+    base = settings_from(options)
+    listener = parse_listen_address(listen, "--listen", allow_any_port=True)
     settings = replace(base, app=None, upstreams={to: listener})
 
     async def main() -> None:
-        proxy = await _main.build_proxy(options, settings)  # never advertised: app_ready stays unset
+        proxy = await build_proxy(options, settings)  # never advertised: app_ready stays unset
         await proxy.run()
 
     trio.run(main)

@@ -37,8 +37,8 @@ def controller(
     from mesh.cli.up import join_line
     from mesh.errors import MeshError
     from mesh.controller import ControllerSettings, run_controller
-    from mesh.inject._reach import controller_advertise, zeroconf_interfaces
-    from mesh.proxy._main import parse_listen_address
+    from mesh.inject import controller_advertise, zeroconf_interfaces
+    from mesh.proxy import parse_listen_address
 
     st = state(ctx)
     setup_logging("controller", debug=st.debug)

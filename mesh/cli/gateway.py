@@ -42,7 +42,7 @@ def gateway(
 ) -> None:
     """Accept plain HTTP at the edge and send it, over mTLS, to a mesh service: observed like every other hop."""
     from mesh.cli._sidecar import hand_over
-    from mesh.inject._reach import zeroconf_interfaces
+    from mesh.inject import zeroconf_interfaces
 
     st = state(ctx)
     if protocol not in GATEWAY_PROTOCOLS:

@@ -39,7 +39,7 @@ def inject(
 ) -> None:
     """Start a sidecar, then the app with PORT, HTTP_PROXY and MESH_UPSTREAM_*_URL set; exit with the app's status."""
     from mesh.cli._sidecar import hand_over
-    from mesh.inject._reach import zeroconf_interfaces
+    from mesh.inject import zeroconf_interfaces
 
     st = state(ctx)
     # Parsed and validated: the sidecar runs in a lean process without typer (mesh/cli/_sidecar.py).

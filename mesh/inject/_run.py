@@ -60,7 +60,7 @@ def exit_status(returncode: int) -> int:
 
 
 async def run_injected(options: InjectOptions) -> int:
-    from mesh.proxy._main import ProxyOptions, build_proxy, settings_from
+    from mesh.proxy import ProxyOptions, build_proxy, settings_from
 
     if not options.command:
         raise ProxyError("no command to run", hint="mesh inject [OPTIONS] -- CMD [ARGS]...")

@@ -273,7 +273,7 @@ def _control_plane(ctx: CheckContext) -> list[Checker]:
     home = ctx.home
 
     def recorded() -> CheckResult:
-        from mesh.proxy._control import controller_from_home
+        from mesh.proxy import controller_from_home
 
         controller = controller_from_home(home)
         if controller is None:
