@@ -212,6 +212,9 @@ class H2ProxyConnection:
         conn = ep.h2
         conn.initiate_connection()
         conn.increment_flow_control_window(CONNECTION_WINDOW - DEFAULT_WINDOW)
+        # Our SETTINGS leave h2's buffer now: a budget broken by the client's first read clears
+        # that buffer, and the connection must still start with SETTINGS (RFC 9113 3.4).
+        ep.kick()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
