@@ -61,7 +61,7 @@ def _register() -> None:
     import importlib
 
     for name in ("version", "ca", "config", "proxy", "inject", "gateway", "controller", "up", "status", "apply", "join", "check",
-                 "tap", "top", "stat", "edges", "fault", "routes", "demo", "service", "store"):
+                 "tap", "top", "stat", "edges", "fault", "routes", "demo", "service", "store", "operator"):
         importlib.import_module(f"mesh.cli.{name}").register(app)
 
 

@@ -62,7 +62,7 @@ OPTIONS: dict[str, tuple[str, Kind]] = {
 
 # The defaults of mesh.cli.proxy.proxy (service and app are required).
 DEFAULTS: dict[str, Any] = {
-    "inbound": "127.0.0.1:0",
+    "inbound": None,
     "outbound": "127.0.0.1:0",
     "admin": "127.0.0.1:0",
     "endpoints": None,
@@ -231,7 +231,7 @@ def start_proxy(
     *,
     service: str,
     app: str,
-    inbound: str,
+    inbound: str | None,
     outbound: str,
     admin: str,
     endpoints: Path | None,
@@ -283,7 +283,7 @@ def start_proxy(
             token=token,
             cert_ttl=cert_ttl,
             zeroconf=zeroconf,
-            interfaces=("all",) if lan else tuple(interface or ("127.0.0.1",)),
+            interfaces=("all",) if lan else tuple(interface) if interface else None,  # None: the host's
             advertise=advertise,
             protocol=protocol,
         )

@@ -220,6 +220,7 @@ class ControlLink:
         self.config_version = 0
         self.connected = False
         self.refused: dict[str, Any] | None = None  # the last snapshot refused as older than ours
+        self.registration_refused: str | None = None  # why the controller refused our registration
         self._client: Any = None
 
     @property
@@ -405,7 +406,8 @@ class ControlLink:
         self.refused = refused
 
     async def _heartbeat_loop(self, client: Any) -> None:
-        await self.proxy.app_ready.wait()
+        if self.proxy.settings.app is not None:  # a gateway has no app to wait for
+            await self.proxy.app_ready.wait()
         while True:
             await self._register(client)
             await trio.sleep(HEARTBEAT_SECONDS)
@@ -424,10 +426,24 @@ class ControlLink:
             "ttl_seconds": REGISTRATION_TTL,
             "mesh_version": __version__,
             "cert_expiry": self.proxy.identity.creds.not_after.timestamp(),
+            "role": "gateway" if self.proxy.settings.app is None else "service",
+            "time": time.time(),  # the controller tells this host's clock skew (`mesh status --hosts`)
         }
         response = await client.request("POST", "/v1/registrations", body)
-        if response.status != 200:
-            log.warning("registration refused: %s", response.body)
+        if response.status == 200:
+            self.registration_refused = None
+            return
+        answer = response.body if isinstance(response.body, dict) else {"error": str(response.body)}
+        reason = str(answer.get("error") or f"status {response.status}")
+        if reason != self.registration_refused:  # once, not at every heartbeat
+            self.registration_refused = reason
+            hint = answer.get("hint")
+            log.warning(
+                "the controller at %s refused to register this proxy: %s%s",
+                self.controller.address,
+                reason,
+                f" (hint: {hint})" if hint else "",
+            )
 
     async def withdraw(self) -> None:
         """Best effort, on shutdown: tell the controller before the listeners close."""

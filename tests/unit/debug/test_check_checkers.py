@@ -316,7 +316,7 @@ def test_an_expired_operator_certificate_fails_and_blocks_the_api_checks(home: M
     assert [r[0] for r in results[:3]] == ["ok", "ok", "fail"]
     assert results[2][1].startswith(f"operator certificate spiffe://{TD}/operator/ada expired 2h ago")
     assert "move" in (results[2][2] or "") and "operator" in (results[2][2] or "")
-    assert results[3] == ("skipped", "the CLI has no valid operator identity", None)
+    assert results[3] == ("skipped", "the CLI has no valid identity", None)
 
 
 def test_a_host_without_an_operator_identity(home: MeshHome) -> None:
