@@ -303,11 +303,16 @@ class ControlLink:
                     await client.aclose()
                 reason = "the controller ended the watch"
             except Exception as exc:  # noqa: BLE001 - the link must never take the proxy down
-                # trio groups what the watch and the heartbeat raised: the reason is the leaf.
+                # trio groups what the watch and the heartbeat raised: the reason is the leaf. Even
+                # an unexpected one is a reason, logged below in one line (a controller that goes
+                # away, whatever it breaks, is no error of this proxy); --debug shows the traceback.
                 leaf = first_leaf(exc, _LINK_FAILURES)
-                if not isinstance(leaf, _LINK_FAILURES) and type(leaf).__name__ != "ApiError":
-                    log.exception("controller link failed")
+                expected = isinstance(leaf, _LINK_FAILURES) or type(leaf).__name__ == "ApiError"
+                if not expected:
+                    log.debug("the controller link failed unexpectedly", exc_info=exc)
                 reason = str(leaf) or type(leaf).__name__
+                if not expected:
+                    reason = f"{type(leaf).__name__}: {reason}"
             was_connected = self.connected
             self._set_connected(False)
             if was_connected:  # a fresh outage: start again from short waits
