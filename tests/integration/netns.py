@@ -164,14 +164,7 @@ class Host(Cluster):
         self, argv: Sequence[str], timeout: float = 30, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         """A short command inside the namespace; its output."""
-        return subprocess.run(
-            self.wrap(argv),
-            env={**self._env, **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            start_new_session=True,
-        )
+        return super().run(self.wrap(argv), timeout, env)
 
     def adopt(self, name: str, pid: int) -> Process:
         """A daemon that detached itself (`mesh up --detach`, log in run/NAME.log): it leads a

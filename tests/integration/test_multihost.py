@@ -23,7 +23,7 @@ from typing import TypeVar
 import pytest
 
 from tests.integration import netns
-from tests.integration.conftest import APPS, READY, ProxyInfo, port_of
+from tests.integration.conftest import APPS, READY, Cluster, ProxyInfo, port_of
 
 _why = netns.unavailable()
 pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.timeout(90)]
@@ -282,7 +282,7 @@ TLS_CLIENT = """
 """
 
 
-def tls_client(host: netns.Host, address: str, port: int, creds: list[str], alpn: str) -> str:
+def tls_client(host: Cluster, address: str, port: int, creds: list[str], alpn: str) -> str:
     """What a TLS client run on ``host`` with ``creds`` (PEM paths: cert, key, bundle) gets from
     ``address:port`` with ``alpn``: "answered: ..." or "refused: ..."."""
     script = host.tmp / "tls-client.py"
