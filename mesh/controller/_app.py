@@ -33,6 +33,7 @@ import hmac
 import ipaddress
 import logging
 import math
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -596,6 +597,7 @@ class ControllerApp:
             role=role,
             controller=self.address,
             host=host,
+            zeroconf=_instance_label(body.get("zeroconf")),
         )
         their_time = body.get("time")
         self.state.heard_from(host, entry.version, their_time if _finite_number(their_time) else None)
@@ -830,6 +832,14 @@ def _string(body: dict[str, Any], key: str) -> str:
     if not isinstance(value, str) or not value:
         raise ApiError(400, f"expected a non-empty string at {key!r}")
     return value
+
+
+_INSTANCE_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _instance_label(value: Any) -> str | None:
+    """The DNS-SD instance a registration names, when it is one (else it is ignored)."""
+    return value if isinstance(value, str) and _INSTANCE_LABEL.fullmatch(value) else None
 
 
 def _finite_number(value: Any) -> bool:

@@ -232,6 +232,7 @@ class Durable:
             role=role,
             controller=item.get("controller"),
             host=item.get("host"),
+            zeroconf=item.get("zeroconf"),
         )
 
     # -- following the store -----------------------------------------------------------
@@ -456,6 +457,7 @@ class Durable:
                 "role": entry.role,
                 "controller": entry.controller,
                 "host": entry.host,
+                "zeroconf": entry.zeroconf,
             },
             sort_keys=True,
         ).encode()

@@ -287,7 +287,7 @@ async def _zeroconf(
             def goodbye(entry: EndpointEntry) -> None:
                 # A proxy that died cannot say goodbye: its records would live on in every cache for
                 # up to RECORD_TTL. The controller says it for them (they come back if it lives).
-                nursery.start_soon(registry.forget, entry.endpoint.host, entry.endpoint.port)
+                nursery.start_soon(registry.forget, entry.endpoint.host, entry.endpoint.port, entry.zeroconf)
 
             app.on_departure = goodbye
             task_status.started()

@@ -35,6 +35,7 @@ class EndpointEntry:
     role: str = "service"  # ROLES
     controller: str | None = None  # the controller that took the registration (it withdraws it when the proxy dies)
     host: str | None = None  # the proxy's host, as the controller saw the registration come in
+    zeroconf: str | None = None  # the DNS-SD instance the proxy advertises under (a goodbye for it when it dies)
 
     @property
     def is_endpoint(self) -> bool:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         ZeroconfAdvertiser,
         ZeroconfRegistry,
         find_controller,
+        new_instance_name,
         zeroconf_works,
     )
 
@@ -47,6 +48,7 @@ _ZEROCONF_NAMES = frozenset({
     "ZeroconfAdvertiser",
     "ZeroconfRegistry",
     "find_controller",
+    "new_instance_name",
     "zeroconf_works",
 })
 
@@ -78,6 +80,7 @@ __all__ = [
     "format_address",
     "is_loopback",
     "is_valid_service_name",
+    "new_instance_name",
     "parse_address",
     "parse_endpoints_file",
     "parse_endpoints_text",

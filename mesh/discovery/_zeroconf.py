@@ -56,6 +56,8 @@ from typing import Any, Self, TypeVar
 import ifaddr
 import trio
 from zeroconf import (
+    DNSOutgoing,
+    DNSPointer,
     InterfaceChoice,
     IPVersion,
     ServiceBrowser,
@@ -92,6 +94,7 @@ _ID_HEX = 12  # 48 random bits per instance: names are unique without probing
 _TXT_MAX = 255  # one TXT string, "key=value", in bytes (RFC 6763 6.1)
 _INSTANCE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")
+_FLAGS_QR_RESPONSE, _FLAGS_AA = 0x8000, 0x0400  # a response, authoritative (RFC 1035 4.1.1)
 _TYPE_PTR = 12  # DNS record type and class numbers (RFC 1035, RFC 2782)
 _TYPE_SRV = 33
 _CLASS_IN = 1
@@ -581,6 +584,15 @@ def _new_id() -> str:
     return secrets.token_hex(_ID_HEX // 2)
 
 
+def new_instance_name(service: str) -> str:
+    """A unique DNS-SD instance label for a proxy of ``service``: ``web-3f9a1c2b7d4e``. A proxy
+    picks it before advertising, so that it can tell the controller (which then says goodbye
+    for it should the proxy die, even if it never saw the record itself)."""
+    # An instance label holds 63 bytes: long service names are cut (svc has it whole).
+    prefix = service[: 63 - 1 - _ID_HEX].rstrip("-")
+    return f"{prefix}-{_new_id()}"
+
+
 def _host_label() -> str:
     """This host's name as one DNS label (lowercase, letters, digits, '-')."""
     name = socket.gethostname().split(".")[0].lower()
@@ -734,10 +746,7 @@ class ZeroconfAdvertiser:
                     await _close(zc)
 
     def _instance(self, record: AnyRecord) -> str:
-        prefix = record.service if isinstance(record, MeshServiceRecord) else "controller"
-        # An instance label holds 63 bytes: long service names are cut (svc has it whole).
-        prefix = prefix[: 63 - 1 - _ID_HEX].rstrip("-")
-        return f"{prefix}-{_new_id()}"
+        return new_instance_name(record.service if isinstance(record, MeshServiceRecord) else "controller")
 
 
 async def _reannounce(zc: Zeroconf) -> None:
@@ -940,11 +949,11 @@ class ZeroconfRegistry:
                 self._stale.discard(name)
                 self._on_change(name, ServiceStateChange.Updated)
 
-    async def forget(self, host: str, port: int) -> int:
-        """Drop the records that point at ``host:port`` (a proxy known to be dead) and send goodbye
-        packets for them, so that every peer on these interfaces drops them too instead of waiting
-        out their TTL. A proxy that is alive after all announces itself again within seconds.
-        Returns how many records went."""
+    async def forget(self, host: str, port: int, instance: str | None = None) -> int:
+        """Drop the records that point at ``host:port`` (a proxy known to be dead), and ``instance``
+        (the name it said it advertises under), and send goodbye packets for them, so that every
+        peer on these interfaces drops them too instead of waiting out their TTL. A proxy that is
+        alive after all announces itself again within seconds. Returns how many records went here."""
         zc = self._zc
         names = [n for n, (_, r) in self._records.items() if (r.host, r.port) == (host, port)]
         infos = [self._infos[n] for n in names if n in self._infos]
@@ -952,10 +961,14 @@ class ZeroconfRegistry:
             del self._records[name]
         if names:
             self._publish()
-            logger.debug("zeroconf: %s:%s is gone: goodbye for %s", host, port, ", ".join(names))
-        if zc is not None and infos:
+        # Not seen here (yet): the pointer's goodbye is what browsers act on, and it needs only the name.
+        unseen = [] if instance is None else [f"{instance}.{MESH_SERVICE_TYPE}"]
+        unseen = [n for n in unseen if n not in names]
+        if names or unseen:
+            logger.debug("zeroconf: %s:%s is gone: goodbye for %s", host, port, ", ".join(names + unseen))
+        if zc is not None and (infos or unseen):
             with trio.CancelScope(shield=True), trio.move_on_after(2):
-                await _on_loop(zc, _goodbyes(zc, infos))
+                await _on_loop(zc, _goodbyes(zc, infos, unseen))
         return len(names)
 
     def _publish(self) -> None:
@@ -976,9 +989,15 @@ class ZeroconfRegistry:
         )
 
 
-async def _goodbyes(zc: Zeroconf, infos: Iterable[ServiceInfo]) -> None:
+async def _goodbyes(zc: Zeroconf, infos: Iterable[ServiceInfo], names: Iterable[str] = ()) -> None:
     """On zeroconf's loop: goodbye packets (TTL 0) for records another host announced. The host's
-    address records are left alone: its other services may still use them."""
+    address records are left alone: its other services may still use them. For ``names`` only
+    their pointer goes (the rest of such a record was never seen here)."""
+    pointers = DNSOutgoing(_FLAGS_QR_RESPONSE | _FLAGS_AA)
+    for name in names:
+        pointers.add_answer_at_time(DNSPointer(MESH_SERVICE_TYPE, _TYPE_PTR, _CLASS_IN, 0, name), 0)
+    if names:
+        zc.async_send(pointers)
     cache = zc.cache
     for info in infos:
         zc.async_send(zc.generate_service_broadcast(info, 0, broadcast_addresses=False))

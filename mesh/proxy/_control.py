@@ -432,6 +432,7 @@ class ControlLink:
             "mesh_version": __version__,
             "cert_expiry": self.proxy.identity.creds.not_after.timestamp(),
             "role": "gateway" if self.proxy.settings.app is None else "service",
+            "zeroconf": self.proxy.zeroconf_instance,  # for the goodbye the controller says should we die
             "time": time.time(),  # the controller tells this host's clock skew (`mesh status --hosts`)
         }
         response = await client.request("POST", "/v1/registrations", body)

@@ -296,6 +296,10 @@ async def build_proxy(options: ProxyOptions, settings: ProxySettings) -> Proxy:
     elif ttl is not None:
         proxy.background.append(lambda: _renew_locally(proxy, options, ttl))
     if zeroconf is not None and settings.app is not None:  # nobody calls a gateway: never advertised
+        from mesh.discovery import new_instance_name
+
+        # Chosen now, so the registration names it: should this proxy die, the controller says goodbye for it.
+        proxy.zeroconf_instance = new_instance_name(settings.service)
         _advertise(proxy, options, ours[0])
     return proxy
 
@@ -346,6 +350,7 @@ def _advertise(proxy: Proxy, options: ProxyOptions, mesh: str) -> None:
                 version=__version__,
                 protocol=proxy.settings.protocol,
                 mesh=mesh,
+                instance=proxy.zeroconf_instance,
             )
         )
         await advertiser.advertise(record[0])

@@ -164,6 +164,7 @@ class Proxy:
         self.faults: list[dict[str, Any]] = []
         self.control: Any = None  # ControlLink when a controller is known
         self.advertise_host: str | None = None
+        self.zeroconf_instance: str | None = None  # the DNS-SD instance it advertises under, if any
         self._admin_over_mtls = self._admin_app(query_values=True)  # see _serve_admin_over_mtls
         self._admin_for_hosts = self._admin_app(query_values=False)
 

@@ -192,9 +192,10 @@ def test_mesh_up_config_serves_other_hosts(network: netns.Network) -> None:
     # zeroconf on the bridge shows web and the controller at A's address, never a loopback or wildcard.
     seen = browse(b, a.trust_domain, "web")
     assert seen == {"endpoints": [f"{a.address}:{web_inbound}"], "controller": f"{a.address}:{port}"}, seen
-    # Nothing of A's is advertised on loopback (B's client is: it only calls out, as above).
+    # Nothing is advertised on loopback: not A's web, and not B's client (joined: on B's address).
     warned = [line for line in (web_log.read_text() + controller.log()).splitlines() if "cannot reach it" in line]
-    assert all(f"from {b.address}" in line for line in warned), warned
+    assert warned == [], warned
+    assert config(b, client)["listeners"]["inbound"] == f"{b.address}:{client.inbound}"
 
     # The controller reads web's metrics over mTLS at the address web registered.
     for _ in range(3):
@@ -489,8 +490,8 @@ def test_a_mesh_of_its_own_on_the_same_lan_is_never_listed_nor_called(walk: Walk
     nobody logs a word about it above debug (before: D's web was an endpoint of web at C, handshakes
     failed and it was ejected, with warnings)."""
     c, d = walk.c, walk.d
-    seen = browse(c, "mesh.local", "web")["endpoints"]
-    assert f"{d.address}:{walk.foreign_web.inbound}" in seen and f"{walk.b.address}:{walk.web.inbound}" in seen, seen
+    both = {f"{d.address}:{walk.foreign_web.inbound}", f"{walk.b.address}:{walk.web.inbound}"}
+    eventually(lambda: both <= set(browse(c, "mesh.local", "web")["endpoints"]), 20, "both webs on the bridge")
     for _ in range(10):
         response = walk.call()
         assert response.status == 200 and response.headers["x-app"] == "web", response
@@ -524,8 +525,9 @@ def test_a_joined_host_reads_the_mesh_and_cannot_change_it(walk: Walk) -> None:
 
     eventually(top_sees_both, 40, "`mesh top --once` on B hears both proxies and the calls", interval=0.5)
 
-    check = b.mesh("check", timeout=90)
+    check = b.mesh("check", "--proxy", timeout=90)  # --proxy: every proxy read over mTLS, as B
     assert check.returncode == 0, check.stdout + check.stderr
+    assert f"{walk.c.address}:{walk.client.inbound}" in check.stdout, check.stdout
     assert "\u203c" not in check.stdout and "\u00d7" not in check.stdout, check.stdout  # no warning, no failure
     assert "ca init" not in check.stdout and "this host joined the mesh" in check.stdout, check.stdout
     assert "spiffe://mesh.local/host/b" in check.stdout
@@ -617,13 +619,13 @@ def test_restarting_the_controller_leaves_no_error_in_any_proxy_log(walk: Walk) 
     up = a.mesh("up", "--listen", f"{a.address}:4190", "--detach", "-o", "json", timeout=60)
     assert up.returncode == 0, up.stderr
     walk.controller = a.adopt("mesh", json.loads(up.stdout)["pid"])
-    for process in (walk.web.process, walk.client.process):
-        process.wait_for("connected to the controller at", timeout=20)
-    eventually(
-        lambda: sorted(json.loads(a.mesh("status", "-o", "json").stdout)["services"]) == ["client", "gateway", "web"],
-        20,
-        "every proxy registered again",
-    )
+
+    def watching() -> bool:  # every proxy back on a watch (their registrations outlived the restart)
+        status = json.loads(a.mesh("status", "-o", "json").stdout)
+        entries = [e for es in status["services"].values() for e in es]
+        return sorted(status["services"]) == ["client", "gateway", "web"] and all(e["watching"] for e in entries)
+
+    eventually(watching, 30, "every proxy watching the controller again", interval=0.3)
     logs = {p.name: p.log() for p in (*walk.b.processes, *walk.c.processes, *walk.a.processes) if p.name != "mesh"}
     for name, text in logs.items():
         assert " ERROR " not in text and "Traceback" not in text, f"{name}:\n{text}"
@@ -643,11 +645,15 @@ def test_a_killed_service_is_out_of_every_callers_endpoint_set_within_3s(walk: W
 
     def gone() -> bool:
         response = walk.call(timeout=2)
-        answers.append((round(time.monotonic() - killed, 2), response.status, response.headers.get("x-mesh-error")))
-        return response.status == 503 and not endpoints(walk.c, walk.client, "web")
+        listed = endpoints(walk.c, walk.client, "web")
+        answers.append((round(time.monotonic() - killed, 2), response.status, response.headers.get("x-mesh-error"), listed))
+        return response.status == 503 and not listed
 
-    eventually(gone, 3, "web gone from C", interval=0.1)
-    assert all(status in (502, 503) and reason for _, status, reason in answers), answers
+    try:
+        eventually(gone, 3, "web gone from C", interval=0.1)
+    except AssertionError:
+        raise AssertionError(f"{answers}\n{walk.controller.log()}\n{walk.client.process.log()}") from None
+    assert all(status in (502, 503) and reason for _, status, reason, _ in answers), answers
     assert answers[-1][1] == 503, answers
     status = json.loads(walk.a.mesh("status", "-o", "json").stdout)
     assert "web" not in status["services"], status["services"]

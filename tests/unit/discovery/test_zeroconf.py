@@ -621,3 +621,19 @@ async def test_a_forgotten_peer_that_lives_comes_back(domain: str) -> None:
         assert await registry.forget("127.0.0.1", 8558) == 1
         took = await wait_until(registry, lambda: bool(registry.endpoints("web")), 6)
         assert took <= 4  # one re-announcement interval (3 s), and some
+
+
+async def test_a_goodbye_by_name_for_a_record_never_seen(domain: str) -> None:
+    """A controller restarted a moment before a proxy died has not resolved its record yet: the
+    instance name the proxy registered under is enough for the goodbye."""
+    record = web_record(domain, port=8559)
+    with trio.fail_after(20):
+        async with peer_process(record) as peer, running_registry(domain) as caller:
+            instance = (await peer.line()).split()[1]
+            await wait_until(caller, lambda: bool(caller.endpoints("web")), 3)
+            peer.process.send_signal(signal.SIGKILL)
+            await peer.process.wait()
+            async with running_registry(f"x{domain}") as controller:  # sees none of these records
+                assert await controller.forget("127.0.0.1", 8559, instance) == 0
+                took = await wait_until(caller, lambda: not caller.services(), 2)
+            assert took < 1.5
