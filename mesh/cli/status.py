@@ -79,7 +79,7 @@ def status_view(data: dict[str, Any]) -> list[Any]:
             expiry = e.get("cert_expiry")
             rows.append(
                 (
-                    service,
+                    service + (" (gateway)" if e.get("role") == "gateway" else ""),
                     e["address"],
                     e.get("identity") or "-",
                     ", ".join(f"{k}={v}" for k, v in sorted((e.get("labels") or {}).items())) or "-",
