@@ -5,7 +5,8 @@ command modules costs a `mesh proxy` process ~11 MB of its ~60 MB budget
 (docs/performance.md). So ``main()`` first tries this parser: it accepts only
 plain, well-formed command lines
 
-    mesh [--home DIR] [--debug] [--log-format F] proxy --service S --app HOST:PORT [--opt VALUE | --opt=VALUE | --flag]...
+    mesh [--home DIR] [--debug] [--log-format F] proxy --service S --app HOST:PORT
+         [--opt VALUE | --opt=VALUE | --flag]...
 
 and returns None for anything else (help, unknown or repeated options, missing
 or dash-leading values, positional arguments, shell completion), which then

@@ -46,6 +46,12 @@ _PATHS = ("endpoints",)
 _TUPLES = ("interfaces",)
 
 
+def _to_json(key: str, value: Any) -> Any:
+    if value is None:
+        return None
+    return str(value) if key in _PATHS else list(value) if key in _TUPLES else value
+
+
 def enable(args: list[str]) -> None:
     """main() owns this process: a sidecar command may replace it with a lean one."""
     global _entry_args
@@ -178,8 +184,7 @@ def hand_over(kind: str, home: MeshHome, debug: bool, values: dict[str, Any]) ->
             "argv": _entry_args,
             "home": str(home.root),
             "debug": debug,
-            "values": {k: (str(v) if k in _PATHS and v is not None else list(v) if k in _TUPLES and v is not None else v)
-                       for k, v in values.items()},
+            "values": {k: _to_json(k, v) for k, v in values.items()},
         }
         os.environ[ENV] = json.dumps(payload)
         # Nothing may be lost or written twice across the exec.

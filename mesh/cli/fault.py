@@ -28,7 +28,8 @@ def fault(
 
     home = state(ctx).home
     if clear:
-        data = raise_for_status(controller_request(home, "DELETE", f"/v1/faults?service={service}"), "mesh fault --clear")
+        response = controller_request(home, "DELETE", f"/v1/faults?service={service}")
+        data = raise_for_status(response, "mesh fault --clear")
         render(output, data, lambda d: [f"fault on {service} removed"])
         return
     try:

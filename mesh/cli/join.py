@@ -30,7 +30,8 @@ def join(
         typer.Option(
             "--operator",
             metavar="GRANT",
-            help="Make this host an operator's: the one-time grant `mesh operator grant NAME` printed on an operator's host.",
+            help="Make this host an operator's: the one-time grant that `mesh operator grant NAME` "
+            "printed on an operator's host.",
         ),
     ] = None,
     output: OutputOption = OutputFormat.table,

@@ -15,7 +15,10 @@ def status(
     ctx: typer.Context,
     hosts: Annotated[
         bool,
-        typer.Option("--hosts", help="Every host of the mesh: address, role, mesh version, clock skew, services, last seen."),
+        typer.Option(
+            "--hosts",
+            help="Every host of the mesh: address, role, mesh version, clock skew, services, last seen.",
+        ),
     ] = False,
     output: OutputOption = OutputFormat.table,
 ) -> None:

@@ -152,7 +152,9 @@ class ControllerApp:
             log.warning("refused %s %s from %s: operators only", request.method, request.path, peer)
             if peer.kind == "host":
                 raise ApiError(
-                    403, f"{peer} is a host identity: it may read the mesh, not change it (operators only)", OPERATOR_HINT
+                    403,
+                    f"{peer} is a host identity: it may read the mesh, not change it (operators only)",
+                    OPERATOR_HINT,
                 )
             raise ApiError(403, f"{peer} is not an operator", "run the CLI on a host with MESH_HOME/operator/")
         return peer
@@ -277,7 +279,9 @@ class ControllerApp:
             except StoreError as exc:
                 raise ApiError(503, f"cannot redeem the operator grant: {exc.message}", exc.hint) from None
             if record is None:
-                log.warning("refused an operator certificate from %s: unknown, used or expired grant", request.remote_ip)
+                log.warning(
+                    "refused an operator certificate from %s: unknown, used or expired grant", request.remote_ip
+                )
                 raise ApiError(
                     403,
                     "the operator grant is unknown, already used or expired",
@@ -308,7 +312,8 @@ class ControllerApp:
         except IdentityError as exc:
             raise ApiError(400, exc.message, exc.hint) from None
         asked = body.get("ttl_seconds", GRANT_TTL.total_seconds())
-        if isinstance(asked, bool) or not isinstance(asked, (int, float)) or not 60 <= asked <= MAX_GRANT_TTL.total_seconds():
+        longest = MAX_GRANT_TTL.total_seconds()
+        if isinstance(asked, bool) or not isinstance(asked, (int, float)) or not 60 <= asked <= longest:
             raise ApiError(400, "ttl_seconds must be a number of seconds from 60 to 86400 (24 h)")
         grant = secrets.token_urlsafe(24)
         expires_at = time.time() + float(asked)

@@ -179,7 +179,9 @@ async def run_controller(
             bound = listener.socket.getsockname()[:2]
             local, public = dial_addresses(bound, settings.advertise)
             host = settings.host or _controller_host(public[0])
-            app = ControllerApp(state, ca, token, format_address(*public), durable, host_address=host.address or public[0])
+            app = ControllerApp(
+                state, ca, token, format_address(*public), durable, host_address=host.address or public[0]
+            )
             app.admin_dialer = AdminDialer.for_credentials(creds)
             others = sorted(set(state.controllers) | {format_address(*public)})
             write_controller_json(home, local, ca.trust_domain, str(identity), public, others)

@@ -1004,7 +1004,9 @@ async def _goodbyes(zc: Zeroconf, infos: Iterable[ServiceInfo], names: Iterable[
         # Out of our own cache too (whether or not our packet comes back to us): should the
         # proxy announce itself again, the browser sees a new record, and it comes back.
         pointers = [
-            r for r in cache.async_all_by_details(info.type, _TYPE_PTR, _CLASS_IN) if getattr(r, "alias", None) == info.name
+            r
+            for r in cache.async_all_by_details(info.type, _TYPE_PTR, _CLASS_IN)
+            if getattr(r, "alias", None) == info.name
         ]
         cache.async_remove_records([*cache.async_entries_with_name(info.name), *pointers])
 

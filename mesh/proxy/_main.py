@@ -283,7 +283,9 @@ async def build_proxy(options: ProxyOptions, settings: ProxySettings) -> Proxy:
         from mesh.discovery import ZeroconfRegistry
 
         assert options.interfaces is not None
-        zeroconf = ZeroconfRegistry(interfaces=options.interfaces, trust_domain=creds.identity.trust_domain, mesh_ids=ours)
+        zeroconf = ZeroconfRegistry(
+            interfaces=options.interfaces, trust_domain=creds.identity.trust_domain, mesh_ids=ours
+        )
         parts.append(zeroconf)
     proxy = Proxy(settings, Identity(creds), CompositeRegistry(parts))
     proxy.advertise_host = options.advertise
@@ -319,7 +321,9 @@ async def _controller_by_zeroconf(options: ProxyOptions) -> Any:
     bundle = bundle_path.read_bytes()
     trust_domain = trust_domain_of(load_certificates(bundle)[0])
     assert options.interfaces is not None
-    record = await find_controller(options.interfaces, timeout=1.5, trust_domain=trust_domain, mesh_ids=mesh_ids(bundle))
+    record = await find_controller(
+        options.interfaces, timeout=1.5, trust_domain=trust_domain, mesh_ids=mesh_ids(bundle)
+    )
     if record is None:
         return None
     log.info("found the controller at %s:%d by zeroconf", record.host, record.port)

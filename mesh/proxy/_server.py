@@ -309,8 +309,12 @@ class Proxy:
         if self.app_key is None or caller.kind == "host":
             # A gateway has no app: its mTLS listener is for its admin pages only. A host identity
             # reads the mesh; it calls no service.
-            why = "a gateway serves only its admin pages over mTLS" if self.app_key is None else "host identities call no service"
-            log.warning("inbound: refused %s from %s (ALPN %s): %s", caller, _peer(tcp), tls.selected_alpn_protocol(), why)
+            if self.app_key is None:
+                why = "a gateway serves only its admin pages over mTLS"
+            else:
+                why = "host identities call no service"
+            alpn = tls.selected_alpn_protocol()
+            log.warning("inbound: refused %s from %s (ALPN %s): %s", caller, _peer(tcp), alpn, why)
             metrics.tls_failures.labels("inbound", "not-allowed").inc()
             await _close(tls)
             return

@@ -228,17 +228,27 @@ def _joined_trust(ctx: CheckContext) -> list[Checker]:
         keys = [p for p in (home.root_key, home.issuer_key) if p.exists()]
         if keys:
             return CheckResult.warn(
-                f"this joined host holds CA keys ({', '.join(str(p) for p in keys)}): they belong on the controller's host only",
+                f"this joined host holds CA keys ({', '.join(str(p) for p in keys)}): "
+                "they belong on the controller's host only",
                 "move them off this host (keep a backup where the controller runs)",
             )
         return CheckResult.ok("no CA keys on this host, as it should be for a joined host")
 
     def permissions() -> CheckResult:
-        paths = [home.host_dir, home.host_dir / "key.pem", home.operator_dir, home.operator_dir / "key.pem", home.join_token, home.run_dir]
+        paths = [
+            home.host_dir,
+            home.host_dir / "key.pem",
+            home.operator_dir,
+            home.operator_dir / "key.pem",
+            home.join_token,
+            home.run_dir,
+        ]
         return rules.key_permissions(probes.file_modes(paths), home.root)
 
     return [
-        Checker(CA, "the trust bundle of the mesh this host joined", bundle, fatal=True, blocked_reason="no trust bundle"),
+        Checker(
+            CA, "the trust bundle of the mesh this host joined", bundle, fatal=True, blocked_reason="no trust bundle"
+        ),
         Checker(CA, "no CA keys on a joined host", no_ca_keys),
         Checker(CA, "key files are private (0600, directories 0700)", permissions),
     ]
@@ -357,7 +367,8 @@ def _control_plane(ctx: CheckContext) -> list[Checker]:
             if ctx.joined:
                 return CheckResult.fail(
                     f"no identity in {home.host_dir} or {home.operator_dir}: this CLI cannot talk to the controller",
-                    "run the `mesh join …` line again: it gives this host its identity (it joined with an older mesh?)",
+                    "run the `mesh join …` line again: it gives this host its identity "
+                    "(it joined with an older mesh?)",
                 )
             return CheckResult.fail(
                 f"no operator identity in {home.operator_dir}: this CLI cannot talk to the controller as an operator",
@@ -377,8 +388,9 @@ def _control_plane(ctx: CheckContext) -> list[Checker]:
             )
         if not ok and ctx.now() <= leaf.not_valid_after_utc:
             return CheckResult.fail(f"{what} {creds.identity} does not verify: {line}", renew)
+        reads_only = " (reads the mesh; operators change it)" if what == "host certificate" else ""
         result = rules.cert_validity(
-            f"{what} {creds.identity}" + (" (reads the mesh; operators change it)" if what == "host certificate" else ""),
+            f"{what} {creds.identity}{reads_only}",
             leaf.not_valid_before_utc,
             leaf.not_valid_after_utc,
             ctx.now(),
@@ -453,7 +465,8 @@ def _control_plane(ctx: CheckContext) -> list[Checker]:
             body = response.body if isinstance(response.body, dict) else {}
             return CheckResult.fail(
                 f"GET /v1/status answered {response.status}: {body.get('error', response.body)}",
-                body.get("hint") or "operators and joined hosts may read the status: is this CLI's identity of this mesh?",
+                body.get("hint")
+                or "operators and joined hosts may read the status: is this CLI's identity of this mesh?",
             )
         ctx.status = response.body
         return rules.status_summary(response.body)
@@ -556,9 +569,10 @@ def _discovery(ctx: CheckContext) -> list[Checker]:
         controller = ctx.controller
         trust_domain = SpiffeId.parse(controller.identity).trust_domain
         ours = mesh_ids(ctx.home.bundle.read_bytes())
-        record = trio.run(
-            functools.partial(find_controller, interfaces, ctx.zeroconf_timeout, trust_domain=trust_domain, mesh_ids=ours)
+        look = functools.partial(
+            find_controller, interfaces, ctx.zeroconf_timeout, trust_domain=trust_domain, mesh_ids=ours
         )
+        record = trio.run(look)
         found = None if record is None else rules.Advert(record.host, record.port, record.identity, record.version)
         return rules.controller_advert(
             found,

@@ -314,7 +314,13 @@ class Advert:
 
 
 def controller_advert(
-    found: Advert | None, *, expected_port: int, expected_identity: str, where: str, timeout: float, joined: bool = False
+    found: Advert | None,
+    *,
+    expected_port: int,
+    expected_identity: str,
+    where: str,
+    timeout: float,
+    joined: bool = False,
 ) -> CheckResult:
     if found is None and joined:
         return CheckResult.ok(
