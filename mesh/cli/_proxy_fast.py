@@ -5,7 +5,8 @@ command modules costs a `mesh proxy` process ~11 MB of its ~60 MB budget
 (docs/performance.md). So ``main()`` first tries this parser: it accepts only
 plain, well-formed command lines
 
-    mesh [--home DIR] [--debug] proxy --service S --app HOST:PORT [--opt VALUE | --opt=VALUE | --flag]...
+    mesh [--home DIR] [--debug] [--log-format F] proxy --service S --app HOST:PORT
+         [--opt VALUE | --opt=VALUE | --flag]...
 
 and returns None for anything else (help, unknown or repeated options, missing
 or dash-leading values, positional arguments, shell completion), which then
@@ -62,7 +63,7 @@ OPTIONS: dict[str, tuple[str, Kind]] = {
 
 # The defaults of mesh.cli.proxy.proxy (service and app are required).
 DEFAULTS: dict[str, Any] = {
-    "inbound": "127.0.0.1:0",
+    "inbound": None,
     "outbound": "127.0.0.1:0",
     "admin": "127.0.0.1:0",
     "endpoints": None,
@@ -88,6 +89,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 REQUIRED = ("service", "app")
+LOG_FORMATS = ("text", "json")  # mesh._logging.FORMATS, as typed (anything else: typer's error)
 
 
 @dataclass(frozen=True)
@@ -97,12 +99,17 @@ class ProxyArgs:
     home: Path | None
     debug: bool
     values: dict[str, Any]
+    log_format: str | None = None
 
     def run(self) -> None:
         """The root callback, then the command, ending as typer's standalone mode does."""
         home = MeshHome.resolve(self.home)
         if self.home is not None:
             os.environ["MESH_HOME"] = str(home.root)  # as the root callback: children inherit it
+        if self.log_format is not None:
+            from mesh._logging import ENV_FORMAT
+
+            os.environ[ENV_FORMAT] = self.log_format
         run_standalone(lambda: start_proxy(home, self.debug, **self.values))
 
 
@@ -163,11 +170,17 @@ def parse_proxy_argv(args: Sequence[str]) -> ProxyArgs | None:
         return None
     home: str | None = None
     debug = False
+    log_format: str | None = None
     i = 0
     while i < len(args):  # root options, before the command
         arg = args[i]
         if arg == "--debug" and not debug:
             debug = True
+        elif arg == "--log-format" and log_format is None and i + 1 < len(args) and args[i + 1] in LOG_FORMATS:
+            i += 1
+            log_format = args[i]
+        elif arg.startswith("--log-format=") and log_format is None and arg.partition("=")[2] in LOG_FORMATS:
+            log_format = arg.partition("=")[2]
         elif arg == "--home" and home is None and i + 1 < len(args) and _plain(args[i + 1]):
             i += 1
             home = args[i]
@@ -208,7 +221,9 @@ def parse_proxy_argv(args: Sequence[str]) -> ProxyArgs | None:
         i += 1
     if any(name not in values for name in REQUIRED):
         return None
-    return ProxyArgs(home=Path(home) if home is not None else None, debug=debug, values={**DEFAULTS, **values})
+    return ProxyArgs(
+        home=Path(home) if home is not None else None, debug=debug, values={**DEFAULTS, **values}, log_format=log_format
+    )
 
 
 def start_proxy(
@@ -217,7 +232,7 @@ def start_proxy(
     *,
     service: str,
     app: str,
-    inbound: str,
+    inbound: str | None,
     outbound: str,
     admin: str,
     endpoints: Path | None,
@@ -269,7 +284,7 @@ def start_proxy(
             token=token,
             cert_ttl=cert_ttl,
             zeroconf=zeroconf,
-            interfaces=("all",) if lan else tuple(interface or ("127.0.0.1",)),
+            interfaces=("all",) if lan else tuple(interface) if interface else None,  # None: the host's
             advertise=advertise,
             protocol=protocol,
         )

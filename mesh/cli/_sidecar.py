@@ -46,6 +46,12 @@ _PATHS = ("endpoints",)
 _TUPLES = ("interfaces",)
 
 
+def _to_json(key: str, value: Any) -> Any:
+    if value is None:
+        return None
+    return str(value) if key in _PATHS else list(value) if key in _TUPLES else value
+
+
 def enable(args: list[str]) -> None:
     """main() owns this process: a sidecar command may replace it with a lean one."""
     global _entry_args
@@ -66,10 +72,10 @@ def start_inject(
     controller: str | None,
     token: str | None,
     cert_ttl: str | None,
-    inbound: str,
+    inbound: str | None,
     admin: str,
     zeroconf: bool,
-    interfaces: tuple[str, ...],
+    interfaces: tuple[str, ...] | None,
     advertise: str | None,
     protocol: str,
     endpoints: Path | None,
@@ -113,27 +119,35 @@ def start_gateway(
     debug: bool,
     *,
     to: str,
-    listen: str,
+    listen: str | None,
     name: str | None,
     admin: str,
     controller: str | None,
     token: str | None,
     cert_ttl: str | None,
     zeroconf: bool,
-    interfaces: tuple[str, ...],
+    interfaces: tuple[str, ...] | None,
     endpoints: Path | None,
     protocol: str = "http",
 ) -> None:
-    """The body of `mesh gateway`, whichever process runs it."""
+    """The body of `mesh gateway`, whichever process runs it. Its only listener besides the edge
+    (``--listen``) and the loopback admin server serves the admin pages over mTLS, to the
+    controller and operators (so that `mesh stat`, `top` and `edges` see the edge of the mesh):
+    on the host's address, as a sidecar's inbound listener would be."""
     from dataclasses import replace
 
     import trio
 
     from mesh._logging import setup_logging
+    from mesh.discovery import format_address
+    from mesh.home import read_host_record
     from mesh.proxy import ProxyOptions, build_proxy, parse_listen_address, settings_from
 
     service = name or "gateway"
     setup_logging(f"gateway {service}", debug=debug)
+    if listen is None:  # on a host that recorded its address, the edge is there (else loopback)
+        record = read_host_record(home)
+        listen = format_address(record.bind or record.address, 9080) if record and record.address else "127.0.0.1:9080"
     options = ProxyOptions(
         home=home,
         service=service,
@@ -153,7 +167,7 @@ def start_gateway(
     settings = replace(base, app=None, upstreams={to: listener})
 
     async def main() -> None:
-        proxy = await build_proxy(options, settings)  # never advertised: app_ready stays unset
+        proxy = await build_proxy(options, settings)  # registered as a gateway, never advertised
         await proxy.run()
 
     trio.run(main)
@@ -170,8 +184,7 @@ def hand_over(kind: str, home: MeshHome, debug: bool, values: dict[str, Any]) ->
             "argv": _entry_args,
             "home": str(home.root),
             "debug": debug,
-            "values": {k: (str(v) if k in _PATHS and v is not None else list(v) if k in _TUPLES else v)
-                       for k, v in values.items()},
+            "values": {k: _to_json(k, v) for k, v in values.items()},
         }
         os.environ[ENV] = json.dumps(payload)
         # Nothing may be lost or written twice across the exec.
@@ -198,7 +211,7 @@ def take_over(args: list[str]) -> bool:
         if values.get(key) is not None:
             values[key] = Path(values[key])
     for key in _TUPLES:
-        if key in values:
+        if values.get(key) is not None:
             values[key] = tuple(values[key])
     home = MeshHome.resolve(payload["home"])
     body = BODIES[payload["kind"]]

@@ -17,7 +17,14 @@ GATEWAY_PROTOCOLS = ("http", "http2", "grpc")
 def gateway(
     ctx: typer.Context,
     to: Annotated[str, typer.Option("--to", help="The mesh service that outside traffic goes to.")],
-    listen: Annotated[str, typer.Option(help="HOST:PORT that accepts plain HTTP from outside the mesh.")] = "127.0.0.1:9080",
+    listen: Annotated[
+        Optional[str],
+        typer.Option(
+            help="HOST:PORT that accepts plain HTTP from outside the mesh. Default: port 9080 on this host's "
+            "address (recorded by `mesh join`), else on 127.0.0.1.",
+            show_default=False,
+        ),
+    ] = None,
     name: Annotated[Optional[str], typer.Option(help="The gateway's own service name (default: gateway).")] = None,
     admin: Annotated[str, typer.Option(help="Admin server, HOST:PORT (loopback only).")] = "127.0.0.1:0",
     controller: Annotated[Optional[str], typer.Option(help="Controller HOST:PORT (default: MESH_HOME/controller.json).")] = None,
@@ -64,7 +71,7 @@ def gateway(
             "token": token,
             "cert_ttl": cert_ttl,
             "zeroconf": zeroconf,
-            "interfaces": zeroconf_interfaces(lan, interface),
+            "interfaces": zeroconf_interfaces(lan, interface, default=None),
             "endpoints": endpoints,
             "protocol": protocol,
         },

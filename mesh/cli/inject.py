@@ -26,7 +26,14 @@ def inject(
     controller: Annotated[Optional[str], typer.Option(help="Controller HOST:PORT (default: MESH_HOME/controller.json).")] = None,
     token: Annotated[Optional[str], typer.Option(help="Join token for the first certificate.")] = None,
     cert_ttl: Annotated[Optional[str], typer.Option(help="Lifetime of the certificates to ask for (default 24h, at least 60s).")] = None,
-    inbound: Annotated[str, typer.Option(help="Inbound mTLS listener of the sidecar, HOST:PORT.")] = "127.0.0.1:0",
+    inbound: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Inbound mTLS listener of the sidecar, HOST:PORT. Default: port 0 on this host's address "
+            "(recorded by `mesh join`), else on 127.0.0.1.",
+            show_default=False,
+        ),
+    ] = None,
     admin: Annotated[str, typer.Option(help="Admin server of the sidecar, HOST:PORT (loopback only).")] = "127.0.0.1:0",
     zeroconf: Annotated[bool, typer.Option("--zeroconf/--no-zeroconf", help="Advertise and discover with mDNS.")] = True,
     lan: Lan = False,
@@ -62,7 +69,8 @@ def inject(
             "admin": admin,
             "zeroconf": zeroconf,
             # As `mesh proxy`: one LAN interface is enough to serve other hosts, without --lan's all.
-            "interfaces": zeroconf_interfaces(lan, interface),
+            # None: the host's interface (host.json), else loopback.
+            "interfaces": zeroconf_interfaces(lan, interface, default=None),
             "advertise": advertise,
             "protocol": protocol,
             "endpoints": endpoints,

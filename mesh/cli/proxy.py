@@ -17,7 +17,14 @@ def proxy(
     ctx: typer.Context,
     service: Annotated[str, typer.Option("--service", help="Name of the service this sidecar serves.")],
     app: Annotated[str, typer.Option("--app", help="HOST:PORT where the app listens (inbound traffic goes there).")],
-    inbound: Annotated[str, typer.Option(help="Inbound mTLS listener, HOST:PORT (port 0: any).")] = "127.0.0.1:0",
+    inbound: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Inbound mTLS listener, HOST:PORT (port 0: any). Default: port 0 on this host's address "
+            "(recorded by `mesh join`), else on 127.0.0.1.",
+            show_default=False,
+        ),
+    ] = None,
     outbound: Annotated[str, typer.Option(help="Outbound listener for the app, HOST:PORT.")] = "127.0.0.1:0",
     admin: Annotated[str, typer.Option(help="Admin server (/metrics, /ready, /live, /config, /tap), HOST:PORT on loopback.")] = "127.0.0.1:0",
     endpoints: Annotated[

@@ -81,9 +81,9 @@ async def tap_stream(client: Any, query: dict[str, str]) -> AsyncIterator[AsyncI
 
 async def follow_tap(home: MeshHome, query: dict[str, str], handle: Callable[[dict[str, Any]], bool]) -> None:
     """Stream /v1/tap; ``handle(item)`` for each item until it returns False or the stream ends."""
-    from mesh.cli._control import operator_client
+    from mesh.net import controller_client
 
-    async with operator_client(home) as client, tap_stream(client, query) as events:
+    async with controller_client(home) as client, tap_stream(client, query) as events:
         await consume(events, handle)
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mesh.inject._env import build_app_env, default_service_name, parse_upstreams, upstream_env_name
     from mesh.inject._fleet import demo_units, units_from_config
-    from mesh.inject._reach import controller_advertise, plan_reach, zeroconf_interfaces
+    from mesh.inject._reach import check_advertise, controller_advertise, plan_reach, zeroconf_interfaces
     from mesh.inject._run import InjectOptions, exit_status, free_port, run_inject_command, run_injected
     from mesh.inject._up import UpPlan, run_up
 
@@ -21,6 +21,7 @@ _WHERE = {
     "upstream_env_name": "_env",
     "demo_units": "_fleet",
     "units_from_config": "_fleet",
+    "check_advertise": "_reach",
     "controller_advertise": "_reach",
     "plan_reach": "_reach",
     "zeroconf_interfaces": "_reach",

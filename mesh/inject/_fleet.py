@@ -79,7 +79,9 @@ def tail(path: Path, lines: int) -> list[str]:
 
 def app_lines(lines: list[str]) -> list[str]:
     """The app's own lines when there are any: they say why it died; the sidecar's rarely do."""
-    own = [line for line in lines if not line.startswith("[mesh ")]
+    from mesh._logging import is_mesh_line
+
+    own = [line for line in lines if not is_mesh_line(line)]
     return own or lines
 
 

@@ -11,7 +11,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mesh.proxy._control import controller_from_home, controllers_from_home
     from mesh.proxy._exchange import Timeouts
     from mesh.proxy._main import ProxyOptions, build_proxy, parse_listen_address, run_proxy_command, settings_from
     from mesh.proxy._server import BoundAddresses, Identity, Proxy, ProxySettings
@@ -27,8 +26,6 @@ _WHERE = {
     "parse_listen_address": "_main",
     "run_proxy_command": "_main",
     "settings_from": "_main",
-    "controller_from_home": "_control",
-    "controllers_from_home": "_control",
 }
 __all__ = sorted(_WHERE)
 

@@ -74,6 +74,7 @@ class Reason(enum.StrEnum):
     RATE_LIMITED = "rate-limited"
     FAULT_INJECTED = "fault-injected"
     NO_ENDPOINTS = "no-endpoints"
+    NO_HEALTHY_ENDPOINTS = "no-healthy-endpoints"  # every endpoint refused connections just now
     CIRCUIT_OPEN = "circuit-open"
     # Reaching the endpoint (nothing was sent: another endpoint is always safe).
     CONNECT_FAILED = "connect-failed"

@@ -6,8 +6,10 @@
     inbound               peer ──mTLS──▶ ALPN http/1.1 ─▶ HTTP/1 loop ─▶ InboundRouter ─▶ app pool
                                        ─▶ ALPN h2 ─▶ HTTP/2 loop ─▶ InboundRouter ─▶ app over h2c
                                        ─▶ ALPN mesh-tcp ─▶ opaque relay ─▶ app
-                                       ─▶ ALPN mesh-admin ─▶ admin pages (the controller and operators only)
+                                       ─▶ ALPN mesh-admin ─▶ admin pages (the controller, operators, hosts)
     admin (loopback only) /metrics /ready /live /config /tap
+    a gateway: its edge listener (an --upstream listener, HTTP only), the admin server, and an mTLS
+    listener that serves only ALPN mesh-admin (``admin-mtls``), where the controller reads it
 """
 
 from __future__ import annotations
@@ -111,10 +113,18 @@ class BoundAddresses:
     outbound: tuple[str, int] | None
     admin: tuple[str, int]
     upstreams: dict[str, tuple[str, int]]
+    admin_mtls: tuple[str, int] | None = None  # a gateway's admin pages over mTLS (its only mTLS listener)
+
+    @property
+    def registered(self) -> tuple[str, int] | None:
+        """The listener registered with the controller: where other proxies, or the controller
+        reading a gateway's pages, dial this one."""
+        return self.inbound or self.admin_mtls
 
     def describe(self) -> str:
         """``inbound H:P, outbound H:P, admin H:P, upstream SVC H:P...`` (the listeners there are)."""
         named = [("inbound", self.inbound), ("outbound", self.outbound), ("admin", self.admin)]
+        named += [("admin-mtls", self.admin_mtls)]
         named += [(f"upstream {svc}", address) for svc, address in self.upstreams.items()]
         return ", ".join(f"{name} {_fmt(address)}" for name, address in named if address is not None)
 
@@ -154,7 +164,9 @@ class Proxy:
         self.faults: list[dict[str, Any]] = []
         self.control: Any = None  # ControlLink when a controller is known
         self.advertise_host: str | None = None
+        self.zeroconf_instance: str | None = None  # the DNS-SD instance it advertises under, if any
         self._admin_over_mtls = self._admin_app(query_values=True)  # see _serve_admin_over_mtls
+        self._admin_for_hosts = self._admin_app(query_values=False)
 
     def set_credentials(self, creds: Any, received_at: datetime | None = None) -> None:
         """Swap in a renewed certificate: new connections use it, open ones keep theirs."""
@@ -173,9 +185,10 @@ class Proxy:
         self.faults = list(snapshot.get("faults", []))
 
     def advertised_inbound(self) -> tuple[str, int]:
-        """The inbound address peers should dial (a wildcard bind is not dialable)."""
-        assert self.bound is not None and self.bound.inbound is not None
-        host, port = self.bound.inbound
+        """The inbound address peers should dial (a wildcard bind is not dialable); a gateway's
+        admin-over-mTLS listener, which the controller dials."""
+        assert self.bound is not None and self.bound.registered is not None
+        host, port = self.bound.registered
         if self.advertise_host:
             host = self.advertise_host
         elif host in ("0.0.0.0", "::"):
@@ -193,12 +206,15 @@ class Proxy:
         inbound = None if gateway else await _listen(s.inbound, "inbound")
         outbound = None if gateway else await _listen(s.outbound, "outbound")
         admin = await _listen(s.admin, "admin")
+        # A gateway's admin pages over mTLS: where a sidecar's inbound listener would be, ALPN mesh-admin only.
+        admin_mtls = await _listen(s.inbound, "admin over mTLS") if gateway else None
         upstream_listeners = {svc: await _listen(address, f"upstream {svc}") for svc, address in s.upstreams.items()}
         self.bound = BoundAddresses(
             _bound(inbound) if inbound else None,
             _bound(outbound) if outbound else None,
             _bound(admin),
             {svc: _bound(l) for svc, l in upstream_listeners.items()},
+            _bound(admin_mtls) if admin_mtls else None,
         )
         own = {self.bound.outbound, *self.bound.upstreams.values(), self.bound.inbound, self.bound.admin} - {None}
         self.outbound_router = OutboundRouter(
@@ -212,7 +228,11 @@ class Proxy:
             await system.start(self.h2_peer_pool.run)
             await system.start(self.h2_app_pool.run)
             async with trio.open_nursery() as connections:
-                data_plane = [(inbound, self._serve_inbound, ()), (outbound, self._serve_outbound, (None,))]
+                data_plane = [
+                    (inbound, self._serve_inbound, ()),
+                    (outbound, self._serve_outbound, (None,)),
+                    (admin_mtls, self._serve_inbound, ()),  # answers ALPN mesh-admin only, see there
+                ]
                 data_plane = [entry for entry in data_plane if entry[0] is not None]
                 data_plane += [(l, self._serve_outbound, (svc,)) for svc, l in upstream_listeners.items()]
                 accept_scopes = [
@@ -267,10 +287,6 @@ class Proxy:
     async def _serve_inbound(self, tcp: FastSocketStream) -> None:
         from mesh.identity import handshake_failure_reason, peer_identity
 
-        if self.app_key is None:  # a gateway is never advertised; nobody should dial its inbound
-            await _close(tcp)
-            return
-
         metrics = self.metrics
         tls = TLSStream(tcp, self.identity.server, server_side=True)
         try:
@@ -287,8 +303,20 @@ class Proxy:
             log.warning("inbound: refused a connection from %s: %s", _peer(tcp), reason)
             await _close(tcp)
             return
-        if tls.selected_alpn_protocol() == ALPN_ADMIN:  # the controller or an operator, never app traffic
+        if tls.selected_alpn_protocol() == ALPN_ADMIN:  # the controller, operators, hosts; never app traffic
             await self._serve_admin_over_mtls(tls, caller)
+            return
+        if self.app_key is None or caller.kind == "host":
+            # A gateway has no app: its mTLS listener is for its admin pages only. A host identity
+            # reads the mesh; it calls no service.
+            if self.app_key is None:
+                why = "a gateway serves only its admin pages over mTLS"
+            else:
+                why = "host identities call no service"
+            alpn = tls.selected_alpn_protocol()
+            log.warning("inbound: refused %s from %s (ALPN %s): %s", caller, _peer(tcp), alpn, why)
+            metrics.tls_failures.labels("inbound", "not-allowed").inc()
+            await _close(tls)
             return
         metrics.tcp_open.labels("inbound").inc()
         try:
@@ -371,16 +399,26 @@ class Proxy:
 
     async def _serve_admin_over_mtls(self, tls: TLSStream, caller: Any) -> None:
         """The admin pages for the controller (its fan-in reads proxies on every host here, where the
-        loopback admin server cannot be reached) and for operators; any other caller is refused."""
+        loopback admin server cannot be reached), for operators, and for joined hosts (`mesh check
+        --proxy` there), which get query values redacted as on the loopback admin server; any other
+        caller is refused."""
         from mesh.identity import CONTROLLER_SERVICE
 
-        if caller.kind != "operator" and not (caller.kind == "svc" and caller.name == CONTROLLER_SERVICE):
-            log.warning("inbound: refused admin access (ALPN %s) to %s: only the controller and operators", ALPN_ADMIN, caller)
+        if caller.kind == "host":
+            app = self._admin_for_hosts
+        elif caller.kind == "operator" or (caller.kind == "svc" and caller.name == CONTROLLER_SERVICE):
+            app = self._admin_over_mtls
+        else:
+            log.warning(
+                "inbound: refused admin access (ALPN %s) to %s: only the controller, operators and hosts",
+                ALPN_ADMIN,
+                caller,
+            )
             self.metrics.tls_failures.labels("inbound", "admin-not-allowed").inc()
             await _close(tls)
             return
         try:
-            await self._admin_over_mtls.serve_connection(tls)
+            await app.serve_connection(tls)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
             pass  # the reader went away
         finally:
@@ -545,6 +583,7 @@ class Proxy:
                 "inbound": _fmt(bound.inbound) if bound and bound.inbound else None,
                 "outbound": _fmt(bound.outbound) if bound and bound.outbound else None,
                 "admin": _fmt(bound.admin) if bound else None,
+                "admin_mtls": _fmt(bound.admin_mtls) if bound and bound.admin_mtls else None,
                 "upstreams": {k: _fmt(v) for k, v in bound.upstreams.items()} if bound else {},
             },
             "endpoints": snapshot,

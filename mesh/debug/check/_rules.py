@@ -314,8 +314,19 @@ class Advert:
 
 
 def controller_advert(
-    found: Advert | None, *, expected_port: int, expected_identity: str, where: str, timeout: float
+    found: Advert | None,
+    *,
+    expected_port: int,
+    expected_identity: str,
+    where: str,
+    timeout: float,
+    joined: bool = False,
 ) -> CheckResult:
+    if found is None and joined:
+        return CheckResult.ok(
+            f"no _mesh-ctl._tcp record of this mesh seen on {where}; not needed here: this host joined "
+            "and knows the controller from controller.json"
+        )
     if found is None:
         return CheckResult.warn(
             f"no _mesh-ctl._tcp record of this mesh seen on {where} within {timeout:g} s",

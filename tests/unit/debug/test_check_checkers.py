@@ -317,7 +317,7 @@ def test_an_expired_operator_certificate_fails_and_blocks_the_api_checks(home: M
     assert [r[0] for r in results[:3]] == ["ok", "ok", "fail"]
     assert results[2][1].startswith(f"operator certificate spiffe://{TD}/operator/ada expired 2h ago")
     assert "move" in (results[2][2] or "") and "operator" in (results[2][2] or "")
-    assert results[3] == ("skipped", "the CLI has no valid operator identity", None)
+    assert results[3] == ("skipped", "the CLI has no valid identity", None)
 
 
 def test_a_host_without_an_operator_identity(home: MeshHome) -> None:
@@ -327,6 +327,50 @@ def test_a_host_without_an_operator_identity(home: MeshHome) -> None:
     results = outcomes(report, "control plane")
     assert results[2][0] == "fail" and results[2][1].startswith(f"no operator identity in {home.operator_dir}")
     assert "controller's host" in (results[2][2] or "")
+
+
+def joined_home(tmp_path: Path, ca: CertificateAuthority, ttl: timedelta = timedelta(days=365)) -> MeshHome:
+    """A MESH_HOME as `mesh join` leaves it: the bundle, a host identity, host.json; no CA."""
+    from mesh.home import HostRecord, write_host_record
+    from mesh.identity import host_identity
+
+    joined = MeshHome(tmp_path / "joined")
+    joined.ensure_dir(joined.ca_dir)
+    atomic_write(joined.bundle, ca.bundle_pem)
+    ca.issue(host_identity(TD, "b"), ttl=ttl).write(joined.host_dir)
+    write_host_record(joined, HostRecord(role="joined", address="10.0.0.2", bind="10.0.0.2", name="b", controller="10.0.0.1:4190"))
+    return joined
+
+
+def test_a_joined_host_checks_what_a_joined_host_has(tmp_path: Path, ca: CertificateAuthority) -> None:
+    """Before: "the CA in … is incomplete: root.pem, issuer.pem, issuer.key missing", and the hint
+    `mesh ca init --force`, which would have made a second, foreign CA on this host."""
+    joined = joined_home(tmp_path, ca)
+    report = run(CheckContext(joined), "ca")
+    results = outcomes(report, "ca")
+    assert [r[0] for r in results] == ["ok", "ok", "ok"], results
+    assert f"this host joined the mesh at 10.0.0.1:4190 (trust domain {TD})" in results[0][1]
+    assert not any("ca init" in (m + (h or "")) for _, m, h in results)
+    # Its CLI talks to the controller with its host identity.
+    with refusing_server() as port:
+        atomic_write(joined.controller_json, json.dumps({"address": f"127.0.0.1:{port}", "trust_domain": TD}))
+        report = run(CheckContext(joined), "control plane")
+    results = outcomes(report, "control plane")
+    assert results[2][0] == "ok" and results[2][1].startswith(f"host certificate spiffe://{TD}/host/b"), results[2]
+    # No bundle: join again, never create a CA.
+    joined.bundle.unlink()
+    results = outcomes(run(CheckContext(joined), "ca"), "ca")
+    assert results[0][0] == "fail" and "mesh join" in (results[0][2] or "") and "ca init" not in (results[0][2] or "")
+
+
+def test_a_joined_host_without_its_identity_is_told_to_join_again(tmp_path: Path, ca: CertificateAuthority) -> None:
+    joined = joined_home(tmp_path, ca)
+    for name in ("cert.pem", "key.pem"):
+        (joined.host_dir / name).unlink()
+    with refusing_server() as port:
+        atomic_write(joined.controller_json, json.dumps({"address": f"127.0.0.1:{port}", "trust_domain": TD}))
+        results = outcomes(run(CheckContext(joined), "control plane"), "control plane")
+    assert results[2][0] == "fail" and "mesh join" in (results[2][2] or ""), results[2]
 
 
 def test_an_operator_certificate_close_to_expiry_warns(home: MeshHome, ca: CertificateAuthority) -> None:
