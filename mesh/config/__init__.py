@@ -37,9 +37,12 @@ from mesh.config._model import (
 from mesh.config._names import (
     APP_PROTOCOLS,
     DEFAULT_PROTOCOL,
+    GATEWAY_HOST_RULE,
     HTTP_PROTOCOLS,
     SERVICE_NAME_RULE,
     TRUST_DOMAIN_RULE,
+    is_valid_cidr,
+    is_valid_gateway_host,
     is_valid_service_name,
     is_valid_spiffe_id,
     is_valid_trust_domain,
