@@ -449,3 +449,59 @@ def test_bad_certificates_are_clear_errors_at_start(edge: Edge, tmp_path: Path) 
         assert f"error: " in result.stderr and says in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
         assert time.monotonic() - started < 15
+
+
+# -- from mesh.toml, with `mesh up` and `mesh check` -------------------------------------------------
+
+
+def test_mesh_up_serves_the_gateway_of_mesh_toml_and_check_warns_of_expiry(cluster: Cluster, tmp_path: Path) -> None:
+    import textwrap
+
+    from tests.integration.conftest import free_port
+    from tests.integration.test_inject import HTTP_SERVER
+    from tests.integration.test_up_config import processes_of, up_detached
+
+    cluster.init_ca()
+    server = tmp_path / "server.py"
+    server.write_text(textwrap.dedent(HTTP_SERVER))
+    ca = ThrowawayCA.create()
+    ca.issue(tmp_path / "certs", "shop", ["shop.example"], days=10)  # expires within 30 days: `mesh check` warns
+    bundle = ca.write_bundle(tmp_path / "ca.pem")
+    port, redirect = free_port(), free_port()
+    config = tmp_path / "mesh.toml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            [mesh]
+            trust_domain = "{cluster.trust_domain}"
+
+            [[service]]
+            name = "web"
+            command = ["{sys.executable}", "{server}"]
+            health = "/"
+
+            [[gateway]]
+            listen = "127.0.0.1:{port}"
+            routes = [ {{ host = "shop.example", to = "web" }} ]
+            tls = [ {{ cert = "certs/shop.pem", key = "certs/shop.key" }} ]
+            http_redirect = "127.0.0.1:{redirect}"
+            """
+        )
+    )
+    up_detached(cluster, str(config))
+    url = ("--cacert", str(bundle), "--resolve", f"shop.example:{port}:127.0.0.1", f"https://shop.example:{port}/")
+    wait_for(lambda: curl("--http2", *url).stdout.startswith("hello from web"), 30, "the gateway serving HTTPS")
+    assert curl("--http2", *url).stdout == f"hello from web caller={cluster.spiffe('gateway')}\n"
+    moved = curl("-D", "-", "-o", "/dev/null", "-H", "Host: shop.example", f"http://127.0.0.1:{redirect}/")
+    assert f"Location: https://shop.example:{port}/" in moved.stdout, moved.stdout
+
+    check = cluster.mesh("check", "-o", "json", timeout=60)
+    report = json.loads(check.stdout)
+    (gateway,) = [c for c in report["categories"] if c["name"] == "gateway"]
+    (line,) = gateway["checks"]
+    assert line["status"] == "warn", line
+    assert line["message"].startswith(f"gateway[0].tls[0]: the certificate for shop.example ({tmp_path / 'certs' / 'shop.pem'}) expires in 9d")
+
+    down = cluster.mesh("down", timeout=60)
+    assert down.returncode == 0, down.stderr
+    wait_for(lambda: processes_of(cluster.home) == [], 10, "no process left")
