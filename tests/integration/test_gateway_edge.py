@@ -505,3 +505,74 @@ def test_mesh_up_serves_the_gateway_of_mesh_toml_and_check_warns_of_expiry(clust
     down = cluster.mesh("down", timeout=60)
     assert down.returncode == 0, down.stderr
     wait_for(lambda: processes_of(cluster.home) == [], 10, "no process left")
+
+
+# -- the front door's hardening, over TLS ---------------------------------------------------------
+
+
+def tls_socket(edge: Edge, alpn: list[str]) -> ssl.SSLSocket:
+    context = ssl.create_default_context(cafile=str(edge.bundle))
+    context.set_alpn_protocols(alpn)
+    sock = socket.create_connection(("127.0.0.1", edge.gateway.listen), timeout=20)
+    return context.wrap_socket(sock, server_hostname="shop.example")
+
+
+def test_rapid_reset_over_tls_ends_in_enhance_your_calm(edge: Edge) -> None:
+    from hyperframe import frame as hyperframe_frame
+
+    from tests.integration.test_h2_hardening import RawClient, _ended, _goaway
+
+    sock = tls_socket(edge, ["h2"])
+    assert sock.selected_alpn_protocol() == "h2"
+    attacker = RawClient(sock)
+    flood = []
+    for i in range(3000):
+        reset = hyperframe_frame.RstStreamFrame(2 * i + 1)
+        reset.error_code = 8
+        flood += [attacker.headers(2 * i + 1, False), reset]
+    attacker.send(flood)
+    frames, _ = attacker.read(_ended, timeout=15)
+    sock.close()
+    goaway = _goaway(frames)
+    assert goaway is not None and goaway.error_code == 11, frames[-3:]  # ENHANCE_YOUR_CALM
+    assert (goaway.last_stream_id + 1) // 2 <= 400
+    assert https(edge, "shop.example", "/", "--http2").stdout == "hello from shop\n"  # others are served
+    assert_clean(edge.gateway.process)
+
+
+def test_silent_and_slow_tls_clients_meet_the_head_deadline(edge: Edge) -> None:
+    """A client that never says hello, and one that dribbles a head after its handshake: both are cut
+    within the head deadline (10 s, a budget that includes the handshake), the second with a 408."""
+    results: dict[str, object] = {}
+
+    def silent() -> None:
+        with socket.create_connection(("127.0.0.1", edge.gateway.listen), timeout=30) as sock:
+            started = time.monotonic()
+            results["silent"] = (sock.recv(100), time.monotonic() - started)
+
+    def slow() -> None:
+        sock = tls_socket(edge, ["http/1.1"])
+        started = time.monotonic()
+        try:
+            for piece in (b"GET / HTTP/1.1\r\n", b"Host: shop.example\r\n", b"X-Slow: 1\r\n"):
+                sock.sendall(piece)
+                time.sleep(1)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except OSError as exc:
+            answer = repr(exc).encode()
+        results["slow"] = (answer, time.monotonic() - started)
+        sock.close()
+
+    threads = [threading.Thread(target=silent), threading.Thread(target=slow)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    silent_answer, silent_took = results["silent"]  # type: ignore[misc]
+    slow_answer, slow_took = results["slow"]  # type: ignore[misc]
+    assert silent_answer == b"" and 8 < silent_took < 15, results
+    assert slow_answer.startswith(b"HTTP/1.1 408 "), slow_answer  # type: ignore[union-attr]
+    assert b"x-mesh-error: head-timeout" in slow_answer and 8 < slow_took < 15, results  # type: ignore[operator]
+    assert metric(edge.gateway, "tls_handshake_failures_total", direction="edge", reason="timeout") >= 1  # type: ignore[arg-type]
