@@ -339,6 +339,19 @@ http {{
     return conf
 
 
+def peer_mtls(module: str, client_dir: Path) -> str:
+    """nginx's directives for mTLS to nginx #2 (``module``: ``proxy`` or ``grpc``), as a mesh proxy dials a peer."""
+    return f"""
+      {module}_ssl_protocols TLSv1.3;
+      {module}_ssl_certificate {client_dir}/cert.pem;
+      {module}_ssl_certificate_key {client_dir}/key.pem;
+      {module}_ssl_trusted_certificate {client_dir}/bundle.pem;
+      {module}_ssl_verify on;
+      {module}_ssl_verify_depth 3;
+      {module}_ssl_name web;   # the leaf has only a URI SAN; OpenSSL then matches the name against CN=web
+      {module}_ssl_session_reuse on;"""
+
+
 def start_nginx(procs: Processes, tools: dict[str, str], name: str, prefix: Path, body: str, port: int,
                 env: dict[str, str]) -> Proc:
     prefix.mkdir(parents=True)
@@ -860,15 +873,7 @@ def nginx_edge_conf(port: int, peer_port: int, cert: Path, key: Path, client_dir
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto https;
-      proxy_ssl_protocols TLSv1.3;
-      proxy_ssl_certificate {client_dir}/cert.pem;
-      proxy_ssl_certificate_key {client_dir}/key.pem;
-      proxy_ssl_trusted_certificate {client_dir}/bundle.pem;
-      proxy_ssl_verify on;
-      proxy_ssl_verify_depth 3;
-      proxy_ssl_name web;
-      proxy_ssl_session_reuse on;
+      proxy_set_header X-Forwarded-Proto https;{peer_mtls("proxy", client_dir)}
     }}
   }}"""
 
@@ -1088,15 +1093,7 @@ def main(argv: list[str] | None = None) -> int:
     listen 127.0.0.1:{n1_h2_port} http2;
     keepalive_requests 10000000;
     location / {{
-      grpc_pass grpcs://peer_h2;
-      grpc_ssl_protocols TLSv1.3;
-      grpc_ssl_certificate {cl_c}/cert.pem;
-      grpc_ssl_certificate_key {cl_c}/key.pem;
-      grpc_ssl_trusted_certificate {cl_c}/bundle.pem;
-      grpc_ssl_verify on;
-      grpc_ssl_verify_depth 3;
-      grpc_ssl_name web;
-      grpc_ssl_session_reuse on;
+      grpc_pass grpcs://peer_h2;{peer_mtls("grpc", cl_c)}
     }}
   }}""" if h2 else ""
         n2 = start_nginx(procs, tools, "nginx #2 (inbound)", tmp / "nginx2", f"""\
@@ -1119,15 +1116,7 @@ def main(argv: list[str] | None = None) -> int:
     location / {{
       proxy_pass https://peer;
       proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_ssl_protocols TLSv1.3;
-      proxy_ssl_certificate {cl_c}/cert.pem;
-      proxy_ssl_certificate_key {cl_c}/key.pem;
-      proxy_ssl_trusted_certificate {cl_c}/bundle.pem;
-      proxy_ssl_verify on;
-      proxy_ssl_verify_depth 3;
-      proxy_ssl_name web;   # the leaf has only a URI SAN; OpenSSL then matches the name against CN=web
-      proxy_ssl_session_reuse on;
+      proxy_set_header Connection "";{peer_mtls("proxy", cl_c)}
     }}
   }}{n1_h2}""", n1_port, env)
         n1.name, n2.name = "nginx #1", "nginx #2"

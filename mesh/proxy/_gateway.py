@@ -15,11 +15,13 @@ the TLS handshake itself has to fit in the first request head's deadline.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -191,59 +193,68 @@ class Gateway:
 
     # -- connections ------------------------------------------------------------------
 
-    def _admit(self, tcp: Any) -> tuple[EdgeClient, str | None] | None:
-        """The client of a new connection and the key its connection is counted under (None:
-        not counted, a trusted peer); None when it is over its limit (then it is closed)."""
+    @contextlib.asynccontextmanager
+    async def _admitted(self, tcp: Any) -> AsyncIterator[EdgeClient | None]:
+        """The client of a new connection, counted against its limit until the block ends; None when
+        it is over its limit (or gone): the caller closes it at once. Trusted peers are not counted
+        (a proxy in front carries many clients on its connections)."""
+        client = self._client_of(tcp)
+        key = client_key(client.peer) if client is not None and not client.trusted else None
+        if key is not None and not self.limits.connection_opened(key):
+            self.refused.labels("client-connections").inc()
+            log.debug("gateway: closed a connection from %s: %d open already", key, self.settings.limits.connections)
+            client = key = None
+        try:
+            yield client
+        finally:
+            if key is not None:
+                self.limits.connection_closed(key)
+
+    def _client_of(self, tcp: Any) -> EdgeClient | None:
         try:
             peer = parse_ip(tcp.socket.getpeername()[0])
         except OSError:
             return None  # gone before we looked
         if peer is None:
             return None
-        client = EdgeClient.of(peer, b"https" if self.settings.certificates is not None else b"http", self.settings.trusted)
-        if client.trusted:
-            return client, None  # a proxy in front multiplexes many clients on its connections
-        key = client_key(peer)
-        if not self.limits.connection_opened(key):
-            self.refused.labels("client-connections").inc()
-            log.debug("gateway: closed a connection from %s: %d connections open already", peer, self.settings.limits.connections)
-            return None
-        return client, key
+        scheme = b"https" if self.settings.certificates is not None else b"http"
+        return EdgeClient.of(peer, scheme, self.settings.trusted)
 
     async def serve_client(self, tcp: Any) -> None:
-        admitted = self._admit(tcp)
-        if admitted is None:
-            await _close(tcp)
-            return
-        client, key = admitted
+        stream: trio.abc.Stream = tcp
+        async with self._admitted(tcp) as client:
+            try:
+                if client is not None:
+                    stream = await self._serve_client(tcp, client)
+            finally:
+                await _close(stream)
+
+    async def _serve_client(self, tcp: Any, client: EdgeClient) -> trio.abc.Stream:
+        """Serve the connection; returns the stream to close (the TLS one, once there is one)."""
         proxy = self.proxy
         head_deadline = trio.current_time() + proxy.settings.timeouts.head_timeout
+        protocol: Protocol | None = None
         stream: trio.abc.Stream = tcp
+        if self.settings.certificates is not None:
+            tls = TLSStream(tcp, self.settings.certificates.context, server_side=True)
+            stream = tls
+            if not await self._handshake(tls, head_deadline, client):
+                return stream
+            alpn = tls.selected_alpn_protocol()
+            protocol = Protocol.HTTP2 if alpn == ALPN_H2 else Protocol.HTTP1 if alpn == ALPN_HTTP1 else None
+        router = EdgeRouter(self.routes, proxy.outbound_router, client, self.limits)
+        proxy.metrics.tcp_open.labels(DIRECTION).inc()
         try:
-            protocol: Protocol | None = None
-            if self.settings.certificates is not None:
-                tls = TLSStream(tcp, self.settings.certificates.context, server_side=True)
-                stream = tls
-                if not await self._handshake(tls, head_deadline, client):
-                    return
-                alpn = tls.selected_alpn_protocol()
-                protocol = Protocol.HTTP2 if alpn == ALPN_H2 else Protocol.HTTP1 if alpn == ALPN_HTTP1 else None
-            router = EdgeRouter(self.routes, proxy.outbound_router, client, self.limits)
-            proxy.metrics.tcp_open.labels(DIRECTION).inc()
-            try:
-                if protocol is None:  # plain HTTP, or TLS without ALPN: the first bytes say which
-                    detected = await proxy._detect(stream, Mode.HTTP, DIRECTION)
-                    if detected is None:
-                        return
-                else:
-                    detected = Detected(b"", protocol, head_deadline)
-                await proxy._serve_http(stream, detected, router, client, DIRECTION)
-            finally:
-                proxy.metrics.tcp_open.labels(DIRECTION).dec()
+            if protocol is None:  # plain HTTP, or TLS without ALPN: the first bytes say which
+                detected = await proxy._detect(stream, Mode.HTTP, DIRECTION)
+                if detected is None:
+                    return stream
+            else:
+                detected = Detected(b"", protocol, head_deadline)
+            await proxy._serve_http(stream, detected, router, client, DIRECTION)
         finally:
-            if key is not None:
-                self.limits.connection_closed(key)
-            await _close(stream)
+            proxy.metrics.tcp_open.labels(DIRECTION).dec()
+        return stream
 
     async def _handshake(self, tls: TLSStream, deadline: float, client: EdgeClient) -> bool:
         """The TLS handshake, within the first head's deadline; failures counted by OpenSSL's reason."""
@@ -267,37 +278,36 @@ class Gateway:
 
     async def serve_redirect(self, tcp: Any) -> None:
         """Read one request head and answer 308 to its https:// twin; then close."""
-        admitted = self._admit(tcp)
-        if admitted is None:
-            await _close(tcp)
+        async with self._admitted(tcp) as client:
+            try:
+                if client is not None:
+                    await self._redirect(tcp)
+            finally:
+                await _close(tcp)
+
+    async def _redirect(self, tcp: Any) -> None:
+        head = await self._read_head(tcp)
+        if head is None:
             return
-        _, key = admitted
-        try:
-            head = await self._read_head(tcp)
-            if head is None:
+        location = redirect_location(head, self.https_port)
+        if location is None:
+            failure = Failure(Reason.BAD_REQUEST, 400, "the request names no valid host to redirect to")
+            await self.proxy._answer_local(tcp, DIRECTION, failure)
+            return
+        response = simple_response(
+            308,
+            b"moved to " + location + b"\n",
+            [(b"Location", location)],
+            keep_alive=False,
+            http10=head.http_version == b"1.0",
+            head_request=head.method == b"HEAD",
+        )
+        with trio.move_on_after(self.proxy.settings.timeouts.head_timeout):
+            try:
+                await tcp.send_all(response)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 return
-            location = redirect_location(head, self.https_port)
-            if location is None:
-                await self.proxy._answer_local(tcp, DIRECTION, Failure(Reason.BAD_REQUEST, 400, "the request names no valid host to redirect to"))
-                return
-            response = simple_response(
-                308,
-                b"moved to " + location + b"\n",
-                [(b"Location", location)],
-                keep_alive=False,
-                http10=head.http_version == b"1.0",
-                head_request=head.method == b"HEAD",
-            )
-            with trio.move_on_after(self.proxy.settings.timeouts.head_timeout):
-                try:
-                    await tcp.send_all(response)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    return
-            self.redirects.inc()
-        finally:
-            if key is not None:
-                self.limits.connection_closed(key)
-            await _close(tcp)
+        self.redirects.inc()
 
     async def _read_head(self, tcp: Any) -> RequestHead | None:
         """The first request head within the head deadline; None when the client got an error or left."""
