@@ -118,8 +118,8 @@ def gateway_settings(
         raise ProxyError(
             f"--trust-forwarded {bad[0]}: not a network", hint="write networks like 10.0.0.0/8, 192.0.2.7/32 or 2001:db8::/32"
         )
-    if client_connections < 0 or client_rps < 0 or client_burst < 0:
-        raise ProxyError("--client-connections, --client-rps and --client-burst are 0 (no limit) or more")
+    if client_connections < 0 or not 0 <= client_rps < float("inf") or client_burst < 0:
+        raise ProxyError("--client-connections, --client-rps and --client-burst are 0 (no limit) or more, and finite")
     certificates = EdgeCertificates(list(zip(map(Path, tls_cert), map(Path, tls_key)))) if tls_cert else None
     return GatewaySettings(
         listen=listen,
