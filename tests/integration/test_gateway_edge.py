@@ -149,6 +149,12 @@ def test_two_hosts_each_reach_their_own_service(edge: Edge, version: str) -> Non
     (edge.cluster.tmp / "body.bin").write_bytes(body)
     posted = https(edge, "shop.example", "/upload", version, "--data-binary", f"@{edge.cluster.tmp / 'body.bin'}")
     assert json.loads(posted.stdout) == {"received": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    # Streamed with no length (chunked to the app when the client speaks HTTP/2), and a long download.
+    no_length = "Content-Length:" if version == "--http2" else "Transfer-Encoding: chunked"
+    streamed = https(edge, "shop.example", "/upload", version, "-T", str(edge.cluster.tmp / "body.bin"), "-H", no_length, "-X", "POST")
+    assert json.loads(streamed.stdout) == {"received": len(body), "sha256": hashlib.sha256(body).hexdigest()}, streamed.stderr
+    download = https(edge, "shop.example", "/bytes?size=5000000", version, "-o", "/dev/null", "-w", "%{size_download}")
+    assert download.stdout == "5000000", download.stderr
 
 
 @pytest.mark.parametrize(("server_name", "names"), [("shop.example", "DNS:shop.example, DNS:www.shop.example"),
