@@ -118,7 +118,7 @@ def start_gateway(
     home: MeshHome,
     debug: bool,
     *,
-    to: str,
+    to: str | None,
     listen: str | None,
     name: str | None,
     admin: str,
@@ -129,6 +129,14 @@ def start_gateway(
     interfaces: tuple[str, ...] | None,
     endpoints: Path | None,
     protocol: str = "http",
+    routes: list[str] | tuple[str, ...] = (),
+    tls_cert: list[str] | tuple[str, ...] = (),
+    tls_key: list[str] | tuple[str, ...] = (),
+    http_redirect: str | None = None,
+    trust_forwarded: list[str] | tuple[str, ...] = (),
+    client_connections: int = 100,
+    client_rps: float = 0.0,
+    client_burst: int = 0,
 ) -> None:
     """The body of `mesh gateway`, whichever process runs it. Its only listener besides the edge
     (``--listen``) and the loopback admin server serves the admin pages over mTLS, to the
@@ -141,7 +149,7 @@ def start_gateway(
     from mesh._logging import setup_logging
     from mesh.discovery import format_address
     from mesh.home import read_host_record
-    from mesh.proxy import ProxyOptions, build_proxy, parse_listen_address, settings_from
+    from mesh.proxy import ProxyOptions, build_proxy, gateway_settings, parse_listen_address, settings_from
 
     service = name or "gateway"
     setup_logging(f"gateway {service}", debug=debug)
@@ -153,7 +161,6 @@ def start_gateway(
         service=service,
         app="127.0.0.1:1",  # replaced below: a gateway has no app
         admin=admin,
-        upstreams=[f"{to}=0"],
         controller=controller,
         token=token,
         cert_ttl=cert_ttl,
@@ -163,8 +170,20 @@ def start_gateway(
         protocol=protocol,
     )
     base = settings_from(options)
-    listener = parse_listen_address(listen, "--listen", allow_any_port=True)
-    settings = replace(base, app=None, upstreams={to: listener})
+    # Checked (certificates loaded) before anything else: a bad pair is an error at start.
+    edge = gateway_settings(
+        listen=parse_listen_address(listen, "--listen", allow_any_port=True),
+        to=to,
+        routes=routes,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        http_redirect=parse_listen_address(http_redirect, "--http-redirect") if http_redirect else None,
+        trust_forwarded=trust_forwarded,
+        client_connections=client_connections,
+        client_rps=client_rps,
+        client_burst=client_burst,
+    )
+    settings = replace(base, app=None, gateway=edge)
 
     async def main() -> None:
         proxy = await build_proxy(options, settings)  # registered as a gateway, never advertised

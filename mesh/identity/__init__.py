@@ -38,6 +38,7 @@ from mesh.identity._inspect import (
     parse_fingerprint,
     verify_chain,
 )
+from mesh.identity._server_certs import EDGE_ALPN, ServerCertificate, edge_server_context, read_server_certificate
 from mesh.identity._spiffe import (
     CONTROLLER_SERVICE,
     DEFAULT_TRUST_DOMAIN,
@@ -60,6 +61,7 @@ from mesh.identity._tls import (
 
 __all__ = [
     "CLOCK_SKEW",
+    "EDGE_ALPN",
     "CONTROLLER_SERVICE",
     "DEFAULT_LEAF_TTL",
     "DEFAULT_TRUST_DOMAIN",
@@ -72,12 +74,14 @@ __all__ = [
     "CredentialPaths",
     "InsecurePermissionsWarning",
     "IssuedCredentials",
+    "ServerCertificate",
     "SpiffeId",
     "cert_to_pem",
     "bundle_client_context",
     "check_peer_identity",
     "client_context",
     "describe_certificate",
+    "edge_server_context",
     "fingerprint",
     "generate_key",
     "handshake_failure_reason",
@@ -96,6 +100,7 @@ __all__ = [
     "operator_identity",
     "parse_fingerprint",
     "peer_identity",
+    "read_server_certificate",
     "renew_at",
     "server_context",
     "service_identity",

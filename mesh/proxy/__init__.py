@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mesh.proxy._exchange import Timeouts
+    from mesh.proxy._gateway import gateway_settings
     from mesh.proxy._main import ProxyOptions, build_proxy, parse_listen_address, run_proxy_command, settings_from
     from mesh.proxy._server import BoundAddresses, Identity, Proxy, ProxySettings
 
@@ -21,6 +22,7 @@ _WHERE = {
     "Proxy": "_server",
     "ProxySettings": "_server",
     "Timeouts": "_exchange",
+    "gateway_settings": "_gateway",
     "ProxyOptions": "_main",
     "build_proxy": "_main",
     "parse_listen_address": "_main",

@@ -77,7 +77,9 @@ from mesh.proxy._h2_transport import (
     h2_config,
     linger,
 )
+from mesh.proxy._h2_downgrade import forward_http1
 from mesh.proxy._h2_upstream import GoingAway, H2Pool, H2Upstream
+from mesh.proxy._pool import ConnectionPool
 from mesh.proxy._policy import may_retry
 from mesh.proxy.protocol.http1 import HOP_BY_HOP, Framing, RequestHead
 
@@ -198,6 +200,7 @@ class H2ProxyConnection:
         self._waiting: deque[_ClientStream] = deque()
         self._last_started = 0  # the GOAWAY's last stream: none above it was processed
         self.guard = Guard()
+        self.http1_pool: ConnectionPool | None = None  # for streams a gateway sends on as HTTP/1.1 (Forward.downgrade)
         self._closing = False
         self._nursery: trio.Nursery | None = None
 
@@ -383,7 +386,10 @@ class H2ProxyConnection:
                 if isinstance(decision, Reject):
                     await exchange.fail(decision.failure())
                     return
-                await exchange.forward(decision)
+                if decision.downgrade and self.http1_pool is not None:
+                    await forward_http1(exchange, decision, self.http1_pool)
+                else:
+                    await exchange.forward(decision)
         finally:
             st.done = True
             self.streams.pop(st.id, None)

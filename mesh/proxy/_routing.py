@@ -146,6 +146,14 @@ class OutboundRouter:
             tunnel=connect,
         )
 
+    def to_service(self, head: RequestHead, service: str, path: bytes) -> Forward | Reject:
+        """A request the gateway's own routes sent to ``service``: the mesh's routes, splits,
+        faults and outlier ejection apply as on any hop."""
+        endpoints = self._endpoints(service)
+        if not endpoints:
+            return Reject(503, Reason.NO_ENDPOINTS, f"no endpoints for service {service!r}", service)
+        return self._to_mesh(head, service, path, endpoints, False)
+
     def _to_mesh(self, head: RequestHead, service: str, path: bytes, endpoints: tuple, connect: bool) -> Forward | Reject:
         """Route (first match), fault, split subset, outlier ejection, then one endpoint."""
         state = self.policy

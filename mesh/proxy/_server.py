@@ -71,6 +71,7 @@ class ProxySettings:
     labels: Mapping[str, str] = field(default_factory=dict)
     timeouts: Timeouts = Timeouts()
     protocol: str = "auto"  # what the app behind the inbound listener speaks
+    gateway: Any = None  # a gateway's edge (mesh/proxy/_gateway.py GatewaySettings); its app is None
 
 
 class Identity:
@@ -120,12 +121,14 @@ class BoundAddresses:
         """The listener registered with the controller: where other proxies, or the controller
         reading a gateway's pages, dial this one."""
         return self.inbound or self.admin_mtls
+    edge: dict[str, tuple[str, int]] = field(default_factory=dict)  # a gateway's: "listen https", "redirect"
 
     def describe(self) -> str:
         """``inbound H:P, outbound H:P, admin H:P, upstream SVC H:P...`` (the listeners there are)."""
         named = [("inbound", self.inbound), ("outbound", self.outbound), ("admin", self.admin)]
         named += [("admin-mtls", self.admin_mtls)]
         named += [(f"upstream {svc}", address) for svc, address in self.upstreams.items()]
+        named += list(self.edge.items())
         return ", ".join(f"{name} {_fmt(address)}" for name, address in named if address is not None)
 
 
@@ -167,6 +170,11 @@ class Proxy:
         self.zeroconf_instance: str | None = None  # the DNS-SD instance it advertises under, if any
         self._admin_over_mtls = self._admin_app(query_values=True)  # see _serve_admin_over_mtls
         self._admin_for_hosts = self._admin_app(query_values=False)
+        self.gateway: Any = None  # the edge of a gateway (mesh/proxy/_gateway.py)
+        if settings.gateway is not None:
+            from mesh.proxy._gateway import Gateway
+
+            self.gateway = Gateway(self, settings.gateway)
 
     def set_credentials(self, creds: Any, received_at: datetime | None = None) -> None:
         """Swap in a renewed certificate: new connections use it, open ones keep theirs."""
@@ -209,13 +217,21 @@ class Proxy:
         # A gateway's admin pages over mTLS: where a sidecar's inbound listener would be, ALPN mesh-admin only.
         admin_mtls = await _listen(s.inbound, "admin over mTLS") if gateway else None
         upstream_listeners = {svc: await _listen(address, f"upstream {svc}") for svc, address in s.upstreams.items()}
+        edge_listeners = [
+            (name, await _listen(address, f"the gateway ({name})"), handler)
+            for address, name, handler in (self.gateway.listeners() if self.gateway else ())
+        ]
         self.bound = BoundAddresses(
             _bound(inbound) if inbound else None,
             _bound(outbound) if outbound else None,
             _bound(admin),
             {svc: _bound(l) for svc, l in upstream_listeners.items()},
             _bound(admin_mtls) if admin_mtls else None,
+            {name: _bound(l) for name, l, _ in edge_listeners},
         )
+        if self.gateway:
+            self.gateway.bound(self.bound.edge)
+            self.background.append(self.gateway.keep_certificates)
         own = {self.bound.outbound, *self.bound.upstreams.values(), self.bound.inbound, self.bound.admin} - {None}
         self.outbound_router = OutboundRouter(
             self.registry.endpoints, self.balancer, self.identity.trust_domain, s.timeouts.request_timeout, own, policy=self.policy
@@ -235,6 +251,7 @@ class Proxy:
                 ]
                 data_plane = [entry for entry in data_plane if entry[0] is not None]
                 data_plane += [(l, self._serve_outbound, (svc,)) for svc, l in upstream_listeners.items()]
+                data_plane += [(l, handler, ()) for _, l, handler in edge_listeners]
                 accept_scopes = [
                     await connections.start(_accept_loop, listener, connections, handler, args)
                     for listener, handler, args in data_plane
@@ -483,6 +500,7 @@ class Proxy:
             # Inbound, the app speaks h2c (prior knowledge); outbound, mTLS ALPN h2 per stream.
             h2_pool = self.h2_app_pool if inbound else self.h2_peer_pool
             conn = H2ProxyConnection(stream, detected.prefix, router, h2_pool, record, timeouts, self.drain)
+            conn.http1_pool = self.app_pool if inbound else self.peer_pool
         else:
             pool = self.app_pool if inbound else self.peer_pool
             conn = HttpProxyConnection(stream, detected.prefix, router, pool, record, timeouts, self.drain)
@@ -592,6 +610,7 @@ class Proxy:
             "routes": self.routes,
             "policies": self.policies,
             "faults": self.faults,
+            "gateway": self.gateway.view() if self.gateway else None,
             "draining": self.drain.draining,
             "uptime_seconds": round(time.time() - self.started, 1),
         }

@@ -166,7 +166,7 @@ def test_gateway_routes_outside_traffic_into_the_mesh(cluster: Cluster, tmp_path
     web = cluster.spawn("inject-web", [*MESH, "inject", "--name", "web", "--", sys.executable, str(server)])
     web.wait_for("app is ready", timeout=20)
     gateway = cluster.spawn("gateway", [*MESH, "gateway", "--listen", "127.0.0.1:0", "--to", "web"])
-    ready = gateway.wait_for(r"upstream web (\S+)")
+    ready = gateway.wait_for(r"listen http (\S+)")
     port = port_of(ready.group(1))
     admin = port_of(gateway.wait_for(r"admin (\S+?),").group(1))
     deadline = time.monotonic() + 10

@@ -43,9 +43,9 @@ def test_the_gateway_has_no_outbound_listener(cluster: Cluster) -> None:
     gateway = cluster.spawn("gateway", [*MESH, "gateway", "--listen", "127.0.0.1:0", "--to", "web"])
     ready = gateway.wait_for(r"proxy gateway ready: (.*)$")
     assert re.fullmatch(
-        r"admin 127\.0\.0\.1:\d+, admin-mtls 127\.0\.0\.1:\d+, upstream web 127\.0\.0\.1:\d+", ready.group(1)
+        r"admin 127\.0\.0\.1:\d+, admin-mtls 127\.0\.0\.1:\d+, listen http 127\.0\.0\.1:\d+", ready.group(1)
     ), ready.group(0)
-    listen = port_of(re.search(r"upstream web (\S+)", ready.group(1)).group(1))
+    listen = port_of(re.search(r"listen http (\S+)", ready.group(1)).group(1))
     admin = port_of(re.search(r"admin (\S+),", ready.group(1)).group(1))
     admin_mtls = port_of(re.search(r"admin-mtls (\S+),", ready.group(1)).group(1))
     assert listening_ports(gateway) == {("127.0.0.1", listen), ("127.0.0.1", admin), ("127.0.0.1", admin_mtls)}

@@ -32,6 +32,7 @@ STORE = "store"
 DISCOVERY = "discovery"
 DATA_PLANE = "data plane"
 POLICY = "policy"
+GATEWAY = "gateway"
 
 DEFAULT_CONTROLLER_ADDRESS = ("127.0.0.1", 4190)
 CONNECT_RETRY = 5.0  # the controller may have just been started
@@ -714,6 +715,42 @@ def _policy(ctx: CheckContext) -> list[Checker]:
     return [Checker(POLICY, "routes and policies name services that have endpoints", references)]
 
 
+# -- gateway -------------------------------------------------------------------------
+
+
+def _gateway(ctx: CheckContext) -> list[Checker]:
+    """The certificates the applied config's gateways serve to outside clients, read where `mesh
+    check` runs (the host of `mesh up`, which starts them). Certificates of a gateway started by
+    hand are not in the config: that gateway says so in its log and its metrics."""
+    applied = ctx.applied_config()
+    entries = rules.gateway_tls_entries(applied[1]) if applied else []
+    if not entries:
+        return [
+            Checker(
+                GATEWAY,
+                "certificates the gateways serve (warn under 30 days left)",
+                lambda: CheckResult.ok("no [[gateway]] of the applied config serves TLS"),
+            )
+        ]
+
+    def check(where: str, cert: str, key: str) -> CheckResult:
+        from pathlib import Path
+
+        from mesh.identity import read_server_certificate
+
+        try:
+            certificate = read_server_certificate(Path(cert), Path(key))
+        except MeshError as exc:
+            return CheckResult.fail(f"{where}: {exc.message}", exc.hint or "the gateway cannot start with this pair")
+        label = f"{certificate.label} ({cert})"
+        return rules.gateway_certificate(where, label, certificate.not_before, certificate.not_after, ctx.now())
+
+    return [
+        Checker(GATEWAY, f"{where} is valid (warn under 30 days left)", lambda w=where, c=cert, k=key: check(w, c, k))
+        for where, cert, key in entries
+    ]
+
+
 # -- all together --------------------------------------------------------------------
 
 
@@ -724,7 +761,7 @@ def build_categories(
 
     ``--pre`` (before `mesh up`): the environment only, with the port and PATH
     checks. Otherwise: environment, ca, control plane, store, discovery, the data
-    plane with ``--proxy``, and policy.
+    plane with ``--proxy``, policy, and the certificates the gateways serve.
     """
     ctx = context or CheckContext(home, pre=pre, proxy=proxy)
     categories = [Category(ENVIRONMENT, lambda: _environment(ctx))]
@@ -739,4 +776,5 @@ def build_categories(
     if proxy:
         categories.append(Category(DATA_PLANE, lambda: _data_plane(ctx), needs=(CONTROL_PLANE,)))
     categories.append(Category(POLICY, lambda: _policy(ctx), needs=(CONTROL_PLANE,)))
+    categories.append(Category(GATEWAY, lambda: _gateway(ctx), needs=(CONTROL_PLANE,)))
     return categories

@@ -595,6 +595,7 @@ _REASONS = {
     301: b"Moved Permanently",
     302: b"Found",
     304: b"Not Modified",
+    308: b"Permanent Redirect",
     400: b"Bad Request",
     401: b"Unauthorized",
     403: b"Forbidden",

@@ -608,3 +608,42 @@ def test_certificate_times_reads_identity_and_validity(ca: CertificateAuthority)
     assert not_after == leaf.not_after
     assert isinstance(x509.load_der_x509_certificate(der), x509.Certificate)
     assert not_after - not_before == timedelta(hours=24, minutes=1)
+
+
+# -- gateway ---------------------------------------------------------------------------
+
+
+def test_gateways_without_tls_are_one_green_line(home: MeshHome) -> None:
+    ctx = CheckContext(home)
+    ctx._config = (2, {"gateway": [{"listen": "127.0.0.1:9080", "to": "web"}]})
+    assert outcomes(run(ctx, "gateway"), "gateway") == [("ok", "no [[gateway]] of the applied config serves TLS", None)]
+
+
+def test_gateway_certificates_warn_under_30_days_and_fail_when_broken(home: MeshHome, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tests.edge_certs import ThrowawayCA
+
+    throwaway = ThrowawayCA.create()
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    fine = throwaway.issue(tmp_path, "fine", ["fine.example"], not_before=start, days=90)
+    soon = throwaway.issue(tmp_path, "soon", ["soon.example"], not_before=start, days=40)
+    _, other_key = throwaway.issue(tmp_path, "other", ["other.example"], not_before=start)
+    ctx = CheckContext(home, now=lambda: start + timedelta(days=20))
+    tls = [
+        {"cert": str(fine[0]), "key": str(fine[1])},
+        {"cert": str(soon[0]), "key": str(soon[1])},
+        {"cert": str(fine[0]), "key": str(other_key)},
+        {"cert": str(tmp_path / "gone.pem"), "key": str(fine[1])},
+    ]
+    ctx._config = (4, {"gateway": [{"listen": "127.0.0.1:0", "to": "web"}, {"listen": "0.0.0.0:443", "to": "web", "tls": tls}]})
+    report = run(ctx, "gateway")
+    (ok, warn, mismatch, missing) = outcomes(report, "gateway")
+    assert ok == ("ok", f"gateway[1].tls[0]: the certificate for fine.example ({fine[0]}) is valid for 70d more (until 2030-04-01)", None)
+    assert warn[0] == "warn"
+    assert warn[1] == f"gateway[1].tls[1]: the certificate for soon.example ({soon[0]}) expires in 20d (on 2030-02-10T00:00:00Z)"
+    assert warn[2] and "no restart" in warn[2]
+    assert mismatch[:2] == ("fail", f"gateway[1].tls[2]: the key in {other_key} does not belong to the certificate in {fine[0]}")
+    assert missing[:2] == ("fail", f"gateway[1].tls[3]: certificate file {tmp_path / 'gone.pem'} does not exist")
+    descriptions = [o.description for c in report.categories for o in c.checks]
+    assert descriptions[0] == "gateway[1].tls[0] is valid (warn under 30 days left)"
