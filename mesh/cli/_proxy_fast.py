@@ -11,9 +11,9 @@ plain, well-formed command lines
 and returns None for anything else (help, unknown or repeated options, missing
 or dash-leading values, positional arguments, shell completion), which then
 goes through typer as before, errors and all. ``start_proxy`` is the one body
-both paths run. ``OPTIONS``/``DEFAULTS`` mirror ``mesh.cli.proxy.proxy``;
-tests/unit/cli/test_proxy_fast.py checks them against the typer command and
-compares both parsers on many command lines.
+both paths run. ``OPTIONS``/``DEFAULTS`` come from ``mesh.proxy.SIDECAR_OPTIONS``, as
+the typer command's parameters do; tests/unit/cli/test_proxy_fast.py compares
+both parsers on many command lines.
 
 This module must import neither typer nor anything heavy.
 """
@@ -29,66 +29,30 @@ from typing import Any, Literal
 
 from mesh.home import MeshHome
 
-Kind = Literal["str", "path", "multi", "on", "off"]
+from mesh.proxy import sidecar_options
 
-# Flag → (parameter of mesh.cli.proxy.proxy, how its value is taken).
-OPTIONS: dict[str, tuple[str, Kind]] = {
-    "--service": ("service", "str"),
-    "--app": ("app", "str"),
-    "--inbound": ("inbound", "str"),
-    "--outbound": ("outbound", "str"),
-    "--admin": ("admin", "str"),
-    "--endpoints": ("endpoints", "path"),
-    "--upstream": ("upstream", "multi"),
-    "--label": ("label", "multi"),
-    "--cert": ("cert", "path"),
-    "--key": ("key", "path"),
-    "--bundle": ("bundle", "path"),
-    "--request-timeout": ("request_timeout", "str"),
-    "--idle-timeout": ("idle_timeout", "str"),
-    "--head-timeout": ("head_timeout", "str"),
-    "--body-timeout": ("body_timeout", "str"),
-    "--drain-timeout": ("drain_timeout", "str"),
-    "--controller": ("controller", "str"),
-    "--token": ("token", "str"),
-    "--cert-ttl": ("cert_ttl", "str"),
-    "--zeroconf": ("zeroconf", "on"),
-    "--no-zeroconf": ("zeroconf", "off"),
-    "--lan": ("lan", "on"),
-    "--interface": ("interface", "multi"),
-    "--advertise": ("advertise", "str"),
-    "--protocol": ("protocol", "str"),
-    "--log-level": ("log_level", "str"),
-}
+# Kind of value → how the parser takes it (mesh.proxy.SidecarOption.kind).
+Take = Literal["str", "path", "int", "float", "multi", "on", "off"]
 
-# The defaults of mesh.cli.proxy.proxy (service and app are required).
-DEFAULTS: dict[str, Any] = {
-    "inbound": None,
-    "outbound": "127.0.0.1:0",
-    "admin": "127.0.0.1:0",
-    "endpoints": None,
-    "upstream": None,
-    "label": None,
-    "cert": None,
-    "key": None,
-    "bundle": None,
-    "request_timeout": "10s",
-    "idle_timeout": "5m",
-    "head_timeout": "10s",
-    "body_timeout": "30s",
-    "drain_timeout": "10s",
-    "controller": None,
-    "token": None,
-    "cert_ttl": None,
-    "zeroconf": True,
-    "lan": False,
-    "interface": None,
-    "advertise": None,
-    "protocol": "auto",
-    "log_level": "info",
-}
 
-REQUIRED = ("service", "app")
+def _options() -> dict[str, tuple[str, Take]]:
+    """Flag → (parameter of `mesh proxy`, how its value is taken), from mesh.proxy.SIDECAR_OPTIONS."""
+    table: dict[str, tuple[str, Take]] = {}
+    for option in sidecar_options("proxy"):
+        if option.kind == "switch":
+            table[option.flags[0]] = (option.param, "on")
+            table[option.flags[1]] = (option.param, "off")
+        elif option.kind == "flag":
+            table[option.flag] = (option.param, "on")
+        else:
+            table[option.flag] = (option.param, option.kind)
+    return table
+
+
+OPTIONS = _options()
+# What typer would pass for an option not given (the required ones have no default).
+DEFAULTS: dict[str, Any] = {o.param: o.default for o in sidecar_options("proxy") if not o.required}
+REQUIRED = tuple(o.param for o in sidecar_options("proxy") if o.required)
 LOG_FORMATS = ("text", "json")  # mesh._logging.FORMATS, as typed (anything else: typer's error)
 
 
@@ -164,6 +128,14 @@ def _plain(value: str) -> bool:
     return True
 
 
+def _number(text: str, kind: type[int] | type[float]) -> int | float | None:
+    """The number as typer (click) converts it, else None (typer then says what is wrong)."""
+    try:
+        return kind(text)
+    except ValueError:
+        return None
+
+
 def parse_proxy_argv(args: Sequence[str]) -> ProxyArgs | None:
     """A plain `mesh [--home DIR] [--debug] proxy OPTIONS` command line, else None (typer's turn)."""
     if os.environ.get("_MESH_COMPLETE"):  # shell completion: typer's job
@@ -216,6 +188,11 @@ def parse_proxy_argv(args: Sequence[str]) -> ProxyArgs | None:
                 values.setdefault(param, []).append(value)
             elif param in values:
                 return None
+            elif kind in ("int", "float"):
+                number = _number(value, int if kind == "int" else float)
+                if number is None:
+                    return None  # typer says what is wrong with it
+                values[param] = number
             else:
                 values[param] = Path(value) if kind == "path" else value
         i += 1
@@ -226,66 +203,10 @@ def parse_proxy_argv(args: Sequence[str]) -> ProxyArgs | None:
     )
 
 
-def start_proxy(
-    home: MeshHome,
-    debug: bool,
-    *,
-    service: str,
-    app: str,
-    inbound: str | None,
-    outbound: str,
-    admin: str,
-    endpoints: Path | None,
-    upstream: list[str] | None,
-    label: list[str] | None,
-    cert: Path | None,
-    key: Path | None,
-    bundle: Path | None,
-    request_timeout: str,
-    idle_timeout: str,
-    head_timeout: str,
-    body_timeout: str,
-    drain_timeout: str,
-    controller: str | None,
-    token: str | None,
-    cert_ttl: str | None,
-    zeroconf: bool,
-    lan: bool,
-    interface: list[str] | None,
-    advertise: str | None,
-    protocol: str,
-    log_level: str,
-) -> None:
+def start_proxy(home: MeshHome, debug: bool, **sidecar: Any) -> None:
     """Run the sidecar in the foreground: the body of `mesh proxy`, whichever parser ran."""
     from mesh._logging import setup_logging
-    from mesh.proxy import ProxyOptions, run_proxy_command
+    from mesh.proxy import ProxyOptions, proxy_fields, run_proxy_command
 
-    setup_logging(f"proxy {service}", debug=debug, level=log_level)
-    run_proxy_command(
-        ProxyOptions(
-            home=home,
-            service=service,
-            app=app,
-            inbound=inbound,
-            outbound=outbound,
-            admin=admin,
-            endpoints=endpoints,
-            upstreams=upstream or [],
-            labels=label or [],
-            cert=cert,
-            key=key,
-            bundle=bundle,
-            request_timeout=request_timeout,
-            idle_timeout=idle_timeout,
-            head_timeout=head_timeout,
-            body_timeout=body_timeout,
-            drain_timeout=drain_timeout,
-            controller=controller,
-            token=token,
-            cert_ttl=cert_ttl,
-            zeroconf=zeroconf,
-            interfaces=("all",) if lan else tuple(interface) if interface else None,  # None: the host's
-            advertise=advertise,
-            protocol=protocol,
-        )
-    )
+    setup_logging(f"proxy {sidecar['service']}", debug=debug, level=sidecar.get("log_level", "info"))
+    run_proxy_command(ProxyOptions(home=home, **proxy_fields(sidecar)))

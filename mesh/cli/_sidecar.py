@@ -41,15 +41,11 @@ ENV = "_MESH_SIDECAR"
 # commands run in-process (CliRunner, or main(argv) from a script or test).
 _entry_args: list[str] | None = None
 
-# Settings that JSON cannot carry as they are.
-_PATHS = ("endpoints",)
-_TUPLES = ("interfaces",)
-
-
-def _to_json(key: str, value: Any) -> Any:
-    if value is None:
-        return None
-    return str(value) if key in _PATHS else list(value) if key in _TUPLES else value
+def _to_json(value: Any) -> Any:
+    """Paths and tuples as JSON carries them (the body turns paths back: mesh.proxy.proxy_fields)."""
+    if isinstance(value, Path):
+        return str(value)
+    return list(value) if isinstance(value, tuple) else value
 
 
 def enable(args: list[str]) -> None:
@@ -66,26 +62,19 @@ def start_inject(
     name: str | None,
     port: int | None,
     upstream: list[str] | None,
-    label: list[str] | None,
     health: str | None,
     ready_timeout: float,
-    controller: str | None,
-    token: str | None,
-    cert_ttl: str | None,
-    inbound: str | None,
-    admin: str,
-    zeroconf: bool,
-    interfaces: tuple[str, ...] | None,
-    advertise: str | None,
-    protocol: str,
-    endpoints: Path | None,
+    **sidecar: Any,
 ) -> int:
-    """The body of `mesh inject`, whichever process runs it: the app's exit status."""
+    """The body of `mesh inject`, whichever process runs it: the app's exit status. ``sidecar``:
+    the sidecar's options (mesh.proxy.SIDECAR_OPTIONS) as the command took them."""
     from mesh._logging import setup_logging
     from mesh.inject import InjectOptions, default_service_name, run_inject_command
+    from mesh.proxy import proxy_fields
 
     service = name or default_service_name(command)
     setup_logging(f"inject {service}", debug=debug)
+    proxy_args = proxy_fields(sidecar)
     status = run_inject_command(
         InjectOptions(
             home=home,
@@ -93,21 +82,10 @@ def start_inject(
             name=service,
             port=port,
             upstreams=upstream or [],
-            labels=label or [],
+            labels=proxy_args.pop("labels", []),
             health=health,
             ready_timeout=ready_timeout,
-            proxy_args={
-                "controller": controller,
-                "token": token,
-                "cert_ttl": cert_ttl,
-                "inbound": inbound,
-                "admin": admin,
-                "zeroconf": zeroconf,
-                "interfaces": interfaces,
-                "advertise": advertise,
-                "protocol": protocol,
-                "endpoints": endpoints,
-            },
+            proxy_args=proxy_args,
         )
     )
     sys.stdout.flush()
@@ -121,13 +99,6 @@ def start_gateway(
     to: str | None,
     listen: str | None,
     name: str | None,
-    admin: str,
-    controller: str | None,
-    token: str | None,
-    cert_ttl: str | None,
-    zeroconf: bool,
-    interfaces: tuple[str, ...] | None,
-    endpoints: Path | None,
     protocol: str = "http",
     routes: list[str] | tuple[str, ...] = (),
     tls_cert: list[str] | tuple[str, ...] = (),
@@ -137,8 +108,10 @@ def start_gateway(
     client_connections: int = 100,
     client_rps: float = 0.0,
     client_burst: int = 0,
+    **sidecar: Any,
 ) -> None:
-    """The body of `mesh gateway`, whichever process runs it. Its only listener besides the edge
+    """The body of `mesh gateway`, whichever process runs it (``sidecar``: the sidecar's options,
+    mesh.proxy.SIDECAR_OPTIONS, as the command took them). Its only listener besides the edge
     (``--listen``) and the loopback admin server serves the admin pages over mTLS, to the
     controller and operators (so that `mesh stat`, `top` and `edges` see the edge of the mesh):
     on the host's address, as a sidecar's inbound listener would be."""
@@ -149,7 +122,7 @@ def start_gateway(
     from mesh._logging import setup_logging
     from mesh.discovery import format_address
     from mesh.home import read_host_record
-    from mesh.proxy import ProxyOptions, build_proxy, gateway_settings, parse_listen_address, settings_from
+    from mesh.proxy import ProxyOptions, build_proxy, gateway_settings, parse_listen_address, proxy_fields, settings_from
 
     service = name or "gateway"
     setup_logging(f"gateway {service}", debug=debug)
@@ -160,14 +133,8 @@ def start_gateway(
         home=home,
         service=service,
         app="127.0.0.1:1",  # replaced below: a gateway has no app
-        admin=admin,
-        controller=controller,
-        token=token,
-        cert_ttl=cert_ttl,
-        zeroconf=zeroconf,
-        interfaces=interfaces,
-        endpoints=endpoints,
         protocol=protocol,
+        **proxy_fields(sidecar),
     )
     base = settings_from(options)
     # Checked (certificates loaded) before anything else: a bad pair is an error at start.
@@ -203,7 +170,7 @@ def hand_over(kind: str, home: MeshHome, debug: bool, values: dict[str, Any]) ->
             "argv": _entry_args,
             "home": str(home.root),
             "debug": debug,
-            "values": {k: _to_json(k, v) for k, v in values.items()},
+            "values": {k: _to_json(v) for k, v in values.items()},
         }
         os.environ[ENV] = json.dumps(payload)
         # Nothing may be lost or written twice across the exec.
@@ -225,13 +192,7 @@ def take_over(args: list[str]) -> bool:
     payload = json.loads(raw)
     if payload.get("argv") != args:  # not the process that set it: ignore it
         return False
-    values = dict(payload["values"])
-    for key in _PATHS:
-        if values.get(key) is not None:
-            values[key] = Path(values[key])
-    for key in _TUPLES:
-        if values.get(key) is not None:
-            values[key] = tuple(values[key])
+    values = dict(payload["values"])  # paths stay strings: the bodies' proxy_fields turns them back
     home = MeshHome.resolve(payload["home"])
     body = BODIES[payload["kind"]]
     from mesh.cli._proxy_fast import run_standalone

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from mesh.cli._options import Interfaces, Lan
+from mesh.cli._options import with_sidecar_options
 from mesh.cli._state import state
 from mesh.errors import MeshError
 
 GATEWAY_PROTOCOLS = ("http", "http2", "grpc")
 
 
+@with_sidecar_options("gateway")
 def gateway(
     ctx: typer.Context,
     to: Annotated[
@@ -65,18 +66,6 @@ def gateway(
         int, typer.Option(help="Requests a client may send at once above --client-rps (default: one second's worth).")
     ] = 0,
     name: Annotated[Optional[str], typer.Option(help="The gateway's own service name (default: gateway).")] = None,
-    admin: Annotated[str, typer.Option(help="Admin server, HOST:PORT (loopback only).")] = "127.0.0.1:0",
-    controller: Annotated[Optional[str], typer.Option(help="Controller HOST:PORT (default: MESH_HOME/controller.json).")] = None,
-    token: Annotated[Optional[str], typer.Option(help="Join token for the first certificate.")] = None,
-    cert_ttl: Annotated[
-        Optional[str], typer.Option(help="Lifetime of the certificates to ask for (default 24h, at least 60s).")
-    ] = None,
-    zeroconf: Annotated[bool, typer.Option("--zeroconf/--no-zeroconf", help="Discover with mDNS.")] = True,
-    lan: Lan = False,
-    interface: Interfaces = None,
-    endpoints: Annotated[
-        Optional[Path], typer.Option(help="Static endpoints file (docs/discovery.md), re-read when it changes.")
-    ] = None,
     protocol: Annotated[
         str,
         typer.Option(
@@ -85,11 +74,11 @@ def gateway(
             "The gateway is HTTP only: never a raw TCP relay.",
         ),
     ] = "http",
+    **sidecar: Any,
 ) -> None:
     """Accept outside clients (HTTPS or plain HTTP) and send each request, over mTLS, to the mesh service its
     host and path route to: observed like every other hop."""
     from mesh.cli._sidecar import hand_over
-    from mesh.inject import zeroconf_interfaces
 
     st = state(ctx)
     if protocol not in GATEWAY_PROTOCOLS:
@@ -106,13 +95,6 @@ def gateway(
             "to": to,
             "listen": listen,
             "name": name,
-            "admin": admin,
-            "controller": controller,
-            "token": token,
-            "cert_ttl": cert_ttl,
-            "zeroconf": zeroconf,
-            "interfaces": zeroconf_interfaces(lan, interface, default=None),
-            "endpoints": endpoints,
             "protocol": protocol,
             "routes": route or [],
             "tls_cert": [str(p) for p in tls_cert or []],
@@ -122,6 +104,7 @@ def gateway(
             "client_connections": client_connections,
             "client_rps": client_rps,
             "client_burst": client_burst,
+            **sidecar,  # the sidecar's options (mesh.proxy.SIDECAR_OPTIONS), as given
         },
     )
 

@@ -52,9 +52,9 @@ def zeroconf_interfaces(
 ) -> tuple[str, ...] | None:
     """``--lan`` / ``--interface ADDR``...: every interface, the ones named, else ``default``
     (loopback; None lets a sidecar take its host's interface, see mesh.proxy._main)."""
-    if lan:
-        return ("all",)
-    return tuple(interface) if interface else default
+    from mesh.proxy import sidecar_interfaces
+
+    return sidecar_interfaces(lan, interface) or default
 
 
 def check_advertise(host: str) -> str:

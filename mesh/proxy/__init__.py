@@ -13,6 +13,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mesh.proxy._exchange import Timeouts
     from mesh.proxy._gateway import gateway_settings
+    from mesh.proxy._options import (
+        SIDECAR_OPTIONS,
+        SidecarOption,
+        proxy_fields,
+        sidecar_interfaces,
+        sidecar_option,
+        sidecar_options,
+    )
     from mesh.proxy._main import ProxyOptions, build_proxy, parse_listen_address, run_proxy_command, settings_from
     from mesh.proxy._server import BoundAddresses, Identity, Proxy, ProxySettings
 
@@ -23,6 +31,12 @@ _WHERE = {
     "ProxySettings": "_server",
     "Timeouts": "_exchange",
     "gateway_settings": "_gateway",
+    "SIDECAR_OPTIONS": "_options",
+    "SidecarOption": "_options",
+    "proxy_fields": "_options",
+    "sidecar_interfaces": "_options",
+    "sidecar_option": "_options",
+    "sidecar_options": "_options",
     "ProxyOptions": "_main",
     "build_proxy": "_main",
     "parse_listen_address": "_main",

@@ -20,6 +20,7 @@ import trio
 from mesh.errors import ConfigError, ControllerError, IdentityError, ProxyError
 from mesh.home import MeshHome
 from mesh.proxy._exchange import Timeouts
+from mesh.proxy._options import option_default
 from mesh.proxy._server import Identity, Proxy, ProxySettings
 
 log = logging.getLogger("mesh.proxy")
@@ -27,30 +28,33 @@ log = logging.getLogger("mesh.proxy")
 
 @dataclass(frozen=True)
 class ProxyOptions:
+    """What a sidecar is started with; the defaults are those of its command-line options
+    (``mesh.proxy._options``, the one description of them)."""
+
     home: MeshHome
     service: str
     app: str
     inbound: str | None = None  # None: the host's address (host.json), else 127.0.0.1, port 0
-    outbound: str = "127.0.0.1:0"
-    admin: str = "127.0.0.1:0"
+    outbound: str = option_default("outbound")
+    admin: str = option_default("admin")
     endpoints: Path | None = None
     upstreams: list[str] | tuple[str, ...] = ()
     labels: list[str] | tuple[str, ...] = ()
     cert: Path | None = None
     key: Path | None = None
     bundle: Path | None = None
-    request_timeout: str = "10s"
-    idle_timeout: str = "5m"
-    head_timeout: str = "10s"
-    body_timeout: str = "30s"
-    drain_timeout: str = "10s"
+    request_timeout: str = option_default("request_timeout")
+    idle_timeout: str = option_default("idle_timeout")
+    head_timeout: str = option_default("head_timeout")
+    body_timeout: str = option_default("body_timeout")
+    drain_timeout: str = option_default("drain_timeout")
     controller: str | None = None  # HOST:PORT, overriding MESH_HOME/controller.json
     token: str | None = None  # join token for the first certificate
     cert_ttl: str | None = None  # ask for leaves this short (renewal tests); default 24h
-    zeroconf: bool = True
+    zeroconf: bool = option_default("zeroconf")
     interfaces: tuple[str, ...] | None = None  # None: the host's interface (host.json), else loopback
     advertise: str | None = None  # host peers dial for our inbound listener
-    protocol: str = "auto"  # what the app speaks (mesh.config.APP_PROTOCOLS)
+    protocol: str = option_default("protocol")  # what the app speaks (mesh.config.APP_PROTOCOLS)
 
 
 LOOPBACK_INBOUND = "127.0.0.1:0"
