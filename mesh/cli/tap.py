@@ -55,12 +55,12 @@ def tap_query(
         "authority": authority,
         "max_rps": f"{max_rps:g}" if max_rps else None,
     }
-    query = {k: v for k, v in query.items() if v}
+    given = {k: v for k, v in query.items() if v}
     try:
-        TapFilter.from_query(query)
+        TapFilter.from_query(given)
     except ValueError as exc:
         raise MeshError(f"mesh tap: {exc}") from None
-    return query
+    return given
 
 
 @asynccontextmanager

@@ -170,12 +170,12 @@ async def run_controller(
             identity = service_identity(ca.trust_domain, CONTROLLER_SERVICE)
             creds = ca.issue(identity, ttl=CONTROLLER_CERT_TTL)
             context = server_context_optional_client(creds)
-            host, port = settings.listen
+            listen_host, port = settings.listen
             try:
-                listener = (await trio.open_tcp_listeners(port, host=host))[0]
+                listener = (await trio.open_tcp_listeners(port, host=listen_host))[0]
             except OSError as exc:
                 hint = "stop what holds it, or pick another with --listen HOST:PORT" if exc.errno == 98 else None
-                raise ControllerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint=hint) from None
+                raise ControllerError(f"cannot listen on {listen_host}:{port}: {exc.strerror or exc}", hint=hint) from None
             bound = listener.socket.getsockname()[:2]
             local, public = dial_addresses(bound, settings.advertise)
             host = settings.host or _controller_host(public[0])

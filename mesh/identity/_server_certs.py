@@ -21,6 +21,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
 from mesh.errors import IdentityError
@@ -98,7 +99,7 @@ def read_server_certificate(cert_path: Path, key_path: Path) -> ServerCertificat
     )
 
 
-def _load_key(pem: bytes, path: Path) -> object:
+def _load_key(pem: bytes, path: Path) -> PrivateKeyTypes:
     try:
         return serialization.load_pem_private_key(pem, password=None)
     except TypeError:  # "Password was not given but private key is encrypted"

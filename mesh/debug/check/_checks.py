@@ -14,6 +14,7 @@ import shutil
 import ssl
 import sys
 import time
+from functools import partial
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -145,7 +146,7 @@ def _environment(ctx: CheckContext) -> list[Checker]:
         Checker(
             ENVIRONMENT,
             f"Python {rules.MIN_PYTHON[0]}.{rules.MIN_PYTHON[1]} or newer",
-            lambda: rules.python_version(tuple(sys.version_info)),
+            lambda: rules.python_version((sys.version_info.major, sys.version_info.minor, sys.version_info.micro)),
             fatal=True,
         ),
         Checker(
@@ -616,7 +617,8 @@ def _data_plane(ctx: CheckContext) -> list[Checker]:
                     Checker(
                         DATA_PLANE,
                         f"proxy {label}",
-                        lambda label=label: CheckResult.warn(
+                        partial(
+                            CheckResult.warn,
                             f"{label}: no admin port known, so it cannot be checked",
                             "proxies report their admin port when they register; is this a static or foreign endpoint?",
                         ),
@@ -627,7 +629,7 @@ def _data_plane(ctx: CheckContext) -> list[Checker]:
                 Checker(
                     DATA_PLANE,
                     f"proxy {label} is ready, fresh and current",
-                    lambda service=service, entry=entry: _check_proxy(ctx, service, entry),
+                    partial(_check_proxy, ctx, service, entry),
                     retry_for=PROXY_RETRY,
                 )
             )
@@ -746,7 +748,7 @@ def _gateway(ctx: CheckContext) -> list[Checker]:
         return rules.gateway_certificate(where, label, certificate.not_before, certificate.not_after, ctx.now())
 
     return [
-        Checker(GATEWAY, f"{where} is valid (warn under 30 days left)", lambda w=where, c=cert, k=key: check(w, c, k))
+        Checker(GATEWAY, f"{where} is valid (warn under 30 days left)", partial(check, where, cert, key))
         for where, cert, key in entries
     ]
 
