@@ -2,47 +2,66 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import functools
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
-Lan = Annotated[bool, typer.Option("--lan", help="zeroconf on every interface (default: loopback only).")]
-Interfaces = Annotated[
-    Optional[list[str]], typer.Option("--interface", help="zeroconf on this interface address (repeatable).")
-]
-Advertise = Annotated[
-    Optional[str], typer.Option(help="Host that peers dial for the inbound listener (default: its bind address).")
-]
-AppProtocol = Annotated[
-    str,
-    typer.Option(
-        "--protocol",
-        help="What the app speaks: auto (detect), http, http2, grpc or tcp. Declared HTTP is never relayed as raw bytes.",
-    ),
-]
+from mesh.proxy import SidecarOption, sidecar_option, sidecar_options
 
-# Telemetry beyond metrics (each off unless given): `mesh proxy`, `mesh inject`, `mesh gateway`, `mesh up`.
-OtlpEndpoint = Annotated[
-    Optional[str],
-    typer.Option(
-        "--otlp-endpoint",
-        metavar="URL",
-        help="Trace: a span per request and hop, sent to this OTLP/HTTP collector (e.g. http://127.0.0.1:4318).",
-    ),
-]
-TraceSample = Annotated[
-    Optional[str],
-    typer.Option(
-        "--trace-sample",
-        metavar="RATE",
-        help="Share of new traces sampled, 0.0-1.0 (default 1.0); a caller's own decision is followed.",
-    ),
-]
-AccessLog = Annotated[
-    Optional[str],
-    typer.Option("--access-log", metavar="PATH|-", help="Append one JSON line per request to PATH, or - for stdout."),
-]
+F = TypeVar("F", bound=Callable[..., Any])
 
+_TYPES: dict[str, Any] = {"str": str, "path": Path, "int": int, "float": float, "multi": list[str], "switch": bool, "flag": bool}
+
+
+def _typer_annotation(option: SidecarOption, command: str, optional: bool = False) -> Any:
+    """The option's type and typer.Option; ``optional``: None when not given, whatever the default."""
+    value_type = _TYPES[option.kind]
+    if (optional or option.default is None) and option.kind not in ("switch", "flag"):
+        value_type = Optional[value_type]
+    decls = f"{option.flag}/--no-{option.flag[2:]}" if option.kind == "switch" else option.flag
+    info = typer.Option(decls, help=option.help_in(command), show_default=option.show_default, metavar=option.metavar)
+    return Annotated[value_type, info]
+
+
+def _typer_parameter(option: SidecarOption, command: str) -> inspect.Parameter:
+    default = inspect.Parameter.empty if option.required else option.default
+    return inspect.Parameter(
+        option.param, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=_typer_annotation(option, command)
+    )
+
+
+def with_sidecar_options(command: str) -> Callable[[F], F]:
+    """Give a typer command the sidecar options ``command`` takes (``mesh.proxy.SIDECAR_OPTIONS``),
+    after its own parameters; the command receives them in ``**sidecar``."""
+
+    def decorate(func: F) -> F:
+        own = inspect.signature(func, eval_str=True)
+        params = [p for p in own.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        params += [_typer_parameter(option, command) for option in sidecar_options(command)]  # type: ignore[arg-type]
+
+        @functools.wraps(func)
+        def command_with_options(**values: Any) -> Any:
+            return func(**values)
+
+        command_with_options.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
+        command_with_options.__annotations__ = {p.name: p.annotation for p in params}
+        return command_with_options  # type: ignore[return-value]
+
+    return decorate
+
+
+# The controller's zeroconf options, said as the sidecars say them.
+Lan = _typer_annotation(sidecar_option("lan"), "controller")
+Interfaces = _typer_annotation(sidecar_option("interface"), "controller")
+# `mesh up`'s telemetry options, said as the sidecars it starts say them; None when not given
+# (then mesh.toml's [telemetry] decides).
+OtlpEndpoint = _typer_annotation(sidecar_option("otlp_endpoint"), "up", optional=True)
+TraceSample = _typer_annotation(sidecar_option("trace_sample"), "up", optional=True)
+AccessLog = _typer_annotation(sidecar_option("access_log"), "up", optional=True)
 
 Store = Annotated[
     Optional[str],

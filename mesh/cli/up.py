@@ -42,8 +42,8 @@ def up(
     from mesh.controller import daemon
     from mesh.errors import ControllerError
     from mesh.identity import CertificateAuthority
-    from mesh.inject._reach import plan_reach
-    from mesh.proxy._main import parse_listen_address
+    from mesh.inject import plan_reach
+    from mesh.proxy import parse_listen_address
 
     home = state(ctx).home
     if config is not None and demo:
@@ -83,7 +83,7 @@ def up_telemetry(parsed: Any, otlp_endpoint: str | None, trace_sample: str | Non
     from dataclasses import replace
 
     from mesh.config import TelemetryConfig
-    from mesh.proxy._main import telemetry_settings
+    from mesh.proxy import telemetry_settings
 
     telemetry = parsed.telemetry if parsed is not None else TelemetryConfig()
     given = {"otlp_endpoint": otlp_endpoint, "trace_sample": trace_sample, "access_log": access_log}
@@ -118,8 +118,7 @@ def _run(
     import trio
 
     from mesh._logging import setup_logging
-    from mesh.inject._fleet import demo_units, units_from_config
-    from mesh.inject._up import UpPlan, run_up
+    from mesh.inject import UpPlan, demo_units, run_up, units_from_config
 
     if demo:
         units = demo_units(home, traffic, reach, telemetry)

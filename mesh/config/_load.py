@@ -25,7 +25,8 @@ def load_config(path: str | os.PathLike[str]) -> MeshConfig:
 
     Error messages name the file as ``path`` was given. A relative
     ``discovery.endpoints_file`` or ``telemetry.access_log`` is taken relative to the config
-    file's directory.
+    file's directory, and so are a gateway's ``tls`` files (made absolute: the gateways may run
+    from elsewhere).
     Raises ``ConfigInvalid`` (every problem in the file) or ``ConfigError`` (no file).
     """
     source = os.fspath(path)
@@ -41,7 +42,22 @@ def load_config(path: str | os.PathLike[str]) -> MeshConfig:
     if access_log is not None and access_log != STDOUT and not os.path.isabs(access_log):
         resolved = str(Path(source).parent / access_log)
         config = dataclasses.replace(config, telemetry=dataclasses.replace(config.telemetry, access_log=resolved))
-    return config
+    base = Path(source).parent
+    gateways = tuple(
+        dataclasses.replace(
+            gateway,
+            tls=tuple(
+                dataclasses.replace(pair, cert=_absolute(base, pair.cert), key=_absolute(base, pair.key))
+                for pair in gateway.tls
+            ),
+        )
+        for gateway in config.gateways
+    )
+    return dataclasses.replace(config, gateways=gateways)
+
+
+def _absolute(base: Path, path: str) -> str:
+    return os.path.abspath(base / path)
 
 
 def load_config_text(text: str, source: str = "<config>") -> MeshConfig:

@@ -25,6 +25,7 @@ from mesh.net._api_base import (
 )
 from mesh.net._api_client import ApiClient
 from mesh.net._http1_client import HttpConnection, HttpFailure, failure_reason
+from mesh.net._cli_link import cli_credentials, cli_identity_dir, controller_client, controller_request, raise_for_status
 from mesh.net._socket import FastSocketStream
 from mesh.net._streams import RECEIVE_SIZE, cancel_on_eof, receive_or_eof, relay_bytes
 from mesh.net._tls import TLSStream
@@ -39,6 +40,11 @@ __all__ = [
     "HttpConnection",
     "HttpFailure",
     "failure_reason",
+    "cli_credentials",
+    "cli_identity_dir",
+    "controller_client",
+    "controller_request",
+    "raise_for_status",
     "ApiError",
     "ApiResponse",
     "H2ApiEndpoint",

@@ -175,13 +175,15 @@ class HttpProxyConnection:
     async def _refuse_head(self, exc: RemoteProtocolError) -> None:
         reason = Reason.HEADER_TOO_LARGE if exc.status == 431 else Reason.BAD_REQUEST
         log.info("%s: rejected client request: %s", self.router.direction, exc)
-        await self._answer_unrouted(Failure(reason, exc.status, str(exc)), head_request=exc.method == b"HEAD")
+        await self._answer_unrouted(Failure(reason, exc.status, str(exc)))
 
-    async def _answer_unrouted(self, failure: Failure, head_request: bool = False) -> None:
-        """A mesh-made answer before any request could be routed; the connection then closes."""
+    async def _answer_unrouted(self, failure: Failure) -> None:
+        """A mesh-made answer before any request could be routed; the connection then closes. Its
+        body is sent even to what looked like HEAD: the request did not parse, and with the close
+        right after it, a body is harmless to a client that expects none and needed by one that does."""
         self.record(RequestRecord(self.router.direction, "", b"", b"", b"", failure.status, 0.0, failure.reason))
         try:
-            await self.client.send(mesh_error_response(failure, keep_alive=False, head_request=head_request))
+            await self.client.send(mesh_error_response(failure, keep_alive=False))
         except PeerClosed:
             pass
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from mesh.proxy._edge import EdgeClient
 from mesh.proxy._exchange import Forward, Recorder, Reject, RequestRecord, Router
 from mesh.proxy.protocol.http1 import RequestHead
 from mesh.telemetry import SpanContext, TapEvent, Tracer, access_line, encode_span, span_from, trace_id_of
@@ -39,7 +40,8 @@ def observe(proxy: Proxy, router: Router, caller: Any = None) -> tuple[Router, R
 
 
 def recorder(proxy: Proxy, caller: Any = None) -> Recorder:
-    """The recorder of one connection; ``caller`` is the peer's SpiffeId on inbound connections."""
+    """The recorder of one connection; ``caller`` is the peer's SpiffeId on inbound connections, the
+    outside client (``EdgeClient``) on a gateway's."""
     record_metrics = proxy.metrics.record
     tap = proxy.tap
     telemetry = proxy.telemetry
@@ -158,6 +160,7 @@ def tap_event(proxy: Proxy, rec: RequestRecord, caller: Any = None) -> TapEvent:
         tls=tls,
         response_bytes=rec.bytes_out or None,
         grpc_status=rec.grpc_status,
+        src_address=str(caller.address(rec.head)) if isinstance(caller, EdgeClient) else None,
     )
 
 

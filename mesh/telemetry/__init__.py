@@ -28,6 +28,7 @@ from mesh.telemetry._otlp import encode_request, encode_resource, encode_scope, 
 from mesh.telemetry._quantile import histogram_quantile
 from mesh.telemetry._sample import Sample
 from mesh.telemetry._tap import (
+    DEFAULT_MAX_QUEUE,
     REDACTED,
     SHOW_QUERY,
     Subscription,
@@ -49,6 +50,7 @@ from mesh.telemetry._trace import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_QUEUE",
     "OTLP_CONTENT_TYPE",
     "SPAN_KIND_CLIENT",
     "SPAN_KIND_SERVER",

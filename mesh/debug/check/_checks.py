@@ -14,6 +14,7 @@ import shutil
 import ssl
 import sys
 import time
+from functools import partial
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +24,7 @@ from mesh.debug.check import _probes as probes
 from mesh.debug.check import _rules as rules
 from mesh.debug.check._model import Category, Checker, CheckResult
 from mesh.errors import MeshError
-from mesh.home import MeshHome
+from mesh.home import MeshHome, read_host_record
 
 ENVIRONMENT = "environment"
 CA = "ca"
@@ -32,6 +33,7 @@ STORE = "store"
 DISCOVERY = "discovery"
 DATA_PLANE = "data plane"
 POLICY = "policy"
+GATEWAY = "gateway"
 
 DEFAULT_CONTROLLER_ADDRESS = ("127.0.0.1", 4190)
 CONNECT_RETRY = 5.0  # the controller may have just been started
@@ -69,20 +71,35 @@ class CheckContext:
         self.zeroconf_timeout = zeroconf_timeout
         # Learned by earlier checks:
         self.trust_domain: str | None = None
-        self.controller: Any = None  # mesh.proxy._control.ControllerAddress
+        self.controller: Any = None  # mesh.discovery.ControllerAddress
         self.controller_record: dict[str, Any] = {}
         self.health: dict[str, Any] | None = None
         self.health_window: tuple[float, float] = (0.0, 0.0)
         self.status: dict[str, Any] | None = None
         self._config: tuple[int, dict[str, Any]] | None = None
-        self._operator_creds: Any = None
+        self._cli_creds: Any = None
+        self.host = read_host_record(home)
+        # What this host is to the mesh: where the controller runs, or one that joined it. Homes
+        # from before host.json: a CA means the controller's host, a bare controller.json a join.
+        if self.host is not None:
+            self.role: str | None = self.host.role
+        elif home.has_ca():
+            self.role = "controller"
+        elif home.controller_json.exists():
+            self.role = "joined"
+        else:
+            self.role = None
 
     # -- controller access -----------------------------------------------------------
 
-    def request(self, method: str, path: str, timeout: float = NETWORK_TIMEOUT) -> Any:
-        from mesh.cli._control import operator_request
+    @property
+    def joined(self) -> bool:
+        return self.role == "joined"
 
-        return operator_request(self.home, method, path, None, timeout)
+    def request(self, method: str, path: str, timeout: float = NETWORK_TIMEOUT) -> Any:
+        from mesh.net import controller_request
+
+        return controller_request(self.home, method, path, None, timeout)
 
     def applied_config(self) -> tuple[int, dict[str, Any]] | None:
         """``(config version, config)`` in force at the controller; None when it cannot say."""
@@ -95,20 +112,22 @@ class CheckContext:
                 self._config = (int(response.body.get("version") or 0), dict(response.body.get("config") or {}))
         return self._config
 
-    def operator_creds(self) -> Any:
-        if self._operator_creds is None:
-            from mesh.identity import load_credentials
+    def cli_creds(self) -> Any:
+        """The CLI's identity: the operator's, else this host's (`mesh join`)."""
+        if self._cli_creds is None:
+            from mesh.net import cli_credentials
 
-            operator = self.home.operator_dir
-            self._operator_creds = load_credentials(operator / "cert.pem", operator / "key.pem", self.home.bundle)
-        return self._operator_creds
+            self._cli_creds = cli_credentials(self.home)
+        return self._cli_creds
 
     def discovery_interfaces(self) -> tuple[str, tuple[str, ...]]:
-        """``(mode, interfaces)`` from the applied config; zeroconf on loopback by default."""
+        """``(mode, interfaces)`` from the applied config; zeroconf on loopback by default. A host
+        whose address is recorded (host.json) spans its interface: its sidecars do."""
         applied = self.applied_config()
         discovery = (applied[1].get("discovery") or {}) if applied else {}
         mode = str(discovery.get("mode") or "zeroconf")
-        interfaces = tuple(discovery.get("interfaces") or ("127.0.0.1",))
+        interface = self.host.zeroconf_interface if self.host is not None else None
+        interfaces = tuple(discovery.get("interfaces") or ((interface,) if interface else ("127.0.0.1",)))
         return mode, interfaces
 
 
@@ -127,7 +146,7 @@ def _environment(ctx: CheckContext) -> list[Checker]:
         Checker(
             ENVIRONMENT,
             f"Python {rules.MIN_PYTHON[0]}.{rules.MIN_PYTHON[1]} or newer",
-            lambda: rules.python_version(tuple(sys.version_info)),
+            lambda: rules.python_version((sys.version_info.major, sys.version_info.minor, sys.version_info.micro)),
             fatal=True,
         ),
         Checker(
@@ -186,7 +205,60 @@ class _CaFiles:
     issuer_pem: bytes = b""
 
 
+def _joined_trust(ctx: CheckContext) -> list[Checker]:
+    """A joined host holds the mesh's trust bundle, never its CA: what a joined host should have."""
+    home = ctx.home
+
+    def bundle() -> CheckResult:
+        from mesh.identity import fingerprint, load_certificates, trust_domain_of
+
+        if not home.bundle.exists():
+            return CheckResult.fail(
+                f"no trust bundle in {home.bundle}: this host cannot verify the mesh's certificates",
+                "run the `mesh join …` line `mesh up` printed on the controller's host again",
+            )
+        anchors = load_certificates(home.bundle.read_bytes(), source=str(home.bundle))
+        ctx.trust_domain = trust_domain_of(anchors[0])
+        where = f" at {ctx.host.controller}" if ctx.host is not None and ctx.host.controller else ""
+        return CheckResult.ok(
+            f"this host joined the mesh{where} (trust domain {ctx.trust_domain}): ca/bundle.pem pins "
+            f"{rules.plural(len(anchors), 'trust anchor')} ({fingerprint(anchors[0])[:23]}...); "
+            "the CA itself stays on the controller's host"
+        )
+
+    def no_ca_keys() -> CheckResult:
+        keys = [p for p in (home.root_key, home.issuer_key) if p.exists()]
+        if keys:
+            return CheckResult.warn(
+                f"this joined host holds CA keys ({', '.join(str(p) for p in keys)}): "
+                "they belong on the controller's host only",
+                "move them off this host (keep a backup where the controller runs)",
+            )
+        return CheckResult.ok("no CA keys on this host, as it should be for a joined host")
+
+    def permissions() -> CheckResult:
+        paths = [
+            home.host_dir,
+            home.host_dir / "key.pem",
+            home.operator_dir,
+            home.operator_dir / "key.pem",
+            home.join_token,
+            home.run_dir,
+        ]
+        return rules.key_permissions(probes.file_modes(paths), home.root)
+
+    return [
+        Checker(
+            CA, "the trust bundle of the mesh this host joined", bundle, fatal=True, blocked_reason="no trust bundle"
+        ),
+        Checker(CA, "no CA keys on a joined host", no_ca_keys),
+        Checker(CA, "key files are private (0600, directories 0700)", permissions),
+    ]
+
+
 def _ca(ctx: CheckContext) -> list[Checker]:
+    if ctx.joined:
+        return _joined_trust(ctx)
     home = ctx.home
     loaded = _CaFiles()
 
@@ -273,7 +345,7 @@ def _control_plane(ctx: CheckContext) -> list[Checker]:
     home = ctx.home
 
     def recorded() -> CheckResult:
-        from mesh.proxy._control import controller_from_home
+        from mesh.discovery import controller_from_home
 
         controller = controller_from_home(home)
         if controller is None:
@@ -289,26 +361,38 @@ def _control_plane(ctx: CheckContext) -> list[Checker]:
         return CheckResult.ok(f"controller.json: the controller is at {controller.address} ({controller.identity})")
 
     def operator() -> CheckResult:
+        from mesh.net import cli_identity_dir
         from mesh.identity import load_certificates, verify_chain
 
-        cert_path = home.operator_dir / "cert.pem"
-        if not cert_path.exists() or not (home.operator_dir / "key.pem").exists():
+        directory = cli_identity_dir(home)
+        if directory is None:
+            if ctx.joined:
+                return CheckResult.fail(
+                    f"no identity in {home.host_dir} or {home.operator_dir}: this CLI cannot talk to the controller",
+                    "run the `mesh join …` line again: it gives this host its identity "
+                    "(it joined with an older mesh?)",
+                )
             return CheckResult.fail(
                 f"no operator identity in {home.operator_dir}: this CLI cannot talk to the controller as an operator",
                 "operator commands (`mesh status`, `mesh apply`, `mesh check`) run on the controller's host, "
-                "where `mesh up` creates MESH_HOME/operator",
+                "where `mesh up` creates MESH_HOME/operator, or on a host that ran `mesh join`",
             )
-        creds = ctx.operator_creds()
-        leaf = load_certificates(creds.cert_chain_pem, source=str(cert_path))[0]
+        creds = ctx.cli_creds()
+        what = "operator certificate" if directory == home.operator_dir else "host certificate"
+        leaf = load_certificates(creds.cert_chain_pem, source=str(directory / "cert.pem"))[0]
         ok, line = verify_chain(creds.cert_chain_pem, creds.bundle_pem, now=ctx.now())
-        renew = (
-            f"move {home.operator_dir} away and restart the controller (`mesh down && mesh up --detach`): "
-            "it issues a new operator certificate"
-        )
+        if ctx.joined:
+            renew = "run the `mesh join …` line again: it renews this host's identity"
+        else:
+            renew = (
+                f"move {home.operator_dir} away and restart the controller (`mesh down && mesh up --detach`): "
+                "it issues a new operator certificate"
+            )
         if not ok and ctx.now() <= leaf.not_valid_after_utc:
-            return CheckResult.fail(f"operator certificate {creds.identity} does not verify: {line}", renew)
+            return CheckResult.fail(f"{what} {creds.identity} does not verify: {line}", renew)
+        reads_only = " (reads the mesh; operators change it)" if what == "host certificate" else ""
         result = rules.cert_validity(
-            f"operator certificate {creds.identity}",
+            f"{what} {creds.identity}{reads_only}",
             leaf.not_valid_before_utc,
             leaf.not_valid_after_utc,
             ctx.now(),
@@ -364,7 +448,7 @@ def _control_plane(ctx: CheckContext) -> list[Checker]:
             )
         return CheckResult.ok(
             f"the controller answers over mTLS as {ctx.controller.identity} "
-            f"(GET /v1/health as the operator; trust domain {domain})"
+            f"(GET /v1/health as {ctx.cli_creds().identity}; trust domain {domain})"
         )
 
     def version() -> CheckResult:
@@ -383,7 +467,8 @@ def _control_plane(ctx: CheckContext) -> list[Checker]:
             body = response.body if isinstance(response.body, dict) else {}
             return CheckResult.fail(
                 f"GET /v1/status answered {response.status}: {body.get('error', response.body)}",
-                body.get("hint") or "only operators may read the status: is MESH_HOME/operator this mesh's operator?",
+                body.get("hint")
+                or "operators and joined hosts may read the status: is this CLI's identity of this mesh?",
             )
         ctx.status = response.body
         return rules.status_summary(response.body)
@@ -406,10 +491,10 @@ def _control_plane(ctx: CheckContext) -> list[Checker]:
         ),
         Checker(
             CONTROL_PLANE,
-            "the operator certificate is valid (warn under 30 days left)",
+            "the CLI's certificate (operator, or this host's) is valid (warn under 30 days left)",
             operator,
             fatal=True,
-            blocked_reason="the CLI has no valid operator identity",
+            blocked_reason="the CLI has no valid identity",
         ),
         Checker(
             CONTROL_PLANE,
@@ -481,11 +566,15 @@ def _discovery(ctx: CheckContext) -> list[Checker]:
         mode, interfaces = ctx.discovery_interfaces()
         if mode != "zeroconf":
             return CheckResult.ok(f"discovery mode is {mode!r}: the controller is not looked up by mDNS")
+        from mesh.identity import mesh_ids
+
         controller = ctx.controller
         trust_domain = SpiffeId.parse(controller.identity).trust_domain
-        record = trio.run(
-            functools.partial(find_controller, interfaces, ctx.zeroconf_timeout, trust_domain=trust_domain)
+        ours = mesh_ids(ctx.home.bundle.read_bytes())
+        look = functools.partial(
+            find_controller, interfaces, ctx.zeroconf_timeout, trust_domain=trust_domain, mesh_ids=ours
         )
+        record = trio.run(look)
         found = None if record is None else rules.Advert(record.host, record.port, record.identity, record.version)
         return rules.controller_advert(
             found,
@@ -493,6 +582,7 @@ def _discovery(ctx: CheckContext) -> list[Checker]:
             expected_identity=controller.identity,
             where=", ".join(interfaces),
             timeout=ctx.zeroconf_timeout,
+            joined=ctx.joined,
         )
 
     return [
@@ -527,7 +617,8 @@ def _data_plane(ctx: CheckContext) -> list[Checker]:
                     Checker(
                         DATA_PLANE,
                         f"proxy {label}",
-                        lambda label=label: CheckResult.warn(
+                        partial(
+                            CheckResult.warn,
                             f"{label}: no admin port known, so it cannot be checked",
                             "proxies report their admin port when they register; is this a static or foreign endpoint?",
                         ),
@@ -538,7 +629,7 @@ def _data_plane(ctx: CheckContext) -> list[Checker]:
                 Checker(
                     DATA_PLANE,
                     f"proxy {label} is ready, fresh and current",
-                    lambda service=service, entry=entry: _check_proxy(ctx, service, entry),
+                    partial(_check_proxy, ctx, service, entry),
                     retry_for=PROXY_RETRY,
                 )
             )
@@ -568,7 +659,7 @@ def _check_proxy(ctx: CheckContext, service: str, entry: dict[str, Any]) -> Chec
     facts: dict[str, Any] = {"admin": f"[{host}]:{port}" if ":" in host else f"{host}:{port}"}
     pages = None
     try:
-        context = client_context(ctx.operator_creds(), alpn=(ALPN_ADMIN,))
+        context = client_context(ctx.cli_creds(), alpn=(ALPN_ADMIN,))
         pages = probes.AdminPages(host, port, context, NETWORK_TIMEOUT)
         identity, not_before, not_after = probes.certificate_times(pages.certificate)
         facts.update(tls_identity=identity, tls_not_before=not_before, tls_not_after=not_after)
@@ -626,6 +717,42 @@ def _policy(ctx: CheckContext) -> list[Checker]:
     return [Checker(POLICY, "routes and policies name services that have endpoints", references)]
 
 
+# -- gateway -------------------------------------------------------------------------
+
+
+def _gateway(ctx: CheckContext) -> list[Checker]:
+    """The certificates the applied config's gateways serve to outside clients, read where `mesh
+    check` runs (the host of `mesh up`, which starts them). Certificates of a gateway started by
+    hand are not in the config: that gateway says so in its log and its metrics."""
+    applied = ctx.applied_config()
+    entries = rules.gateway_tls_entries(applied[1]) if applied else []
+    if not entries:
+        return [
+            Checker(
+                GATEWAY,
+                "certificates the gateways serve (warn under 30 days left)",
+                lambda: CheckResult.ok("no [[gateway]] of the applied config serves TLS"),
+            )
+        ]
+
+    def check(where: str, cert: str, key: str) -> CheckResult:
+        from pathlib import Path
+
+        from mesh.identity import read_server_certificate
+
+        try:
+            certificate = read_server_certificate(Path(cert), Path(key))
+        except MeshError as exc:
+            return CheckResult.fail(f"{where}: {exc.message}", exc.hint or "the gateway cannot start with this pair")
+        label = f"{certificate.label} ({cert})"
+        return rules.gateway_certificate(where, label, certificate.not_before, certificate.not_after, ctx.now())
+
+    return [
+        Checker(GATEWAY, f"{where} is valid (warn under 30 days left)", partial(check, where, cert, key))
+        for where, cert, key in entries
+    ]
+
+
 # -- all together --------------------------------------------------------------------
 
 
@@ -636,7 +763,7 @@ def build_categories(
 
     ``--pre`` (before `mesh up`): the environment only, with the port and PATH
     checks. Otherwise: environment, ca, control plane, store, discovery, the data
-    plane with ``--proxy``, and policy.
+    plane with ``--proxy``, policy, and the certificates the gateways serve.
     """
     ctx = context or CheckContext(home, pre=pre, proxy=proxy)
     categories = [Category(ENVIRONMENT, lambda: _environment(ctx))]
@@ -651,4 +778,5 @@ def build_categories(
     if proxy:
         categories.append(Category(DATA_PLANE, lambda: _data_plane(ctx), needs=(CONTROL_PLANE,)))
     categories.append(Category(POLICY, lambda: _policy(ctx), needs=(CONTROL_PLANE,)))
+    categories.append(Category(GATEWAY, lambda: _gateway(ctx), needs=(CONTROL_PLANE,)))
     return categories
