@@ -4,6 +4,7 @@ messages; a collector that is down or slow costs spans (counted), never requests
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from dataclasses import dataclass
@@ -228,6 +229,46 @@ def test_grpc_status_and_context_over_http2_in_spans_and_access_logs(
     for line in lines:
         assert line["method"] == "POST" and line["status"] == 200 and line["trace_id"] == TRACE
         assert line["bytes_in"] == 5 + len(b"mesh" if line["path"].endswith("Hello") else b"x")  # gRPC frame: 5 + message
+
+
+def test_the_https_edge_starts_traces_and_carries_them_over_http2_and_http1(cluster: Cluster, collector: OtlpReceiver) -> None:
+    from tests.edge_certs import ThrowawayCA
+    from tests.integration.test_gateway_edge import curl, start_gateway
+
+    cluster.init_ca()
+    log = cluster.tmp / "access.log"
+    flags = ["--otlp-endpoint", collector.url, "--access-log", str(log)]
+    web = cluster.proxy("web", cluster.app("http", "web"), extra=flags)
+    endpoints = cluster.write_endpoints([("web", web.inbound)])
+    ca = ThrowawayCA.create()
+    cert, key = ca.issue(cluster.tmp / "certs", "shop", ["shop.example"])
+    bundle = ca.write_bundle(cluster.tmp / "ca.pem")
+    gateway = start_gateway(
+        cluster, "gateway", "--route", "shop.example=web", "--tls-cert", str(cert), "--tls-key", str(key), *flags, endpoints=endpoints
+    )
+    where = ["--cacert", str(bundle), "--resolve", f"shop.example:{gateway.listen}:127.0.0.1"]
+    url = f"https://shop.example:{gateway.listen}/headers"
+    # HTTP/2 from outside, HTTP/1.1 to the app; no context: the trace starts at the gateway.
+    fresh = curl(*where, "--http2", "-H", "x-request-id: edge-h2", url)
+    assert fresh.returncode == 0, fresh.stderr
+    trace_id = json.loads(fresh.stdout)["traceparent"].split("-")[1]
+    # HTTP/1.1 with the caller's context: the gateway's span is its child.
+    given = curl(*where, "--http1.1", "-H", f"traceparent: 00-{TRACE}-{PARENT}-01", "-H", "x-request-id: edge-h1", url)
+    assert given.returncode == 0, given.stderr
+    seen = json.loads(given.stdout)
+    spans = collector.wait_for(lambda s: len(by_service(s, trace_id)) == 2 and len(by_service(s, TRACE)) == 2 and s)
+    for trace, parent, app_saw in ((trace_id, None, json.loads(fresh.stdout)), (TRACE, PARENT, seen)):
+        hop = by_service(spans, trace)
+        edge, inbound = hop["gateway"], hop["web"]
+        assert (edge.kind, edge.parent_id) == (CLIENT_KIND, parent)
+        assert (inbound.kind, inbound.parent_id) == (SERVER_KIND, edge.span_id)
+        assert app_saw["traceparent"] == f"00-{trace}-{inbound.span_id}-01"
+        assert edge.attributes["mesh.peer.service"] == "web" and edge.attributes["http.response.status_code"] == 200
+    lines = wait_for(lambda: len(read_lines(log)) >= 4 and read_lines(log), 10, "access log lines")
+    found = {(line["proxy"], line["request_id"]): line["trace_id"] for line in lines}
+    assert found == {
+        ("gateway", "edge-h2"): trace_id, ("web", "edge-h2"): trace_id, ("gateway", "edge-h1"): TRACE, ("web", "edge-h1"): TRACE,
+    }
 
 
 def test_a_collector_that_is_down_or_slow_costs_spans_not_requests(cluster: Cluster, collector: OtlpReceiver) -> None:
