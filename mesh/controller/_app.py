@@ -779,7 +779,7 @@ class ControllerApp:
     # -- telemetry fan-in (mesh tap, top, stat, edges) ------------------------------
 
     def proxy_targets(self) -> list[Any]:
-        from mesh.controller._fanin import proxy_targets
+        from mesh.controller._fanin_admin import proxy_targets
 
         return proxy_targets(self.state)
 
@@ -789,7 +789,7 @@ class ControllerApp:
         return self.admin_dialer
 
     async def tap(self, request: ApiRequest) -> AsyncIterator[Any]:
-        from mesh.controller._fanin import TapFanIn
+        from mesh.controller._fanin_tap import TapFanIn
         from mesh.telemetry import TapFilter, query_values_asked
 
         try:

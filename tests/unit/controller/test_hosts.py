@@ -14,7 +14,7 @@ from mesh.controller import _app
 from mesh.controller._api import ApiError, ApiRequest
 from mesh.controller._app import ControllerApp
 from mesh.controller._durable import Durable
-from mesh.controller._fanin import proxy_targets
+from mesh.controller._fanin_admin import proxy_targets
 from mesh.controller._hosts import hosts_view
 from mesh.controller._state import ControllerState, EndpointEntry
 from mesh.controller._store_embedded import EmbeddedStore
