@@ -113,7 +113,7 @@ class AdminDialer:
         try:
             with trio.fail_after(timeout):
                 await tls.do_handshake()
-            check_peer_identity(tls, target.identity)  # type: ignore[arg-type]
+            check_peer_identity(tls, target.identity)
             if tls.selected_alpn_protocol() != ALPN_ADMIN:
                 raise AdminUnreachable(
                     f"{where}: the proxy does not serve its admin pages over mTLS (a mesh older than this controller?)"

@@ -323,12 +323,12 @@ async def _goodbyes(zc: Zeroconf, infos: Iterable[ServiceInfo], names: Iterable[
         zc.async_send(zc.generate_service_broadcast(info, 0, broadcast_addresses=False))
         # Out of our own cache too (whether or not our packet comes back to us): should the
         # proxy announce itself again, the browser sees a new record, and it comes back.
-        pointers = [
+        ours = [
             r
             for r in cache.async_all_by_details(info.type, _TYPE_PTR, _CLASS_IN)
             if getattr(r, "alias", None) == info.name
         ]
-        cache.async_remove_records([*cache.async_entries_with_name(info.name), *pointers])
+        cache.async_remove_records([*cache.async_entries_with_name(info.name), *ours])
 
 
 async def _fresh_names(zc: Zeroconf, names: Iterable[str]) -> set[str]:
