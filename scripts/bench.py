@@ -806,7 +806,7 @@ def telemetry_cost(name: str, x: dict[str, Any], mesh: dict[str, Any], shape: Sh
     """What a telemetry pair costs over the plain mesh pair: CPU per request (out/in) and throughput."""
     per = " / ".join(
         f"{fmt(x['cpu_us_per_request_max'][p.name], 0)} us ({diff(x['cpu_us_per_request_max'][p.name], mesh['cpu_us_per_request_max'][q.name]) or 0:+.0f})"
-        for p, q in zip(shape.proxies, mesh_shape.proxies)
+        for p, q in zip(shape.proxies, mesh_shape.proxies, strict=True)
     )
     return (f"{name}: CPU per request at max load (out / in, vs mesh) {per}; throughput {pct(ratio(x['rps'], mesh['rps']))} of mesh; "
             f"p50/p99 @~500 req/s {fmt(x['p50_ms'])}/{fmt(x['p99_ms'])} ms (mesh {fmt(mesh['p50_ms'])}/{fmt(mesh['p99_ms'])})")

@@ -38,17 +38,6 @@ from mesh.config._model import (
     SplitTarget,
     TelemetryConfig,
 )
-from mesh.config._telemetry import (
-    ACCESS_LOG_EXPECTED,
-    OTLP_EXPECTED,
-    SAMPLE_EXPECTED,
-    TRACES_PATH,
-    OtlpEndpoint,
-    OtlpEndpointError,
-    is_valid_access_log,
-    parse_otlp_endpoint,
-    parse_sample_rate,
-)
 from mesh.config._names import (
     APP_PROTOCOLS,
     DEFAULT_PROTOCOL,
@@ -70,6 +59,17 @@ from mesh.config._store_url import (
     StoreUrl,
     StoreUrlError,
     parse_store_url,
+)
+from mesh.config._telemetry import (
+    ACCESS_LOG_EXPECTED,
+    OTLP_EXPECTED,
+    SAMPLE_EXPECTED,
+    TRACES_PATH,
+    OtlpEndpoint,
+    OtlpEndpointError,
+    is_valid_access_log,
+    parse_otlp_endpoint,
+    parse_sample_rate,
 )
 from mesh.config._validate import parse_config
 

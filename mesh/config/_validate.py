@@ -4,6 +4,11 @@ Reading never stops at the first problem: each key is checked, each bad one adds
 ``ConfigIssue`` and reading goes on, so a user fixes a whole file in one round.
 A value that failed is carried as ``_INVALID`` so that nothing built from it
 reports a second, confusing error.
+
+It is long because mesh.toml is: one reader per table, all built on the same few
+helpers (key paths, expected/found, did-you-mean) and the same ``_INVALID``
+convention. Splitting it by table would spread that convention over files that
+each need all of it.
 """
 
 from __future__ import annotations

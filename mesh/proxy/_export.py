@@ -157,7 +157,9 @@ class SpanExporter:
         try:
             with trio.fail_after(EXPORT_TIMEOUT):
                 if self._connection is None:
-                    self._connection = await HttpConnection.open(endpoint.host, endpoint.port, self._tls, CONNECT_TIMEOUT)
+                    self._connection = await HttpConnection.open(
+                        endpoint.host, endpoint.port, self._tls, CONNECT_TIMEOUT
+                    )
                 status, answer = await self._connection.post(endpoint.path, body, {"Content-Type": OTLP_CONTENT_TYPE})
         except HttpFailure as exc:
             self._close()
@@ -239,7 +241,9 @@ def open_access_log(path: str) -> int:
 class Telemetry:
     """A proxy's tracer and exporters, as its settings ask; ``tasks`` run in the background."""
 
-    def __init__(self, settings: TelemetrySettings, metrics: Any, service: str, identity: str, labels: dict[str, str]) -> None:
+    def __init__(
+        self, settings: TelemetrySettings, metrics: Any, service: str, identity: str, labels: dict[str, str]
+    ) -> None:
         self.settings = settings
         self.tracer: Tracer | None = None
         self.spans: BoundedQueue[bytes] | None = None  # encoded spans

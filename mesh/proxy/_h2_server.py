@@ -35,7 +35,7 @@ import trio
 from h2.errors import ErrorCodes
 from hpack import NeverIndexedHeaderTuple
 
-from mesh.net import ALPN_H2, ALPN_HTTP1
+from mesh.net import ALPN_H2, ALPN_HTTP1, linger
 from mesh.proxy._drain import Drain
 from mesh.proxy._exchange import (
     AttemptPlan,
@@ -75,7 +75,6 @@ from mesh.proxy._h2_transport import (
     StreamStalled,
     Trailers,
     h2_config,
-    linger,
 )
 from mesh.proxy._h2_downgrade import forward_http1
 from mesh.proxy._h2_upstream import GoingAway, H2Pool, H2Upstream

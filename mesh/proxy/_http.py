@@ -15,7 +15,7 @@ import time
 
 import trio
 
-from mesh.net import relay_bytes
+from mesh.net import linger, relay_bytes
 from mesh.proxy._conn import HttpConnection, PeerClosed
 from mesh.proxy._drain import Drain
 from mesh.proxy._exchange import (
@@ -103,6 +103,7 @@ class HttpProxyConnection:
 
     async def serve(self) -> None:
         client = self.client
+        refused = False
         try:
             if self.prefix:
                 client.received += len(self.prefix)
@@ -110,15 +111,14 @@ class HttpProxyConnection:
                     client.pending = client.reader.feed(self.prefix)
                 except RemoteProtocolError as exc:
                     await self._refuse_head(exc)
-                    return
-            while True:
+                    refused = True
+            while not refused:
                 head = await self._next_head()
-                if head is None:
-                    return
-                if not await self._exchange(head):
-                    return
-                if self.drain.draining:
-                    return
+                if head is None or not await self._exchange(head) or self.drain.draining:
+                    break
+            # The connection ends: whatever the client still sends must not turn our close into a
+            # reset that overtakes the last answer (and when the client ended it, this is one read).
+            await linger(client.stream)
         except PeerClosed:
             return
         finally:

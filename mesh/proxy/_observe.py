@@ -64,7 +64,9 @@ def recorder(proxy: Proxy, caller: Any = None) -> Recorder:
         if tracer is not None and rec.head is not None:
             # Routed requests got their span context before they left; the others (the mesh
             # answered them itself) get one now, child of what they came with.
-            context = forward.trace if forward is not None and forward.trace is not None else tracer.start(rec.head.headers)
+            context = forward.trace if forward is not None and forward.trace is not None else None
+            if context is None:
+                context = tracer.start(rec.head.headers)
         sampled = context is not None and context.sampled
         if not (sampled or lines is not None or tap.active):
             return
@@ -78,13 +80,16 @@ def recorder(proxy: Proxy, caller: Any = None) -> Recorder:
             # spread over requests instead of stalling the loop for a whole batch.
             spans.put(encode_span(span_from(event, context, route=route, retries=rec.retries, end_ns=time.time_ns())))
         if lines is not None:
+            trace_id: str | None
+            span_id: str | None
             if context is not None:
                 trace_id, span_id = context.trace_id_hex, context.span_id_hex
             else:
                 trace_id, span_id = (trace_id_of(rec.head.headers) if rec.head is not None else None), None
-            lines.put(
-                access_line(event, route=route, bytes_in=rec.bytes_in, retries=rec.retries, trace_id=trace_id, span_id=span_id)
+            line = access_line(
+                event, route=route, bytes_in=rec.bytes_in, retries=rec.retries, trace_id=trace_id, span_id=span_id
             )
+            lines.put(line)
 
     return record_all
 

@@ -27,6 +27,7 @@ from mesh.telemetry._otlp import CONTENT_TYPE as OTLP_CONTENT_TYPE
 from mesh.telemetry._otlp import encode_request, encode_resource, encode_scope, encode_span
 from mesh.telemetry._quantile import histogram_quantile
 from mesh.telemetry._sample import Sample
+from mesh.telemetry._spans import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, Span, resource_attributes, span_from
 from mesh.telemetry._tap import (
     DEFAULT_MAX_QUEUE,
     REDACTED,
@@ -38,7 +39,6 @@ from mesh.telemetry._tap import (
     query_values_asked,
     redact_query,
 )
-from mesh.telemetry._spans import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, Span, resource_attributes, span_from
 from mesh.telemetry._trace import (
     TRACE_HEADERS,
     Propagated,

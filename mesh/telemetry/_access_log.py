@@ -17,7 +17,7 @@ Fields: ``time`` (the request's start, RFC 3339 UTC, milliseconds), ``proxy``,
 from __future__ import annotations
 
 import time
-from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii
 
 from mesh.telemetry._tap import TapEvent, redact_query
 
@@ -43,7 +43,7 @@ def rfc3339(timestamp: float) -> str:
     seconds = int(timestamp)
     if seconds != _second:  # strftime once a second, not once a line
         _second, _second_text = seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    return "%s.%03dZ" % (_second_text, int((timestamp - seconds) * 1000))
+    return f"{_second_text}.{int((timestamp - seconds) * 1000):03d}Z"
 
 
 def access_line(
@@ -70,7 +70,7 @@ def access_line(
         _text(redact_query(event.path)),
         _text(route),
         event.status,
-        "null" if event.grpc_status is None else "%d" % event.grpc_status,
+        "null" if event.grpc_status is None else str(event.grpc_status),
         round(event.latency_ms, 3),
         bytes_in,
         event.response_bytes or 0,

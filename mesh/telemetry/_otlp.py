@@ -18,7 +18,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-from mesh.telemetry._spans import AttributeValue, Attributes, Span
+from mesh.telemetry._spans import Attributes, AttributeValue, Span
 
 # opentelemetry.proto.trace.v1.Status.StatusCode
 STATUS_ERROR = 2

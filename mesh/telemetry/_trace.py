@@ -37,7 +37,9 @@ B3_SPAN_ID = b"x-b3-spanid"
 B3_PARENT_SPAN_ID = b"x-b3-parentspanid"
 B3_SAMPLED = b"x-b3-sampled"
 B3_FLAGS = b"x-b3-flags"
-TRACE_HEADERS = frozenset({TRACEPARENT, TRACESTATE, B3_SINGLE, B3_TRACE_ID, B3_SPAN_ID, B3_PARENT_SPAN_ID, B3_SAMPLED, B3_FLAGS})
+TRACE_HEADERS = frozenset(
+    {TRACEPARENT, TRACESTATE, B3_SINGLE, B3_TRACE_ID, B3_SPAN_ID, B3_PARENT_SPAN_ID, B3_SAMPLED, B3_FLAGS}
+)
 
 # How B3 came in, so it goes on the same way.
 B3_NONE, B3_SINGLE_FORM, B3_MULTI_FORM = 0, 1, 2
@@ -75,11 +77,11 @@ class SpanContext:
 
     @property
     def trace_id_hex(self) -> str:
-        return "%032x" % self.trace_id
+        return f"{self.trace_id:032x}"
 
     @property
     def span_id_hex(self) -> str:
-        return "%016x" % self.span_id
+        return f"{self.span_id:016x}"
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """The headers that carry this span on: the next hop's parent is this span."""
@@ -171,9 +173,14 @@ def parse_b3_single(value: bytes) -> Propagated | None:
     return Propagated(trace[0], span_id, sampled, b3=B3_SINGLE_FORM, short_trace_id=trace[1])
 
 
-def parse_b3_multi(trace_id: bytes | None, span_id: bytes | None, sampled: bytes | None, flags: bytes | None) -> Propagated | None:
+def parse_b3_multi(
+    trace_id: bytes | None, span_id: bytes | None, sampled: bytes | None, flags: bytes | None
+) -> Propagated | None:
     """The ``x-b3-*`` headers; None when they carry nothing usable."""
-    decision = True if flags is not None and flags.strip() == b"1" else _b3_sampled(sampled) if sampled is not None else None
+    if flags is not None and flags.strip() == b"1":  # debug: sampled
+        decision: bool | None = True
+    else:
+        decision = _b3_sampled(sampled) if sampled is not None else None
     if trace_id is None or span_id is None:
         return Propagated(None, None, decision, b3=B3_MULTI_FORM) if decision is not None else None
     trace = _b3_trace_id(trace_id.strip())
@@ -226,7 +233,7 @@ def extract(headers: Iterable[tuple[bytes, bytes]]) -> Propagated | None:
 def trace_id_of(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """The trace id a request carries (32 hex digits), for logs; None without one."""
     found = extract(headers)
-    return "%032x" % found.trace_id if found is not None and found.trace_id is not None else None
+    return f"{found.trace_id:032x}" if found is not None and found.trace_id is not None else None
 
 
 def check_sample_rate(rate: float) -> float:

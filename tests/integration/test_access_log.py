@@ -111,7 +111,7 @@ def test_access_log_on_stdout(cluster: Cluster) -> None:
 
     lines = wait_for(lambda: len(logged()) >= 3 and logged(), 10, "lines on stdout")
     assert [(line["request_id"], line["direction"], line["path"]) for line in lines] == [
-        (f"r{n}", "inbound", f"/?n=REDACTED") for n in range(3)
+        (f"r{n}", "inbound", "/?n=REDACTED") for n in range(3)
     ]
     # The proxy's own log lines (stderr) are not mixed into JSON lines.
     assert any("ready" in line for line in web.process.log().splitlines() if not line.startswith("{"))

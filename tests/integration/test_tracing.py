@@ -111,7 +111,7 @@ def test_sample_rate_zero_makes_no_new_traces(cluster: Cluster, collector: OtlpR
     for _ in range(5):
         assert mesh.get("/headers").json()["traceparent"].endswith("-00")
     assert mesh.get("/headers", {"traceparent": f"00-{TRACE}-{PARENT}-01"}).status_code == 200  # parent decides
-    spans = collector.wait_for(lambda s: len(s) >= 2 and s)
+    collector.wait_for(lambda s: len(s) >= 2 and s)
     time.sleep(1.2)
     assert {s.trace_id for s in collector.spans} == {TRACE} and len(collector.spans) == 2
 

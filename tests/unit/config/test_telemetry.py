@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from mesh.config import ConfigInvalid, MeshConfig, OtlpEndpointError, TelemetryConfig, load_config_text, parse_otlp_endpoint, parse_sample_rate
+from mesh.config import (
+    ConfigInvalid,
+    MeshConfig,
+    OtlpEndpointError,
+    TelemetryConfig,
+    load_config_text,
+    parse_otlp_endpoint,
+    parse_sample_rate,
+)
 
 
 def test_endpoints() -> None:

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 
 from mesh import __version__
 from mesh.debug.check import CheckContext, Report, Status, build_categories, run_checks
-from mesh.debug.check import _checks as checks
+from mesh.debug.check import _checks_host as host_checks
 from mesh.debug.check import _probes as probes
 from mesh.home import MeshHome, atomic_write
 from mesh.identity import (
@@ -97,8 +97,8 @@ def test_pre_on_a_missing_home_passes(tmp_path: Path, monkeypatch: pytest.Monkey
     free.bind(("127.0.0.1", 0))
     port = free.getsockname()[1]
     free.close()
-    monkeypatch.setattr(checks, "DEFAULT_CONTROLLER_ADDRESS", ("127.0.0.1", port))
-    monkeypatch.setattr(checks.shutil, "which", lambda name: str(Path(sys.executable).parent / name))
+    monkeypatch.setattr(host_checks, "DEFAULT_CONTROLLER_ADDRESS", ("127.0.0.1", port))
+    monkeypatch.setattr(host_checks.shutil, "which", lambda name: str(Path(sys.executable).parent / name))
     report = run(CheckContext(MeshHome(tmp_path / "nothing" / "here"), pre=True))
     assert [c.name for c in report.categories] == ["environment"]
     assert report.success

@@ -152,7 +152,7 @@ async def test_a_failing_write_drops_lines_counted(monkeypatch: pytest.MonkeyPat
     lines = writer("/dev/full", metrics)  # every write: ENOSPC
     async with trio.open_nursery() as nursery:
         nursery.start_soon(lines.run)
-        for n in range(3):
+        for _ in range(3):
             lines.queue.put("x")
         await wait_until(lambda: counter(metrics, "access_log_dropped_lines_total", reason="write-failed") == 3)
         nursery.cancel_scope.cancel()

@@ -99,7 +99,7 @@ def test_any_span_round_trips(trace_id: int, span_id: int, parent: int | None, s
         assert got.name == name and (got.start_time_unix_nano, got.end_time_unix_nano) == (start, end)
         decoded = [(kv.key, value_of(kv.value)) for kv in got.attributes]
         assert len(decoded) == len(attributes)
-        for (key, value), (got_key, got_value) in zip(attributes, decoded):
+        for (key, value), (got_key, got_value) in zip(attributes, decoded, strict=True):
             assert got_key == key
             if isinstance(value, float):
                 assert got_value == value or (math.isinf(value) and got_value == value)
