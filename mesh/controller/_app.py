@@ -3,6 +3,7 @@
     POST /v1/certificates     sign a CSR (join token, or the caller's own current certificate); a
                               service's by default, a host's (`mesh join`) or an operator's (with a grant)
     GET  /v1/certificates     the certificates signed and not yet expired (operators)
+    POST/GET /v1/revocations  `mesh ca revoke` (operators) / the revocations in force (readers): _revocations.py
     POST /v1/operator-grants  a one-time grant of an operator identity for another host (operators)
     GET  /v1/bundle           trust anchors (public; `mesh join` pins them by fingerprint)
     GET  /v1/health           version and clock (any caller with a mesh certificate)
@@ -46,6 +47,7 @@ from mesh import __version__
 from mesh.controller._api import ApiRequest
 from mesh.net import ApiError, ApiResponse
 from mesh.controller._durable import Durable
+from mesh.controller._revocations import Revocations
 from mesh.controller._state import ROLES, ControllerState, EndpointEntry
 from mesh.discovery import endpoint_from_dict, endpoint_to_dict
 from mesh.errors import ConfigError, DiscoveryError, IdentityError, StoreError
@@ -83,6 +85,7 @@ class ControllerApp:
         self.state = state
         self.durable = durable
         durable.on_change = self.changed
+        self.revocations = Revocations(self)
         self.ca = ca
         self._join_token = join_token.encode()
         self.address = address
@@ -107,6 +110,8 @@ class ControllerApp:
             ("POST", "/v1/config/rollback"): self.rollback_config,
             ("GET", "/v1/store"): self.store_health,
             ("GET", "/v1/certificates"): self.certificates,
+            ("POST", "/v1/revocations"): self.revocations.revoke,
+            ("GET", "/v1/revocations"): self.revocations.list,
             ("GET", "/v1/watch"): self.watch,
             ("POST", "/v1/ack"): self.ack,
             ("POST", "/v1/registrations"): self.register,
@@ -145,6 +150,7 @@ class ControllerApp:
             raise ApiError(401, "a client certificate is required", "proxies and the CLI present their mesh identity")
         if request.peer.trust_domain != self.state.trust_domain:
             raise ApiError(403, f"{request.peer} is not of trust domain {self.state.trust_domain}")
+        self.revocations.refuse_revoked(request)  # a renewal with a revoked certificate included
         return request.peer
 
     def _require_operator(self, request: ApiRequest) -> Any:
@@ -348,7 +354,9 @@ class ControllerApp:
         except StoreError as exc:
             raise ApiError(503, f"cannot read the issued certificates: {exc.message}", exc.hint) from None
         now = time.time()
-        return ApiResponse(200, {"certificates": [c for c in issued if float(c.get("not_after", 0)) > now]})
+        revoked = self.state.revoked
+        live = [{**c, "revoked": revoked.get(c["serial"])} for c in issued if float(c.get("not_after", 0)) > now]
+        return ApiResponse(200, {"certificates": live})
 
     async def bundle(self, request: ApiRequest) -> ApiResponse:
         return ApiResponse(200, {"bundle": self.ca.bundle_pem.decode(), "trust_domain": self.state.trust_domain})
