@@ -115,6 +115,7 @@ class PeerTLS:
                 Reason.TLS_FAILED,
                 f"this proxy's certificate ({identity.creds.identity}, {identity.serial:x}) was revoked by an "
                 "operator: peers refuse it; restart the service for a new certificate",
+                ours=True,
             )
         return identity.client(alpn)
 
