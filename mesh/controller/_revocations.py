@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from mesh.controller._api import ApiRequest
@@ -49,6 +51,18 @@ class Revocations:
             return
         log.warning("refused %s %s from %s: its certificate %s is revoked", request.method, request.path, request.peer, serial)
         raise ApiError(403, f"the certificate {serial} of {request.peer} was revoked ({describe(record)})", NEW_CERTIFICATE_HINT)
+
+    async def until_revoked(self, request: ApiRequest, stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """A proxy's watch, ended after the snapshot that revokes its certificate (which it gets, to
+        say why): its registration is then withdrawn as a departed proxy's, so callers stop
+        trying it within a second or two, and it cannot watch again (``refuse_revoked``)."""
+        serial = None if request.peer_serial is None else format(request.peer_serial, "x")
+        async with aclosing(stream):  # type: ignore[type-var]
+            async for item in stream:
+                yield item
+                if serial in self.app.state.revoked:
+                    log.warning("ended the watch of %s: its certificate %s is revoked", request.peer, serial)
+                    return
 
     async def revoke(self, request: ApiRequest) -> ApiResponse:
         app = self.app

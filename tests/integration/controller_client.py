@@ -78,13 +78,19 @@ class MtlsConnection:
 
     def ended(self, timeout: float) -> bool:
         """Whether the peer ends the connection within ``timeout`` seconds, unasked."""
-        self.tls.settimeout(timeout)
+        import time
+
+        deadline = time.monotonic() + timeout
         try:
-            return self.tls.recv(1) == b""
+            while (left := deadline - time.monotonic()) > 0:
+                self.tls.settimeout(left)
+                if self.tls.recv(65536) == b"":  # else the rest of the last answer: read on
+                    return True
         except TimeoutError:
             return False
         except OSError:
             return True
+        return False
 
     def close(self) -> None:
         self.tls.close()

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from tests.integration.conftest import Cluster, ProxyInfo
-from tests.integration.test_control_plane import get, metric, up, wait_for
+from tests.integration.test_control_plane import get, metric, status, up, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -72,6 +72,14 @@ def test_a_revoked_caller_is_cut_off_within_seconds_and_stays_revoked_after_a_re
     assert f"this proxy's certificate (spiffe://{cluster.trust_domain}/svc/client, {serial}) was revoked" in (
         client.process.log()
     )
+    # Its watch ended: the controller withdrew its registration, as a departed proxy's (zeroconf may
+    # still show it: callers that try it are refused at the handshake and fail over).
+    def registered(service: str) -> bool:
+        return any(e["source"] == "registration" for e in status(cluster)["services"].get(service, []))
+
+    wait_for(lambda: not registered("client"), 5, "the revoked client's registration withdrawn")
+    assert registered("other")
+    assert "ended the watch of " + cluster.spiffe("client") in (cluster.home / "run" / "mesh.log").read_text()
     # The connection the client held open to web was closed (by whichever side heard first).
     assert labelled(web, "revoked_connections_closed_total") + labelled(client, "revoked_connections_closed_total") >= 1
 
