@@ -108,6 +108,8 @@ def test_a_revoked_caller_is_cut_off_within_seconds_and_stays_revoked_after_a_re
     assert listed[serial]["revoked"]["reason"] == "laptop stolen"
     text = cluster.mesh("ca", "issued")
     assert "laptop stolen" in text.stdout and "2 of them revoked" in text.stdout
+    check = cluster.mesh("check")
+    assert "2 revoked certificate(s) in force, refused by every proxy" in check.stdout, check.stdout
     address = json.loads((cluster.home / "controller.json").read_text())["address"]
     os.kill(info["pid"], signal.SIGKILL)
     restarted = cluster.spawn("controller-2", [sys.executable, "-m", "mesh", "controller", "--listen", address])
