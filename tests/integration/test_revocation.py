@@ -155,3 +155,35 @@ def test_revoke_errors_and_who_may_revoke(cluster: Cluster, tmp_path: Path) -> N
     by_identity = cluster.mesh("ca", "revoke", "--identity", "web", "-o", "json")
     assert by_identity.returncode == 0, by_identity.stderr
     assert serial in [r["serial"] for r in json.loads(by_identity.stdout)["revoked"]]
+
+
+def test_a_revocation_through_one_controller_is_enforced_through_another_on_etcd(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Two controllers on one etcd store: revoked through B, the proxies watching A refuse it."""
+    from tests.integration.etcd import EtcdCluster
+    from tests.integration.test_store_etcd import mesh_at, second_home, start_controller
+
+    etcd = EtcdCluster.start(tmp_path_factory.mktemp("etcd"), size=1)
+    try:
+        cluster.init_ca()
+        store = f"{etcd.url}/{cluster.tmp.name}"
+        home_b = second_home(cluster)
+        start_controller(cluster, "controller-a", cluster.home, store)
+        start_controller(cluster, "controller-b", home_b, store)
+        web = cluster.proxy("web", cluster.app("http", "web"), extra=["--no-zeroconf"])
+        client = cluster.proxy("client", cluster.app("http", "client"), extra=["--no-zeroconf"])
+        other = cluster.proxy("other", cluster.app("http", "other"), extra=["--no-zeroconf"])
+        for caller in (client, other):
+            wait_for(lambda caller=caller: get(caller, "http://web/", timeout=2).status_code == 200, 10, "→ web")
+        serial = live_serial(cluster, "client")
+
+        revoked = mesh_at(cluster, home_b, "ca", "revoke", "--identity", "client", "--reason", "host lost")
+        assert revoked.returncode == 0, revoked.stderr
+        started = time.monotonic()
+        wait_for(lambda: get(client, "http://web/", timeout=2).status_code == 502, 5, "client refused")
+        assert time.monotonic() - started < 2.5
+        assert get(other, "http://web/", timeout=2).status_code == 200
+        assert {c["serial"]: c for c in issued(cluster)}[serial]["revoked"]["reason"] == "host lost"  # through A
+    finally:
+        etcd.close()
