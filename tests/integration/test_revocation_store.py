@@ -4,6 +4,7 @@ and a real etcd. Through the controller's API handlers, with a real CA signing r
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -195,3 +196,37 @@ async def _two_controllers(backend: Backend, ca: CertificateAuthority) -> None:
                 await trio.sleep(0.05)
         nursery.cancel_scope.cancel()
     assert second.state.snapshot()["revoked"] == [format(web, "x")]
+
+
+async def test_a_revocation_goes_when_its_certificate_would_have_expired(tmp_path: Path, ca: CertificateAuthority) -> None:
+    """On a lease until the certificate's notAfter plus the clock-skew allowance (embedded store, its
+    clock driven by the test; etcd's leases are the same model, in real time)."""
+    now = [0.0]
+    store = EmbeddedStore(tmp_path / "mesh.db", clock=lambda: now[0])
+    await store.open()
+    state = ControllerState(trust_domain=DOMAIN)
+    durable = Durable(store, state)
+    await durable.open(fingerprint(ca.root_cert), "token")
+    app = ControllerApp(state, ca, "token", "127.0.0.1:4190", durable)
+    try:
+        web = await signed(app, "web")
+        await app.handle(call("POST", "/v1/revocations", {"serial": format(web, "x")}))
+        left = state.revoked[format(web, "x")]["not_after"] - time.time()
+        changed = trio.Event()
+        durable.on_change = changed.set
+        async with trio.open_nursery() as nursery:
+            await nursery.start(durable.run)
+            now[0] = left + 30  # expired, but within the skew allowance: still refused
+            store.expire_leases()
+            await trio.sleep(0.2)
+            assert format(web, "x") in state.revoked
+            now[0] = left + 61
+            store.expire_leases()
+            with trio.fail_after(5):
+                await changed.wait()
+                while state.revoked:
+                    await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+        assert state.snapshot()["revoked"] == []
+    finally:
+        await store.aclose()
