@@ -1,4 +1,5 @@
-"""`mesh ca …`: the certificate authority in MESH_HOME/ca (init, issue, inspect, rotate).
+"""`mesh ca …`: the certificate authority in MESH_HOME/ca (init, issue, inspect, rotate), and what the
+controllers signed and revoked (issued, revoke).
 
 Thin: parse → call mesh.identity → render. cryptography is imported inside the
 commands only, so `mesh --help` stays fast.
@@ -305,11 +306,65 @@ def issued(
 
     def view(d: dict[str, Any]) -> list[Any]:
         rows = [
-            [c["serial"], c["identity"], when(c["issued_at"]), when(c["not_after"]), c.get("controller") or "-"]
+            [
+                c["serial"],
+                c["identity"],
+                when(c["issued_at"]),
+                when(c["not_after"]),
+                c.get("controller") or "-",
+                _revocation_text(c.get("revoked"), when),
+            ]
             for c in d["certificates"]
         ]
-        title = f"{len(rows)} certificates in force (signed by the controllers; UTC)"
-        return [rows_table(["serial", "identity", "issued", "expires", "by controller"], rows, title=title)]
+        revoked = sum(1 for c in d["certificates"] if c.get("revoked"))
+        title = f"{len(rows)} certificates signed by the controllers, not expired, {revoked} of them revoked (UTC)"
+        return [rows_table(["serial", "identity", "issued", "expires", "by controller", "revoked"], rows, title=title)]
+
+    render(output, data, view)
+
+
+def _revocation_text(record: dict[str, Any] | None, when: Any) -> str:
+    if not record:
+        return "-"
+    reason = f": {record['reason']}" if record.get("reason") else ""
+    return f"{when(record['revoked_at'])} by {record.get('revoked_by', '?').rsplit('/', 1)[-1]}{reason}"
+
+
+@ca_app.command("revoke")
+def revoke(
+    ctx: typer.Context,
+    serial: Annotated[
+        Optional[str], typer.Argument(help="The certificate's serial, as `mesh ca issued` shows it (hex).")
+    ] = None,
+    identity: Annotated[
+        Optional[str],
+        typer.Option(help="Instead of a serial: every certificate in force of this spiffe:// id or service name."),
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why, kept with the revocation (at most 200 characters).")] = "",
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Revoke a certificate (a host or key compromised): every proxy refuses it within a second or
+    two and closes its open connections; the controllers renew it no more. Operators only."""
+    from mesh.errors import IdentityError
+    from mesh.net import controller_request, raise_for_status
+
+    if (serial is None) == (identity is None):
+        raise IdentityError(
+            "give a serial or --identity, not both and not neither",
+            hint="`mesh ca revoke 3f9c…` revokes one certificate; `mesh ca revoke --identity reviews` every one of a service",
+        )
+    body: dict[str, Any] = {"serial": serial} if serial is not None else {"identity": identity}
+    if reason:
+        body["reason"] = reason
+    data = raise_for_status(controller_request(state(ctx).home, "POST", "/v1/revocations", body), "mesh ca revoke")
+
+    def view(d: dict[str, Any]) -> list[Any]:
+        from mesh.cli._output import rows_table
+
+        rows = [[r["serial"], r["identity"], "revoked now"] for r in d["revoked"]]
+        rows += [[r["serial"], r["identity"], "revoked already"] for r in d["already_revoked"]]
+        title = f"{len(d['revoked'])} certificate(s) revoked; every proxy refuses them from its next snapshot"
+        return [rows_table(["serial", "identity", ""], rows, title=title)]
 
     render(output, data, view)
 

@@ -30,9 +30,10 @@ from h2.errors import ErrorCodes
 from mesh.identity import (
     IssuedCredentials,
     SpiffeId,
+    VerifiedPeer,
     handshake_failure_reason,
-    peer_identity,
     server_context,
+    verified_peer,
 )
 from mesh.net import (
     API_ALPN,
@@ -69,6 +70,7 @@ class ApiRequest:
     # this host, which tells a registration from another host (docs/cli.md, "Several hosts").
     remote_ip: str | None = None
     local_ip: str | None = None
+    peer_serial: int | None = None  # the client certificate's serial (revoked ones are refused)
 
     def json(self) -> Any:
         """The body as JSON (``{}`` when empty); ApiError 400 when it is not JSON."""
@@ -148,7 +150,8 @@ async def _serve_connection(
         if tls.selected_alpn_protocol() != "h2":
             raise _NotHttp2
         # No certificate is allowed (CERT_OPTIONAL); one that was sent is verified.
-        peer = peer_identity(tls) if tls.getpeercert(binary_form=True) else None
+        # A revoked certificate is refused by the handler, with a reason the caller can read.
+        peer = verified_peer(tls) if tls.getpeercert(binary_form=True) else None
     except trio.TooSlowError:
         log.warning("refused a connection from %s: the TLS handshake timed out", address)
         await close_quietly(tls)
@@ -161,7 +164,7 @@ async def _serve_connection(
         log.warning("refused a connection from %s: %s", address, handshake_failure_reason(exc))
         await close_quietly(tls)
         return
-    log.debug("connection from %s (%s)", address, peer or "no client certificate")
+    log.debug("connection from %s (%s)", address, peer.identity if peer else "no client certificate")
     await _ServerConnection(tls, address, peer, handler, _ips(tcp)).run()
 
 
@@ -185,7 +188,7 @@ class _ServerConnection(H2ApiEndpoint):
         self,
         tls: TLSStream,
         address: str,
-        peer: SpiffeId | None,
+        peer: VerifiedPeer | None,
         handler: Handler,
         ips: tuple[str | None, str | None] = (None, None),
     ) -> None:
@@ -298,9 +301,10 @@ class _ServerConnection(H2ApiEndpoint):
             query=dict(parse_qsl(query, keep_blank_values=True)),
             headers=header_dict(stream.headers),
             body=bytes(stream.body),
-            peer=self._peer,
+            peer=self._peer.identity if self._peer else None,
             remote_ip=self._ips[0],
             local_ip=self._ips[1],
+            peer_serial=self._peer.serial if self._peer else None,
         )
         stream.body = bytearray()
         self._start_stream_task(stream_id, stream, self._answer, request)
@@ -378,7 +382,7 @@ class _ServerConnection(H2ApiEndpoint):
             return _encode_response(error.to_response())
         except Exception:  # noqa: BLE001 - a handler bug is a 500, logged; the server goes on
             log.exception(
-                "%s %s from %s failed", request.method, request.path, self._peer or self._address
+                "%s %s from %s failed", request.method, request.path, (self._peer.identity if self._peer else self._address)
             )
             return _encode_response(_INTERNAL_ERROR.to_response())
 
@@ -422,7 +426,7 @@ class _ServerConnection(H2ApiEndpoint):
                 "the stream of %s %s to %s failed",
                 request.method,
                 request.path,
-                self._peer or self._address,
+                (self._peer.identity if self._peer else self._address),
             )
             await self._reset_quietly(stream_id, ErrorCodes.INTERNAL_ERROR)
         finally:

@@ -3,6 +3,7 @@
     POST /v1/certificates     sign a CSR (join token, or the caller's own current certificate); a
                               service's by default, a host's (`mesh join`) or an operator's (with a grant)
     GET  /v1/certificates     the certificates signed and not yet expired (operators)
+    POST/GET /v1/revocations  `mesh ca revoke` (operators) / the revocations in force (readers): _revocations.py
     POST /v1/operator-grants  a one-time grant of an operator identity for another host (operators)
     GET  /v1/bundle           trust anchors (public; `mesh join` pins them by fingerprint)
     GET  /v1/health           version and clock (any caller with a mesh certificate)
@@ -45,6 +46,7 @@ from mesh.controller._app_certificates import CertificateHandlers
 from mesh.controller._app_config import ConfigHandlers
 from mesh.controller._app_proxies import ProxyHandlers
 from mesh.controller._durable import Durable
+from mesh.controller._revocations import Revocations
 from mesh.controller._state import ControllerState, EndpointEntry
 from mesh.discovery import endpoint_to_dict
 from mesh.errors import StoreError
@@ -64,6 +66,7 @@ class ControllerApp(CertificateHandlers, ConfigHandlers, ProxyHandlers):
         self.state = state
         self.durable = durable
         durable.on_change = self.changed
+        self.revocations = Revocations(self)
         self.ca = ca
         self._join_token = join_token.encode()
         self.address = address
@@ -88,6 +91,8 @@ class ControllerApp(CertificateHandlers, ConfigHandlers, ProxyHandlers):
             ("POST", "/v1/config/rollback"): self.rollback_config,
             ("GET", "/v1/store"): self.store_health,
             ("GET", "/v1/certificates"): self.certificates,
+            ("POST", "/v1/revocations"): self.revocations.revoke,
+            ("GET", "/v1/revocations"): self.revocations.list,
             ("GET", "/v1/watch"): self.watch,
             ("POST", "/v1/ack"): self.ack,
             ("POST", "/v1/registrations"): self.register,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -14,6 +14,9 @@ from mesh.controller._api import ApiRequest
 from mesh.controller._durable import Durable
 from mesh.controller._state import ControllerState, EndpointEntry
 from mesh.net import ApiError
+
+if TYPE_CHECKING:
+    from mesh.controller._revocations import Revocations
 
 log = logging.getLogger("mesh.controller")
 
@@ -37,6 +40,7 @@ class HandlerBase:
     newest_proxy_config: int
     _join_token: bytes
     _change: trio.Event
+    revocations: Revocations
 
     async def wait_changed(self) -> None:
         await self._change.wait()
@@ -53,6 +57,7 @@ class HandlerBase:
             raise ApiError(401, "a client certificate is required", "proxies and the CLI present their mesh identity")
         if request.peer.trust_domain != self.state.trust_domain:
             raise ApiError(403, f"{request.peer} is not of trust domain {self.state.trust_domain}")
+        self.revocations.refuse_revoked(request)  # a renewal with a revoked certificate included
         return request.peer
 
     def _require_operator(self, request: ApiRequest) -> Any:

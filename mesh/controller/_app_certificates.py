@@ -193,7 +193,9 @@ class CertificateHandlers(HandlerBase):
         except StoreError as exc:
             raise ApiError(503, f"cannot read the issued certificates: {exc.message}", exc.hint) from None
         now = time.time()
-        return ApiResponse(200, {"certificates": [c for c in issued if float(c.get("not_after", 0)) > now]})
+        revoked = self.state.revoked
+        live = [{**c, "revoked": revoked.get(c["serial"])} for c in issued if float(c.get("not_after", 0)) > now]
+        return ApiResponse(200, {"certificates": live})
 
 
 def _leaf_ttl(asked: Any) -> timedelta:

@@ -35,7 +35,7 @@ class ProxyHandlers(HandlerBase):
         if not instance:
             raise ApiError(400, "query parameter 'instance' is required")
         self._note_proxy_config_version(instance, request.query.get("config_version", ""))
-        return self._watch_stream(instance, service, str(peer))
+        return self.revocations.until_revoked(request, self._watch_stream(instance, service, str(peer)))
 
     def _note_proxy_config_version(self, instance: str, text: str) -> None:
         """A proxy holding a newer config than this controller's store (restored or lost): the next

@@ -9,6 +9,7 @@ Keys, under the store's prefix (``/mesh/`` on etcd, none in the embedded file)::
     registrations/<instance>     an endpoint registered by a proxy, on a lease of its TTL
     faults/<service>             a `mesh fault`, on a lease that ends it
     certificates/<serial>        a certificate the CA signed, on a lease until it expires
+    revocations/<serial>         `mesh ca revoke`: who, when, why; on a lease until the certificate expires
     controllers/<host:port>      a live controller, on a lease of CONTROLLER_TTL
     hosts/<address>              a host that joined (`mesh join`): its name, whether it holds an operator identity
     grants/<sha256 of the grant> a one-time operator grant (`mesh operator grant`), on a lease until it expires
@@ -177,6 +178,7 @@ class Durable:
         faults: dict[str, TemporaryFault] = {}
         controllers: dict[str, dict[str, Any]] = {}
         hosts: dict[str, dict[str, Any]] = {}
+        revoked: dict[str, dict[str, Any]] = {}
         self._leases.clear()
         self._seen = {item.key: item.mod_revision for item in items}
         for item in items:
@@ -194,6 +196,8 @@ class Durable:
                     controllers[name] = json.loads(item.value)
                 elif kind == "hosts":
                     hosts[name] = dict(json.loads(item.value))
+                elif kind == "revocations":
+                    revoked[name] = dict(json.loads(item.value))
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("ignored %s in %s: %s", item.key, self.location, exc)
         self.state.set_joined_hosts(hosts)
@@ -202,6 +206,7 @@ class Durable:
             self.state.faults = faults
             changed = True
         changed = self.state.set_controllers(controllers) or changed
+        changed = self.state.set_revoked(revoked) or changed
         if changed:
             self.state.version += 1
 
@@ -316,6 +321,13 @@ class Durable:
             else:
                 hosts[name] = dict(json.loads(event.value))
             self.state.set_joined_hosts(hosts)  # not in snapshots: no watcher needs waking
+        if kind == "revocations":
+            revoked = dict(self.state.revoked)
+            if event.value is None:
+                revoked.pop(name, None)  # the certificate has expired: nothing left to refuse
+            else:
+                revoked[name] = dict(json.loads(event.value))
+            return self.state.set_revoked(revoked)
         return False
 
     async def check_health(self) -> StoreHealth:
@@ -527,6 +539,24 @@ class Durable:
     async def certificates(self) -> list[dict[str, Any]]:
         items, _ = await self.store.range(self._key("certificates") + "/")
         return sorted((json.loads(i.value) for i in items), key=lambda c: c.get("issued_at", 0))
+
+    async def certificate(self, serial: str) -> dict[str, Any] | None:
+        found = await self.store.get(self._key("certificates", serial))
+        return dict(json.loads(found.value)) if found else None
+
+    async def revoke_certificates(self, records: list[dict[str, Any]]) -> None:
+        """Revocations (``serial``, ``not_after``, who, why), all in one transaction; each kept
+        until its certificate has expired for every clock of the mesh, then gone by its lease."""
+        from mesh.identity import CLOCK_SKEW
+
+        puts = []
+        for record in records:
+            ttl = max(60.0, float(record["not_after"]) - time.time() + CLOCK_SKEW.total_seconds())
+            lease = await self.store.grant(ttl)
+            value = json.dumps(record, sort_keys=True).encode()
+            puts.append(Put(self._key("revocations", str(record["serial"])), value, lease))
+        await self._commit(puts)
+        self.state.set_revoked({**self.state.revoked, **{str(r["serial"]): r for r in records}})
 
     # -- this controller, for the others and for the proxies ----------------------------
 

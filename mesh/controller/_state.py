@@ -97,6 +97,7 @@ class ControllerState:
     faults: dict[str, TemporaryFault] = field(default_factory=dict)  # by service
     controllers: dict[str, dict[str, Any]] = field(default_factory=dict)  # by address other hosts dial
     joined_hosts: dict[str, dict[str, Any]] = field(default_factory=dict)  # `mesh join` records, by host address
+    revoked: dict[str, dict[str, Any]] = field(default_factory=dict)  # `mesh ca revoke` records, by hex serial
     contacts: dict[str, HostContact] = field(default_factory=dict)  # by host address (not versioned)
 
     def _changed(self) -> None:
@@ -135,6 +136,14 @@ class ControllerState:
         if controllers == self.controllers:
             return False
         self.controllers = dict(controllers)
+        self._changed()
+        return True
+
+    def set_revoked(self, revoked: dict[str, dict[str, Any]]) -> bool:
+        """The revoked certificates in force (every proxy gets their serials in its snapshot)."""
+        if revoked == self.revoked:
+            return False
+        self.revoked = dict(revoked)
         self._changed()
         return True
 
@@ -265,6 +274,7 @@ class ControllerState:
             "policies": [p.to_dict() for p in config.policies],
             "faults": [f.to_dict() for f in self.faults.values()],
             "controllers": sorted(self.controllers),
+            "revoked": sorted(self.revoked),
         }
 
 

@@ -38,6 +38,7 @@ from mesh.identity._inspect import (
     parse_fingerprint,
     verify_chain,
 )
+from mesh.identity._revocation import CertificateRevoked, RevocationList, parse_serial, serial_text, serials_from
 from mesh.identity._server_certs import EDGE_ALPN, ServerCertificate, edge_server_context, read_server_certificate
 from mesh.identity._spiffe import (
     CONTROLLER_SERVICE,
@@ -51,12 +52,15 @@ from mesh.identity._spiffe import (
     validate_trust_domain,
 )
 from mesh.identity._tls import (
+    VerifiedPeer,
     bundle_client_context,
+    check_peer,
     check_peer_identity,
     client_context,
     handshake_failure_reason,
     peer_identity,
     server_context,
+    verified_peer,
 )
 
 __all__ = [
@@ -71,13 +75,17 @@ __all__ = [
     "RENEW_MIN_INTERVAL",
     "ROOT_LIFETIME",
     "CertificateAuthority",
+    "CertificateRevoked",
     "CredentialPaths",
     "InsecurePermissionsWarning",
+    "RevocationList",
+    "VerifiedPeer",
     "IssuedCredentials",
     "ServerCertificate",
     "SpiffeId",
     "cert_to_pem",
     "bundle_client_context",
+    "check_peer",
     "check_peer_identity",
     "client_context",
     "describe_certificate",
@@ -99,14 +107,18 @@ __all__ = [
     "mesh_ids",
     "operator_identity",
     "parse_fingerprint",
+    "parse_serial",
     "peer_identity",
     "read_server_certificate",
     "renew_at",
+    "serial_text",
+    "serials_from",
     "server_context",
     "service_identity",
     "spiffe_id_of",
     "trust_domain_of",
     "validate_name",
     "validate_trust_domain",
+    "verified_peer",
     "verify_chain",
 ]

@@ -18,6 +18,7 @@ import os
 import ssl
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,6 +27,7 @@ from cryptography import x509
 from mesh.errors import IdentityError
 from mesh.identity._certs import spiffe_id_of
 from mesh.identity._credentials import IssuedCredentials
+from mesh.identity._revocation import CertificateRevoked, RevocationList, serial_text
 from mesh.identity._spiffe import SpiffeId
 
 DEFAULT_ALPN: tuple[str, ...] = ("http/1.1",)
@@ -103,9 +105,19 @@ def _load_chain_and_key(context: ssl.SSLContext, creds: IssuedCredentials) -> No
 
 class MeshContext(ssl.SSLContext):
     """An ``SSLContext`` that knows its holder's trust domain: ``peer_identity`` refuses a
-    peer of any other, on every handshake made with it (None: a context without credentials)."""
+    peer of any other, on every handshake made with it (None: a context without credentials);
+    and, when it has one, the holder's list of revoked serials, which it refuses too."""
 
     trust_domain: str | None = None
+    revoked: RevocationList | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedPeer:
+    """Who the peer of a handshake is, and which certificate it proved it with."""
+
+    identity: SpiffeId
+    serial: int
 
 
 def _verifying_context(
@@ -131,10 +143,13 @@ def _verifying_context(
     return context
 
 
-def _base_context(protocol: int, creds: IssuedCredentials, alpn: Sequence[str]) -> MeshContext:
+def _base_context(
+    protocol: int, creds: IssuedCredentials, alpn: Sequence[str], revoked: RevocationList | None
+) -> MeshContext:
     context = _verifying_context(protocol, creds.bundle_pem, str(creds.identity), alpn)
     _load_chain_and_key(context, creds)
     context.trust_domain = creds.identity.trust_domain
+    context.revoked = revoked
     return context
 
 
@@ -144,26 +159,32 @@ def bundle_client_context(bundle_pem: bytes, alpn: Sequence[str]) -> ssl.SSLCont
     return _verifying_context(ssl.PROTOCOL_TLS_CLIENT, bundle_pem, "this mesh", alpn)
 
 
-def server_context(creds: IssuedCredentials, alpn: Sequence[str] = DEFAULT_ALPN) -> MeshContext:
-    """A context for accepting mTLS: the client must present a certificate from our bundle."""
-    return _base_context(ssl.PROTOCOL_TLS_SERVER, creds, alpn)
+def server_context(
+    creds: IssuedCredentials, alpn: Sequence[str] = DEFAULT_ALPN, revoked: RevocationList | None = None
+) -> MeshContext:
+    """A context for accepting mTLS: the client must present a certificate from our bundle
+    (and, with ``revoked``, one whose serial is not in it)."""
+    return _base_context(ssl.PROTOCOL_TLS_SERVER, creds, alpn, revoked)
 
 
-def client_context(creds: IssuedCredentials, alpn: Sequence[str] = DEFAULT_ALPN) -> MeshContext:
+def client_context(
+    creds: IssuedCredentials, alpn: Sequence[str] = DEFAULT_ALPN, revoked: RevocationList | None = None
+) -> MeshContext:
     """A context for connecting with mTLS: we present ``creds``; the server must present ours."""
-    return _base_context(ssl.PROTOCOL_TLS_CLIENT, creds, alpn)
+    return _base_context(ssl.PROTOCOL_TLS_CLIENT, creds, alpn, revoked)
 
 
 # ------------------------------------------------------------ peer identity
 
 
-def peer_identity(ssl_object: PeerCertSource) -> SpiffeId:
-    """The SPIFFE id of the verified peer certificate (IdentityError if there is none).
+def verified_peer(ssl_object: PeerCertSource) -> VerifiedPeer:
+    """The SPIFFE id and serial of the verified peer certificate (IdentityError if there is none).
 
     With a context made by ``server_context``/``client_context`` the id must be of
     the holder's own trust domain: the chain proves who signed the certificate,
     not that the signer's mesh is ours (a leaf for ``spiffe://other.test/...``
-    signed by our issuer verifies too).
+    signed by our issuer verifies too). With a ``RevocationList`` in the context,
+    a revoked serial raises ``CertificateRevoked``.
     """
     context = getattr(ssl_object, "context", None)
     # CERT_OPTIONAL still verifies a certificate the peer sends (a bad one aborts
@@ -177,26 +198,44 @@ def peer_identity(ssl_object: PeerCertSource) -> SpiffeId:
     der = ssl_object.getpeercert(binary_form=True)
     if not der:
         raise IdentityError("the peer presented no certificate", hint="the peer must use mesh mTLS")
-    identity = spiffe_id_of(x509.load_der_x509_certificate(der))
+    certificate = x509.load_der_x509_certificate(der)
+    identity = spiffe_id_of(certificate)
     ours = getattr(context, "trust_domain", None)
     if ours is not None and identity.trust_domain != ours:
         raise IdentityError(
             f"the peer presented {identity}, which is not of this mesh's trust domain {ours}",
             hint="only identities of the mesh's own trust domain are accepted, whoever signed them",
         )
-    return identity
+    serial = certificate.serial_number
+    revoked = getattr(context, "revoked", None)
+    if revoked is not None and serial in revoked.serials:
+        raise CertificateRevoked(
+            f"the peer presented {identity} with certificate {serial_text(serial)}, which an operator revoked",
+            hint="`mesh ca issued` shows the revocation; the peer needs a new certificate (restart it)",
+        )
+    return VerifiedPeer(identity, serial)
+
+
+def peer_identity(ssl_object: PeerCertSource) -> SpiffeId:
+    """The SPIFFE id of the verified peer certificate (see ``verified_peer``)."""
+    return verified_peer(ssl_object).identity
+
+
+def check_peer(ssl_object: PeerCertSource, expected: SpiffeId | str) -> VerifiedPeer:
+    """The verified peer if its id is ``expected``; IdentityError naming both otherwise."""
+    wanted = expected if isinstance(expected, SpiffeId) else SpiffeId.parse(expected)
+    peer = verified_peer(ssl_object)
+    if peer.identity != wanted:
+        raise IdentityError(
+            f"peer presented {peer.identity}, expected {wanted}",
+            hint="discovery points at the wrong endpoint, or the peer runs with another identity",
+        )
+    return peer
 
 
 def check_peer_identity(ssl_object: PeerCertSource, expected: SpiffeId | str) -> SpiffeId:
     """The peer's SPIFFE id if it is ``expected``; IdentityError naming both otherwise."""
-    wanted = expected if isinstance(expected, SpiffeId) else SpiffeId.parse(expected)
-    actual = peer_identity(ssl_object)
-    if actual != wanted:
-        raise IdentityError(
-            f"peer presented {actual}, expected {wanted}",
-            hint="discovery points at the wrong endpoint, or the peer runs with another identity",
-        )
-    return actual
+    return check_peer(ssl_object, expected).identity
 
 
 # ------------------------------------------------------------ failure reasons

@@ -112,10 +112,14 @@ class Failure(Exception):
 
 
 class ConnectFailure(Failure):
-    """Opening a connection (or a stream) to the endpoint failed: nothing of the request was sent."""
+    """Opening a connection (or a stream) to the endpoint failed: nothing of the request was sent.
 
-    def __init__(self, reason: Reason, message: str) -> None:
+    ``ours``: this proxy cannot connect to any endpoint (its own certificate was revoked): no
+    endpoint is to blame or ejected, and no other is tried."""
+
+    def __init__(self, reason: Reason, message: str, ours: bool = False) -> None:
         super().__init__(reason, 502, message)
+        self.ours = ours
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,8 +367,10 @@ class AttemptPlan:
     def may_retry(self) -> bool:
         return self._retries_left > 0
 
-    def connect_failed(self) -> Step:
+    def connect_failed(self, failure: ConnectFailure | None = None) -> Step:
         """No connection (or stream) to ``current``: nothing was sent."""
+        if failure is not None and failure.ours:
+            return GiveUp()
         step = self._retry(None)
         if isinstance(step, GiveUp) and not self._failed_over:
             other = self.router.failover_to(self.current)

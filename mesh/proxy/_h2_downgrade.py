@@ -71,7 +71,7 @@ async def forward_http1(exchange: _StreamExchange, decision: Forward, pool: Conn
             try:
                 upstream = await pool.acquire(current.key)
             except ConnectFailure as failure:
-                if isinstance(plan.connect_failed(), GiveUp):
+                if isinstance(plan.connect_failed(failure), GiveUp):
                     await exchange.fail(failure)
                     return
                 continue

@@ -517,7 +517,7 @@ class _StreamExchange:
                     with trio.CancelScope(deadline=deadline) as connecting:
                         upstream = await self.conn.pool.get(current.key, avoid=avoid)
                 except ConnectFailure as failure:
-                    if isinstance(plan.connect_failed(), GiveUp):
+                    if isinstance(plan.connect_failed(failure), GiveUp):
                         await self.fail(failure)
                         return
                     continue

@@ -287,8 +287,8 @@ class HttpProxyConnection:
                 head_bytes = self._request_head_bytes(head, current)
                 try:
                     upstream = await self.pool.acquire(current.key)
-                except ConnectFailure:
-                    if isinstance(plan.connect_failed(), GiveUp):
+                except ConnectFailure as failure:
+                    if isinstance(plan.connect_failed(failure), GiveUp):
                         raise
                     continue
                 upstream.reader.expect(head.method)

@@ -56,6 +56,10 @@ class ProxyMetrics:
             "mTLS handshakes refused (inbound: a caller; outbound: a peer), or the identity check after them.",
             ("direction", "reason"),
         )
+        self.revoked_closed = registry.counter(
+            "revoked_connections_closed_total",
+            "Open mTLS connections closed because the peer's certificate (or this proxy's) was revoked.",
+        )
         self.controller_connected = registry.gauge(
             "controller_connected", "1 while the proxy holds a watch on the controller."
         )

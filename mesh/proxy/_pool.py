@@ -31,13 +31,21 @@ class ContextProvider(Protocol):
     def refused(self, reason: str) -> None:
         """A handshake with a peer, or the identity check after it, failed for ``reason``."""
 
+    def connected(self, serial: int, stream: trio.abc.Stream) -> None:
+        """A handshake with the peer whose certificate has ``serial`` succeeded over ``stream``."""
+
 
 async def open_upstream(
     key: UpstreamKey, contexts: ContextProvider | None, timeout: float
 ) -> trio.abc.Stream:
-    """Connect (and for mTLS: handshake and check the peer's identity)."""
-    from mesh.identity import check_peer_identity, handshake_failure_reason
+    """Connect (and for mTLS: handshake and check the peer's identity and that it is not revoked)."""
+    from mesh.identity import check_peer, handshake_failure_reason, verified_peer
 
+    context: ssl.SSLContext | None = None
+    if key.alpn is not None:
+        if contexts is None:
+            raise ConnectFailure(Reason.TLS_FAILED, "this proxy has no identity to call peers with")
+        context = contexts(key.alpn)  # raises ConnectFailure when this proxy may not call (revoked)
     try:
         with trio.fail_after(timeout):
             stream: trio.abc.Stream = FastSocketStream.adopt(await trio.open_tcp_stream(key.host, key.port))
@@ -47,17 +55,16 @@ async def open_upstream(
         ) from None
     except OSError as exc:
         raise ConnectFailure(Reason.CONNECT_FAILED, f"cannot connect to {key.address}: {_os_reason(exc)}") from None
-    if key.alpn is None:
+    if context is None or contexts is None:
         return stream
-    if contexts is None:
-        await stream.aclose()
-        raise ConnectFailure(Reason.TLS_FAILED, "this proxy has no identity to call peers with")
-    tls = TLSStream(stream, contexts(key.alpn), server_side=False)
+    tls = TLSStream(stream, context, server_side=False)
     try:
         with trio.fail_after(timeout):
             await tls.do_handshake()
         if key.identity is not None:
-            check_peer_identity(tls, key.identity)  # type: ignore[arg-type]
+            peer = check_peer(tls, key.identity)  # type: ignore[arg-type]
+        else:
+            peer = verified_peer(tls)  # type: ignore[arg-type]
     except trio.TooSlowError:
         await _abort(tls)
         contexts.refused("timeout")
@@ -75,6 +82,7 @@ async def open_upstream(
         log.warning("TLS handshake with %s failed: %s", key.address, reason)
         contexts.refused(reason)
         raise ConnectFailure(Reason.TLS_FAILED, f"TLS handshake with {key.address} failed: {reason}") from None
+    contexts.connected(peer.serial, stream)
     return tls
 
 

@@ -43,6 +43,7 @@ from mesh.proxy._h2_server import H2ProxyConnection
 from mesh.proxy._h2_upstream import H2Pool
 from mesh.net import ALPN_ADMIN, ALPN_H2, ALPN_HTTP1, ALPN_TCP, FastSocketStream, TLSStream, receive_or_eof, relay_bytes
 from mesh.proxy._pool import ConnectionPool, open_upstream
+from mesh.proxy._revocation import PeerConnections
 from mesh.proxy._routing import InboundRouter, OutboundRouter, declared_protocol, tcp_key_for
 from mesh.proxy.protocol.detect import Mode, Protocol, detect, listener_mode
 from mesh.telemetry import TapHub
@@ -79,14 +80,19 @@ class ProxySettings:
 class Identity:
     """The proxy's current credentials and the TLS contexts built from them."""
 
-    def __init__(self, creds: Any, received_at: datetime | None = None) -> None:
-        from mesh.identity import client_context, server_context
+    def __init__(self, creds: Any, received_at: datetime | None = None, revoked: Any = None) -> None:
+        from mesh.identity import RevocationList, client_context, server_context
 
         self.creds = creds
+        self.serial: int = creds.leaf.serial_number
         # When the certificate arrived, by our clock: renewal counts its lifetime from here.
         self.received_at = received_at or datetime.now(timezone.utc)
-        self.server = server_context(creds, alpn=(ALPN_HTTP1, ALPN_TCP, ALPN_H2, ALPN_ADMIN))
-        self._clients = {alpn: client_context(creds, alpn=(alpn,)) for alpn in (ALPN_HTTP1, ALPN_TCP, ALPN_H2)}
+        # One list for every context, kept across renewals: the controller's snapshots replace it.
+        self.revoked = revoked if revoked is not None else RevocationList()
+        self.server = server_context(creds, alpn=(ALPN_HTTP1, ALPN_TCP, ALPN_H2, ALPN_ADMIN), revoked=self.revoked)
+        self._clients = {
+            alpn: client_context(creds, alpn=(alpn,), revoked=self.revoked) for alpn in (ALPN_HTTP1, ALPN_TCP, ALPN_H2)
+        }
 
     def client(self, alpn: str) -> ssl.SSLContext:
         return self._clients[alpn]
@@ -104,10 +110,23 @@ class PeerTLS:
         self._proxy = proxy
 
     def __call__(self, alpn: str) -> ssl.SSLContext:
-        return self._proxy.identity.client(alpn)
+        identity = self._proxy.identity
+        if identity.serial in identity.revoked:
+            # Every peer would refuse it after the handshake; say why here, before a connection is made.
+            raise ConnectFailure(
+                Reason.TLS_FAILED,
+                f"this proxy's certificate ({identity.creds.identity}, {identity.serial:x}) was revoked by an "
+                "operator: peers refuse it; restart the service for a new certificate",
+                ours=True,
+            )
+        return identity.client(alpn)
 
     def refused(self, reason: str) -> None:
         self._proxy.metrics.tls_failures.labels("outbound", _reason_label(reason)).inc()
+
+    def connected(self, serial: int, stream: trio.abc.Stream) -> None:
+        """A peer's handshake succeeded: its connection is cut if its certificate is revoked later."""
+        self._proxy.peers.track(serial, getattr(stream, "socket", None))
 
 
 @dataclass
@@ -145,6 +164,7 @@ class Proxy:
         self.metrics.cert_expiry.set_function(lambda: self.identity.creds.not_after.timestamp())
         self.balancer = Balancer()
         self.policy = PolicyState(identity.trust_domain)
+        self.peers = PeerConnections()  # open mTLS connections by peer serial, cut when revoked
         base = os.environ.get("MESH_OUTLIER_EJECTION_SECONDS")  # tuning knob (tests shorten it)
         if base:
             self.policy.outliers.base = float(base)
@@ -187,11 +207,37 @@ class Proxy:
 
     def set_credentials(self, creds: Any, received_at: datetime | None = None) -> None:
         """Swap in a renewed certificate: new connections use it, open ones keep theirs."""
-        self.identity = Identity(creds, received_at)
+        self.identity = Identity(creds, received_at, self.identity.revoked)
+
+    def apply_revocations(self, listed: Any) -> None:
+        """The revoked serials of a snapshot: refused at every handshake from now on, and the
+        open connections of newly revoked peers cut at once (docs/security.md, Revocation)."""
+        from mesh.identity import serials_from
+
+        identity = self.identity
+        added = identity.revoked.replace(serials_from(listed))
+        if not added:
+            return
+        if identity.serial in added:
+            log.error(
+                "this proxy's certificate (%s, %x) was revoked by an operator: every peer refuses it and the "
+                "controller renews it no more; restart the service for a new certificate",
+                identity.creds.identity,
+                identity.serial,
+            )
+            cut = self.peers.cut_all()
+        else:
+            cut = self.peers.cut(added)
+        log.warning(
+            "%d certificate(s) revoked (%s): closed %d open connection(s) with them",
+            len(added), ", ".join(f"{serial:x}" for serial in sorted(added)), cut,
+        )
+        self.metrics.revoked_closed.inc(cut)
 
     def apply_policy_snapshot(self, snapshot: dict[str, Any]) -> None:
         from mesh.errors import ConfigError
 
+        self.apply_revocations(snapshot.get("revoked"))
         try:
             self.policy.update(snapshot)
         except (ConfigError, ValueError) as exc:  # the controller validated it; be safe anyway
@@ -311,14 +357,15 @@ class Proxy:
     # -- connection handlers -----------------------------------------------
 
     async def _serve_inbound(self, tcp: FastSocketStream) -> None:
-        from mesh.identity import handshake_failure_reason, peer_identity
+        from mesh.identity import handshake_failure_reason, verified_peer
 
         metrics = self.metrics
         tls = TLSStream(tcp, self.identity.server, server_side=True)
         try:
             with trio.fail_after(self.settings.timeouts.head_timeout):
                 await tls.do_handshake()
-            caller = peer_identity(tls)  # type: ignore[arg-type]
+            peer = verified_peer(tls)  # type: ignore[arg-type]
+            caller = peer.identity
         except trio.TooSlowError:
             metrics.tls_failures.labels("inbound", "timeout").inc()
             await _close(tcp)
@@ -329,6 +376,7 @@ class Proxy:
             log.warning("inbound: refused a connection from %s: %s", _peer(tcp), reason)
             await _close(tcp)
             return
+        self.peers.track(peer.serial, tcp.socket)
         if tls.selected_alpn_protocol() == ALPN_ADMIN:  # the controller, operators, hosts; never app traffic
             await self._serve_admin_over_mtls(tls, caller)
             return
@@ -689,6 +737,7 @@ def _peer(stream: FastSocketStream) -> str:
 
 # Substrings of handshake_failure_reason's lines → the `reason` label of tls_handshake_failures_total.
 _REASON_LABELS = (
+    ("revoked", "revoked"),
     ("timeout", "timeout"),
     ("trust domain", "trust-domain"),
     ("expired", "expired"),

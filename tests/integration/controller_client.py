@@ -36,3 +36,73 @@ def renew_as(home_path: Path, holder: str, asks_for: str, extra: dict[str, Any] 
         return response.status, response.body
 
     return trio.run(main)
+
+
+
+def signed_by_controller(home_path: Path, service: str) -> Any:
+    """Credentials for ``service`` signed by the running controller with the join token (as a new
+    proxy gets them): a key the test holds, as a thief would."""
+
+    async def main() -> Any:
+        from mesh.discovery import controller_from_home
+        from mesh.proxy._control import request_certificate
+
+        controller = controller_from_home(MeshHome(home_path))
+        assert controller is not None
+        token = (home_path / "join-token").read_text().strip()
+        return await request_certificate(controller, service, token=token, current=None)
+
+    return trio.run(main)
+
+
+
+class MtlsConnection:
+    """One keep-alive mTLS connection to a proxy's inbound port with ``creds`` (a caller's view)."""
+
+    def __init__(self, creds: Any, port: int) -> None:
+        import socket
+
+        from mesh.identity import client_context
+
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.tls = client_context(creds, alpn=("http/1.1",)).wrap_socket(raw)
+
+    def get(self) -> str:
+        """The status line of ``GET /``, or how the connection ended ("closed…")."""
+        try:
+            self.tls.sendall(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")
+            answer = self.tls.recv(65536)
+        except OSError as exc:  # ssl.SSLError is an OSError
+            return f"closed: {exc}"
+        return answer.split(b"\r\n", 1)[0].decode() if answer else "closed"
+
+    def ended(self, timeout: float) -> bool:
+        """Whether the peer ends the connection within ``timeout`` seconds, unasked."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                self.tls.settimeout(left)
+                if self.tls.recv(65536) == b"":  # else the rest of the last answer: read on
+                    return True
+        except TimeoutError:
+            return False
+        except OSError:
+            return True
+        return False
+
+    def close(self) -> None:
+        self.tls.close()
+
+
+def mtls_request(creds: Any, port: int) -> str:
+    """A GET on a new mTLS connection: its status line, or how the connection ended."""
+    try:
+        connection = MtlsConnection(creds, port)
+    except OSError as exc:
+        return f"closed: {exc}"
+    try:
+        return connection.get()
+    finally:
+        connection.close()

@@ -122,9 +122,11 @@ def https(edge: Edge, host: str, path: str = "/", *args: str, port: int | None =
 
 
 def s_client(port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    # errors="replace": when the gateway's HTTP/2 SETTINGS arrive before s_client quits, it prints
+    # them raw (binary, e.g. 0x7fffffff window sizes); only the text around them is read.
     return subprocess.run(
         ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", *args],
-        input="", capture_output=True, text=True, timeout=30,
+        input="", capture_output=True, text=True, errors="replace", timeout=30,
     )  # fmt: skip
 
 

@@ -212,6 +212,7 @@ def store_checkers(ctx: CheckContext) -> list[Checker]:
     checkers = [
         Checker(STORE, "the store takes writes (else the controllers are read-only)", lambda: rules.store_writable(health)),
         Checker(STORE, "the controllers that share the store", lambda: rules.store_controllers(health)),
+        Checker(STORE, "revoked certificates in force (`mesh ca revoke`)", lambda: _revocations(ctx)),
     ]
     if health.get("backend") == "etcd":
         checkers += [
@@ -220,6 +221,11 @@ def store_checkers(ctx: CheckContext) -> list[Checker]:
             Checker(STORE, "round-trip time to etcd is under 100 ms", lambda: rules.store_rtt(health)),
         ]
     return checkers
+
+
+def _revocations(ctx: CheckContext) -> CheckResult:
+    response = ctx.request("GET", "/v1/revocations")
+    return rules.revocations(response.status, response.body)
 
 
 # -- discovery -----------------------------------------------------------------------

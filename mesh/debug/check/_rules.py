@@ -719,3 +719,19 @@ def store_controllers(health: Mapping[str, Any]) -> CheckResult:
             )
         return CheckResult.ok(f"{this} is the mesh's controller (the embedded store serves one controller)")
     return CheckResult.ok(f"{this} and {len(others)} other controller(s) serve the mesh: {', '.join(others)}")
+
+
+def revocations(status: int, body: Any) -> CheckResult:
+    """The certificates revoked and not yet expired (`mesh ca revoke`): every proxy refuses them."""
+    if status != 200 or not isinstance(body, Mapping):
+        error = body.get("error") if isinstance(body, Mapping) else body
+        return CheckResult.warn(f"GET /v1/revocations answered {status}: {error}", "a controller older than this CLI?")
+    items = [r for r in body.get("revocations") or [] if isinstance(r, Mapping)]
+    if not items:
+        return CheckResult.ok("no certificate is revoked")
+    shown = ", ".join(
+        f"{str(r.get('serial'))[:12]}… of {r.get('identity')}" + (f" ({r['reason']})" if r.get("reason") else "")
+        for r in items[:3]
+    )
+    more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+    return CheckResult.ok(f"{len(items)} revoked certificate(s) in force, refused by every proxy: {shown}{more}")

@@ -369,3 +369,21 @@ def test_proxy_watching_another_controller_is_current_by_config_version() -> Non
     assert check(7).status is Status.OK and "via the controller at 127.0.0.1:5190" in check(7).message
     behind = check(8)
     assert behind.status is Status.WARN and "config version 7 from the controller at 127.0.0.1:5190" in behind.message
+
+
+def test_revocations_in_force() -> None:
+    from mesh.debug.check._rules import revocations
+
+    assert revocations(200, {"revocations": []}).message == "no certificate is revoked"
+    listed = [
+        {"serial": f"{n:040x}", "identity": f"spiffe://td/svc/s{n}", "reason": "leaked" if n == 1 else ""}
+        for n in range(1, 6)
+    ]
+    result = revocations(200, {"revocations": listed})
+    assert result.status.name == "OK"
+    assert result.message == (
+        "5 revoked certificate(s) in force, refused by every proxy: 000000000000… of spiffe://td/svc/s1 (leaked), "
+        "000000000000… of spiffe://td/svc/s2, 000000000000… of spiffe://td/svc/s3 and 2 more"
+    )
+    old = revocations(404, {"error": "no such endpoint: /v1/revocations"})
+    assert old.status.name == "WARN" and "answered 404: no such endpoint" in old.message

@@ -367,3 +367,38 @@ def test_refused_client_learns_why_from_the_alert(
     server, client = socket_handshake(serving, client_context(foreign))
     assert "not issued by this mesh's CA" in server.reason
     assert "does not trust our certificate's CA" in client.reason
+
+
+async def test_a_revoked_peer_is_refused_both_ways_and_others_still_pass(ca: CertificateAuthority) -> None:
+    """The holder's RevocationList is looked up after every handshake, by server and client alike."""
+    from mesh.identity import CertificateRevoked, RevocationList, parse_serial, serial_text, serials_from
+
+    revoked_creds, other_creds = ca.issue(RATINGS), ca.issue(RATINGS)
+    revoked_serial = revoked_creds.leaf.serial_number
+    revoked = RevocationList()
+    assert revoked.replace(serials_from([serial_text(revoked_serial), "not a serial", 7])) == {revoked_serial}
+    assert revoked.replace([revoked_serial]) == frozenset()  # nothing new
+
+    server, _ = await handshake(server_context(ca.issue(REVIEWS), revoked=revoked), client_context(revoked_creds))
+    assert isinstance(server.error, CertificateRevoked)
+    assert server.reason == (
+        f"the peer presented {RATINGS} with certificate {serial_text(revoked_serial)}, which an operator revoked"
+    )
+    server, _ = await handshake(server_context(ca.issue(REVIEWS), revoked=revoked), client_context(other_creds))
+    assert server.error is None and server.result == RATINGS
+
+    _, client = await handshake(
+        server_context(revoked_creds),
+        client_context(ca.issue(REVIEWS), revoked=revoked),
+        lambda tls: check_peer_identity(tls, RATINGS),
+    )
+    assert isinstance(client.error, CertificateRevoked)
+    assert parse_serial(f"0x{revoked_serial:X}") == parse_serial(":".join(f"{b:02X}" for b in revoked_serial.to_bytes(20, "big")).lstrip("0:")) == revoked_serial
+
+
+@pytest.mark.parametrize("text", ["", "zz", "0", "-1", "f" * 41])
+def test_bad_serials_are_refused(text: str) -> None:
+    from mesh.identity import parse_serial
+
+    with pytest.raises(IdentityError):
+        parse_serial(text)
