@@ -166,9 +166,10 @@ class HttpProxyConnection:
                     return None
                 timer.arm(trio.current_time() + self.timeouts.idle_timeout, Wait.IDLE)
                 data = await client.receive_bytes()
-                deadline = trio.current_time() + self.timeouts.head_timeout
+                # A head that is still partial gets its deadline when the loop comes round, with no
+                # wait in between: from this first byte.
             else:
-                if deadline is None:  # a partial head arrived with the previous request
+                if deadline is None:  # a partial head (with the previous request, or just begun)
                     deadline = trio.current_time() + self.timeouts.head_timeout
                 timer.arm(deadline, Wait.HEAD)
                 data = await client.receive_bytes()
