@@ -83,11 +83,14 @@ class TLSStream(trio.abc.Stream):
             raise trio.ClosedResourceError("the TLS stream is closed")
         limit = max_bytes or RECEIVE_SIZE
         obj = self._obj
+        incoming = self._incoming
         while True:
             chunks: list[bytes] = []
             total = 0
             try:
-                while total < limit:
+                # Read only while there is something to decrypt: asking OpenSSL for more than it
+                # has costs an SSLWantReadError (an exception per read, twice per proxied request).
+                while total < limit and (incoming.pending or obj.pending() or incoming.eof):
                     chunk = obj.read(limit - total)
                     if not chunk:
                         break
