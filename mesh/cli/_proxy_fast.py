@@ -58,6 +58,7 @@ OPTIONS: dict[str, tuple[str, Kind]] = {
     "--advertise": ("advertise", "str"),
     "--protocol": ("protocol", "str"),
     "--log-level": ("log_level", "str"),
+    "--workers": ("workers", "str"),
 }
 
 # The defaults of mesh.cli.proxy.proxy (service and app are required).
@@ -85,6 +86,7 @@ DEFAULTS: dict[str, Any] = {
     "advertise": None,
     "protocol": "auto",
     "log_level": "info",
+    "workers": "1",
 }
 
 REQUIRED = ("service", "app")
@@ -240,13 +242,14 @@ def start_proxy(
     advertise: str | None,
     protocol: str,
     log_level: str,
-) -> None:
+    workers: str = "1",
+) -> int | None:
     """Run the sidecar in the foreground: the body of `mesh proxy`, whichever parser ran."""
     from mesh._logging import setup_logging
     from mesh.proxy._main import ProxyOptions, run_proxy_command
 
     setup_logging(f"proxy {service}", debug=debug, level=log_level)
-    run_proxy_command(
+    return run_proxy_command(
         ProxyOptions(
             home=home,
             service=service,
@@ -272,5 +275,6 @@ def start_proxy(
             interfaces=("all",) if lan else tuple(interface or ("127.0.0.1",)),
             advertise=advertise,
             protocol=protocol,
+            workers=workers,
         )
     )

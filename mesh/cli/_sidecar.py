@@ -123,7 +123,8 @@ def start_gateway(
     interfaces: tuple[str, ...],
     endpoints: Path | None,
     protocol: str = "http",
-) -> None:
+    workers: int = 1,
+) -> int | None:
     """The body of `mesh gateway`, whichever process runs it."""
     from dataclasses import replace
 
@@ -152,11 +153,14 @@ def start_gateway(
     listener = _main.parse_listen_address(listen, "--listen", allow_any_port=True)
     settings = replace(base, app=None, upstreams={to: listener})
 
-    async def main() -> None:
-        proxy = await _main.build_proxy(options, settings)  # never advertised: app_ready stays unset
-        await proxy.run()
+    def run_one(settings: Any, worker: int) -> None:
+        async def main() -> None:
+            proxy = await _main.build_proxy(options, settings)  # never advertised: app_ready stays unset
+            await proxy.run()
 
-    trio.run(main)
+        trio.run(main)
+
+    return _main.run_in_workers(workers, settings, run_one)
 
 
 BODIES: dict[str, Callable[..., int | None]] = {"inject": start_inject, "gateway": start_gateway}

@@ -39,6 +39,9 @@ def gateway(
             "The gateway is HTTP only: never a raw TCP relay.",
         ),
     ] = "http",
+    workers: Annotated[
+        str, typer.Option(help="Processes sharing the listener (SO_REUSEPORT), one per CPU at most (docs/performance.md).")
+    ] = "1",
 ) -> None:
     """Accept plain HTTP at the edge and send it, over mTLS, to a mesh service: observed like every other hop."""
     from mesh.cli._sidecar import hand_over
@@ -67,6 +70,7 @@ def gateway(
             "interfaces": zeroconf_interfaces(lan, interface),
             "endpoints": endpoints,
             "protocol": protocol,
+            "workers": workers,
         },
     )
 

@@ -50,6 +50,9 @@ def proxy(
     advertise: Advertise = None,
     protocol: AppProtocol = "auto",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    workers: Annotated[
+        str, typer.Option(help="Processes sharing the listeners (SO_REUSEPORT), one per CPU at most (docs/performance.md).")
+    ] = "1",
 ) -> None:
     """Run the sidecar proxy: inbound mTLS → app, app → outbound mTLS to peers."""
     from mesh.cli._proxy_fast import start_proxy
@@ -85,6 +88,7 @@ def proxy(
         advertise=advertise,
         protocol=protocol,
         log_level=log_level,
+        workers=workers,
     )
 
 
