@@ -1,6 +1,6 @@
 """A/B of the proxy's cost: the same loads through proxy pairs built from different checkouts.
 
-    scripts/bench_ab before=/path/to/worktree-a after=/path/to/worktree-b [--mode http1|http2|hey]
+    scripts/bench_ab before=/path/to/worktree-a after=/path/to/worktree-b [--mode http1|http2|hey|grpc]
                      [--rounds 4] [--duration 4]
 
 Each NAME=CHECKOUT gets its own MESH_HOME (`mesh ca init`), an inbound proxy `web` in front of
@@ -12,7 +12,8 @@ disturbs both alike. Printed per load: requests/s, CPU µs per request of the ou
 inbound proxy (utime + stime from /proc), their system-time share, and the CPU that everything
 else on the machine used; then the medians.
 
-Loads: http1 = wrk -t1 -c16; hey = hey -c16 -q32 (p50/p99 too); http2 = h2load -t1 -c4 -m16.
+Loads: http1 = wrk -t1 -c16; hey = hey -c16 -q32 (p50/p99 too); http2 = h2load -t1 -c4 -m16;
+grpc = scripts/grpc_load.py (unary 1 KiB, 16 in flight) to a grpcio echo server behind `webgrpc`.
 Traffic stays on 127.0.0.1; every process started is stopped at the end. docs/performance.md.
 """
 
@@ -124,7 +125,24 @@ http {{ access_log off; {temps}
     return port, port_h2
 
 
-def start_variant(run: Run, name: str, checkout: Path, app: tuple[int, int], env: dict[str, str]) -> dict[str, object]:
+GRPC_LOAD = Path(__file__).resolve().parent / "grpc_load.py"
+
+
+def start_grpc_app(run: Run, env: dict[str, str]) -> int:
+    port = free_port()
+    run.start([sys.executable, str(GRPC_LOAD), "serve", str(port)], run.tmp / "grpc-app.log", env)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return port
+        except OSError:
+            if time.monotonic() > deadline:
+                sys.exit("bench_ab: the grpc echo server did not listen")
+            time.sleep(0.05)
+
+
+def start_variant(run: Run, name: str, checkout: Path, app: tuple[int, int, int], env: dict[str, str]) -> dict[str, object]:
     home = run.tmp / name
     home.mkdir()
     python = str(checkout / ".venv" / "bin" / "python")
@@ -143,21 +161,27 @@ def start_variant(run: Run, name: str, checkout: Path, app: tuple[int, int], env
 
     web, (web_in, _) = proxy("web", ["--service", "web", "--app", f"127.0.0.1:{app[0]}"])
     web_h2, (web_h2_in, _) = proxy("webh2", ["--service", "webh2", "--app", f"127.0.0.1:{app[1]}"])
+    entries = [("web", web_in), ("webh2", web_h2_in)]
+    web_grpc = None
+    if app[2]:
+        web_grpc, (web_grpc_in, _) = proxy("webgrpc", ["--service", "webgrpc", "--app", f"127.0.0.1:{app[2]}"])
+        entries.append(("webgrpc", web_grpc_in))
     endpoints = home / "endpoints.toml"
-    endpoints.write_text(f'[[endpoint]]\nservice = "web"\naddress = "127.0.0.1:{web_in}"\n\n'
-                         f'[[endpoint]]\nservice = "webh2"\naddress = "127.0.0.1:{web_h2_in}"\n')
+    endpoints.write_text("".join(f'[[endpoint]]\nservice = "{svc}"\naddress = "127.0.0.1:{port}"\n\n' for svc, port in entries))
     client, (_, outbound) = proxy("client", ["--service", "client", "--app", "127.0.0.1:1", "--endpoints", str(endpoints)])
-    return {"client": client, "web": web, "webh2": web_h2, "port": outbound}
+    return {"client": client, "web": web, "webh2": web_h2, "webgrpc": web_grpc, "port": outbound}
 
 
 def load(mode: str, variant: dict[str, object], seconds: float, env: dict[str, str]) -> dict[str, object]:
     port = variant["port"]
-    inner = variant["webh2" if mode == "http2" else "web"]
+    inner = variant[{"http2": "webh2", "grpc": "webgrpc"}.get(mode, "web")]
     client = variant["client"]
     if mode == "http1":
         cmd = ["wrk", "-t1", "-c16", f"-d{seconds:g}s", "-H", "Host: web", f"http://127.0.0.1:{port}/"]
     elif mode == "hey":
         cmd = ["hey", "-z", f"{seconds:g}s", "-c", "16", "-q", "32", "-host", "web", f"http://127.0.0.1:{port}/"]
+    elif mode == "grpc":
+        cmd = [sys.executable, str(GRPC_LOAD), "load", str(port), "webgrpc", f"{seconds:g}", "16", "1024"]
     else:
         cmd = ["h2load", "-t1", "-c4", "-m16", "-D", f"{seconds:g}", "-H", ":authority: webh2", f"http://127.0.0.1:{port}/"]
     pids = [client.pid, inner.pid]  # type: ignore[attr-defined]
@@ -179,6 +203,11 @@ def load(mode: str, variant: dict[str, object], seconds: float, env: dict[str, s
         for pct in ("50", "99"):
             m = re.search(rf"{pct}% in ([\d.]+) secs", out)
             result[f"p{pct}_ms"] = float(m.group(1)) * 1000 if m else None
+    elif mode == "grpc":
+        found = None
+        report = json.loads(out.strip().splitlines()[-1])
+        result["requests"], result["errors"] = report["calls"], bool(report["errors"])
+        result["p50_ms"], result["p99_ms"] = report["p50_ms"], report["p99_ms"]
     else:
         found = re.search(r"(\d+) succeeded, (\d+) failed", out)
         result["errors"] = bool(found and found.group(2) != "0")
@@ -199,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="scripts/bench_ab", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("variants", nargs="+", metavar="NAME=CHECKOUT")
-    ap.add_argument("--mode", choices=("http1", "http2", "hey"), default="http1")
+    ap.add_argument("--mode", choices=("http1", "http2", "hey", "grpc"), default="http1")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--duration", type=float, default=4.0, metavar="SECONDS")
     args = ap.parse_args(argv)
@@ -210,15 +239,16 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not name or not (checkout / ".venv" / "bin" / "python").exists():
             ap.error(f"{spec!r}: expected NAME=CHECKOUT, a checkout with its .venv (./install.sh)")
         variants[name] = checkout
-    tools = {"http1": "wrk", "hey": "hey", "http2": "h2load"}
-    if shutil.which(tools[args.mode]) is None:
-        ap.error(f"{tools[args.mode]} is not installed (apt-get install wrk hey nghttp2-client nginx)")
+    needed = ["nginx", *{"http1": ["wrk"], "hey": ["hey"], "http2": ["h2load"], "grpc": []}[args.mode]]
+    missing = [tool for tool in needed if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists()]
+    if missing:
+        ap.error(f"{', '.join(missing)} not installed (apt-get install nginx wrk hey nghttp2-client)")
     env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
     run = Run(Path(tempfile.mkdtemp(prefix="mesh-bench-ab-")))
     (run.tmp / "launch.py").write_text(LAUNCHER)
     results: dict[str, list[dict[str, object]]] = {name: [] for name in variants}
     try:
-        app = start_app(run, env)
+        app = (*start_app(run, env), start_grpc_app(run, env) if args.mode == "grpc" else 0)
         started = {name: start_variant(run, name, checkout, app, env) for name, checkout in variants.items()}
         for variant in started.values():
             load(args.mode, variant, 1, env)  # warm-up: pools filled, code paths hot
@@ -228,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                 r = load(args.mode, started[name], args.duration, env)
                 results[name].append(r)
                 us = r["us_per_request"]
-                latency = f"  p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms" if args.mode == "hey" else ""
+                latency = f"  p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms" if args.mode in ("hey", "grpc") else ""
                 print(f"{name:>10} round {rnd + 1}: {r['rps']:8.0f} req/s  CPU us/req out {us[0]:6.1f} in {us[1]:6.1f}"  # type: ignore[index]
                       f"  sys {r['sys_share'][0]:.0%}/{r['sys_share'][1]:.0%}{latency}"  # type: ignore[index]
                       f"  (others {r['others_cpus']:.2f} CPUs){' ERRORS' if r['errors'] else ''}", flush=True)
