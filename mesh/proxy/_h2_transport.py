@@ -23,6 +23,7 @@ from h2.errors import ErrorCodes
 from h2.stream import StreamClosedBy
 
 from mesh.net import receive_or_eof
+from mesh.proxy._h2_encoder import ProxyEncoder
 
 MAX_CONCURRENT_STREAMS = 100
 MAX_HEADER_LIST_SIZE = 64 * 1024
@@ -175,6 +176,7 @@ class H2Endpoint:
 
     def __init__(self, stream: trio.abc.Stream, conn: Connection) -> None:
         self.stream = stream
+        conn.encoder = ProxyEncoder()  # context-free fields, cached (mesh/proxy/_h2_encoder.py)
         self.h2 = conn
         self._out = bytearray()
         self._writing = False
