@@ -20,7 +20,7 @@ import h2.exceptions
 import hpack.hpack
 import trio
 from h2.errors import ErrorCodes
-from h2.stream import StreamClosedBy
+from h2.stream import STREAM_OPEN, StreamClosedBy, StreamState
 
 from mesh.net import receive_or_eof
 from mesh.proxy._h2_encoder import ProxyEncoder
@@ -124,6 +124,10 @@ class StreamStalled(StreamGone):
 # -- h2's state machine, as the proxy needs it ------------------------------------------
 
 
+_COUNTS_AS_OPEN = STREAM_OPEN  # by state: OPEN and both HALF_CLOSED (RFC 9113 5.1.2)
+_CLOSED = StreamState.CLOSED
+
+
 class Connection(h2.connection.H2Connection):
     """h2's connection, but a graceful GOAWAY (NO_ERROR) lets the streams it covers finish.
 
@@ -142,6 +146,21 @@ class Connection(h2.connection.H2Connection):
         event.last_stream_id = frame.last_stream_id
         event.additional_data = frame.additional_data or None
         return [], [event]
+
+    def _open_streams(self, remainder: int) -> int:
+        # h2's count (and clean-up of closed streams) with its two properties per stream inlined:
+        # it runs over every stream for every stream opened, ~3 % of an HTTP/2 proxy's CPU.
+        count = 0
+        closed: list[int] = []
+        for stream_id, stream in self.streams.items():
+            state = stream.state_machine.state
+            if _COUNTS_AS_OPEN[state] and stream_id % 2 == remainder:
+                count += 1
+            elif state == _CLOSED:
+                closed.append(stream_id)
+        for stream_id in closed:
+            self._closed_streams[stream_id] = self.streams.pop(stream_id).closed_by
+        return count
 
     def reset_by_us(self, stream_id: int) -> bool:
         """Whether the stream was closed by a RST_STREAM that we sent."""
