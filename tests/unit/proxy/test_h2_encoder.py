@@ -65,3 +65,4 @@ def test_the_cache_is_bounded(count: int) -> None:
     from mesh.proxy import _h2_encoder
 
     assert len(_h2_encoder._plain) <= CACHE_ENTRIES
+
