@@ -24,7 +24,7 @@ from mesh.net._api_base import (
 )
 from mesh.net._api_client import ApiClient
 from mesh.net._socket import FastSocketStream
-from mesh.net._streams import RECEIVE_SIZE, cancel_on_eof, receive_or_eof, relay_bytes
+from mesh.net._streams import RECEIVE_SIZE, cancel_on_eof, receive_or_eof, relay_bytes, send_now
 from mesh.net._tls import TLSStream
 
 __all__ = [
@@ -53,4 +53,5 @@ __all__ = [
     "cancel_on_eof",
     "receive_or_eof",
     "relay_bytes",
+    "send_now",
 ]

@@ -22,7 +22,7 @@ import trio
 from h2.errors import ErrorCodes
 from h2.stream import STREAM_OPEN, StreamClosedBy, StreamState
 
-from mesh.net import receive_or_eof
+from mesh.net import receive_or_eof, send_now
 from mesh.proxy._h2_encoder import ProxyEncoder
 
 MAX_CONCURRENT_STREAMS = 100
@@ -281,6 +281,17 @@ class H2Endpoint:
                 await self._write(data)
 
     async def _write(self, data: bytearray) -> None:
+        try:
+            # Most writes go whole into the socket at once: no scope and no checkpoint for them.
+            rest = send_now(self.stream, data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+            self.mark_broken()
+            return
+        if rest is None:
+            self.sent += len(data)
+            return
+        self.sent += len(data) - len(rest)
+        data = rest
         try:
             # Shielded: a write cut halfway would corrupt the connection for every stream. One scope
             # for both (its own deadline still applies): each cancel scope costs ~4 us.
