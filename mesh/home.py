@@ -3,7 +3,12 @@
 Layout (DESIGN.md section 3)::
 
     ca/root.pem ca/root.key ca/issuer.pem ca/issuer.key ca/bundle.pem
-    controller.json  join-token  operator/  run/
+    controller.json  host.json  join-token  operator/  host/  run/
+
+``host.json`` says what this host is to the mesh (``HostRecord``): its role
+(``controller``: a controller runs here; ``joined``: `mesh join` made it part of
+a mesh whose controller is elsewhere) and its own address, which `mesh inject`,
+`mesh proxy` and `mesh gateway` listen on and advertise by default.
 
 Writes go to a temporary file in the same directory, then ``os.replace``:
 nothing half-written is ever left behind.
@@ -11,12 +16,13 @@ nothing half-written is ever left behind.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from mesh.errors import HomeError
 
@@ -77,6 +83,15 @@ class MeshHome:
         return self.root / "operator"
 
     @property
+    def host_dir(self) -> Path:
+        """The host identity of a joined host (``spiffe://TD/host/NAME``): cert.pem, key.pem."""
+        return self.root / "host"
+
+    @property
+    def host_json(self) -> Path:
+        return self.root / "host.json"
+
+    @property
     def run_dir(self) -> Path:
         return self.root / "run"
 
@@ -112,6 +127,66 @@ class MeshHome:
         except OSError as exc:
             raise HomeError(f"cannot create {path}: {exc.strerror}") from exc
         return path
+
+
+HOST_ROLES = ("controller", "joined")
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """``MESH_HOME/host.json``: this host's role in the mesh and its own address.
+
+    ``address``: what other hosts dial for this host (None: none is known, everything stays on
+    loopback). ``bind``: where listeners for other hosts bind: the address itself, or the wildcard
+    when the address was given as ``--advertise`` (it need not be one of this host's, behind NAT).
+    """
+
+    role: str
+    address: str | None = None
+    bind: str | None = None
+    name: str | None = None  # the host identity's name (joined hosts)
+    controller: str | None = None  # the controller it joined (joined hosts)
+    operator: bool = False  # it holds an operator identity (`mesh join --operator`, or the controller's host)
+
+    @property
+    def zeroconf_interface(self) -> str | None:
+        """The interface zeroconf spans by default: the address, when it is one of this host's."""
+        return self.address if self.address is not None and self.bind == self.address else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "address": self.address,
+            "bind": self.bind,
+            "name": self.name,
+            "controller": self.controller,
+            "operator": self.operator,
+        }
+
+
+def read_host_record(home: MeshHome) -> HostRecord | None:
+    """This host's record, or None (never written, or unreadable: then every default is loopback)."""
+    try:
+        data = json.loads(home.host_json.read_text())
+        role = str(data["role"])
+        if role not in HOST_ROLES:
+            return None
+        address = data.get("address") or None
+        return HostRecord(
+            role=role,
+            address=str(address) if address else None,
+            bind=str(data.get("bind") or address) if address else None,
+            name=data.get("name") or None,
+            controller=data.get("controller") or None,
+            operator=bool(data.get("operator")),
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def write_host_record(home: MeshHome, record: HostRecord) -> None:
+    home.ensure_dir(home.root)
+    atomic_write(home.host_json, json.dumps(record.to_dict(), indent=2) + "\n", mode=0o644)
 
 
 def atomic_write(path: Path, data: bytes | str, mode: int = 0o644) -> None:

@@ -18,6 +18,15 @@ module), h2load -c4 -m16 (64 streams in flight).
 gRPC row: a grpcio client (scripts/grpc_load.py: unary calls of 1 KiB, 16 in
 flight on one channel) against a grpcio echo server, direct and through the mesh
 (h2c to the outbound listener, ALPN h2 over mTLS between the proxies).
+
+Edge row: HTTPS from the client, terminated in front of the same app, the same
+two hops behind it as the mesh row:
+
+  mesh-edge   client ──TLS──▶ mesh gateway ──mTLS──▶ mesh proxy (inbound) ──plain──▶ app
+  nginx-edge  client ──TLS──▶ nginx (edge) ──mTLS──▶ nginx #2 ──plain──▶ app
+
+wrk -c16 (HTTP/1.1 over TLS) and, with h2load, -c4 -m16 over TLS with ALPN h2 (the
+gateway and nginx both send HTTP/1.1 on to the app).
 Run through ./scripts/bench; see docs/performance.md.
 """
 
@@ -342,6 +351,19 @@ http {{
     return conf
 
 
+def peer_mtls(module: str, client_dir: Path) -> str:
+    """nginx's directives for mTLS to nginx #2 (``module``: ``proxy`` or ``grpc``), as a mesh proxy dials a peer."""
+    return f"""
+      {module}_ssl_protocols TLSv1.3;
+      {module}_ssl_certificate {client_dir}/cert.pem;
+      {module}_ssl_certificate_key {client_dir}/key.pem;
+      {module}_ssl_trusted_certificate {client_dir}/bundle.pem;
+      {module}_ssl_verify on;
+      {module}_ssl_verify_depth 3;
+      {module}_ssl_name web;   # the leaf has only a URI SAN; OpenSSL then matches the name against CN=web
+      {module}_ssl_session_reuse on;"""
+
+
 def start_nginx(procs: Processes, tools: dict[str, str], name: str, prefix: Path, body: str, port: int,
                 env: dict[str, str]) -> Proc:
     prefix.mkdir(parents=True)
@@ -378,24 +400,30 @@ READY = re.compile(r"proxy (\S+) ready: inbound ([\d.]+):(\d+), outbound ([\d.]+
 
 def start_mesh(procs: Processes, name: str, args: list[str], log_path: Path, env: dict[str, str],
                workers: int = 1) -> tuple[Proc, dict[str, int]]:
+    if workers > 1:
+        args = [*args, "--workers", str(workers)]
+    p, m = launch_mesh(procs, name, ["proxy", *args], args[args.index("--service") + 1], READY, log_path, env, workers)
+    if workers > 1:
+        p.workers = children_of(p.popen.pid)  # measured: the workers, not their supervisor
+        if len(p.workers) != workers:
+            raise BenchError(f"{name}: expected {workers} workers under pid {p.popen.pid}, found {p.workers}")
+    return p, {"inbound": int(m.group(3)), "outbound": int(m.group(5)), "admin": int(m.group(7))}
+
+
+def launch_mesh(procs: Processes, name: str, argv: list[str], label: str, ready: re.Pattern[str], log_path: Path,
+                env: dict[str, str], workers: int = 1) -> tuple[Proc, re.Match[str]]:
+    """`mesh ARGV...` through the launcher; the process and its (first) ready line, once every worker has one."""
     launcher = log_path.parent / "sidecar.py"
     if not launcher.exists():
         launcher.write_text(SIDECAR_PY)
-    service = args[args.index("--service") + 1]
-    if workers > 1:
-        args = [*args, "--workers", str(workers)]
-    env = dict(env, MESH_BENCH_ARGV=json.dumps(["proxy", *args]))
-    p = procs.start(name, "mesh", [str(ROOT / ".venv" / "bin" / "python"), str(launcher), service], log_path, env)
+    env = dict(env, MESH_BENCH_ARGV=json.dumps(argv))
+    p = procs.start(name, "mesh", [str(ROOT / ".venv" / "bin" / "python"), str(launcher), label], log_path, env)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         text = log_path.read_text(errors="replace")
-        m = READY.search(text)
-        if m and len(READY.findall(text)) >= workers:
-            if workers > 1:
-                p.workers = children_of(p.popen.pid)  # measured: the workers, not their supervisor
-                if len(p.workers) != workers:
-                    raise BenchError(f"{name}: expected {workers} workers under pid {p.popen.pid}, found {p.workers}")
-            return p, {"inbound": int(m.group(3)), "outbound": int(m.group(5)), "admin": int(m.group(7))}
+        m = ready.search(text)
+        if m and len(ready.findall(text)) >= workers:
+            return p, m
         if not p.alive():
             raise BenchError(f"{name} exited ({p.popen.returncode}) before it was ready:\n{tail(log_path)}")
         time.sleep(0.05)
@@ -537,9 +565,11 @@ class Shape:
     proxies: list[Proc]  # the two proxy processes (none for direct)
     runs: list[dict[str, Any]] = field(default_factory=list)
 
+    scheme: str = "http"
+
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"{self.scheme}://127.0.0.1:{self.port}/"
 
 
 class Bench:
@@ -913,6 +943,127 @@ def verify_h2(shape: str, tools: dict[str, str], port: int, env: dict[str, str])
         raise BenchError(f"{shape}: h2load -n 20 against 127.0.0.1:{port} did not get 20 x 2xx:\n{out}")
 
 
+# ----------------------------------------------------------------------------- the edge row
+
+EDGE_READY = re.compile(r"proxy (\S+) ready: admin [\d.]+:\d+, admin-mtls [\d.]+:\d+, listen https ([\d.]+):(\d+)")
+
+
+def edge_certificate(directory: Path, env: dict[str, str]) -> tuple[Path, Path]:
+    """A self-signed P-256 certificate for `web` (the operator's own certificate at the edge)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "edge.pem", directory / "edge.key"
+    run_tool(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+              "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={HOST_HEADER}",
+              "-addext", f"subjectAltName=DNS:{HOST_HEADER}"], env, 30)
+    return cert, key
+
+
+def start_edge_gateway(procs: Processes, cert: Path, key: Path, endpoints: Path, log_path: Path,
+                       env: dict[str, str]) -> tuple[Proc, int]:
+    argv = ["gateway", "--name", "edge", "--to", HOST_HEADER, "--listen", "127.0.0.1:0", "--tls-cert", str(cert),
+            "--tls-key", str(key), "--endpoints", str(endpoints), "--no-zeroconf", "--client-connections", "0"]
+    p, m = launch_mesh(procs, "mesh gateway (edge)", argv, "edge", EDGE_READY, log_path, env)
+    return p, int(m.group(3))
+
+
+def nginx_edge_conf(port: int, peer_port: int, cert: Path, key: Path, client_dir: Path) -> str:
+    """nginx terminating TLS (HTTP/1.1 and HTTP/2 by ALPN) in front of nginx #2, over mTLS as nginx #1 does."""
+    return f"""\
+  upstream peer_edge {{ server 127.0.0.1:{peer_port}; keepalive 32; }}
+  server {{
+    listen 127.0.0.1:{port} ssl http2;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_session_cache shared:EDGE:1m;
+    keepalive_requests 100000;
+    location / {{
+      proxy_pass https://peer_edge;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto https;{peer_mtls("proxy", client_dir)}
+    }}
+  }}"""
+
+
+def verify_https(shape: str, port: int) -> None:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the edge certificate is self-signed
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+    try:
+        conn.request("GET", "/", headers={"Host": HOST_HEADER})
+        resp = conn.getresponse()
+        status, body = resp.status, resp.read()
+    except OSError as e:
+        raise BenchError(f"{shape}: GET https://127.0.0.1:{port}/ failed: {e}") from None
+    finally:
+        conn.close()
+    if status != 200 or body != b"hello\n":
+        raise BenchError(f"{shape}: GET https://127.0.0.1:{port}/ answered {status} {body[:200]!r}; expected 200 'hello'")
+
+
+def edge_round(bench: Bench, shape: Shape, rnd: int) -> None:
+    run: dict[str, Any] = {"round": rnd, "wrk": bench.measured(shape, lambda: bench.wrk(shape, bench.duration))}
+    log(f"  {shape.name:<10} round {rnd}: wrk (HTTP/1.1 over TLS) {run['wrk']['rps']:>8.0f} req/s{noise(run['wrk'])}")
+    if "h2load" in bench.tools:
+        def h2() -> dict[str, Any]:
+            cmd = [bench.tools["h2load"], "-t1", f"-c{H2_CONNECTIONS}", f"-m{H2_STREAMS}", "-D", f"{bench.duration:g}",
+                   "-H", f":authority: {HOST_HEADER}", shape.url]
+            return parse_h2load(run_tool(cmd, bench.env, bench.duration + 30))
+
+        run["h2load"] = bench.measured(shape, h2)
+        log(f"  {shape.name:<10} round {rnd}: h2load (HTTP/2 over TLS) {run['h2load']['rps']:>7.0f} req/s{noise(run['h2load'])}")
+    shape.runs.append(run)
+
+
+def summarise_edge(shapes: dict[str, Shape]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, s in shapes.items():
+        m: dict[str, Any] = {}
+        for load in ("wrk", "h2load"):
+            runs = [r[load] for r in s.runs if load in r]
+            if not runs:
+                continue
+            m[load] = {
+                "rps": med([r["rps"] for r in runs]),
+                "cpu_us_per_request": {p.name: med([r["cpu_us_per_request"][p.name] for r in runs]) for p in s.proxies},
+                "failed": sum((r.get("non_2xx") or 0) + (r.get("socket_errors") or 0) + (r.get("failed") or 0)
+                              + (r.get("errors") or 0) for r in runs),
+            }
+        out[name] = m
+    return out
+
+
+def render_edge(med_: dict[str, Any], shapes: dict[str, Shape]) -> str:
+    lines = ["HTTPS at the edge: client --TLS--> mesh gateway | nginx (edge) --mTLS--> mesh inbound | nginx #2 --> app; "
+             f"wrk -t1 -c{CONNECTIONS} (HTTP/1.1 over TLS), h2load -t1 -c{H2_CONNECTIONS} -m{H2_STREAMS} (ALPN h2; "
+             "HTTP/1.1 on to the app)"]
+    rows = [["shape", "req/s HTTP/1.1", "CPU us/req (edge/in)", "req/s HTTP/2", "CPU us/req (edge/in)"]]
+    for name, s in shapes.items():
+        m = med_[name]
+        row = [name]
+        for load in ("wrk", "h2load"):
+            x = m.get(load)
+            row += [f"{x['rps']:.0f}", " / ".join(fmt(x["cpu_us_per_request"][p.name], 0) for p in s.proxies)] if x else ["-", "-"]
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(widths[j]) if j == 0 else c.rjust(widths[j]) for j, c in enumerate(r)))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    m, n = med_["mesh-edge"], med_["nginx-edge"]
+    for load, what in (("wrk", "HTTP/1.1"), ("h2load", "HTTP/2")):
+        if load in m and load in n:
+            lines.append(f"edge {what} mesh/nginx throughput: {pct(ratio(m[load]['rps'], n[load]['rps']))}")
+    for name, x in med_.items():
+        bad = sum(v["failed"] for v in x.values())
+        if bad:
+            lines.append(f"WARNING: {name}: {bad} failed or non-2xx requests at the edge (details in the JSON)")
+    return "\n".join(lines)
+
+
 def source_state() -> dict[str, Any]:
     """Which code was measured: HEAD, and a digest of mesh/ as it is on disk (it may be uncommitted)."""
     import hashlib
@@ -935,7 +1086,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="3 s runs")
     ap.add_argument("--out", type=Path, metavar="FILE", help="JSON results file (default bench-results/bench-<timestamp>.json)")
     ap.add_argument("--no-paced", action="store_true", help="skip the paced (exponential think time) latency run")
-    ap.add_argument("--only", choices=("http1", "http2", "grpc"), help="run one protocol's loads (default: all)")
+    ap.add_argument("--only", choices=("http1", "http2", "grpc", "edge"), help="run one row's loads (default: all)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, certificates, logs)")
     args = ap.parse_args(argv)
     duration = 3 if args.quick else args.duration
@@ -957,6 +1108,7 @@ def main(argv: list[str] | None = None) -> int:
     estimate = (10 + (args.only in (None, "http1")) * (3 * 1.5 + rounds * 3 * (2 * duration + paced + 0.5))
                 + ("h2load" in tools and args.only in (None, "http2")) * (3 + rounds * 3 * duration)
                 + (args.only in (None, "grpc")) * (2 + rounds * 2 * duration))
+    estimate += (args.only in (None, "edge")) * (5 + rounds * 2 * duration * (1 + ("h2load" in tools)))  # the edge row
     log(f"{rounds} rounds x 3 shapes, {duration}s per load; about {estimate:.0f}s in all")
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -1078,15 +1230,7 @@ def main(argv: list[str] | None = None) -> int:
     listen 127.0.0.1:{n1_h2_port} http2;
     keepalive_requests 10000000;
     location / {{
-      grpc_pass grpcs://peer_h2;
-      grpc_ssl_protocols TLSv1.3;
-      grpc_ssl_certificate {cl_c}/cert.pem;
-      grpc_ssl_certificate_key {cl_c}/key.pem;
-      grpc_ssl_trusted_certificate {cl_c}/bundle.pem;
-      grpc_ssl_verify on;
-      grpc_ssl_verify_depth 3;
-      grpc_ssl_name web;
-      grpc_ssl_session_reuse on;
+      grpc_pass grpcs://peer_h2;{peer_mtls("grpc", cl_c)}
     }}
   }}""" if h2 else ""
         n2 = start_nginx(procs, tools, "nginx #2 (inbound)", tmp / "nginx2", f"""\
@@ -1109,15 +1253,7 @@ def main(argv: list[str] | None = None) -> int:
     location / {{
       proxy_pass https://peer;
       proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_ssl_protocols TLSv1.3;
-      proxy_ssl_certificate {cl_c}/cert.pem;
-      proxy_ssl_certificate_key {cl_c}/key.pem;
-      proxy_ssl_trusted_certificate {cl_c}/bundle.pem;
-      proxy_ssl_verify on;
-      proxy_ssl_verify_depth 3;
-      proxy_ssl_name web;   # the leaf has only a URI SAN; OpenSSL then matches the name against CN=web
-      proxy_ssl_session_reuse on;
+      proxy_set_header Connection "";{peer_mtls("proxy", cl_c)}
     }}
   }}{n1_h2}""", n1_port, env)
         n1.name, n2.name = "nginx #1", "nginx #2"
@@ -1136,12 +1272,13 @@ def main(argv: list[str] | None = None) -> int:
         pace_script.write_text(PACE_LUA % round(1000 / RATE_PER_CONNECTION))
         bench = Bench(tools, procs, app, duration, paced, env, pace_script)
 
-        if args.only in (None, "http1"):
+        run_http1, run_http2, run_edge = (args.only in (None, row) for row in ("http1", "http2", "edge"))
+        if run_http1:
             log("warm-up (1 s wrk per shape, not counted)")
             for s in shapes.values():
                 bench.warm_up(s)
         order = []
-        for rnd in range(1, rounds + 1) if args.only in (None, "http1") else ():
+        for rnd in range(1, rounds + 1) if run_http1 else ():
             for name in SHAPES:
                 order.append(name)
                 bench.one_round(shapes[name], rnd)
@@ -1149,7 +1286,7 @@ def main(argv: list[str] | None = None) -> int:
         http1_every = list(shapes.values())
         rss_http1 = {p.name: proc_status_kb(pid, "VmHWM") / 1024 for s in http1_every for p in s.proxies for pid in p.measured_pids}
         h2_shapes: dict[str, Shape] = {}
-        if h2 and args.only in (None, "http2"):
+        if h2 and run_http2:
             h2_shapes = {
                 "direct-h2": Shape("direct-h2", app_h2_port, []),
                 "mesh-h2": Shape("mesh-h2", client_ports["outbound"], [client, web_h2]),
@@ -1177,11 +1314,35 @@ def main(argv: list[str] | None = None) -> int:
                     order.append(name)
                     bench.grpc_round(s, rnd)
 
-        every_shape = [*shapes.values(), *h2_shapes.values(), *grpc_shapes.values()]
+        edge_shapes: dict[str, Shape] = {}
+        if run_edge:
+            log("the edge: a mesh gateway and an nginx terminating TLS, the same certificate")
+            edge_cert, edge_key = edge_certificate(tmp / "edge", env)
+            gateway, gateway_port = start_edge_gateway(procs, edge_cert, edge_key, endpoints, tmp / "mesh-gateway.log", mesh_env)
+            gateway.name = "mesh gateway"
+            verify_https("mesh-edge", gateway_port)
+            ne_port = free_port()
+            ne = start_nginx(procs, tools, "nginx (edge)", tmp / "nginx-edge",
+                             nginx_edge_conf(ne_port, n2_port, edge_cert, edge_key, cl_c), ne_port, env)
+            ne.name = "nginx edge"
+            verify_https("nginx-edge", ne_port)
+            edge_shapes = {
+                "mesh-edge": Shape("mesh-edge", gateway_port, [gateway, web], scheme="https"),
+                "nginx-edge": Shape("nginx-edge", ne_port, [ne, n2], scheme="https"),
+            }
+            log("edge: warm-up (1 s wrk per shape, not counted)")
+            for s in edge_shapes.values():
+                bench.warm_up(s)
+            for rnd in range(1, rounds + 1):
+                for name, s in edge_shapes.items():
+                    order.append(name)
+                    edge_round(bench, s, rnd)
+
+        every_shape = [*shapes.values(), *h2_shapes.values(), *grpc_shapes.values(), *edge_shapes.values()]
         rss = {p.name: proc_status_kb(pid, "VmHWM") / 1024 for s in every_shape for p in s.proxies for pid in p.measured_pids}
         rss_now = {p.name: proc_status_kb(pid, "VmRSS") / 1024 for s in every_shape for p in s.proxies for pid in p.measured_pids}
-        http1 = args.only in (None, "http1")
-        medians = summarise(shapes) if http1 else None
+        medians = summarise(shapes) if run_http1 else None
+        edge_medians = summarise_edge(edge_shapes) if edge_shapes else None
         h2_medians = summarise_h2(h2_shapes) if h2_shapes else None
         grpc_medians = summarise_grpc(grpc_shapes) if grpc_shapes else None
         checks = target_checks(medians, rss_http1) if medians is not None else []
@@ -1203,6 +1364,8 @@ def main(argv: list[str] | None = None) -> int:
             tables.append(render_h2(h2_medians, h2_shapes))
         if grpc_medians is not None:
             tables.append(render_grpc(grpc_medians, grpc_shapes))
+        if edge_medians is not None:
+            tables.append(render_edge(edge_medians, edge_shapes))
         table = "\n\n".join(tables)
         print(table, flush=True)
         result = {
@@ -1232,7 +1395,8 @@ def main(argv: list[str] | None = None) -> int:
                 "target": grpc_target_check(grpc_medians),
                 "concurrency": GRPC_CONCURRENCY, "message_bytes": GRPC_MESSAGE,
             },
-            "runs": {name: s.runs for name, s in [*shapes.items(), *h2_shapes.items(), *grpc_shapes.items()]},
+            "edge": edge_medians,
+            "runs": {name: s.runs for name, s in [*shapes.items(), *h2_shapes.items(), *grpc_shapes.items(), *edge_shapes.items()]},
             "mesh_log_bytes": {p.name: p.log.stat().st_size for p in procs.procs if p.kind == "mesh"},
             "table": table,
         }

@@ -35,18 +35,33 @@ def _root(
         typer.Option("--home", help="State directory (default: $MESH_HOME or ~/.mesh).", show_default=False),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    log_format: Annotated[
+        Optional[str],
+        typer.Option(
+            "--log-format",
+            metavar="text|json",
+            help="Log lines of long-running commands: text (default) or json, one object per line "
+            "(default: $MESH_LOG_FORMAT).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     ctx.obj = CliState(home=MeshHome.resolve(home), debug=debug)
     if home is not None:
         # Child processes (inject, up) inherit the same home.
         os.environ["MESH_HOME"] = str(ctx.obj.home.root)
+    if log_format is not None:
+        from mesh._logging import ENV_FORMAT, check_log_format
+
+        # As MESH_HOME: the services `mesh up` runs and re-exec'd sidecars log the same way.
+        os.environ[ENV_FORMAT] = check_log_format(log_format)
 
 
 def _register() -> None:
     import importlib
 
     for name in ("version", "ca", "config", "proxy", "inject", "gateway", "controller", "up", "status", "apply", "join", "check",
-                 "tap", "top", "stat", "edges", "fault", "routes", "dashboard", "demo", "service", "store"):
+                 "tap", "top", "stat", "edges", "fault", "routes", "dashboard", "demo", "service", "store", "operator"):
         importlib.import_module(f"mesh.cli.{name}").register(app)
 
 

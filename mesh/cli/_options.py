@@ -2,25 +2,56 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import functools
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
-Lan = Annotated[bool, typer.Option("--lan", help="zeroconf on every interface (default: loopback only).")]
-Interfaces = Annotated[
-    Optional[list[str]], typer.Option("--interface", help="zeroconf on this interface address (repeatable).")
-]
-Advertise = Annotated[
-    Optional[str], typer.Option(help="Host that peers dial for the inbound listener (default: its bind address).")
-]
-AppProtocol = Annotated[
-    str,
-    typer.Option(
-        "--protocol",
-        help="What the app speaks: auto (detect), http, http2, grpc or tcp. Declared HTTP is never relayed as raw bytes.",
-    ),
-]
+from mesh.proxy import SidecarOption, sidecar_option, sidecar_options
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+_TYPES: dict[str, Any] = {"str": str, "path": Path, "int": int, "float": float, "multi": list[str], "switch": bool, "flag": bool}
+
+
+def _typer_parameter(option: SidecarOption, command: str) -> inspect.Parameter:
+    value_type = _TYPES[option.kind]
+    if option.default is None and option.kind not in ("switch", "flag"):
+        value_type = Optional[value_type]
+    decls = f"{option.flag}/--no-{option.flag[2:]}" if option.kind == "switch" else option.flag
+    info = typer.Option(decls, help=option.help_in(command), show_default=option.show_default)
+    default = inspect.Parameter.empty if option.required else option.default
+    return inspect.Parameter(
+        option.param, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[value_type, info]
+    )
+
+
+def with_sidecar_options(command: str) -> Callable[[F], F]:
+    """Give a typer command the sidecar options ``command`` takes (``mesh.proxy.SIDECAR_OPTIONS``),
+    after its own parameters; the command receives them in ``**sidecar``."""
+
+    def decorate(func: F) -> F:
+        own = inspect.signature(func, eval_str=True)
+        params = [p for p in own.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        params += [_typer_parameter(option, command) for option in sidecar_options(command)]  # type: ignore[arg-type]
+
+        @functools.wraps(func)
+        def command_with_options(**values: Any) -> Any:
+            return func(**values)
+
+        command_with_options.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
+        command_with_options.__annotations__ = {p.name: p.annotation for p in params}
+        return command_with_options  # type: ignore[return-value]
+
+    return decorate
+
+
+# The controller's zeroconf options, said as the sidecars say them.
+Lan = _typer_parameter(sidecar_option("lan"), "controller").annotation
+Interfaces = _typer_parameter(sidecar_option("interface"), "controller").annotation
 
 Store = Annotated[
     Optional[str],

@@ -5,14 +5,15 @@ command modules costs a `mesh proxy` process ~11 MB of its ~60 MB budget
 (docs/performance.md). So ``main()`` first tries this parser: it accepts only
 plain, well-formed command lines
 
-    mesh [--home DIR] [--debug] proxy --service S --app HOST:PORT [--opt VALUE | --opt=VALUE | --flag]...
+    mesh [--home DIR] [--debug] [--log-format F] proxy --service S --app HOST:PORT
+         [--opt VALUE | --opt=VALUE | --flag]...
 
 and returns None for anything else (help, unknown or repeated options, missing
 or dash-leading values, positional arguments, shell completion), which then
 goes through typer as before, errors and all. ``start_proxy`` is the one body
-both paths run. ``OPTIONS``/``DEFAULTS`` mirror ``mesh.cli.proxy.proxy``;
-tests/unit/cli/test_proxy_fast.py checks them against the typer command and
-compares both parsers on many command lines.
+both paths run. ``OPTIONS``/``DEFAULTS`` come from ``mesh.proxy.SIDECAR_OPTIONS``, as
+the typer command's parameters do; tests/unit/cli/test_proxy_fast.py compares
+both parsers on many command lines.
 
 This module must import neither typer nor anything heavy.
 """
@@ -28,68 +29,31 @@ from typing import Any, Literal
 
 from mesh.home import MeshHome
 
-Kind = Literal["str", "path", "multi", "on", "off"]
+from mesh.proxy import sidecar_options
 
-# Flag → (parameter of mesh.cli.proxy.proxy, how its value is taken).
-OPTIONS: dict[str, tuple[str, Kind]] = {
-    "--service": ("service", "str"),
-    "--app": ("app", "str"),
-    "--inbound": ("inbound", "str"),
-    "--outbound": ("outbound", "str"),
-    "--admin": ("admin", "str"),
-    "--endpoints": ("endpoints", "path"),
-    "--upstream": ("upstream", "multi"),
-    "--label": ("label", "multi"),
-    "--cert": ("cert", "path"),
-    "--key": ("key", "path"),
-    "--bundle": ("bundle", "path"),
-    "--request-timeout": ("request_timeout", "str"),
-    "--idle-timeout": ("idle_timeout", "str"),
-    "--head-timeout": ("head_timeout", "str"),
-    "--body-timeout": ("body_timeout", "str"),
-    "--drain-timeout": ("drain_timeout", "str"),
-    "--controller": ("controller", "str"),
-    "--token": ("token", "str"),
-    "--cert-ttl": ("cert_ttl", "str"),
-    "--zeroconf": ("zeroconf", "on"),
-    "--no-zeroconf": ("zeroconf", "off"),
-    "--lan": ("lan", "on"),
-    "--interface": ("interface", "multi"),
-    "--advertise": ("advertise", "str"),
-    "--protocol": ("protocol", "str"),
-    "--log-level": ("log_level", "str"),
-    "--workers": ("workers", "str"),
-}
+# Kind of value → how the parser takes it (mesh.proxy.SidecarOption.kind).
+Take = Literal["str", "path", "int", "float", "multi", "on", "off"]
 
-# The defaults of mesh.cli.proxy.proxy (service and app are required).
-DEFAULTS: dict[str, Any] = {
-    "inbound": "127.0.0.1:0",
-    "outbound": "127.0.0.1:0",
-    "admin": "127.0.0.1:0",
-    "endpoints": None,
-    "upstream": None,
-    "label": None,
-    "cert": None,
-    "key": None,
-    "bundle": None,
-    "request_timeout": "10s",
-    "idle_timeout": "5m",
-    "head_timeout": "10s",
-    "body_timeout": "30s",
-    "drain_timeout": "10s",
-    "controller": None,
-    "token": None,
-    "cert_ttl": None,
-    "zeroconf": True,
-    "lan": False,
-    "interface": None,
-    "advertise": None,
-    "protocol": "auto",
-    "log_level": "info",
-    "workers": "1",
-}
 
-REQUIRED = ("service", "app")
+def _options() -> dict[str, tuple[str, Take]]:
+    """Flag → (parameter of `mesh proxy`, how its value is taken), from mesh.proxy.SIDECAR_OPTIONS."""
+    table: dict[str, tuple[str, Take]] = {}
+    for option in sidecar_options("proxy"):
+        if option.kind == "switch":
+            table[option.flags[0]] = (option.param, "on")
+            table[option.flags[1]] = (option.param, "off")
+        elif option.kind == "flag":
+            table[option.flag] = (option.param, "on")
+        else:
+            table[option.flag] = (option.param, option.kind)
+    return table
+
+
+OPTIONS = _options()
+# What typer would pass for an option not given (the required ones have no default).
+DEFAULTS: dict[str, Any] = {o.param: o.default for o in sidecar_options("proxy") if not o.required}
+REQUIRED = tuple(o.param for o in sidecar_options("proxy") if o.required)
+LOG_FORMATS = ("text", "json")  # mesh._logging.FORMATS, as typed (anything else: typer's error)
 
 
 @dataclass(frozen=True)
@@ -99,12 +63,17 @@ class ProxyArgs:
     home: Path | None
     debug: bool
     values: dict[str, Any]
+    log_format: str | None = None
 
     def run(self) -> None:
         """The root callback, then the command, ending as typer's standalone mode does."""
         home = MeshHome.resolve(self.home)
         if self.home is not None:
             os.environ["MESH_HOME"] = str(home.root)  # as the root callback: children inherit it
+        if self.log_format is not None:
+            from mesh._logging import ENV_FORMAT
+
+            os.environ[ENV_FORMAT] = self.log_format
         run_standalone(lambda: start_proxy(home, self.debug, **self.values))
 
 
@@ -159,17 +128,31 @@ def _plain(value: str) -> bool:
     return True
 
 
+def _number(text: str, kind: type[int] | type[float]) -> int | float | None:
+    """The number as typer (click) converts it, else None (typer then says what is wrong)."""
+    try:
+        return kind(text)
+    except ValueError:
+        return None
+
+
 def parse_proxy_argv(args: Sequence[str]) -> ProxyArgs | None:
     """A plain `mesh [--home DIR] [--debug] proxy OPTIONS` command line, else None (typer's turn)."""
     if os.environ.get("_MESH_COMPLETE"):  # shell completion: typer's job
         return None
     home: str | None = None
     debug = False
+    log_format: str | None = None
     i = 0
     while i < len(args):  # root options, before the command
         arg = args[i]
         if arg == "--debug" and not debug:
             debug = True
+        elif arg == "--log-format" and log_format is None and i + 1 < len(args) and args[i + 1] in LOG_FORMATS:
+            i += 1
+            log_format = args[i]
+        elif arg.startswith("--log-format=") and log_format is None and arg.partition("=")[2] in LOG_FORMATS:
+            log_format = arg.partition("=")[2]
         elif arg == "--home" and home is None and i + 1 < len(args) and _plain(args[i + 1]):
             i += 1
             home = args[i]
@@ -205,76 +188,25 @@ def parse_proxy_argv(args: Sequence[str]) -> ProxyArgs | None:
                 values.setdefault(param, []).append(value)
             elif param in values:
                 return None
+            elif kind in ("int", "float"):
+                number = _number(value, int if kind == "int" else float)
+                if number is None:
+                    return None  # typer says what is wrong with it
+                values[param] = number
             else:
                 values[param] = Path(value) if kind == "path" else value
         i += 1
     if any(name not in values for name in REQUIRED):
         return None
-    return ProxyArgs(home=Path(home) if home is not None else None, debug=debug, values={**DEFAULTS, **values})
+    return ProxyArgs(
+        home=Path(home) if home is not None else None, debug=debug, values={**DEFAULTS, **values}, log_format=log_format
+    )
 
 
-def start_proxy(
-    home: MeshHome,
-    debug: bool,
-    *,
-    service: str,
-    app: str,
-    inbound: str,
-    outbound: str,
-    admin: str,
-    endpoints: Path | None,
-    upstream: list[str] | None,
-    label: list[str] | None,
-    cert: Path | None,
-    key: Path | None,
-    bundle: Path | None,
-    request_timeout: str,
-    idle_timeout: str,
-    head_timeout: str,
-    body_timeout: str,
-    drain_timeout: str,
-    controller: str | None,
-    token: str | None,
-    cert_ttl: str | None,
-    zeroconf: bool,
-    lan: bool,
-    interface: list[str] | None,
-    advertise: str | None,
-    protocol: str,
-    log_level: str,
-    workers: str = "1",
-) -> int | None:
+def start_proxy(home: MeshHome, debug: bool, **sidecar: Any) -> int | None:
     """Run the sidecar in the foreground: the body of `mesh proxy`, whichever parser ran."""
     from mesh._logging import setup_logging
-    from mesh.proxy._main import ProxyOptions, run_proxy_command
+    from mesh.proxy import ProxyOptions, proxy_fields, run_proxy_command
 
-    setup_logging(f"proxy {service}", debug=debug, level=log_level)
-    return run_proxy_command(
-        ProxyOptions(
-            home=home,
-            service=service,
-            app=app,
-            inbound=inbound,
-            outbound=outbound,
-            admin=admin,
-            endpoints=endpoints,
-            upstreams=upstream or [],
-            labels=label or [],
-            cert=cert,
-            key=key,
-            bundle=bundle,
-            request_timeout=request_timeout,
-            idle_timeout=idle_timeout,
-            head_timeout=head_timeout,
-            body_timeout=body_timeout,
-            drain_timeout=drain_timeout,
-            controller=controller,
-            token=token,
-            cert_ttl=cert_ttl,
-            zeroconf=zeroconf,
-            interfaces=("all",) if lan else tuple(interface or ("127.0.0.1",)),
-            advertise=advertise,
-            protocol=protocol,
-            workers=workers,
-        )
-    )
+    setup_logging(f"proxy {sidecar['service']}", debug=debug, level=sidecar.get("log_level", "info"))
+    return run_proxy_command(ProxyOptions(home=home, **proxy_fields(sidecar)))

@@ -41,9 +41,11 @@ ENV = "_MESH_SIDECAR"
 # commands run in-process (CliRunner, or main(argv) from a script or test).
 _entry_args: list[str] | None = None
 
-# Settings that JSON cannot carry as they are.
-_PATHS = ("endpoints",)
-_TUPLES = ("interfaces",)
+def _to_json(value: Any) -> Any:
+    """Paths and tuples as JSON carries them (the body turns paths back: mesh.proxy.proxy_fields)."""
+    if isinstance(value, Path):
+        return str(value)
+    return list(value) if isinstance(value, tuple) else value
 
 
 def enable(args: list[str]) -> None:
@@ -60,26 +62,19 @@ def start_inject(
     name: str | None,
     port: int | None,
     upstream: list[str] | None,
-    label: list[str] | None,
     health: str | None,
     ready_timeout: float,
-    controller: str | None,
-    token: str | None,
-    cert_ttl: str | None,
-    inbound: str,
-    admin: str,
-    zeroconf: bool,
-    interfaces: tuple[str, ...],
-    advertise: str | None,
-    protocol: str,
-    endpoints: Path | None,
+    **sidecar: Any,
 ) -> int:
-    """The body of `mesh inject`, whichever process runs it: the app's exit status."""
+    """The body of `mesh inject`, whichever process runs it: the app's exit status. ``sidecar``:
+    the sidecar's options (mesh.proxy.SIDECAR_OPTIONS) as the command took them."""
     from mesh._logging import setup_logging
     from mesh.inject import InjectOptions, default_service_name, run_inject_command
+    from mesh.proxy import proxy_fields
 
     service = name or default_service_name(command)
     setup_logging(f"inject {service}", debug=debug)
+    proxy_args = proxy_fields(sidecar)
     status = run_inject_command(
         InjectOptions(
             home=home,
@@ -87,21 +82,10 @@ def start_inject(
             name=service,
             port=port,
             upstreams=upstream or [],
-            labels=label or [],
+            labels=proxy_args.pop("labels", []),
             health=health,
             ready_timeout=ready_timeout,
-            proxy_args={
-                "controller": controller,
-                "token": token,
-                "cert_ttl": cert_ttl,
-                "inbound": inbound,
-                "admin": admin,
-                "zeroconf": zeroconf,
-                "interfaces": interfaces,
-                "advertise": advertise,
-                "protocol": protocol,
-                "endpoints": endpoints,
-            },
+            proxy_args=proxy_args,
         )
     )
     sys.stdout.flush()
@@ -112,55 +96,78 @@ def start_gateway(
     home: MeshHome,
     debug: bool,
     *,
-    to: str,
-    listen: str,
+    to: str | None,
+    listen: str | None,
     name: str | None,
-    admin: str,
-    controller: str | None,
-    token: str | None,
-    cert_ttl: str | None,
-    zeroconf: bool,
-    interfaces: tuple[str, ...],
-    endpoints: Path | None,
     protocol: str = "http",
-    workers: int = 1,
+    routes: list[str] | tuple[str, ...] = (),
+    tls_cert: list[str] | tuple[str, ...] = (),
+    tls_key: list[str] | tuple[str, ...] = (),
+    http_redirect: str | None = None,
+    trust_forwarded: list[str] | tuple[str, ...] = (),
+    client_connections: int = 100,
+    client_rps: float = 0.0,
+    client_burst: int = 0,
+    **sidecar: Any,
 ) -> int | None:
-    """The body of `mesh gateway`, whichever process runs it."""
+    """The body of `mesh gateway`, whichever process runs it (``sidecar``: the sidecar's options,
+    mesh.proxy.SIDECAR_OPTIONS, as the command took them). Its only listener besides the edge
+    (``--listen``) and the loopback admin server serves the admin pages over mTLS, to the
+    controller and operators (so that `mesh stat`, `top` and `edges` see the edge of the mesh):
+    on the host's address, as a sidecar's inbound listener would be."""
     from dataclasses import replace
 
     import trio
 
     from mesh._logging import setup_logging
-    from mesh.proxy import _main
+    from mesh.discovery import format_address
+    from mesh.home import read_host_record
+    from mesh.proxy import (
+        ProxyOptions,
+        build_proxy,
+        gateway_settings,
+        parse_listen_address,
+        proxy_fields,
+        run_in_workers,
+        settings_from,
+    )
 
     service = name or "gateway"
     setup_logging(f"gateway {service}", debug=debug)
-    options = _main.ProxyOptions(
+    if listen is None:  # on a host that recorded its address, the edge is there (else loopback)
+        record = read_host_record(home)
+        listen = format_address(record.bind or record.address, 9080) if record and record.address else "127.0.0.1:9080"
+    options = ProxyOptions(
         home=home,
         service=service,
         app="127.0.0.1:1",  # replaced below: a gateway has no app
-        admin=admin,
-        upstreams=[f"{to}=0"],
-        controller=controller,
-        token=token,
-        cert_ttl=cert_ttl,
-        zeroconf=zeroconf,
-        interfaces=interfaces,
-        endpoints=endpoints,
         protocol=protocol,
+        **proxy_fields(sidecar),
     )
-    base = _main.settings_from(options)
-    listener = _main.parse_listen_address(listen, "--listen", allow_any_port=True)
-    settings = replace(base, app=None, upstreams={to: listener})
+    base = settings_from(options)
+    # Checked (certificates loaded) before anything else: a bad pair is an error at start.
+    edge = gateway_settings(
+        listen=parse_listen_address(listen, "--listen", allow_any_port=True),
+        to=to,
+        routes=routes,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        http_redirect=parse_listen_address(http_redirect, "--http-redirect") if http_redirect else None,
+        trust_forwarded=trust_forwarded,
+        client_connections=client_connections,
+        client_rps=client_rps,
+        client_burst=client_burst,
+    )
+    settings = replace(base, app=None, gateway=edge)
 
     def run_one(settings: Any, worker: int) -> None:
         async def main() -> None:
-            proxy = await _main.build_proxy(options, settings)  # never advertised: app_ready stays unset
+            proxy = await build_proxy(options, settings)  # registered as a gateway (worker 0), never advertised
             await proxy.run()
 
         trio.run(main)
 
-    return _main.run_in_workers(workers, settings, run_one)
+    return run_in_workers(options.workers, settings, run_one)
 
 
 BODIES: dict[str, Callable[..., int | None]] = {"inject": start_inject, "gateway": start_gateway}
@@ -174,8 +181,7 @@ def hand_over(kind: str, home: MeshHome, debug: bool, values: dict[str, Any]) ->
             "argv": _entry_args,
             "home": str(home.root),
             "debug": debug,
-            "values": {k: (str(v) if k in _PATHS and v is not None else list(v) if k in _TUPLES else v)
-                       for k, v in values.items()},
+            "values": {k: _to_json(v) for k, v in values.items()},
         }
         os.environ[ENV] = json.dumps(payload)
         # Nothing may be lost or written twice across the exec.
@@ -197,13 +203,7 @@ def take_over(args: list[str]) -> bool:
     payload = json.loads(raw)
     if payload.get("argv") != args:  # not the process that set it: ignore it
         return False
-    values = dict(payload["values"])
-    for key in _PATHS:
-        if values.get(key) is not None:
-            values[key] = Path(values[key])
-    for key in _TUPLES:
-        if key in values:
-            values[key] = tuple(values[key])
+    values = dict(payload["values"])  # paths stay strings: the bodies' proxy_fields turns them back
     home = MeshHome.resolve(payload["home"])
     body = BODIES[payload["kind"]]
     from mesh.cli._proxy_fast import run_standalone

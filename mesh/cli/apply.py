@@ -16,11 +16,11 @@ def apply(
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Apply a mesh.toml: checked here, then validated whole by the controller and pushed to proxies."""
-    from mesh.cli._control import operator_request, raise_for_status
+    from mesh.net import controller_request, raise_for_status
     from mesh.config import load_config
 
     config = load_config(file)  # local errors name the file, line and key path
-    response = operator_request(
+    response = controller_request(
         state(ctx).home, "POST", "/v1/config", {"config": config.to_dict(), "source": file}
     )
     data = raise_for_status(response, f"the controller rejected {file}")

@@ -292,10 +292,10 @@ def issued(
     """Certificates the controllers signed that have not expired yet (kept in the store)."""
     from datetime import UTC, datetime
 
-    from mesh.cli._control import operator_request, raise_for_status
+    from mesh.net import controller_request, raise_for_status
     from mesh.cli._output import rows_table
 
-    data = raise_for_status(operator_request(state(ctx).home, "GET", "/v1/certificates"), "mesh ca issued")
+    data = raise_for_status(controller_request(state(ctx).home, "GET", "/v1/certificates"), "mesh ca issued")
     if service:
         suffix = f"/svc/{service}"
         data["certificates"] = [c for c in data["certificates"] if str(c.get("identity", "")).endswith(suffix)]

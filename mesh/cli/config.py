@@ -77,10 +77,10 @@ def register(app: typer.Typer) -> None:
 @config_app.command()
 def show(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> None:
     """Show the config in force at the controller, with its version."""
-    from mesh.cli._control import operator_request, raise_for_status
+    from mesh.net import controller_request, raise_for_status
     from mesh.cli._state import state
 
-    data = raise_for_status(operator_request(state(ctx).home, "GET", "/v1/config"), "mesh config show")
+    data = raise_for_status(controller_request(state(ctx).home, "GET", "/v1/config"), "mesh config show")
 
     def view(d: dict) -> list[Any]:
         from rich.text import Text
@@ -121,10 +121,10 @@ def _toml(data: dict) -> str:
 @config_app.command()
 def history(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> None:
     """The last versions of the config (the store keeps 20), newest first."""
-    from mesh.cli._control import operator_request, raise_for_status
+    from mesh.net import controller_request, raise_for_status
     from mesh.cli._state import state
 
-    data = raise_for_status(operator_request(state(ctx).home, "GET", "/v1/config/history"), "mesh config history")
+    data = raise_for_status(controller_request(state(ctx).home, "GET", "/v1/config/history"), "mesh config history")
 
     def view(d: dict) -> list[Any]:
         from datetime import UTC, datetime
@@ -158,10 +158,10 @@ def rollback(
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Put config version N in force again, as a new version (history is never rewritten)."""
-    from mesh.cli._control import operator_request, raise_for_status
+    from mesh.net import controller_request, raise_for_status
     from mesh.cli._state import state
 
-    response = operator_request(state(ctx).home, "POST", "/v1/config/rollback", {"version": version})
+    response = controller_request(state(ctx).home, "POST", "/v1/config/rollback", {"version": version})
     data = raise_for_status(response, f"mesh config rollback {version}")
     render(
         output,

@@ -37,21 +37,26 @@ def controller(
     from mesh.cli.up import join_line
     from mesh.errors import MeshError
     from mesh.controller import ControllerSettings, run_controller
-    from mesh.inject._reach import controller_advertise, zeroconf_interfaces
-    from mesh.proxy._main import parse_listen_address
+    from mesh.config import DiscoveryConfig
+    from mesh.inject import plan_reach, zeroconf_interfaces
+    from mesh.proxy import parse_listen_address
 
     st = state(ctx)
     setup_logging("controller", debug=st.debug)
     address = parse_listen_address(listen, "--listen")
     interfaces = zeroconf_interfaces(lan, interface)
+    assert interfaces is not None
+    # As `mesh up`: a wildcard --listen needs an address to tell the other hosts, and a specific
+    # one is this host's address for them (zeroconf spans it unless --interface says otherwise).
+    reach = plan_reach(DiscoveryConfig(interfaces=interfaces), listen=address, advertise=advertise, lan=lan)
     settings = ControllerSettings(
         home=st.home,
         listen=address,
-        interfaces=interfaces,
+        interfaces=reach.interfaces,
         zeroconf=zeroconf,
-        # As `mesh up`: a wildcard --listen needs an address to tell the other hosts.
-        advertise=controller_advertise(address, advertise, interfaces),
+        advertise=reach.controller_advertise,
         store=store_url(store),  # type: ignore[arg-type]
+        host=reach.host_record(),
     )
 
     async def serve() -> None:

@@ -57,7 +57,7 @@ def controller_access(home: MeshHome) -> ControllerAccess:
     `mesh stat` and `mesh tap`, and `mesh check --proxy` for its check view."""
     import warnings
 
-    from mesh.cli._control import operator_client, raise_for_status
+    from mesh.net import controller_client, raise_for_status
     from mesh.cli.tap import tap_stream
     from mesh.dashboard import ControllerAccess
     from mesh.debug.check import build_categories, report_to_json, run_checks
@@ -70,7 +70,7 @@ def controller_access(home: MeshHome) -> ControllerAccess:
         return report_to_json(run_checks(build_categories(home, proxy=True)))
 
     return ControllerAccess(
-        connect=lambda: operator_client(home),
+        connect=lambda: controller_client(home),
         body_of=raise_for_status,
         open_tap=tap_stream,
         run_check=run_check,

@@ -22,13 +22,14 @@ def fault(
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Make calls to SERVICE slow or failing for a while (every caller's proxy applies it)."""
-    from mesh.cli._control import operator_request, raise_for_status
+    from mesh.net import controller_request, raise_for_status
     from mesh.config import parse_duration
     from mesh.errors import ConfigError
 
     home = state(ctx).home
     if clear:
-        data = raise_for_status(operator_request(home, "DELETE", f"/v1/faults?service={service}"), "mesh fault --clear")
+        response = controller_request(home, "DELETE", f"/v1/faults?service={service}")
+        data = raise_for_status(response, "mesh fault --clear")
         render(output, data, lambda d: [f"fault on {service} removed"])
         return
     try:
@@ -37,7 +38,7 @@ def fault(
     except ValueError as exc:
         raise ConfigError(f"invalid duration: {exc}", hint="write durations like 200ms, 30s, 5m") from None
     body = {"service": service, "delay_seconds": delay_seconds, "abort_status": abort, "percent": percent, "for_seconds": seconds}
-    data = raise_for_status(operator_request(home, "POST", "/v1/faults", body), f"mesh fault {service}")
+    data = raise_for_status(controller_request(home, "POST", "/v1/faults", body), f"mesh fault {service}")
 
     def view(d: dict) -> list[str]:
         what = []

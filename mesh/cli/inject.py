@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from mesh.cli._options import Advertise, AppProtocol, Interfaces, Lan
+from mesh.cli._options import with_sidecar_options
 from mesh.cli._state import state
 
 
+@with_sidecar_options("inject")
 def inject(
     ctx: typer.Context,
     command: Annotated[list[str], typer.Argument(metavar="-- CMD [ARGS]...", help="The app to run.")],
@@ -20,26 +20,12 @@ def inject(
         Optional[list[str]],
         typer.Option("--upstream", help="SVC or SVC=LOCALPORT: a local listener to SVC, in $MESH_UPSTREAM_<SVC>_URL."),
     ] = None,
-    label: Annotated[Optional[list[str]], typer.Option("--label", help="k=v label of this instance.")] = None,
     health: Annotated[Optional[str], typer.Option(help="Path that must answer 2xx before the service is advertised.")] = None,
     ready_timeout: Annotated[float, typer.Option(help="Seconds the app has to open its port.")] = 30.0,
-    controller: Annotated[Optional[str], typer.Option(help="Controller HOST:PORT (default: MESH_HOME/controller.json).")] = None,
-    token: Annotated[Optional[str], typer.Option(help="Join token for the first certificate.")] = None,
-    cert_ttl: Annotated[Optional[str], typer.Option(help="Lifetime of the certificates to ask for (default 24h, at least 60s).")] = None,
-    inbound: Annotated[str, typer.Option(help="Inbound mTLS listener of the sidecar, HOST:PORT.")] = "127.0.0.1:0",
-    admin: Annotated[str, typer.Option(help="Admin server of the sidecar, HOST:PORT (loopback only).")] = "127.0.0.1:0",
-    zeroconf: Annotated[bool, typer.Option("--zeroconf/--no-zeroconf", help="Advertise and discover with mDNS.")] = True,
-    lan: Lan = False,
-    interface: Interfaces = None,
-    advertise: Advertise = None,
-    protocol: AppProtocol = "auto",
-    endpoints: Annotated[
-        Optional[Path], typer.Option(help="Static endpoints file (docs/discovery.md), re-read when it changes.")
-    ] = None,
+    **sidecar: Any,
 ) -> None:
     """Start a sidecar, then the app with PORT, HTTP_PROXY and MESH_UPSTREAM_*_URL set; exit with the app's status."""
     from mesh.cli._sidecar import hand_over
-    from mesh.inject._reach import zeroconf_interfaces
 
     st = state(ctx)
     # Parsed and validated: the sidecar runs in a lean process without typer (mesh/cli/_sidecar.py).
@@ -52,20 +38,9 @@ def inject(
             "name": name,
             "port": port,
             "upstream": upstream,
-            "label": label,
             "health": health,
             "ready_timeout": ready_timeout,
-            "controller": controller,
-            "token": token,
-            "cert_ttl": cert_ttl,
-            "inbound": inbound,
-            "admin": admin,
-            "zeroconf": zeroconf,
-            # As `mesh proxy`: one LAN interface is enough to serve other hosts, without --lan's all.
-            "interfaces": zeroconf_interfaces(lan, interface),
-            "advertise": advertise,
-            "protocol": protocol,
-            "endpoints": endpoints,
+            **sidecar,  # the sidecar's options (mesh.proxy.SIDECAR_OPTIONS), as given
         },
     )
     raise typer.Exit(status or 0)

@@ -16,9 +16,9 @@ def routes(
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Show SERVICE's routes (first match wins) with requests, success rate and latency per route."""
-    from mesh.cli._control import operator_request, raise_for_status
+    from mesh.net import controller_request, raise_for_status
 
-    data = raise_for_status(operator_request(state(ctx).home, "GET", f"/v1/routes?service={service}"), "mesh routes")
+    data = raise_for_status(controller_request(state(ctx).home, "GET", f"/v1/routes?service={service}"), "mesh routes")
     render(output, data, routes_view)
 
 

@@ -133,7 +133,7 @@ def _parse(ctx: typer.Context, kind: str, args: list[str]) -> dict[str, Any]:
     from mesh.errors import ServiceError
 
     try:  # typer vendors click from 0.2x on, and its usage errors are TyperExceptions there
-        from click import ClickException as UsageProblem
+        from click import ClickException as UsageProblem  # type: ignore[import-not-found]
     except ImportError:
         from typer import TyperException as UsageProblem  # type: ignore[assignment]
 

@@ -17,7 +17,7 @@ WindowOption = Annotated[
 
 def fetch_stats(home: MeshHome, window: str, what: str) -> dict[str, Any]:
     """The controller's /v1/stats answer for ``window`` (a duration)."""
-    from mesh.cli._control import operator_request, raise_for_status
+    from mesh.net import controller_request, raise_for_status
     from mesh.config import parse_duration
     from mesh.errors import MeshError
 
@@ -25,7 +25,7 @@ def fetch_stats(home: MeshHome, window: str, what: str) -> dict[str, Any]:
         seconds = parse_duration(window)
     except ValueError as exc:
         raise MeshError(f"{what}: --window: {exc}", hint="e.g. --window 30s, 1m or 10m") from None
-    return raise_for_status(operator_request(home, "GET", f"/v1/stats?window={seconds:g}"), what)
+    return raise_for_status(controller_request(home, "GET", f"/v1/stats?window={seconds:g}"), what)
 
 
 def unreachable_lines(stats: dict[str, Any], service: str | None = None) -> list[str]:

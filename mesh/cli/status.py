@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -11,12 +11,55 @@ from mesh.cli._output import OutputFormat, OutputOption, key_value_table, render
 from mesh.cli._state import state
 
 
-def status(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> None:
+def status(
+    ctx: typer.Context,
+    hosts: Annotated[
+        bool,
+        typer.Option(
+            "--hosts",
+            help="Every host of the mesh: address, role, mesh version, clock skew, services, last seen.",
+        ),
+    ] = False,
+    output: OutputOption = OutputFormat.table,
+) -> None:
     """Show the controller, the services it sees, and each proxy's identity and state."""
-    from mesh.cli._control import operator_request, raise_for_status
+    from mesh.net import controller_request, raise_for_status
 
-    data = raise_for_status(operator_request(state(ctx).home, "GET", "/v1/status"), "mesh status")
+    if hosts:
+        data = raise_for_status(controller_request(state(ctx).home, "GET", "/v1/hosts"), "mesh status --hosts")
+        render(output, data, hosts_view)
+        return
+    data = raise_for_status(controller_request(state(ctx).home, "GET", "/v1/status"), "mesh status")
     render(output, data, status_view)
+
+
+def hosts_view(data: dict[str, Any]) -> list[Any]:
+    from mesh.debug.endpoints import time_left
+
+    now = float(data.get("time") or time.time())
+    rows = []
+    for h in data["hosts"]:
+        skew = h.get("skew_seconds")
+        seen = h.get("last_seen")
+        services = h["services"] + [f"{g} (gateway)" for g in h.get("gateways") or []]
+        rows.append(
+            (
+                h["address"] + (" *" if h.get("this") else ""),
+                h.get("name") or "-",
+                ", ".join(h["roles"]),
+                h.get("version") or "-",
+                "-" if skew is None else f"{skew:+.3f}s",
+                ", ".join(services) or "-",
+                "-" if seen is None else ("now" if now - seen < 1 else f"{time_left(now - seen)} ago"),
+            )
+        )
+    return [
+        rows_table(
+            ("HOST", "NAME", "ROLE", "VERSION", "CLOCK SKEW", "SERVICES", "LAST SEEN"),
+            rows,
+            title=f"{len(rows)} hosts (* this controller's; skew and last seen from its proxies' heartbeats)",
+        )
+    ]
 
 
 def status_view(data: dict[str, Any]) -> list[Any]:
@@ -43,7 +86,7 @@ def status_view(data: dict[str, Any]) -> list[Any]:
             expiry = e.get("cert_expiry")
             rows.append(
                 (
-                    service,
+                    service + (" (gateway)" if e.get("role") == "gateway" else ""),
                     e["address"],
                     e.get("identity") or "-",
                     ", ".join(f"{k}={v}" for k, v in sorted((e.get("labels") or {}).items())) or "-",

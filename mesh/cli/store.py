@@ -30,7 +30,7 @@ def backup(
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """A consistent copy of the embedded store, also while the controller runs."""
-    from mesh.controller._store_embedded import backup as copy
+    from mesh.controller import backup_store as copy
     from mesh.errors import StoreError
 
     if file.exists():
@@ -47,8 +47,7 @@ def restore(
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Put a backup in place of the embedded store. The controller must be stopped (`mesh down`)."""
-    from mesh.controller._server import home_lock
-    from mesh.controller._store_embedded import restore as put_back
+    from mesh.controller import home_lock, restore_store as put_back
     from mesh.identity import CertificateAuthority, fingerprint
 
     home = state(ctx).home

@@ -55,12 +55,12 @@ def tap_query(
         "authority": authority,
         "max_rps": f"{max_rps:g}" if max_rps else None,
     }
-    query = {k: v for k, v in query.items() if v}
+    given = {k: v for k, v in query.items() if v}
     try:
-        TapFilter.from_query(query)
+        TapFilter.from_query(given)
     except ValueError as exc:
         raise MeshError(f"mesh tap: {exc}") from None
-    return query
+    return given
 
 
 @asynccontextmanager
@@ -81,9 +81,9 @@ async def tap_stream(client: Any, query: dict[str, str]) -> AsyncIterator[AsyncI
 
 async def follow_tap(home: MeshHome, query: dict[str, str], handle: Callable[[dict[str, Any]], bool]) -> None:
     """Stream /v1/tap; ``handle(item)`` for each item until it returns False or the stream ends."""
-    from mesh.cli._control import operator_client
+    from mesh.net import controller_client
 
-    async with operator_client(home) as client, tap_stream(client, query) as events:
+    async with controller_client(home) as client, tap_stream(client, query) as events:
         await consume(events, handle)
 
 

@@ -176,7 +176,7 @@ async def _live(
     from rich.live import Live
     from rich.text import Text
 
-    from mesh.cli._control import operator_client
+    from mesh.net import controller_client
     from mesh.debug.render import top_table
 
     console = Console(highlight=False)
@@ -193,7 +193,7 @@ async def _live(
         )
 
     # Connect first: a controller that is not there is an error, not an empty screen.
-    async with operator_client(home) as client, tap_stream(client, query) as events, trio.open_nursery() as nursery:
+    async with controller_client(home) as client, tap_stream(client, query) as events, trio.open_nursery() as nursery:
 
         def on_key(key: bytes) -> None:
             if key in QUIT_KEYS:

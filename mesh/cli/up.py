@@ -39,8 +39,8 @@ def up(
     from mesh.controller import daemon
     from mesh.errors import ControllerError
     from mesh.identity import CertificateAuthority
-    from mesh.inject._reach import plan_reach
-    from mesh.proxy._main import parse_listen_address
+    from mesh.inject import plan_reach
+    from mesh.proxy import parse_listen_address
 
     home = state(ctx).home
     if config is not None and demo:
@@ -83,8 +83,7 @@ def _run(
     import trio
 
     from mesh._logging import setup_logging
-    from mesh.inject._fleet import demo_units, units_from_config
-    from mesh.inject._up import UpPlan, run_up
+    from mesh.inject import UpPlan, demo_units, run_up, units_from_config
 
     units = demo_units(home, traffic, reach) if demo else units_from_config(home, parsed, reach) if parsed else []
     plan = UpPlan(

@@ -23,7 +23,8 @@ def load_config(path: str | os.PathLike[str]) -> MeshConfig:
     """Read, parse and validate the mesh.toml at ``path``.
 
     Error messages name the file as ``path`` was given. A relative
-    ``discovery.endpoints_file`` is taken relative to the config file's directory.
+    ``discovery.endpoints_file`` is taken relative to the config file's directory, and so
+    are a gateway's ``tls`` files (made absolute: the gateways may run from elsewhere).
     Raises ``ConfigInvalid`` (every problem in the file) or ``ConfigError`` (no file).
     """
     source = os.fspath(path)
@@ -35,7 +36,22 @@ def load_config(path: str | os.PathLike[str]) -> MeshConfig:
         config = dataclasses.replace(
             config, discovery=dataclasses.replace(config.discovery, endpoints_file=resolved)
         )
-    return config
+    base = Path(source).parent
+    gateways = tuple(
+        dataclasses.replace(
+            gateway,
+            tls=tuple(
+                dataclasses.replace(pair, cert=_absolute(base, pair.cert), key=_absolute(base, pair.key))
+                for pair in gateway.tls
+            ),
+        )
+        for gateway in config.gateways
+    )
+    return dataclasses.replace(config, gateways=gateways)
+
+
+def _absolute(base: Path, path: str) -> str:
+    return os.path.abspath(base / path)
 
 
 def load_config_text(text: str, source: str = "<config>") -> MeshConfig:

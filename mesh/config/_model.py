@@ -133,11 +133,52 @@ class ServiceConfig(_ToDict):
 
 
 @dataclass(frozen=True, slots=True)
+class GatewayRoute(_ToDict):
+    """One of a gateway's own routes: requests for ``host`` (None: any) whose path starts with
+    ``path_prefix`` (None: any) go to service ``to``."""
+
+    to: str
+    host: str | None = None
+    path_prefix: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayTLS(_ToDict):
+    """A certificate (chain) and its key, PEM files, that a gateway serves to outside clients."""
+
+    cert: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClientLimitsConfig(_ToDict):
+    """Per client address at a gateway: open connections, requests per second and their burst (0: no limit)."""
+
+    connections: int = 100
+    requests_per_second: float = 0.0
+    burst: int = 0  # 0: one second's worth
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig(_ToDict):
-    """``[[gateway]]``: an edge listener that sends outside traffic to one service."""
+    """``[[gateway]]``: an edge listener that lets outside traffic in, to one service (``to``) or
+    by host and path (``routes``, first match wins, then ``to``)."""
 
     listen: str
-    to: str
+    to: str | None = None
+    routes: tuple[GatewayRoute, ...] = ()
+    tls: tuple[GatewayTLS, ...] = ()
+    http_redirect: str | None = None
+    trust_forwarded: tuple[str, ...] = ()
+    client_limits: ClientLimitsConfig | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("routes", "tls", "trust_forwarded"):
+            _set(self, name, tuple(getattr(self, name)))
+
+    def to_dict(self) -> dict[str, Any]:
+        # Empty lists are left out, as None is: a plain `listen`/`to` gateway reads as it was written.
+        return {k: v for k, v in _ToDict.to_dict(self).items() if v != []}
 
     @property
     def host(self) -> str:

@@ -90,6 +90,26 @@ def is_valid_ip_address(text: str) -> bool:
     return True
 
 
+GATEWAY_HOST_RULE = 'a host name like "shop.example", "*.shop.example" (one label or more), or "*" (any host)'
+
+
+def is_valid_gateway_host(host: str) -> bool:
+    """A host a gateway route matches (``GATEWAY_HOST_RULE``): a name, a ``*.`` wildcard, or ``*``."""
+    if host == "*":
+        return True
+    name = host[2:] if host.startswith("*.") else host
+    return len(name) <= 253 and _HOSTNAME.fullmatch(name) is not None
+
+
+def is_valid_cidr(text: str) -> bool:
+    """``10.0.0.0/8``, ``2001:db8::/32`` or a single address (host bits must be zero)."""
+    try:
+        ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        return False
+    return True
+
+
 def split_host_port(address: str) -> tuple[str, int] | None:
     """``"127.0.0.1:9080"`` → ``("127.0.0.1", 9080)``, ``"[::1]:80"`` → ``("::1", 80)``, else None.
 

@@ -4,6 +4,11 @@ Reading never stops at the first problem: each key is checked, each bad one adds
 ``ConfigIssue`` and reading goes on, so a user fixes a whole file in one round.
 A value that failed is carried as ``_INVALID`` so that nothing built from it
 reports a second, confusing error.
+
+It is long because mesh.toml is: one reader per table, all built on the same few
+helpers (key paths, expected/found, did-you-mean) and the same ``_INVALID``
+convention. Splitting it by table would spread that convention over files that
+each need all of it.
 """
 
 from __future__ import annotations
@@ -20,10 +25,13 @@ from mesh.config._duration import DURATION_EXPECTED, parse_duration
 from mesh.config._issues import ConfigInvalid, ConfigIssue, render_value
 from mesh.config._model import (
     RETRY_CONDITIONS,
+    ClientLimitsConfig,
     ControlConfig,
     DiscoveryConfig,
     FaultConfig,
     GatewayConfig,
+    GatewayRoute,
+    GatewayTLS,
     MeshConfig,
     MeshSettings,
     PolicyConfig,
@@ -38,10 +46,13 @@ from mesh.config._store_url import STORE_EXPECTED, StoreUrlError, parse_store_ur
 from mesh.config._names import (
     APP_PROTOCOLS,
     ENV_NAME_RULE,
+    GATEWAY_HOST_RULE,
     LABEL_RULE,
     SERVICE_NAME_RULE,
     TRUST_DOMAIN_RULE,
+    is_valid_cidr,
     is_valid_env_name,
+    is_valid_gateway_host,
     is_valid_header_name,
     is_valid_header_value,
     is_valid_ip_address,
@@ -562,12 +573,73 @@ _SERVICE = _table(
     },
 )
 
+def _finish_gateway(values: dict[str, Any], path: str, issues: _Issues) -> bool:
+    ok = True
+    if "to" not in values and "routes" not in values:
+        issues.expected(_join(path, "to"), f"{SERVICE_NAME_EXPECTED}, or routes (somewhere to send requests)", _NOTHING)
+        ok = False
+    if "http_redirect" in values and "tls" not in values:
+        issues.expected(
+            _join(path, "tls"), "certificates to serve HTTPS with (http_redirect sends clients to HTTPS)", _NOTHING
+        )
+        ok = False
+    if values.get("http_redirect") is not None and values.get("http_redirect") == values.get("listen"):
+        issues.expected(_join(path, "http_redirect"), "an address other than listen", render_value(values["listen"]))
+        ok = False
+    return ok
+
+
+def _finish_gateway_route(values: dict[str, Any], path: str, issues: _Issues) -> bool:
+    host = values.get("host")
+    if host == "*":
+        del values["host"]  # "*" is any host, as leaving it out is
+    elif isinstance(host, str):
+        values["host"] = host.lower()  # host names are case-insensitive
+    return True
+
+
+_GATEWAY_ROUTE = _table(
+    GatewayRoute,
+    {
+        "host": _Key(_text(GATEWAY_HOST_RULE, lambda v: is_valid_gateway_host(v.lower()))),
+        "path_prefix": _Key(_PATH),
+        "to": _Key(_SERVICE_NAME, required=True),
+    },
+    'a table like { host = "shop.example", path_prefix = "/api", to = "api" }',
+    _finish_gateway_route,
+)
+
+_GATEWAY_TLS = _table(
+    GatewayTLS,
+    {
+        "cert": _Key(_text("a path to a PEM certificate file", bool), required=True),
+        "key": _Key(_text("a path to the PEM key file of that certificate", bool), required=True),
+    },
+    'a table like { cert = "certs/shop.pem", key = "certs/shop.key" }',
+)
+
+_CLIENT_LIMITS = _table(
+    ClientLimitsConfig,
+    {
+        "connections": _Key(_integer(0)),
+        "requests_per_second": _Key(_number(0)),
+        "burst": _Key(_integer(0)),
+    },
+    "a table like { connections = 100, requests_per_second = 50, burst = 100 }",
+)
+
 _GATEWAY = _table(
     GatewayConfig,
     {
         "listen": _Key(_LISTEN, required=True),
-        "to": _Key(_SERVICE_NAME, required=True),
+        "to": _Key(_SERVICE_NAME),
+        "routes": _Key(_list(_GATEWAY_ROUTE, "a list of { host, path_prefix, to } tables", non_empty=True)),
+        "tls": _Key(_list(_GATEWAY_TLS, "a list of { cert, key } tables", non_empty=True)),
+        "http_redirect": _Key(_LISTEN),
+        "trust_forwarded": _Key(_list(_text('a network like "10.0.0.0/8"', is_valid_cidr), "a list of networks")),
+        "client_limits": _Key(_CLIENT_LIMITS),
     },
+    finish=_finish_gateway,
 )
 
 _MATCH = _table(
@@ -728,21 +800,24 @@ def _check_unique(
 
 
 def _check_unique_listen(gateways: list[Any], issues: _Issues) -> None:
-    first_at: dict[tuple[str, int], int] = {}
+    first_at: dict[tuple[str, int], str] = {}
     for i, gateway in enumerate(gateways):
         if gateway is _INVALID:
             continue
-        address = (gateway.host, gateway.port)
-        if gateway.port == 0:  # every ":0" listener gets its own ephemeral port
-            continue
-        if address in first_at:
-            issues.expected(
-                f"gateway[{i}].listen",
-                "an address no other gateway listens on",
-                f"{render_value(gateway.listen)} again (first at gateway[{first_at[address]}])",
-            )
-        else:
-            first_at[address] = i
+        for key in ("listen", "http_redirect"):
+            text = getattr(gateway, key)
+            address = split_host_port(text) if text is not None else None
+            if address is None or address[1] == 0:  # every ":0" listener gets its own ephemeral port
+                continue
+            where = f"gateway[{i}]" if key == "listen" else f"gateway[{i}].{key}"
+            if address in first_at:
+                issues.expected(
+                    f"gateway[{i}].{key}",
+                    "an address no other gateway listens on",
+                    f"{render_value(text)} again (first at {first_at[address]})",
+                )
+            else:
+                first_at[address] = where
 
 
 def _check_subsets(services: list[Any], routes: list[Any], issues: _Issues) -> None:

@@ -11,7 +11,8 @@ from mesh.controller import _daemon as daemon
 from mesh.controller._api import ApiRequest, serve_api, server_context_optional_client
 from mesh.controller._app import CONTROLLER_SERVICE, ControllerApp
 from mesh.controller._join import join_mesh
-from mesh.controller._server import ControllerSettings, run_controller
+from mesh.controller._server import ControllerSettings, home_lock, run_controller
+from mesh.controller._store_embedded import backup as backup_store, restore as restore_store
 from mesh.controller._state import ControllerState, EndpointEntry
 
 __all__ = [
@@ -20,6 +21,9 @@ __all__ = [
     "ControllerApp",
     "ControllerSettings",
     "ControllerState",
+    "backup_store",
+    "home_lock",
+    "restore_store",
     "EndpointEntry",
     "daemon",
     "join_mesh",

@@ -1,29 +1,40 @@
 """The controller's API: who may do what, and what each endpoint answers.
 
-    POST /v1/certificates     sign a CSR (join token, or the caller's own current certificate)
+    POST /v1/certificates     sign a CSR (join token, or the caller's own current certificate); a
+                              service's by default, a host's (`mesh join`) or an operator's (with a grant)
     GET  /v1/certificates     the certificates signed and not yet expired (operators)
+    POST /v1/operator-grants  a one-time grant of an operator identity for another host (operators)
     GET  /v1/bundle           trust anchors (public; `mesh join` pins them by fingerprint)
     GET  /v1/health           version and clock (any caller with a mesh certificate)
     GET  /v1/config           the config in force, with its version
     POST /v1/config           apply a whole config (operators)
-    GET  /v1/config/history   the last versions of the config (operators)
+    GET  /v1/config/history   the last versions of the config (readers)
     POST /v1/config/rollback  put an earlier version in force again, as a new version (operators)
-    GET  /v1/store            the store's health: members, leader, quorum, writable (operators)
+    GET  /v1/store            the store's health: members, leader, quorum, writable (readers)
     GET  /v1/watch            a stream of snapshots for one proxy (NDJSON)
     POST /v1/ack              a proxy applied a snapshot version
     POST /v1/registrations    register / heartbeat an endpoint (hosts without multicast)
     DELETE /v1/registrations  withdraw it
-    GET  /v1/status           the whole picture for `mesh status` (operators)
-    GET  /v1/tap              every proxy's /tap merged into one NDJSON stream (operators)
-    GET  /v1/stats            golden metrics per service, version and edge, from every proxy (operators)
+    GET  /v1/status           the whole picture for `mesh status` (readers)
+    GET  /v1/hosts            every host of the mesh: role, version, clock skew, services, last seen (readers)
+    GET  /v1/tap              every proxy's /tap merged into one NDJSON stream (readers; query values: operators)
+    GET  /v1/stats            golden metrics per service, version and edge, from every proxy (readers)
+    GET  /v1/routes           the routes of a service with their metrics (readers)
+    POST/DELETE /v1/faults    `mesh fault` (operators)
+
+Readers are operators (``spiffe://TD/operator/NAME``) and joined hosts
+(``spiffe://TD/host/NAME``): a host may look, never change (docs/security.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import logging
 import math
+import re
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -35,7 +46,7 @@ from mesh import __version__
 from mesh.controller._api import ApiRequest
 from mesh.net import ApiError, ApiResponse
 from mesh.controller._durable import Durable
-from mesh.controller._state import ControllerState, EndpointEntry
+from mesh.controller._state import ROLES, ControllerState, EndpointEntry
 from mesh.discovery import endpoint_from_dict, endpoint_to_dict
 from mesh.errors import ConfigError, DiscoveryError, IdentityError, StoreError
 from mesh.identity import CONTROLLER_SERVICE
@@ -46,22 +57,48 @@ log = logging.getLogger("mesh.controller")
 # controller: a keepalive this often lets it notice a dead host within 5 s.
 KEEPALIVE_SECONDS = 1.5
 MAX_LEAF_TTL = timedelta(hours=24)
+# Host and operator identities belong to people's CLIs: long-lived, renewed by joining again.
+CLI_CERT_TTL = timedelta(days=365)
+# A proxy whose watch ended is withdrawn after this, unless it is back (a reconnect takes ~0.3 s):
+# callers stop being sent to a dead process within a second or two, not a lease's 30 s.
+DEPARTURE_GRACE = 1.0
+GRANT_TTL = timedelta(minutes=15)
+MAX_GRANT_TTL = timedelta(hours=24)
+OPERATOR_HINT = (
+    "run it on an operator's host (the controller's, where `mesh up` made MESH_HOME/operator), or make "
+    "this one an operator's: `mesh operator grant NAME` there, then `mesh join … --operator GRANT` here"
+)
 
 
 class ControllerApp:
-    def __init__(self, state: ControllerState, ca: Any, join_token: str, address: str, durable: Durable) -> None:
+    def __init__(
+        self,
+        state: ControllerState,
+        ca: Any,
+        join_token: str,
+        address: str,
+        durable: Durable,
+        host_address: str | None = None,
+    ) -> None:
         self.state = state
         self.durable = durable
         durable.on_change = self.changed
         self.ca = ca
         self._join_token = join_token.encode()
         self.address = address
+        # This controller's host, as `mesh status --hosts` names it (its proxies connect from loopback).
+        self.host_address = host_address or address.rpartition(":")[0].strip("[]")
         self.started = time.time()
+        self.stopping = False  # set before the watches end with the controller: they are no departures
+        self.nursery: trio.Nursery | None = None  # for work that outlives a request (withdrawing the departed)
+        self.on_departure: Callable[[EndpointEntry], None] | None = None  # zeroconf: say goodbye for it
         self._change = trio.Event()
         self.newest_proxy_config = 0  # the newest config version a watching proxy said it holds
         self.units: Callable[[], list[dict[str, Any]]] | None = None  # processes `mesh up` keeps running
         self._routes: dict[tuple[str, str], Callable[[ApiRequest], Awaitable[Any]]] = {
             ("POST", "/v1/certificates"): self.sign,
+            ("POST", "/v1/operator-grants"): self.grant_operator,
+            ("GET", "/v1/hosts"): self.hosts,
             ("GET", "/v1/bundle"): self.bundle,
             ("GET", "/v1/health"): self.health,
             ("GET", "/v1/config"): self.get_config,
@@ -111,10 +148,29 @@ class ControllerApp:
         return request.peer
 
     def _require_operator(self, request: ApiRequest) -> Any:
+        """Operators only: everything that changes the mesh (config, faults, the CA's records)."""
         peer = self._require_peer(request)
         if peer.kind != "operator":
             log.warning("refused %s %s from %s: operators only", request.method, request.path, peer)
+            if peer.kind == "host":
+                raise ApiError(
+                    403,
+                    f"{peer} is a host identity: it may read the mesh, not change it (operators only)",
+                    OPERATOR_HINT,
+                )
             raise ApiError(403, f"{peer} is not an operator", "run the CLI on a host with MESH_HOME/operator/")
+        return peer
+
+    def _require_reader(self, request: ApiRequest) -> Any:
+        """Operators and joined hosts: what the mesh looks like (status, stats, routes, tap, hosts)."""
+        peer = self._require_peer(request)
+        if peer.kind not in ("operator", "host"):
+            log.warning("refused %s %s from %s: operators and hosts only", request.method, request.path, peer)
+            raise ApiError(
+                403,
+                f"{peer} may not read the mesh's state: operators and joined hosts only",
+                "run the CLI on a host that joined the mesh (`mesh join`), or on the controller's host",
+            )
         return peer
 
     def _require_service(self, request: ApiRequest, service: str) -> Any:
@@ -130,6 +186,13 @@ class ControllerApp:
         from mesh.identity import service_identity
 
         body = _object(request.json())
+        kind = body.get("kind") or "svc"
+        if kind == "host":
+            return await self._sign_host(request, body)
+        if kind == "operator":
+            return await self._sign_operator(request, body)
+        if kind != "svc":
+            raise ApiError(400, f"unknown identity kind {kind!r}: expected svc, host or operator")
         service = _string(body, "service")
         csr = _string(body, "csr").encode()
         ttl = _leaf_ttl(body.get("ttl_seconds"))
@@ -138,22 +201,133 @@ class ControllerApp:
         if request.peer is not None:
             self._require_service(request, service)  # renewal: only for yourself
         else:
-            token = str(body.get("token") or "").encode()
-            if not token or not hmac.compare_digest(token, self._join_token):
-                log.warning("refused a certificate for %s: %s join token", service, "wrong" if token else "no")
-                raise ApiError(
-                    403,
-                    "the join token is missing or wrong",
-                    "use the token that `mesh up` printed (MESH_HOME/join-token on the controller's host)",
-                )
+            self._check_join_token(body, service)
         try:
             identity = service_identity(self.state.trust_domain, service)
+        except IdentityError as exc:
+            raise ApiError(400, exc.message, exc.hint) from None
+        return await self._signed(csr, identity, ttl, "renewal" if request.peer else "join token")
+
+    def _check_join_token(self, body: dict[str, Any], what: str) -> None:
+        token = str(body.get("token") or "").encode()
+        if not token or not hmac.compare_digest(token, self._join_token):
+            log.warning("refused a certificate for %s: %s join token", what, "wrong" if token else "no")
+            raise ApiError(
+                403,
+                "the join token is missing or wrong",
+                "use the token that `mesh up` printed (MESH_HOME/join-token on the controller's host)",
+            )
+
+    async def _signed(self, csr: bytes, identity: Any, ttl: timedelta, how: str) -> ApiResponse:
+        try:
             chain = self.ca.sign_csr(csr, identity, ttl)
         except IdentityError as exc:
             raise ApiError(400, exc.message, exc.hint) from None
-        log.info("signed a certificate for %s (%s)", identity, "renewal" if request.peer else "join token")
+        log.info("signed a certificate for %s (%s)", identity, how)
         await self._record_certificate(chain, str(identity))
         return ApiResponse(200, {"certificate": chain.decode(), "bundle": self.ca.bundle_pem.decode()})
+
+    async def _sign_host(self, request: ApiRequest, body: dict[str, Any]) -> ApiResponse:
+        """`mesh join`: a host identity, which reads the mesh (status, stats, routes, tap) and nothing more."""
+        from mesh.identity import host_identity
+
+        name = _string(body, "name")
+        csr = _string(body, "csr").encode()
+        try:
+            identity = host_identity(self.state.trust_domain, name)
+        except IdentityError as exc:
+            raise ApiError(400, exc.message, exc.hint) from None
+        if request.peer is not None:
+            peer = self._require_peer(request)
+            if peer != identity:
+                log.warning("refused a certificate for %s from %s", identity, peer)
+                raise ApiError(403, f"{peer} may not act for host {name!r}")
+        else:
+            self._check_join_token(body, str(identity))
+        address = _host_address(body.get("address"), request.remote_ip)
+        response = await self._signed(csr, identity, CLI_CERT_TTL, "joined" if request.peer is None else "renewal")
+        record = {
+            "address": address,
+            "name": name,
+            "identity": str(identity),
+            "operator": bool(self.state.joined_hosts.get(address, {}).get("operator")),
+            "version": str(body.get("mesh_version") or ""),
+            "joined_at": round(time.time(), 3),
+            "seen_from": request.remote_ip,
+        }
+        try:
+            await self.durable.record_host(record)
+        except StoreError as exc:  # joined all the same; `mesh status --hosts` lists it once its proxies call
+            log.warning("host %s joined, but is not recorded in %s: %s", name, self.durable.location, exc.message)
+        log.info("host %s joined from %s (its address: %s)", name, request.remote_ip or "?", address)
+        return response
+
+    async def _sign_operator(self, request: ApiRequest, body: dict[str, Any]) -> ApiResponse:
+        """An operator identity for another host: only with a grant an operator made (or as a
+        renewal by the operator itself)."""
+        from mesh.identity import operator_identity
+
+        csr = _string(body, "csr").encode()
+        peer = request.peer
+        if peer is not None:
+            peer = self._require_operator(request)  # renewal: only for yourself
+            identity = peer
+            how = "renewal"
+        else:
+            self._check_join_token(body, "an operator")
+            grant = _string(body, "grant")
+            try:
+                record = await self.durable.redeem_grant(_grant_digest(grant))
+            except StoreError as exc:
+                raise ApiError(503, f"cannot redeem the operator grant: {exc.message}", exc.hint) from None
+            if record is None:
+                log.warning(
+                    "refused an operator certificate from %s: unknown, used or expired grant", request.remote_ip
+                )
+                raise ApiError(
+                    403,
+                    "the operator grant is unknown, already used or expired",
+                    "ask an operator for a new one: `mesh operator grant NAME` on the controller's host",
+                )
+            identity = operator_identity(self.state.trust_domain, str(record["name"]))
+            how = f"granted by {record.get('by')}"
+        response = await self._signed(csr, identity, CLI_CERT_TTL, how)
+        address = _host_address(body.get("address"), request.remote_ip)
+        joined = self.state.joined_hosts.get(address)
+        if joined is not None and not joined.get("operator"):
+            try:
+                await self.durable.record_host({**joined, "operator": True, "operator_identity": str(identity)})
+            except StoreError as exc:
+                log.debug("operator of %s not recorded: %s", address, exc.message)
+        return response
+
+    async def grant_operator(self, request: ApiRequest) -> ApiResponse:
+        """`mesh operator grant NAME`: a secret, good once within its time, that `mesh join
+        --operator` trades for an operator identity named NAME."""
+        from mesh.identity import validate_name
+
+        operator = self._require_operator(request)
+        body = _object(request.json())
+        name = _string(body, "name")
+        try:
+            validate_name(name, "operator")
+        except IdentityError as exc:
+            raise ApiError(400, exc.message, exc.hint) from None
+        asked = body.get("ttl_seconds", GRANT_TTL.total_seconds())
+        longest = MAX_GRANT_TTL.total_seconds()
+        if isinstance(asked, bool) or not isinstance(asked, (int, float)) or not 60 <= asked <= longest:
+            raise ApiError(400, "ttl_seconds must be a number of seconds from 60 to 86400 (24 h)")
+        grant = secrets.token_urlsafe(24)
+        expires_at = time.time() + float(asked)
+        self._refuse_if_read_only("grant an operator identity")
+        try:
+            await self.durable.put_grant(
+                _grant_digest(grant), {"name": name, "by": str(operator), "expires_at": expires_at}, float(asked)
+            )
+        except StoreError as exc:
+            raise self._read_only_error("grant an operator identity", exc.message) from None
+        log.info("%s granted an operator identity %r, good once until %s", operator, name, time.ctime(expires_at))
+        return ApiResponse(200, {"grant": grant, "name": name, "expires_at": expires_at})
 
     async def _record_certificate(self, chain: bytes, identity: str) -> None:
         """Kept in the store until it expires; a store that cannot write must not stop renewals."""
@@ -252,7 +426,7 @@ class ControllerApp:
         )
 
     async def config_history(self, request: ApiRequest) -> ApiResponse:
-        self._require_operator(request)
+        self._require_reader(request)
         try:
             records = await self.durable.history()
         except StoreError as exc:
@@ -291,7 +465,7 @@ class ControllerApp:
         return ApiResponse(200, {"version": version, "changed": changed, "rolled_back_to": target})
 
     async def store_health(self, request: ApiRequest) -> ApiResponse:
-        self._require_operator(request)
+        self._require_reader(request)
         try:
             health = await self.durable.check_health()  # fresh: `mesh check` right after a member died
         except StoreError as exc:
@@ -354,7 +528,37 @@ class ControllerApp:
                     yield {"type": "keepalive", "version": state.version}
         finally:
             state.watch_ended(instance, watch)
-            log.info("proxy %s stopped watching", instance)
+            if self.stopping:
+                log.info("proxy %s stopped watching (this controller stops)", instance)
+            else:
+                log.info("proxy %s stopped watching", instance)
+                if self.nursery is not None:
+                    self.nursery.start_soon(self._withdraw_if_departed, instance)
+
+    async def _withdraw_if_departed(self, instance: str) -> None:
+        """A proxy whose watch ended (its process died: the kernel closed its connection) is out of
+        every caller's endpoint set at once, not when its lease runs out; one that only reconnects
+        (here, or to another controller of the mesh, which rewrites its registration) stays."""
+        entry = self.state.entry(instance)
+        if entry is None or entry.source != "registration" or entry.controller != self.address:
+            return
+        try:
+            revision = await self.durable.registration_revision(instance)
+            await trio.sleep(DEPARTURE_GRACE)
+            if instance in self.state.watches:
+                return  # back already
+            withdrawn = await self.durable.withdraw_departed(instance, revision)
+        except StoreError as exc:
+            log.debug("could not withdraw %s (its lease will): %s", instance, exc.message)
+            return
+        if withdrawn:
+            log.info(
+                "withdrew %s (%s at %s): its proxy went away without a word", instance, entry.endpoint.service,
+                entry.endpoint.address,
+            )
+            self.changed()
+            if self.on_departure is not None:
+                self.on_departure(entry)
 
     async def ack(self, request: ApiRequest) -> ApiResponse:
         body = _object(request.json())
@@ -371,18 +575,39 @@ class ControllerApp:
         body = _object(request.json())
         service = _string(body, "service")
         self._require_service(request, service)
+        role = body.get("role") or "service"
+        if role not in ROLES:
+            raise ApiError(400, f"invalid registration: role {role!r} is not one of {', '.join(ROLES)}")
         try:
             endpoint = endpoint_from_dict({**body, "identity": str(request.peer)})
         except (KeyError, ValueError, DiscoveryError) as exc:
             raise ApiError(400, f"invalid registration: {exc}") from None
+        instance = _string(body, "instance")
+        if loopback_from_another_host(endpoint.host, request.remote_ip, request.local_ip):
+            # Every other host would dial itself; its own host finds it by zeroconf on loopback.
+            log.info("refused %s: the loopback address %s, from %s", instance, endpoint.address, request.remote_ip)
+            raise ApiError(
+                400,
+                f"{instance} registers the loopback address {endpoint.address} from {request.remote_ip}: "
+                "other hosts cannot reach it, so the controller does not hand it out",
+                "on a host that ran `mesh join`, leave --inbound out (it listens on the host's address); "
+                "else give --inbound ADDR:0, or --inbound 0.0.0.0:0 --advertise ADDR",
+            )
         ttl = min(float(body.get("ttl_seconds") or 30.0), 300.0)
+        host = self._host_of(request)
         entry = EndpointEntry(
             endpoint,
-            _string(body, "instance"),
+            instance,
             "registration",
             version=str(body.get("mesh_version") or ""),
             cert_expiry=body.get("cert_expiry"),
+            role=role,
+            controller=self.address,
+            host=host,
+            zeroconf=_instance_label(body.get("zeroconf")),
         )
+        their_time = body.get("time")
+        self.state.heard_from(host, entry.version, their_time if _finite_number(their_time) else None)
         try:
             added = await self.durable.register(entry, ttl)
         except StoreError as exc:
@@ -393,18 +618,23 @@ class ControllerApp:
                 return ApiResponse(200, {"ttl_seconds": ttl})
             raise ApiError(503, f"cannot register {entry.instance}: {exc.message}", exc.hint) from None
         if added:
-            log.info("registered %s at %s", entry.instance, endpoint.address)
-            if loopback_from_another_host(endpoint.host, request.remote_ip, request.local_ip):
-                # Kept (its own host may call it), but every other host would dial itself.
-                log.warning(
-                    "%s registered the loopback address %s from %s: other hosts cannot reach it; "
-                    "start that proxy with --inbound ADDR:0 (or --inbound 0.0.0.0:0 --advertise ADDR)",
-                    entry.instance,
-                    endpoint.address,
-                    request.remote_ip,
-                )
+            what = "the gateway" if role == "gateway" else "registered"
+            log.info("%s %s at %s (host %s)", what, entry.instance, endpoint.address, host)
             self.changed()
         return ApiResponse(200, {"ttl_seconds": ttl})
+
+    def _host_of(self, request: ApiRequest) -> str:
+        """The host a request came from: this controller's own (over loopback, or from the very
+        address it was dialled at), else the peer's address."""
+        remote = request.remote_ip
+        if remote is None or remote == request.local_ip:
+            return self.host_address
+        try:
+            if ipaddress.ip_address(remote).is_loopback:
+                return self.host_address
+        except ValueError:
+            pass
+        return remote
 
     async def deregister(self, request: ApiRequest) -> ApiResponse:
         instance = request.query.get("instance", "")
@@ -471,7 +701,7 @@ class ControllerApp:
     async def routes(self, request: ApiRequest) -> ApiResponse:
         from mesh.controller._routes_view import routes_view
 
-        self._require_operator(request)
+        self._require_reader(request)
         service = request.query.get("service", "")
         if not service:
             raise ApiError(400, "query parameter 'service' is required")
@@ -480,8 +710,21 @@ class ControllerApp:
     # -- status ------------------------------------------------------------------
 
     async def status(self, request: ApiRequest) -> ApiResponse:
-        self._require_operator(request)
+        self._require_reader(request)
         return ApiResponse(200, self.status_view())
+
+    async def hosts(self, request: ApiRequest) -> ApiResponse:
+        from mesh.controller._hosts import hosts_view
+
+        self._require_reader(request)
+        return ApiResponse(
+            200,
+            {
+                "controller": self.address,
+                "time": time.time(),
+                "hosts": hosts_view(self.state, self.address, self.host_address, __version__, self.state.clock()),
+            },
+        )
 
     def status_view(self) -> dict[str, Any]:
         state = self.state
@@ -496,6 +739,8 @@ class ControllerApp:
                     **endpoint_to_dict(entry.endpoint),
                     "instance": entry.instance,
                     "source": entry.source,
+                    "role": entry.role,
+                    "host": entry.host,
                     "mesh_version": entry.version,
                     "cert_expiry": entry.cert_expiry,
                     "watching": watch is not None,
@@ -547,12 +792,13 @@ class ControllerApp:
         from mesh.controller._fanin import TapFanIn
         from mesh.telemetry import TapFilter, query_values_asked
 
-        operator = self._require_operator(request)
         try:
             tap_filter, max_rps = TapFilter.from_query(request.query)
             query_values = query_values_asked(request.query)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
+        # Query-string values may hold secrets: showing them is for operators, who are logged.
+        operator = self._require_operator(request) if query_values else self._require_reader(request)
         if query_values:
             log.info("%s taps with query-string values shown (%s)", operator, tap_filter.to_query() or "every request")
         return TapFanIn(self.proxy_targets, tap_filter, max_rps, self._admin_dialer(), query_values=query_values)
@@ -560,7 +806,7 @@ class ControllerApp:
     async def stats(self, request: ApiRequest) -> ApiResponse:
         from mesh.controller._fanin import StatsCollector, parse_window
 
-        self._require_operator(request)
+        self._require_reader(request)
         try:
             window = parse_window(request.query.get("window"))
         except ValueError as exc:
@@ -593,6 +839,34 @@ def _string(body: dict[str, Any], key: str) -> str:
     if not isinstance(value, str) or not value:
         raise ApiError(400, f"expected a non-empty string at {key!r}")
     return value
+
+
+_INSTANCE_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _instance_label(value: Any) -> str | None:
+    """The DNS-SD instance a registration names, when it is one (else it is ignored)."""
+    return value if isinstance(value, str) and _INSTANCE_LABEL.fullmatch(value) else None
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _grant_digest(grant: str) -> str:
+    """Grants are kept by their hash: the store (an etcd others may read) never holds the secret."""
+    return hashlib.sha256(grant.encode()).hexdigest()
+
+
+def _host_address(claimed: Any, remote_ip: str | None) -> str:
+    """The address a joining host says it has (`mesh join` records what it dialled from, or
+    --advertise), else the one its connection came from."""
+    if isinstance(claimed, str) and claimed:
+        try:
+            return str(ipaddress.ip_address(claimed))
+        except ValueError:
+            raise ApiError(400, f"invalid host address {claimed!r}: expected an IP address") from None
+    return remote_ip or "?"
 
 
 def loopback_from_another_host(endpoint_host: str, remote_ip: str | None, local_ip: str | None) -> bool:

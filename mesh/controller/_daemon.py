@@ -58,7 +58,7 @@ def spawn(home: MeshHome, name: str, argv: list[str]) -> Daemon:
 
 
 def running(home: MeshHome) -> list[Daemon]:
-    daemons = []
+    daemons: list[Daemon] = []
     if not home.run_dir.is_dir():
         return daemons
     for path in sorted(home.run_dir.glob("*.pid")):

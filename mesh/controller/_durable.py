@@ -10,6 +10,8 @@ Keys, under the store's prefix (``/mesh/`` on etcd, none in the embedded file)::
     faults/<service>             a `mesh fault`, on a lease that ends it
     certificates/<serial>        a certificate the CA signed, on a lease until it expires
     controllers/<host:port>      a live controller, on a lease of CONTROLLER_TTL
+    hosts/<address>              a host that joined (`mesh join`): its name, whether it holds an operator identity
+    grants/<sha256 of the grant> a one-time operator grant (`mesh operator grant`), on a lease until it expires
 
 Writes go to the store first and then into ``ControllerState``; changes that
 other controllers made arrive by the store's watch. Each key's last revision
@@ -31,7 +33,7 @@ from typing import Any
 
 import trio
 
-from mesh.controller._state import ControllerState, EndpointEntry, TemporaryFault
+from mesh.controller._state import ROLES, ControllerState, EndpointEntry, TemporaryFault
 from mesh.discovery import endpoint_from_dict, endpoint_to_dict
 from mesh.controller._store import (
     Compare,
@@ -174,6 +176,7 @@ class Durable:
         registrations: list[EndpointEntry] = []
         faults: dict[str, TemporaryFault] = {}
         controllers: dict[str, dict[str, Any]] = {}
+        hosts: dict[str, dict[str, Any]] = {}
         self._leases.clear()
         self._seen = {item.key: item.mod_revision for item in items}
         for item in items:
@@ -189,8 +192,11 @@ class Durable:
                     faults[fault.service] = fault
                 elif kind == "controllers":
                     controllers[name] = json.loads(item.value)
+                elif kind == "hosts":
+                    hosts[name] = dict(json.loads(item.value))
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("ignored %s in %s: %s", item.key, self.location, exc)
+        self.state.set_joined_hosts(hosts)
         changed = self.state.replace_source("registration", registrations)
         if faults != self.state.faults:
             self.state.faults = faults
@@ -207,6 +213,9 @@ class Durable:
 
     def _entry(self, value: bytes) -> EndpointEntry:
         item = json.loads(value)
+        role = str(item.get("role") or "service")
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
         return EndpointEntry(
             endpoint_from_dict(item["endpoint"]),
             str(item["instance"]),
@@ -214,6 +223,10 @@ class Durable:
             expires_at=None,  # the store's lease decides
             version=item.get("mesh_version"),
             cert_expiry=item.get("cert_expiry"),
+            role=role,
+            controller=item.get("controller"),
+            host=item.get("host"),
+            zeroconf=item.get("zeroconf"),
         )
 
     # -- following the store -----------------------------------------------------------
@@ -296,6 +309,13 @@ class Durable:
             else:
                 controllers[name] = json.loads(event.value)
             return self.state.set_controllers(controllers)
+        if kind == "hosts":
+            hosts = dict(self.state.joined_hosts)
+            if event.value is None:
+                hosts.pop(name, None)
+            else:
+                hosts[name] = dict(json.loads(event.value))
+            self.state.set_joined_hosts(hosts)  # not in snapshots: no watcher needs waking
         return False
 
     async def check_health(self) -> StoreHealth:
@@ -428,6 +448,10 @@ class Durable:
                 "instance": entry.instance,
                 "mesh_version": entry.version,
                 "cert_expiry": entry.cert_expiry,
+                "role": entry.role,
+                "controller": entry.controller,
+                "host": entry.host,
+                "zeroconf": entry.zeroconf,
             },
             sort_keys=True,
         ).encode()
@@ -444,6 +468,46 @@ class Durable:
         if lease:
             await _quietly(self.store.revoke(lease))
         return self.state.remove(instance, "registration")
+
+    async def registration_revision(self, instance: str) -> int:
+        """The store's revision of a registration as it is now (0: there is none)."""
+        found = await self.store.get(self._key("registrations", instance))
+        return found.mod_revision if found else 0
+
+    async def withdraw_departed(self, instance: str, revision: int) -> bool:
+        """Withdraw a registration whose proxy went away, unless it was written again since
+        ``revision`` (the proxy came back, here or at another controller of the mesh)."""
+        key = self._key("registrations", instance)
+        if not revision or await self._commit(deletes=[key], compares=[Compare(key, revision)]) is None:
+            return False
+        lease = self._leases.pop(instance, 0)
+        if lease:
+            await _quietly(self.store.revoke(lease))
+        return self.state.remove(instance, "registration")
+
+    async def record_host(self, record: dict[str, Any]) -> None:
+        """A host that joined, kept until it joins again (`mesh status --hosts`)."""
+        key = self._key("hosts", str(record["address"]))
+        await self._commit([Put(key, json.dumps(record, sort_keys=True).encode())])
+        self.state.set_joined_hosts({**self.state.joined_hosts, str(record["address"]): record})
+
+    async def put_grant(self, digest: str, record: dict[str, Any], ttl: float) -> None:
+        lease = await self.store.grant(ttl)
+        await self._commit([Put(self._key("grants", digest), json.dumps(record, sort_keys=True).encode(), lease)])
+
+    async def redeem_grant(self, digest: str) -> dict[str, Any] | None:
+        """A grant, used up: None when there is none (unknown, expired, or already redeemed, even at
+        the same moment through another controller: the delete is conditional)."""
+        key = self._key("grants", digest)
+        found = await self.store.get(key)
+        if found is None:
+            return None
+        if await self._commit(deletes=[key], compares=[Compare(key, found.mod_revision)]) is None:
+            return None
+        if found.lease:
+            await _quietly(self.store.revoke(found.lease))
+        record = dict(json.loads(found.value))
+        return record if float(record.get("expires_at", 0)) > time.time() else None
 
     async def set_fault(self, fault: TemporaryFault) -> None:
         lease = await self.store.grant(max(1.0, fault.expires_at - time.time()))

@@ -36,7 +36,7 @@ from mesh.controller._durable import Durable
 from mesh.controller._state import ControllerState, EndpointEntry
 from mesh.controller._store import Store, open_store
 from mesh.errors import ControllerError
-from mesh.home import MeshHome, atomic_write
+from mesh.home import HostRecord, MeshHome, atomic_write, write_host_record
 
 log = logging.getLogger("mesh.controller")
 
@@ -52,6 +52,9 @@ class ControllerSettings:
     zeroconf: bool = True
     advertise: str | None = None  # the host other hosts dial (`mesh join`, zeroconf); None: the bound one
     store: StoreUrl = parse_store_url("embedded")
+    # What host.json says of this host (`mesh up`'s host address): the commands run here by hand
+    # listen and advertise there by default. None: the address the controller tells the others.
+    host: HostRecord | None = None
 
 
 def dial_addresses(bound: tuple[str, int], advertise: str | None) -> tuple[tuple[str, int], tuple[str, int]]:
@@ -167,19 +170,24 @@ async def run_controller(
             identity = service_identity(ca.trust_domain, CONTROLLER_SERVICE)
             creds = ca.issue(identity, ttl=CONTROLLER_CERT_TTL)
             context = server_context_optional_client(creds)
-            host, port = settings.listen
+            listen_host, port = settings.listen
             try:
-                listener = (await trio.open_tcp_listeners(port, host=host))[0]
+                listener = (await trio.open_tcp_listeners(port, host=listen_host))[0]
             except OSError as exc:
                 hint = "stop what holds it, or pick another with --listen HOST:PORT" if exc.errno == 98 else None
-                raise ControllerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint=hint) from None
+                raise ControllerError(f"cannot listen on {listen_host}:{port}: {exc.strerror or exc}", hint=hint) from None
             bound = listener.socket.getsockname()[:2]
             local, public = dial_addresses(bound, settings.advertise)
-            app = ControllerApp(state, ca, token, format_address(*public), durable)
+            host = settings.host or _controller_host(public[0])
+            app = ControllerApp(
+                state, ca, token, format_address(*public), durable, host_address=host.address or public[0]
+            )
             app.admin_dialer = AdminDialer.for_credentials(creds)
             others = sorted(set(state.controllers) | {format_address(*public)})
             write_controller_json(home, local, ca.trust_domain, str(identity), public, others)
+            write_host_record(home, host)
             async with trio.open_nursery() as nursery:
+                app.nursery = nursery
                 await nursery.start(durable.run)
                 await nursery.start(serve_api, listener, context, app.handle)
                 nursery.start_soon(_expire_faults, app)
@@ -201,11 +209,22 @@ async def run_controller(
                 else:
                     await stop.wait()
                 log.info("controller stopping")
+                app.stopping = True  # the proxies' watches end with us: they did not go away
                 await durable.withdraw()
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
                 await store.aclose()
+
+
+def _controller_host(public_host: str) -> HostRecord:
+    """host.json of a controller's host when nobody said more: the address the controller tells the
+    other hosts, unless that is loopback (then everything here stays on loopback)."""
+    from mesh.discovery import is_loopback
+
+    if is_loopback(public_host):
+        return HostRecord(role="controller", operator=True)
+    return HostRecord(role="controller", address=public_host, bind=public_host, operator=True)
 
 
 async def _open_store(settings: ControllerSettings, home: MeshHome) -> Store:
@@ -256,13 +275,23 @@ async def _zeroconf(
     `_mesh._tcp` record into the registry."""
     from mesh.discovery import ControllerRecord, ZeroconfAdvertiser, ZeroconfRegistry
 
-    registry = ZeroconfRegistry(interfaces=settings.interfaces, trust_domain=app.state.trust_domain)
+    registry = ZeroconfRegistry(
+        interfaces=settings.interfaces, trust_domain=app.state.trust_domain, mesh_ids=app.ca.mesh_ids
+    )
     advertiser = ZeroconfAdvertiser(interfaces=settings.interfaces)
     host, port = address
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(registry.run)
-            await advertiser.advertise(ControllerRecord(identity=identity, host=host, port=port, version=__version__))
+            record = ControllerRecord(identity=identity, host=host, port=port, version=__version__, mesh=app.ca.mesh_id)
+            await advertiser.advertise(record)
+
+            def goodbye(entry: EndpointEntry) -> None:
+                # A proxy that died cannot say goodbye: its records would live on in every cache for
+                # up to RECORD_TTL. The controller says it for them (they come back if it lives).
+                nursery.start_soon(registry.forget, entry.endpoint.host, entry.endpoint.port, entry.zeroconf)
+
+            app.on_departure = goodbye
             task_status.started()
             version = -1
             while True:

@@ -19,6 +19,9 @@ from mesh.discovery import Endpoint, endpoint_to_dict
 
 # Registrations (hosts without multicast) live this long without a heartbeat.
 DEFAULT_REGISTRATION_TTL = 30.0
+# What a registered proxy is: a service's endpoint, or a gateway (the edge of the mesh: seen by
+# `mesh stat`, `top`, `edges` and `routes`, never handed out as an endpoint of anything).
+ROLES = ("service", "gateway")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +32,25 @@ class EndpointEntry:
     expires_at: float | None = None  # registrations only
     version: str | None = None  # the proxy's mesh version, when known
     cert_expiry: float | None = None  # Unix time, reported by registrations
+    role: str = "service"  # ROLES
+    controller: str | None = None  # the controller that took the registration (it withdraws it when the proxy dies)
+    host: str | None = None  # the proxy's host, as the controller saw the registration come in
+    zeroconf: str | None = None  # the DNS-SD instance the proxy advertises under (a goodbye for it when it dies)
+
+    @property
+    def is_endpoint(self) -> bool:
+        """An endpoint callers may be sent to (a gateway is never one)."""
+        return self.role == "service"
+
+
+@dataclass(slots=True)
+class HostContact:
+    """What the controller last heard from a host (its proxies' heartbeats): kept in memory only."""
+
+    address: str
+    version: str | None = None
+    skew_seconds: float | None = None  # the host's clock minus ours, when it said its time
+    last_seen: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +96,8 @@ class ControllerState:
     watches: dict[str, ProxyWatch] = field(default_factory=dict)  # by instance
     faults: dict[str, TemporaryFault] = field(default_factory=dict)  # by service
     controllers: dict[str, dict[str, Any]] = field(default_factory=dict)  # by address other hosts dial
+    joined_hosts: dict[str, dict[str, Any]] = field(default_factory=dict)  # `mesh join` records, by host address
+    contacts: dict[str, HostContact] = field(default_factory=dict)  # by host address (not versioned)
 
     def _changed(self) -> None:
         self.version += 1
@@ -171,14 +195,37 @@ class ControllerState:
         return True
 
     def endpoints(self) -> dict[str, list[Endpoint]]:
-        """Every service's endpoints; one endpoint per address (zeroconf and a registration may both see it)."""
+        """Every service's endpoints; one endpoint per address (zeroconf and a registration may both see it).
+        Gateways are not endpoints: nobody calls them through the mesh."""
         by_service: dict[str, dict[str, Endpoint]] = {}
         for entry in sorted(self._entries.values(), key=lambda e: (e.source != "registration", e.instance)):
+            if not entry.is_endpoint:
+                continue
             by_service.setdefault(entry.endpoint.service, {}).setdefault(entry.endpoint.address, entry.endpoint)
         return {svc: list(eps.values()) for svc, eps in sorted(by_service.items())}
 
     def entries(self) -> list[EndpointEntry]:
         return sorted(self._entries.values(), key=lambda e: (e.endpoint.service, e.instance))
+
+    def entry(self, instance: str) -> EndpointEntry | None:
+        return self._entries.get(instance)
+
+    # -- hosts ------------------------------------------------------------------
+
+    def heard_from(self, address: str, version: str | None, their_time: float | None) -> None:
+        """A heartbeat from a proxy of the host at ``address``: its version, clock and when."""
+        now = self.clock()
+        contact = self.contacts.setdefault(address, HostContact(address))
+        contact.version = version or contact.version
+        if their_time is not None:
+            contact.skew_seconds = round(their_time - now, 3)
+        contact.last_seen = now
+
+    def set_joined_hosts(self, hosts: dict[str, dict[str, Any]]) -> bool:
+        if hosts == self.joined_hosts:
+            return False
+        self.joined_hosts = dict(hosts)
+        return True
 
     # -- watches ----------------------------------------------------------------
 

@@ -100,6 +100,8 @@ def tap_line(event: TapEvent) -> str:
         f"latency={format_latency(event.latency_ms)}",
         f"mtls={'true' if event.tls else 'false'}",
     ]
+    if event.src_address:
+        parts.insert(3, f"client={event.src_address}")
     if event.grpc_status is not None:
         parts.insert(-2, f"grpc-status={event.grpc_status}")
     if event.mesh_error:

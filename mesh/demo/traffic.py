@@ -23,7 +23,14 @@ class _Stopped(BaseException):
     """Raised by the signal handler to leave the loop (even from inside a request)."""
 
 
+_stop_requested = False
+
+
 def _stop(signum: int, frame: object) -> None:
+    # The flag too: a signal that lands in a finalizer (a socket's __del__) has its exception
+    # swallowed by the interpreter ("Exception ignored in …"); the loop then stops on the flag.
+    global _stop_requested
+    _stop_requested = True
     raise _Stopped
 
 
@@ -56,7 +63,7 @@ def run(
     reporter = ErrorReporter()
     sent = 0
     next_at = time.monotonic()
-    while count is None or sent < count:
+    while (count is None or sent < count) and not _stop_requested:
         delay = next_at - time.monotonic()
         if delay > 0:
             time.sleep(delay)

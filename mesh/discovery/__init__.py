@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mesh.discovery._composite import CompositeRegistry
+from mesh.discovery._controllers import ControllerAddress, controller_from_home, controllers_from_home
 from mesh.discovery._endpoint import (
     ADDRESS_FORMAT,
     SERVICE_NAME_PATTERN,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
         ZeroconfAdvertiser,
         ZeroconfRegistry,
         find_controller,
+        new_instance_name,
         zeroconf_works,
     )
 
@@ -49,6 +51,7 @@ _ZEROCONF_NAMES = frozenset({
     "ZeroconfAdvertiser",
     "ZeroconfRegistry",
     "find_controller",
+    "new_instance_name",
     "zeroconf_works",
 })
 
@@ -62,6 +65,9 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ControllerAddress",
+    "controller_from_home",
+    "controllers_from_home",
     "ADDRESS_FORMAT",
     "CONTROLLER_SERVICE_TYPE",
     "MESH_SERVICE_TYPE",
@@ -82,6 +88,7 @@ __all__ = [
     "format_address",
     "is_loopback",
     "is_valid_service_name",
+    "new_instance_name",
     "parse_address",
     "parse_endpoints_file",
     "parse_endpoints_text",

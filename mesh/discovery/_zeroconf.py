@@ -5,8 +5,14 @@ Records (docs/discovery.md, "zeroconf"):
 - a proxy: ``_mesh._tcp.local.``, instance ``<service>-<12 hex>``, SRV port = its
   inbound port, A = its inbound address, TXT ``svc``, ``id``, ``labels``
   (``k=v,k2=v2``), ``admin`` (port, optional), ``proto`` (the declared protocol,
-  absent for ``auto``), ``v`` (mesh version);
-- the controller: ``_mesh-ctl._tcp.local.``, TXT ``id``, ``v``, ``api`` (port).
+  absent for ``auto``), ``mesh`` (the mesh id: 16 hex digits of the CA root's
+  fingerprint), ``v`` (mesh version);
+- the controller: ``_mesh-ctl._tcp.local.``, TXT ``id``, ``v``, ``api`` (port), ``mesh``.
+
+A mesh knows its own: a registry or a controller lookup given the mesh ids of its
+bundle ignores, with one debug line, every record of another mesh (another CA),
+whatever trust domain it names: two meshes that both kept ``mesh.local`` on one
+LAN never see each other's services.
 
 Liveness: every record has a TTL of ``RECORD_TTL`` (10) seconds and the
 advertiser re-announces its records every ``REANNOUNCE_INTERVAL`` (3) seconds, so
@@ -50,6 +56,8 @@ from typing import Any, Self, TypeVar
 import ifaddr
 import trio
 from zeroconf import (
+    DNSOutgoing,
+    DNSPointer,
     InterfaceChoice,
     IPVersion,
     ServiceBrowser,
@@ -86,7 +94,9 @@ _ID_HEX = 12  # 48 random bits per instance: names are unique without probing
 _TXT_MAX = 255  # one TXT string, "key=value", in bytes (RFC 6763 6.1)
 _INSTANCE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")
-_TYPE_SRV = 33  # DNS record type and class numbers (RFC 1035, RFC 2782)
+_FLAGS_QR_RESPONSE, _FLAGS_AA = 0x8000, 0x0400  # a response, authoritative (RFC 1035 4.1.1)
+_TYPE_PTR = 12  # DNS record type and class numbers (RFC 1035, RFC 2782)
+_TYPE_SRV = 33
 _CLASS_IN = 1
 
 _T = TypeVar("_T")
@@ -115,8 +125,10 @@ class MeshServiceRecord:
     version: str = __version__
     instance: str | None = None
     protocol: str = DEFAULT_PROTOCOL
+    mesh: str | None = None  # the mesh id (``mesh.identity.mesh_id``); None in records of older proxies
 
     def __post_init__(self) -> None:
+        _check_mesh(self.mesh)
         if self.protocol not in APP_PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(APP_PROTOCOLS)}, got {self.protocol!r}")
         if not isinstance(self.service, str) or not is_valid_service_name(self.service):
@@ -153,8 +165,10 @@ class ControllerRecord:
     port: int
     version: str = __version__
     instance: str | None = None
+    mesh: str | None = None
 
     def __post_init__(self) -> None:
+        _check_mesh(self.mesh)
         _check_identity(self.identity)
         _check_host(self.host)
         _check_port("port", self.port)
@@ -193,6 +207,14 @@ def _check_port(what: str, port: object) -> None:
         raise ValueError(f"{what} must be an integer from 1 to 65535, got {port!r}")
 
 
+_MESH_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def _check_mesh(mesh: object) -> None:
+    if mesh is not None and (not isinstance(mesh, str) or not _MESH_ID.fullmatch(mesh)):
+        raise ValueError(f"mesh must be a mesh id (16 lowercase hex digits), got {mesh!r}")
+
+
 def _check_version(version: object) -> None:
     if not isinstance(version, str) or not version.isprintable():
         raise ValueError(f"version must be a printable string, got {version!r}")
@@ -227,12 +249,39 @@ def _service_txt(record: MeshServiceRecord) -> dict[str, str]:
         txt["admin"] = str(record.admin_port)
     if record.protocol != DEFAULT_PROTOCOL:  # records of older proxies have none: auto
         txt["proto"] = record.protocol
+    if record.mesh is not None:
+        txt["mesh"] = record.mesh
     txt["v"] = record.version
     return txt
 
 
 def _controller_txt(record: ControllerRecord) -> dict[str, str]:
-    return {"id": record.identity, "v": record.version, "api": str(record.port)}
+    txt = {"id": record.identity, "v": record.version, "api": str(record.port)}
+    if record.mesh is not None:
+        txt["mesh"] = record.mesh
+    return txt
+
+
+def _parse_mesh(txt: Mapping[str, str]) -> str | None:
+    mesh = txt.get("mesh") or None
+    if mesh is not None and not _MESH_ID.fullmatch(mesh):
+        raise _Malformed(f"TXT mesh={mesh!r} is not a mesh id")
+    return mesh
+
+
+class OtherMesh(ValueError):
+    """A record of another mesh (another CA): none of ours, not malformed either."""
+
+
+def check_mesh(mesh: str | None, mesh_ids: Sequence[str] | None) -> None:
+    """Raise OtherMesh unless a record with this mesh id belongs to the mesh of ``mesh_ids``
+    (None: any mesh will do). A record without one is of a mesh that predates mesh ids."""
+    if mesh_ids is None:
+        return
+    if mesh is None:
+        raise OtherMesh("it carries no mesh id (a proxy of an older mesh version, or of another mesh)")
+    if mesh not in mesh_ids:
+        raise OtherMesh(f"it belongs to another mesh ({mesh}; this one is {', '.join(mesh_ids)})")
 
 
 # -- reading records -------------------------------------------------------------------
@@ -334,6 +383,7 @@ def parse_service_record(
             protocol=protocol,
             version=txt.get("v", ""),
             instance=_instance_of(name, MESH_SERVICE_TYPE),
+            mesh=_parse_mesh(txt),
         )
     except _Malformed:
         raise
@@ -365,6 +415,7 @@ def parse_controller_record(
             port=port,
             version=txt.get("v", ""),
             instance=_instance_of(name, CONTROLLER_SERVICE_TYPE),
+            mesh=_parse_mesh(txt),
         )
     except _Malformed:
         raise
@@ -533,6 +584,15 @@ def _new_id() -> str:
     return secrets.token_hex(_ID_HEX // 2)
 
 
+def new_instance_name(service: str) -> str:
+    """A unique DNS-SD instance label for a proxy of ``service``: ``web-3f9a1c2b7d4e``. A proxy
+    picks it before advertising, so that it can tell the controller (which then says goodbye
+    for it should the proxy die, even if it never saw the record itself)."""
+    # An instance label holds 63 bytes: long service names are cut (svc has it whole).
+    prefix = service[: 63 - 1 - _ID_HEX].rstrip("-")
+    return f"{prefix}-{_new_id()}"
+
+
 def _host_label() -> str:
     """This host's name as one DNS label (lowercase, letters, digits, '-')."""
     name = socket.gethostname().split(".")[0].lower()
@@ -686,10 +746,7 @@ class ZeroconfAdvertiser:
                     await _close(zc)
 
     def _instance(self, record: AnyRecord) -> str:
-        prefix = record.service if isinstance(record, MeshServiceRecord) else "controller"
-        # An instance label holds 63 bytes: long service names are cut (svc has it whole).
-        prefix = prefix[: 63 - 1 - _ID_HEX].rstrip("-")
-        return f"{prefix}-{_new_id()}"
+        return new_instance_name(record.service if isinstance(record, MeshServiceRecord) else "controller")
 
 
 async def _reannounce(zc: Zeroconf) -> None:
@@ -730,9 +787,9 @@ class ZeroconfRegistry:
     changed one updated, a withdrawn one removed at once (goodbye), a dead
     proxy's record removed once its SRV record is past its TTL (checked every
     ``EXPIRY_CHECK_INTERVAL``); should it be announced again, it comes back.
-    Records that are malformed or belong to another trust domain are ignored
-    with one debug line each. When two live records give the same address for a
-    service, the newer wins.
+    Records that are malformed, belong to another trust domain or, given
+    ``mesh_ids``, to another mesh are ignored with one debug line each. When two
+    live records give the same address for a service, the newer wins.
     """
 
     def __init__(
@@ -740,6 +797,7 @@ class ZeroconfRegistry:
         interfaces: Sequence[str] = DEFAULT_INTERFACES,
         *,
         trust_domain: str,
+        mesh_ids: Sequence[str] | None = None,
         resolve_timeout: float = RESOLVE_TIMEOUT,
     ) -> None:
         if not isinstance(trust_domain, str) or not _TRUST_DOMAIN.fullmatch(trust_domain):
@@ -747,7 +805,9 @@ class ZeroconfRegistry:
         interface_choice(interfaces)  # fail fast on a bad list
         self._interfaces = _as_tuple(interfaces)
         self._trust_domain = trust_domain
+        self._mesh_ids = tuple(mesh_ids) if mesh_ids is not None else None
         self._resolve_timeout = resolve_timeout
+        self._infos: dict[str, ServiceInfo] = {}  # name → what was resolved (to say goodbye for it)
         self._table = MemoryRegistry()
         self._records: dict[str, tuple[int, MeshServiceRecord]] = {}  # name → (seq, record)
         self._stale: set[str] = set()  # dropped for an expired SRV; the browser still lists them
@@ -822,6 +882,7 @@ class ZeroconfRegistry:
         if change is ServiceStateChange.Removed:
             self._ignored.pop(name, None)
             self._stale.discard(name)
+            self._infos.pop(name, None)
             if self._records.pop(name, None) is not None:
                 logger.debug("zeroconf: %s is gone", name)
                 self._publish()
@@ -850,6 +911,7 @@ class ZeroconfRegistry:
                 info.properties,
                 self._trust_domain,
             )
+            check_mesh(record.mesh, self._mesh_ids)
         except ValueError as exc:
             if self._ignored.get(name) != str(exc):
                 self._ignored[name] = str(exc)
@@ -859,6 +921,7 @@ class ZeroconfRegistry:
             return
         self._ignored.pop(name, None)
         self._stale.discard(name)
+        self._infos[name] = info
         old = self._records.get(name)
         if old is not None and old[1] == record:
             return
@@ -886,6 +949,28 @@ class ZeroconfRegistry:
                 self._stale.discard(name)
                 self._on_change(name, ServiceStateChange.Updated)
 
+    async def forget(self, host: str, port: int, instance: str | None = None) -> int:
+        """Drop the records that point at ``host:port`` (a proxy known to be dead), and ``instance``
+        (the name it said it advertises under), and send goodbye packets for them, so that every
+        peer on these interfaces drops them too instead of waiting out their TTL. A proxy that is
+        alive after all announces itself again within seconds. Returns how many records went here."""
+        zc = self._zc
+        names = [n for n, (_, r) in self._records.items() if (r.host, r.port) == (host, port)]
+        infos = [self._infos[n] for n in names if n in self._infos]
+        for name in names:
+            del self._records[name]
+        if names:
+            self._publish()
+        # Not seen here (yet): the pointer's goodbye is what browsers act on, and it needs only the name.
+        unseen = [] if instance is None else [f"{instance}.{MESH_SERVICE_TYPE}"]
+        unseen = [n for n in unseen if n not in names]
+        if names or unseen:
+            logger.debug("zeroconf: %s:%s is gone: goodbye for %s", host, port, ", ".join(names + unseen))
+        if zc is not None and (infos or unseen):
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await _on_loop(zc, _goodbyes(zc, infos, unseen))
+        return len(names)
+
     def _publish(self) -> None:
         newest: dict[str, dict[tuple[str, int], tuple[int, Endpoint]]] = {}
         for seq, record in self._records.values():
@@ -902,6 +987,28 @@ class ZeroconfRegistry:
                 for service, by_address in newest.items()
             }
         )
+
+
+async def _goodbyes(zc: Zeroconf, infos: Iterable[ServiceInfo], names: Iterable[str] = ()) -> None:
+    """On zeroconf's loop: goodbye packets (TTL 0) for records another host announced. The host's
+    address records are left alone: its other services may still use them. For ``names`` only
+    their pointer goes (the rest of such a record was never seen here)."""
+    pointers = DNSOutgoing(_FLAGS_QR_RESPONSE | _FLAGS_AA)
+    for name in names:
+        pointers.add_answer_at_time(DNSPointer(MESH_SERVICE_TYPE, _TYPE_PTR, _CLASS_IN, 0, name), 0)
+    if names:
+        zc.async_send(pointers)
+    cache = zc.cache
+    for info in infos:
+        zc.async_send(zc.generate_service_broadcast(info, 0, broadcast_addresses=False))
+        # Out of our own cache too (whether or not our packet comes back to us): should the
+        # proxy announce itself again, the browser sees a new record, and it comes back.
+        pointers = [
+            r
+            for r in cache.async_all_by_details(info.type, _TYPE_PTR, _CLASS_IN)
+            if getattr(r, "alias", None) == info.name
+        ]
+        cache.async_remove_records([*cache.async_entries_with_name(info.name), *pointers])
 
 
 async def _fresh_names(zc: Zeroconf, names: Iterable[str]) -> set[str]:
@@ -922,11 +1029,12 @@ async def find_controller(
     timeout: float = 3.0,
     *,
     trust_domain: str | None = None,
+    mesh_ids: Sequence[str] | None = None,
 ) -> ControllerRecord | None:
     """The first controller that answers on ``_mesh-ctl._tcp.local.`` within ``timeout`` s.
 
-    For proxies without a controller.json. With ``trust_domain``, controllers of
-    other meshes are ignored. None when none was found in time.
+    For proxies without a controller.json. With ``trust_domain`` and ``mesh_ids``,
+    controllers of other meshes are ignored. None when none was found in time.
     """
     zc = await _open(interfaces)
     browser: ServiceBrowser | None = None
@@ -944,13 +1052,15 @@ async def find_controller(
                 if info is None:
                     continue
                 try:
-                    return parse_controller_record(
+                    record = parse_controller_record(
                         name,
                         info.port,
                         info.parsed_addresses(IPVersion.V4Only),
                         info.properties,
                         trust_domain,
                     )
+                    check_mesh(record.mesh, mesh_ids)
+                    return record
                 except ValueError as exc:
                     logger.debug("zeroconf: ignoring controller %s: %s", name, exc)
         return None

@@ -38,7 +38,7 @@ from mesh.identity._certs import (
 )
 from mesh.identity._credentials import IssuedCredentials
 from mesh.identity._files import read_file, warn_if_loose
-from mesh.identity._inspect import iso_utc
+from mesh.identity._inspect import iso_utc, mesh_id, mesh_ids
 from mesh.identity._spiffe import DEFAULT_TRUST_DOMAIN, SpiffeId, validate_trust_domain
 
 _INIT_HINT = "run `mesh ca init` (or point --home / MESH_HOME at the directory that holds the CA)"
@@ -181,6 +181,16 @@ class CertificateAuthority:
     def bundle_pem(self) -> bytes:
         """The trust anchors (roots only) that every workload verifies peers against."""
         return self._bundle_pem
+
+    @property
+    def mesh_id(self) -> str:
+        """This mesh's id in discovery records (``mesh_id`` of the root)."""
+        return mesh_id(self._root_cert)
+
+    @property
+    def mesh_ids(self) -> tuple[str, ...]:
+        """The ids of every anchor of the bundle: records of any of them are this mesh's."""
+        return mesh_ids(self._bundle_pem)
 
     # ------------------------------------------------------------ signing
 

@@ -13,7 +13,9 @@ class InsecurePermissionsWarning(UserWarning):
     """A private key file is readable by group or others (not fatal: the operator decides)."""
 
 
-def read_file(path: Path, what: str, *, hint: str | None = None) -> bytes:
+def read_file(
+    path: Path, what: str, *, hint: str | None = None, unreadable_hint: str = "run mesh as the user who owns MESH_HOME"
+) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -25,7 +27,7 @@ def read_file(path: Path, what: str, *, hint: str | None = None) -> bytes:
     except PermissionError:
         raise IdentityError(
             f"cannot read {what} {path}: permission denied",
-            hint="run mesh as the user who owns MESH_HOME",
+            hint=unreadable_hint,
         ) from None
     except OSError as exc:
         raise IdentityError(f"cannot read {what} {path}: {exc.strerror}") from None

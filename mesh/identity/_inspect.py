@@ -34,6 +34,21 @@ def fingerprint(cert: x509.Certificate | bytes) -> str:
     return FINGERPRINT_PREFIX + cert.fingerprint(hashes.SHA256()).hex()
 
 
+MESH_ID_HEX = 16  # 64 bits of the root's fingerprint: enough to tell meshes on one LAN apart
+
+
+def mesh_id(root: x509.Certificate | bytes) -> str:
+    """The mesh a trust anchor belongs to, as discovery records carry it (TXT ``mesh``): the first
+    16 hex digits of the root's SHA-256 fingerprint. Not a secret, and no proof: the mTLS handshake
+    is; it lets a proxy ignore the records of another mesh instead of failing handshakes with it."""
+    return fingerprint(root)[len(FINGERPRINT_PREFIX) : len(FINGERPRINT_PREFIX) + MESH_ID_HEX]
+
+
+def mesh_ids(bundle_pem: bytes) -> tuple[str, ...]:
+    """The mesh ids of every anchor of a bundle (more than one during a root rotation), in order."""
+    return tuple(mesh_id(cert) for cert in load_certificates(bundle_pem, source="the trust bundle"))
+
+
 _HEX_RE = re.compile(r"^[0-9a-f]{64}$")
 
 

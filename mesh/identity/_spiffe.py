@@ -1,9 +1,11 @@
 """SPIFFE ids: who a workload or an operator is, as a URI.
 
-``spiffe://<trust_domain>/svc/<service>`` for workloads and
-``spiffe://<trust_domain>/operator/<name>`` for people driving the CLI. The URI
-is the only identity a certificate carries (its URI SAN); the subject CN is a
-readable copy of the name, never trusted.
+``spiffe://<trust_domain>/svc/<service>`` for workloads,
+``spiffe://<trust_domain>/operator/<name>`` for people driving the CLI, and
+``spiffe://<trust_domain>/host/<name>`` for a host that joined the mesh (its CLI
+may read the mesh: status, stats, routes, tap; never change it). The URI is the
+only identity a certificate carries (its URI SAN); the subject CN is a readable
+copy of the name, never trusted.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ SCHEME = "spiffe://"
 # The control plane's service name, reserved: only the controller holds spiffe://<td>/svc/mesh-controller.
 CONTROLLER_SERVICE = "mesh-controller"
 
-IdentityKind = Literal["svc", "operator"]
-IDENTITY_KINDS: tuple[IdentityKind, ...] = ("svc", "operator")
+IdentityKind = Literal["svc", "operator", "host"]
+IDENTITY_KINDS: tuple[IdentityKind, ...] = ("svc", "operator", "host")
+_KIND_WORDS = {"svc": "service name", "operator": "operator name", "host": "host name"}
 
 # DNS-label-like, so a service name also works as a host name (`reviews.mesh`).
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -42,11 +45,11 @@ def validate_trust_domain(trust_domain: str) -> str:
 def validate_name(name: str, kind: IdentityKind = "svc") -> str:
     """Return ``name`` unchanged, or raise IdentityError saying what a name looks like."""
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        what = "service name" if kind == "svc" else "operator name"
+        what = _KIND_WORDS.get(kind, "name")
         raise IdentityError(
             f"invalid {what} {name!r}: use 1-63 lowercase letters, digits and '-', "
             "starting and ending with a letter or digit",
-            hint="for example reviews, ratings-v2",
+            hint="for example reviews, ratings-v2" if kind != "host" else "for example host-b, rack2-node7",
         )
     return name
 
@@ -76,7 +79,7 @@ class SpiffeId:
 
     @classmethod
     def parse(cls, uri: str) -> SpiffeId:
-        """Parse ``spiffe://<td>/svc/<name>`` or ``spiffe://<td>/operator/<name>``."""
+        """Parse ``spiffe://<td>/svc/<name>``, ``…/operator/<name>`` or ``…/host/<name>``; nothing else."""
         if not isinstance(uri, str) or not uri.startswith(SCHEME):
             raise IdentityError(
                 f"invalid SPIFFE id {uri!r}: expected spiffe://<trust-domain>/svc/<name>"
@@ -85,8 +88,8 @@ class SpiffeId:
         parts = path.split("/")
         if len(parts) != 2 or parts[0] not in IDENTITY_KINDS:
             raise IdentityError(
-                f"invalid SPIFFE id {uri!r}: expected spiffe://<trust-domain>/svc/<name> "
-                "or spiffe://<trust-domain>/operator/<name>"
+                f"invalid SPIFFE id {uri!r}: expected spiffe://<trust-domain>/svc/<name>, "
+                "spiffe://<trust-domain>/operator/<name> or spiffe://<trust-domain>/host/<name>"
             )
         try:
             return cls(trust_domain, cast(IdentityKind, parts[0]), parts[1])
@@ -100,6 +103,17 @@ def service_identity(trust_domain: str, name: str) -> SpiffeId:
 
 def operator_identity(trust_domain: str, name: str) -> SpiffeId:
     return SpiffeId(trust_domain, "operator", name)
+
+
+def host_identity(trust_domain: str, name: str) -> SpiffeId:
+    return SpiffeId(trust_domain, "host", name)
+
+
+def host_name_from(text: str) -> str:
+    """A host name (``socket.gethostname()``) as a SPIFFE name: its first label, lowercase,
+    other characters as '-'; ``host`` when nothing is left."""
+    label = re.sub(r"[^a-z0-9-]", "-", text.split(".")[0].lower()).strip("-")[:63].strip("-")
+    return label or "host"
 
 
 def trust_domain_uri(trust_domain: str) -> str:

@@ -74,16 +74,31 @@ def _private_temp_files(*contents: bytes) -> Iterator[list[str]]:
         yield paths
 
 
-def _load_chain_and_key(context: ssl.SSLContext, creds: IssuedCredentials) -> None:
+def load_pem_pair(
+    context: ssl.SSLContext,
+    chain_pem: bytes,
+    key_pem: bytes,
+    *,
+    what: str,
+    hint: str = "the key and certificate must belong together",
+) -> None:
+    """Load a certificate chain and its key into ``context`` from memory (never a file on disk)."""
     opener = _memory_files if _memfd_supported() else _private_temp_files
-    with opener(creds.cert_chain_pem, creds.key_pem) as (chain_path, key_path):
+    with opener(chain_pem, key_pem) as (chain_path, key_path):
         try:
             context.load_cert_chain(chain_path, key_path)
         except ssl.SSLError as exc:
-            raise IdentityError(
-                f"cannot use the credentials of {creds.identity}: {exc.reason or exc}",
-                hint="the key and certificate must belong together; issue new credentials",
-            ) from None
+            raise IdentityError(f"cannot use {what}: {exc.reason or exc}", hint=hint) from None
+
+
+def _load_chain_and_key(context: ssl.SSLContext, creds: IssuedCredentials) -> None:
+    load_pem_pair(
+        context,
+        creds.cert_chain_pem,
+        creds.key_pem,
+        what=f"the credentials of {creds.identity}",
+        hint="the key and certificate must belong together; issue new credentials",
+    )
 
 
 class MeshContext(ssl.SSLContext):

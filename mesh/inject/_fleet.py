@@ -79,7 +79,9 @@ def tail(path: Path, lines: int) -> list[str]:
 
 def app_lines(lines: list[str]) -> list[str]:
     """The app's own lines when there are any: they say why it died; the sidecar's rarely do."""
-    own = [line for line in lines if not line.startswith("[mesh ")]
+    from mesh._logging import is_mesh_line
+
+    own = [line for line in lines if not is_mesh_line(line)]
     return own or lines
 
 
@@ -105,8 +107,24 @@ def inject_argv(home: MeshHome, service: Any, reach: Reach | None, port: bool = 
 
 
 def gateway_argv(home: MeshHome, gateway: Any, reach: Reach | None) -> tuple[str, ...]:
-    discovery = reach.discovery_args() if reach is not None else []
-    return mesh_argv(home, "gateway", "--listen", gateway.listen, "--to", gateway.to, *discovery)
+    """`mesh gateway` for a GatewayConfig: each of its keys has an option."""
+    args = ["gateway", "--listen", gateway.listen]
+    if gateway.to:
+        args += ["--to", gateway.to]
+    for route in gateway.routes:
+        args += ["--route", f"{route.host or '*'}{route.path_prefix or ''}={route.to}"]
+    for pair in gateway.tls:
+        args += ["--tls-cert", pair.cert, "--tls-key", pair.key]
+    if gateway.http_redirect:
+        args += ["--http-redirect", gateway.http_redirect]
+    for network in gateway.trust_forwarded:
+        args += ["--trust-forwarded", network]
+    limits = gateway.client_limits
+    if limits is not None:
+        args += ["--client-connections", str(limits.connections), "--client-rps", f"{limits.requests_per_second:g}"]
+        args += ["--client-burst", str(limits.burst)]
+    args += reach.discovery_args() if reach is not None else []
+    return mesh_argv(home, *args)
 
 
 def units_from_config(home: MeshHome, config: Any, reach: Reach | None = None) -> list[UnitSpec]:

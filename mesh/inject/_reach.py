@@ -19,6 +19,12 @@ refused: `mesh up` could not tell anybody an address to dial.
 ``[discovery] mode`` picks where the sidecars learn endpoints, on top of the
 controller's snapshots: zeroconf on ``interfaces`` (``--lan``: every
 interface), the endpoints file (``static``), or nothing else (``controller``).
+When ``interfaces`` is left at loopback and the host address is the controller's
+``--listen`` host (an address of this host), zeroconf spans that interface too:
+the controller then sees, and says goodbye for, the records of proxies on other
+hosts that die, and the records of other meshes reach it only to be ignored.
+The host address is recorded in MESH_HOME/host.json (``host_record``): the
+commands run by hand on this host listen and advertise there too.
 Details: docs/cli.md, "Several hosts".
 """
 
@@ -30,6 +36,7 @@ from dataclasses import dataclass
 from mesh.config import DiscoveryConfig
 from mesh.discovery import format_address, is_loopback
 from mesh.errors import ControllerError
+from mesh.home import HostRecord
 
 DEFAULT_CONTROLLER_PORT = 4190
 WILDCARDS = frozenset({"0.0.0.0", "::"})
@@ -40,9 +47,14 @@ _WILDCARD_HINT = (
 )
 
 
-def zeroconf_interfaces(lan: bool, interface: list[str] | None) -> tuple[str, ...]:
-    """``--lan`` / ``--interface ADDR``...: every interface, the ones named, else loopback."""
-    return ("all",) if lan else tuple(interface or ("127.0.0.1",))
+def zeroconf_interfaces(
+    lan: bool, interface: list[str] | None, default: tuple[str, ...] | None = ("127.0.0.1",)
+) -> tuple[str, ...] | None:
+    """``--lan`` / ``--interface ADDR``...: every interface, the ones named, else ``default``
+    (loopback; None lets a sidecar take its host's interface, see mesh.proxy._main)."""
+    from mesh.proxy import sidecar_interfaces
+
+    return sidecar_interfaces(lan, interface) or default
 
 
 def check_advertise(host: str) -> str:
@@ -119,6 +131,12 @@ class Reach:
             args += ["--advertise", self.advertise]
         return args + self.discovery_args()
 
+    def host_record(self) -> HostRecord:
+        """What MESH_HOME/host.json says of the controller's host."""
+        if self.host is None:
+            return HostRecord(role="controller", operator=True)
+        return HostRecord(role="controller", address=self.host, bind=self.sidecar_host, operator=True)
+
     def daemon_args(self) -> list[str]:
         """Flags that make a detached `mesh up --daemon` decide exactly the same."""
         args = ["--listen", format_address(*self.listen)]
@@ -140,12 +158,15 @@ def plan_reach(
     host = host_address(listen[0] if listen else None, advertise, discovery.interfaces)
     if listen is None:
         listen = ("0.0.0.0" if advertise is not None else host or "127.0.0.1", DEFAULT_CONTROLLER_PORT)
+    interfaces = discovery.interfaces
+    if interfaces == DiscoveryConfig().interfaces and advertise is None and host is not None and host == listen[0]:
+        interfaces = (host,)  # the controller listens on this interface: zeroconf spans it too
     return Reach(
         listen=listen,
         controller_advertise=controller_advertise(listen, advertise, discovery.interfaces),
         host=host,
         advertise=advertise,
-        interfaces=("all",) if lan else discovery.interfaces,
+        interfaces=("all",) if lan else interfaces,
         zeroconf=discovery.mode == "zeroconf",
         endpoints_file=discovery.endpoints_file if discovery.mode == "static" else None,
     )

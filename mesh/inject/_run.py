@@ -60,7 +60,7 @@ def exit_status(returncode: int) -> int:
 
 
 async def run_injected(options: InjectOptions) -> int:
-    from mesh.proxy._main import ProxyOptions, build_proxy, settings_from
+    from mesh.proxy import ProxyOptions, build_proxy, settings_from
 
     if not options.command:
         raise ProxyError("no command to run", hint="mesh inject [OPTIONS] -- CMD [ARGS]...")
@@ -111,6 +111,7 @@ async def run_injected(options: InjectOptions) -> int:
 
 
 async def _supervise(process: Child, proxy: Any, port: int, options: InjectOptions) -> int:
+    timed_out = False
     async with trio.open_nursery() as nursery:
 
         async def readiness() -> None:
@@ -138,7 +139,6 @@ async def _supervise(process: Child, proxy: Any, port: int, options: InjectOptio
                     await _withdraw(proxy)
                     _signal(process, signum)
 
-        timed_out = False
         nursery.start_soon(readiness)
         nursery.start_soon(forward_signals)
         returncode = await process.wait()

@@ -46,6 +46,7 @@ async def run_up(plan: UpPlan, panel: Callable[[Any, Fleet], Any] | None = None)
         zeroconf=reach.zeroconf,
         advertise=reach.controller_advertise,
         store=plan.store if plan.store is not None else ControllerSettings.store,
+        host=reach.host_record(),
     )
     async with trio.open_nursery() as nursery:
         app = await nursery.start(run_controller, settings, stop)

@@ -23,8 +23,9 @@ from mesh.net._api_base import (
     header_dict,
 )
 from mesh.net._api_client import ApiClient
+from mesh.net._cli_link import cli_credentials, cli_identity_dir, controller_client, controller_request, raise_for_status
 from mesh.net._socket import FastSocketStream
-from mesh.net._streams import RECEIVE_SIZE, cancel_on_eof, receive_or_eof, relay_bytes, send_now
+from mesh.net._streams import LINGER, RECEIVE_SIZE, cancel_on_eof, linger, receive_or_eof, relay_bytes, send_now
 from mesh.net._tls import TLSStream
 
 __all__ = [
@@ -34,6 +35,11 @@ __all__ = [
     "MAX_HEADER_LIST_SIZE",
     "NDJSON_TYPE",
     "ApiClient",
+    "cli_credentials",
+    "cli_identity_dir",
+    "controller_client",
+    "controller_request",
+    "raise_for_status",
     "ApiError",
     "ApiResponse",
     "H2ApiEndpoint",
@@ -47,10 +53,12 @@ __all__ = [
     "ALPN_H2",
     "ALPN_HTTP1",
     "ALPN_TCP",
+    "LINGER",
     "RECEIVE_SIZE",
     "FastSocketStream",
     "TLSStream",
     "cancel_on_eof",
+    "linger",
     "receive_or_eof",
     "relay_bytes",
     "send_now",

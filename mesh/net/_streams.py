@@ -8,6 +8,7 @@ import ssl
 import trio
 
 RECEIVE_SIZE = 64 * 1024
+LINGER = 1.0  # seconds a connection we end reads off the peer's input before it is closed
 
 
 async def receive_or_eof(stream: trio.abc.Stream) -> bytes:
@@ -31,6 +32,24 @@ def send_now(stream: trio.abc.Stream, data: bytes | bytearray) -> bytes | bytear
     if taken < len(data):
         return data[taken:]
     return b"" if getattr(stream, "pending", False) else None
+
+
+async def linger(stream: trio.abc.Stream) -> None:
+    """Half-close and read off what the peer is still sending, briefly (a lingering close,
+    RFC 9112 section 9.6).
+
+    Closing a socket with unread input makes the kernel send RST, and the RST can overtake
+    what we sent last (a response, a GOAWAY): the peer would see a reset, not the answer.
+    """
+    if not isinstance(stream, trio.abc.HalfCloseableStream):
+        return
+    with trio.CancelScope(shield=True), trio.move_on_after(LINGER):
+        try:
+            await stream.send_eof()
+            while await receive_or_eof(stream):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError):
+            pass
 
 
 async def relay_bytes(

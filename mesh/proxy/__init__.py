@@ -1,27 +1,61 @@
 """The data plane: the sidecar proxy (inbound and outbound stacks, pools, balancer, admin).
 
 The names below load on first use: the controller and the dashboard read HTTP/1 with
-``mesh.proxy.protocol`` and must not pay for the whole proxy to do so.
+``mesh.proxy.protocol``, and the CLI parses options with ``ProxyOptions``; neither should pay
+for the whole proxy to do so.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mesh.proxy._exchange import Timeouts
+    from mesh.proxy._gateway import gateway_settings
+    from mesh.proxy._options import (
+        SIDECAR_OPTIONS,
+        SidecarOption,
+        proxy_fields,
+        sidecar_interfaces,
+        sidecar_option,
+        sidecar_options,
+    )
+    from mesh.proxy._main import (
+        ProxyOptions,
+        build_proxy,
+        parse_listen_address,
+        run_in_workers,
+        run_proxy_command,
+        settings_from,
+    )
     from mesh.proxy._server import BoundAddresses, Identity, Proxy, ProxySettings
 
-__all__ = ["BoundAddresses", "Identity", "Proxy", "ProxySettings", "Timeouts"]
+_WHERE = {
+    "BoundAddresses": "_server",
+    "Identity": "_server",
+    "Proxy": "_server",
+    "ProxySettings": "_server",
+    "Timeouts": "_exchange",
+    "gateway_settings": "_gateway",
+    "SIDECAR_OPTIONS": "_options",
+    "SidecarOption": "_options",
+    "proxy_fields": "_options",
+    "sidecar_interfaces": "_options",
+    "sidecar_option": "_options",
+    "sidecar_options": "_options",
+    "ProxyOptions": "_main",
+    "build_proxy": "_main",
+    "parse_listen_address": "_main",
+    "run_in_workers": "_main",
+    "run_proxy_command": "_main",
+    "settings_from": "_main",
+}
+__all__ = sorted(_WHERE)
 
 
 def __getattr__(name: str) -> Any:
-    if name == "Timeouts":
-        from mesh.proxy._exchange import Timeouts
-
-        return Timeouts
-    if name in __all__:
-        from mesh.proxy import _server
-
-        return getattr(_server, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"mesh.proxy.{module}"), name)

@@ -21,8 +21,7 @@ from mesh.net import cancel_on_eof
 from mesh.proxy._conn import HttpConnection, PeerClosed
 from mesh.proxy.protocol.errors import RemoteProtocolError
 from mesh.proxy.protocol.http1 import EndOfMessage, RequestHead, RequestReader, encode_chunk, simple_response
-from mesh.telemetry import CONTENT_TYPE, TapFilter, TapHub, query_values_asked
-from mesh.telemetry._tap import DEFAULT_MAX_QUEUE
+from mesh.telemetry import CONTENT_TYPE, DEFAULT_MAX_QUEUE, TapFilter, TapHub, query_values_asked
 
 log = logging.getLogger("mesh.proxy.admin")
 

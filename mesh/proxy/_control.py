@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from mesh import __version__
+from mesh.discovery import ControllerAddress, controller_from_home, controllers_from_home
 from mesh.errors import ControllerError, IdentityError, MeshError, first_leaf
 
 if TYPE_CHECKING:
@@ -44,58 +45,6 @@ WATCH_SILENCE_LIMIT = 4.0  # the controller sends a keepalive every 1.5 s
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0
 # What a controller going away looks like from here: a reason to log, never a traceback.
 _LINK_FAILURES = (ControllerError, trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError)
-
-
-@dataclass(frozen=True)
-class ControllerAddress:
-    host: str
-    port: int
-    identity: str
-    bundle_pem: bytes
-
-    @property
-    def address(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-    def sibling(self, address: str) -> ControllerAddress:
-        """Another controller of the same mesh: same identity and bundle, another address."""
-        from mesh.discovery import parse_address
-
-        host, port = parse_address(address)
-        return ControllerAddress(host, port, self.identity, self.bundle_pem)
-
-
-def controller_from_home(home: MeshHome, override: str | None = None) -> ControllerAddress | None:
-    """The controller recorded in MESH_HOME/controller.json (``--controller HOST:PORT`` overrides the address)."""
-    found = controllers_from_home(home, override)
-    return found[0] if found else None
-
-
-def controllers_from_home(home: MeshHome, override: str | None = None) -> list[ControllerAddress]:
-    """Every controller controller.json knows, this host's first (``--controller`` replaces the first)."""
-    from mesh.discovery import parse_address
-
-    path = home.controller_json
-    if not path.exists():
-        if override is None:
-            return []
-        raise ControllerError(
-            f"--controller {override} given, but {path} does not exist",
-            hint="run `mesh up` on this host, or `mesh join HOST:PORT --token T --ca-fingerprint F`",
-        )
-    try:
-        record = json.loads(path.read_text())
-        host, port = parse_address(override or record["address"])
-        bundle_path = home.root / record.get("bundle", "ca/bundle.pem")
-        bundle = bundle_path.read_bytes()
-        identity = record.get("identity") or f"spiffe://{record['trust_domain']}/svc/mesh-controller"
-        first = ControllerAddress(host, port, identity, bundle)
-        others = [first.sibling(str(a)) for a in record.get("controllers") or [] if str(a) != first.address]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ControllerError(f"cannot read {path}: {exc}", hint="run `mesh up` again to rewrite it") from None
-    except MeshError:
-        others = []  # a bad entry in the list: the recorded controller still works
-    return [first, *others]
 
 
 def read_join_token(home: MeshHome, given: str | None) -> str | None:
@@ -220,6 +169,7 @@ class ControlLink:
         self.config_version = 0
         self.connected = False
         self.refused: dict[str, Any] | None = None  # the last snapshot refused as older than ours
+        self.registration_refused: str | None = None  # why the controller refused our registration
         self._client: Any = None
 
     @property
@@ -302,11 +252,16 @@ class ControlLink:
                     await client.aclose()
                 reason = "the controller ended the watch"
             except Exception as exc:  # noqa: BLE001 - the link must never take the proxy down
-                # trio groups what the watch and the heartbeat raised: the reason is the leaf.
+                # trio groups what the watch and the heartbeat raised: the reason is the leaf. Even
+                # an unexpected one is a reason, logged below in one line (a controller that goes
+                # away, whatever it breaks, is no error of this proxy); --debug shows the traceback.
                 leaf = first_leaf(exc, _LINK_FAILURES)
-                if not isinstance(leaf, _LINK_FAILURES) and type(leaf).__name__ != "ApiError":
-                    log.exception("controller link failed")
+                expected = isinstance(leaf, _LINK_FAILURES) or type(leaf).__name__ == "ApiError"
+                if not expected:
+                    log.debug("the controller link failed unexpectedly", exc_info=exc)
                 reason = str(leaf) or type(leaf).__name__
+                if not expected:
+                    reason = f"{type(leaf).__name__}: {reason}"
             was_connected = self.connected
             self._set_connected(False)
             if was_connected:  # a fresh outage: start again from short waits
@@ -405,7 +360,10 @@ class ControlLink:
         self.refused = refused
 
     async def _heartbeat_loop(self, client: Any) -> None:
-        await self.proxy.app_ready.wait()
+        if self.proxy.settings.worker:  # one of `--workers N`: worker 0 alone registers (one instance)
+            return
+        if self.proxy.settings.app is not None:  # a gateway has no app to wait for
+            await self.proxy.app_ready.wait()
         while True:
             await self._register(client)
             await trio.sleep(HEARTBEAT_SECONDS)
@@ -424,10 +382,25 @@ class ControlLink:
             "ttl_seconds": REGISTRATION_TTL,
             "mesh_version": __version__,
             "cert_expiry": self.proxy.identity.creds.not_after.timestamp(),
+            "role": "gateway" if self.proxy.settings.app is None else "service",
+            "zeroconf": self.proxy.zeroconf_instance,  # for the goodbye the controller says should we die
+            "time": time.time(),  # the controller tells this host's clock skew (`mesh status --hosts`)
         }
         response = await client.request("POST", "/v1/registrations", body)
-        if response.status != 200:
-            log.warning("registration refused: %s", response.body)
+        if response.status == 200:
+            self.registration_refused = None
+            return
+        answer = response.body if isinstance(response.body, dict) else {"error": str(response.body)}
+        reason = str(answer.get("error") or f"status {response.status}")
+        if reason != self.registration_refused:  # once, not at every heartbeat
+            self.registration_refused = reason
+            hint = answer.get("hint")
+            log.warning(
+                "the controller at %s refused to register this proxy: %s%s",
+                self.controller.address,
+                reason,
+                f" (hint: {hint})" if hint else "",
+            )
 
     async def withdraw(self) -> None:
         """Best effort, on shutdown: tell the controller before the listeners close."""

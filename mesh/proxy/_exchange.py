@@ -74,6 +74,8 @@ class Reason(enum.StrEnum):
     RATE_LIMITED = "rate-limited"
     FAULT_INJECTED = "fault-injected"
     NO_ENDPOINTS = "no-endpoints"
+    NO_HEALTHY_ENDPOINTS = "no-healthy-endpoints"  # every endpoint refused connections just now
+    NO_ROUTE = "no-route"  # a gateway has no route for the request's host and path
     CIRCUIT_OPEN = "circuit-open"
     # Reaching the endpoint (nothing was sent: another endpoint is always safe).
     CONNECT_FAILED = "connect-failed"
@@ -98,11 +100,12 @@ class Failure(Exception):
     """An exchange that ends without the endpoint's answer: ``status`` is what the client gets
     when nothing of a response reached it yet (0: nothing to send, the client is gone)."""
 
-    def __init__(self, reason: Reason, status: int, message: str) -> None:
+    def __init__(self, reason: Reason, status: int, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         super().__init__(message)
         self.reason = reason
         self.status = status
         self.message = message
+        self.headers = headers  # extra response headers (lower-case names), e.g. retry-after
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.status} {self.reason}: {self.message}>"
@@ -156,6 +159,7 @@ class Forward:
     retry: Any = None  # RetryPolicy of the route, when retries are on
     candidates: tuple[Any, ...] = ()  # endpoints a retry may go to; outlier detection's peers
     delay: float = 0.0  # injected fault delay before forwarding
+    downgrade: bool = False  # HTTP/2 from the client, HTTP/1.1 to the endpoint (a gateway, for an HTTP/1 app)
 
 
 @dataclass(slots=True)
@@ -166,9 +170,10 @@ class Reject:
     reason: Reason
     message: str
     peer_service: str = ""
+    headers: tuple[tuple[bytes, bytes], ...] = ()  # extra response headers (lower-case names)
 
     def failure(self) -> Failure:
-        return Failure(self.reason, self.status, self.message)
+        return Failure(self.reason, self.status, self.message, self.headers)
 
 
 class Router(Protocol):
@@ -258,7 +263,7 @@ def mesh_error_response(failure: Failure, keep_alive: bool, http10: bool = False
     return simple_response(
         failure.status,
         f"mesh: {failure.message}\n".encode(),
-        [(MESH_ERROR, failure.reason.value.encode())],
+        [(MESH_ERROR, failure.reason.value.encode()), *failure.headers],
         keep_alive=keep_alive,
         http10=http10,
         head_request=head_request,

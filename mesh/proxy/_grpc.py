@@ -88,6 +88,7 @@ def failure_response(failure: Failure, grpc: bool, outcome: Outcome) -> tuple[He
             (b"grpc-status", b"%d" % code),
             (b"grpc-message", quote(f"mesh: {failure.message}", safe=" ").encode()),
             (MESH_ERROR, reason),
+            *failure.headers,
         ], None
     outcome.status = failure.status
     body = f"mesh: {failure.message}\n".encode()
@@ -96,4 +97,5 @@ def failure_response(failure: Failure, grpc: bool, outcome: Outcome) -> tuple[He
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"content-length", b"%d" % len(body)),
         (MESH_ERROR, reason),
+        *failure.headers,
     ], body

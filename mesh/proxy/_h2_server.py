@@ -36,7 +36,7 @@ import trio
 from h2.errors import ErrorCodes
 from hpack import NeverIndexedHeaderTuple
 
-from mesh.net import ALPN_H2, ALPN_HTTP1
+from mesh.net import ALPN_H2, ALPN_HTTP1, linger
 from mesh.proxy._drain import Drain
 from mesh.proxy._exchange import (
     AttemptPlan,
@@ -77,9 +77,10 @@ from mesh.proxy._h2_transport import (
     StreamStalled,
     Trailers,
     h2_config,
-    linger,
 )
+from mesh.proxy._h2_downgrade import forward_http1
 from mesh.proxy._h2_upstream import GoingAway, H2Pool, H2Upstream
+from mesh.proxy._pool import ConnectionPool
 from mesh.proxy._policy import may_retry
 from mesh.proxy.protocol.http1 import HOP_BY_HOP, Framing, RequestHead
 
@@ -200,6 +201,7 @@ class H2ProxyConnection:
         self._waiting: deque[_ClientStream] = deque()
         self._last_started = 0  # the GOAWAY's last stream: none above it was processed
         self.guard = Guard()
+        self.http1_pool: ConnectionPool | None = None  # for streams a gateway sends on as HTTP/1.1 (Forward.downgrade)
         self._closing = False
         self._nursery: trio.Nursery | None = None
 
@@ -214,6 +216,9 @@ class H2ProxyConnection:
         conn = ep.h2
         conn.initiate_connection()
         conn.increment_flow_control_window(CONNECTION_WINDOW - DEFAULT_WINDOW)
+        # Our SETTINGS leave h2's buffer now: a budget broken by the client's first read clears
+        # that buffer, and the connection must still start with SETTINGS (RFC 9113 3.4).
+        ep.kick()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -233,6 +238,9 @@ class H2ProxyConnection:
         data = self.prefix
         if data:
             ep.received += len(data)
+        # On a connection with no stream, bytes that make no whole frame start the head deadline: a
+        # frame (a HEADERS block and its CONTINUATIONs) dribbled a byte a second is cut, as on HTTP/1.
+        head_due: float | None = None
         while True:
             if data:
                 conn = self.h2
@@ -242,6 +250,10 @@ class H2ProxyConnection:
                     log.info("%s: HTTP/2 protocol error from client: %s", self.router.direction, exc)
                     ep.kick()
                     return
+                if events or self.streams:
+                    head_due = None
+                elif head_due is None:
+                    head_due = trio.current_time() + self.timeouts.head_timeout
                 if conn.resets_answered or conn.idle_frames:
                     self._calm_down(self.guard.answered(conn))
                 for event in events:
@@ -256,6 +268,8 @@ class H2ProxyConnection:
                 return
             idle = not self.streams
             scope = self.drain.idle_scope(self.timeouts.idle_timeout) if idle else trio.CancelScope()
+            if idle and head_due is not None:
+                scope.deadline = min(scope.deadline, head_due)
             ep.read_scope = scope  # interrupted when the last stream ends: then the idle timer starts
             try:
                 with scope:
@@ -265,6 +279,11 @@ class H2ProxyConnection:
                 ep.read_scope = None
             if scope.cancelled_caught:
                 if ep.broken:
+                    return
+                if idle and not self.streams and head_due is not None and trio.current_time() >= head_due:
+                    log.info("%s: a partial HTTP/2 frame waited %gs for its end; closed",
+                             self.router.direction, self.timeouts.head_timeout)
+                    ep.h2.close_connection()
                     return
                 # Idle timeout, or draining. Not when the last stream's clean-up interrupted a read
                 # that had already started idle (it sent GOAWAY(NO_ERROR) at the end of floods).
@@ -368,7 +387,10 @@ class H2ProxyConnection:
                 if isinstance(decision, Reject):
                     await exchange.fail(decision.failure())
                     return
-                await exchange.forward(decision)
+                if decision.downgrade and self.http1_pool is not None:
+                    await forward_http1(exchange, decision, self.http1_pool)
+                else:
+                    await exchange.forward(decision)
             if exchange.head_timed_out:
                 await exchange.fail(exchange._timed_out())
                 self.client.reset_if_open(st.id, ErrorCodes.NO_ERROR)  # what is left of the request is not read

@@ -22,7 +22,7 @@ import trio
 from h2.errors import ErrorCodes
 from h2.stream import STREAM_OPEN, StreamClosedBy, StreamState
 
-from mesh.net import receive_or_eof, send_now
+from mesh.net import linger, receive_or_eof, send_now
 from mesh.proxy._h2_encoder import ProxyEncoder
 
 MAX_CONCURRENT_STREAMS = 100
@@ -32,7 +32,6 @@ CONNECTION_WINDOW = 16 * 1024 * 1024
 DEFAULT_WINDOW = 65535
 WRITE_TIMEOUT = 10.0
 WRITE_HIGH_WATER = 256 * 1024  # unsent bytes per connection before senders wait
-LINGER = 1.0  # seconds a connection ended for abuse reads off input before it is closed
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -395,20 +394,3 @@ class H2Endpoint:
                 await self.stream.aclose()
             except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
                 pass
-
-
-async def linger(stream: trio.abc.Stream) -> None:
-    """Half-close and read off what the client is still sending, briefly.
-
-    Closing a socket with unread input makes the kernel send RST, and the RST can
-    overtake our GOAWAY: a flooding client would see a reset, not why.
-    """
-    if not isinstance(stream, trio.abc.HalfCloseableStream):
-        return
-    with trio.CancelScope(shield=True), trio.move_on_after(LINGER):
-        try:
-            await stream.send_eof()
-            while await receive_or_eof(stream):
-                pass
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError):
-            pass

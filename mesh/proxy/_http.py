@@ -15,7 +15,7 @@ import time
 
 import trio
 
-from mesh.net import relay_bytes
+from mesh.net import linger, relay_bytes
 from mesh.proxy._conn import HttpConnection, PeerClosed
 from mesh.proxy._drain import Drain, Wait
 from mesh.proxy._exchange import (
@@ -105,7 +105,7 @@ class HttpProxyConnection:
 
     async def serve(self) -> None:
         client = self.client
-        deadline = self.deadline
+        refused = False
         try:
             if self.prefix:
                 client.received += len(self.prefix)
@@ -113,33 +113,42 @@ class HttpProxyConnection:
                     client.pending = client.reader.feed(self.prefix)
                 except RemoteProtocolError as exc:
                     await self._refuse_head(exc)
-                    return
-            while True:
-                deadline.scope = trio.CancelScope()  # one scope until a deadline passes
-                with deadline.scope:
-                    while True:
-                        head = await self._next_head()
-                        if head is None:
-                            return
-                        if not await self._exchange(head):
-                            return
-                        if self.drain.draining:
-                            return
-                # A deadline passed (or a drain cut an idle wait): what was being waited for decides.
-                fired, deadline.fired = deadline.fired, None
-                if fired is Wait.HEAD:
-                    await self._answer_unrouted(Failure(Reason.HEAD_TIMEOUT, 408, "request head not received in time"))
-                elif fired is Wait.RESPONSE and self._timed_out is not None:
-                    head, failure = self._timed_out
-                    self._timed_out = None
-                    if await self._answer(head, failure) and not self.drain.draining:
-                        continue
-                return
+                    refused = True
+            if not refused:
+                await self._serve_requests()
+            # The connection ends: whatever the client still sends must not turn our close into a
+            # reset that overtakes the last answer (and when the client ended it, this is one read).
+            await linger(client.stream)
         except PeerClosed:
             return
         finally:
-            self.drain.release(deadline)
+            self.drain.release(self.deadline)
             await client.aclose()
+
+    async def _serve_requests(self) -> None:
+        """Requests one after the other, until one ends the connection."""
+        deadline = self.deadline
+        while True:
+            deadline.scope = trio.CancelScope()  # one scope until a deadline passes
+            with deadline.scope:
+                while True:
+                    head = await self._next_head()
+                    if head is None:
+                        return
+                    if not await self._exchange(head):
+                        return
+                    if self.drain.draining:
+                        return
+            # A deadline passed (or a drain cut an idle wait): what was being waited for decides.
+            fired, deadline.fired = deadline.fired, None
+            if fired is Wait.HEAD:
+                await self._answer_unrouted(Failure(Reason.HEAD_TIMEOUT, 408, "request head not received in time"))
+            elif fired is Wait.RESPONSE and self._timed_out is not None:
+                head, failure = self._timed_out
+                self._timed_out = None
+                if await self._answer(head, failure) and not self.drain.draining:
+                    continue
+            return
 
     # -- reading the request head -------------------------------------------
 
@@ -188,13 +197,15 @@ class HttpProxyConnection:
     async def _refuse_head(self, exc: RemoteProtocolError) -> None:
         reason = Reason.HEADER_TOO_LARGE if exc.status == 431 else Reason.BAD_REQUEST
         log.info("%s: rejected client request: %s", self.router.direction, exc)
-        await self._answer_unrouted(Failure(reason, exc.status, str(exc)), head_request=exc.method == b"HEAD")
+        await self._answer_unrouted(Failure(reason, exc.status, str(exc)))
 
-    async def _answer_unrouted(self, failure: Failure, head_request: bool = False) -> None:
-        """A mesh-made answer before any request could be routed; the connection then closes."""
+    async def _answer_unrouted(self, failure: Failure) -> None:
+        """A mesh-made answer before any request could be routed; the connection then closes. Its
+        body is sent even to what looked like HEAD: the request did not parse, and with the close
+        right after it, a body is harmless to a client that expects none and needed by one that does."""
         self.record(RequestRecord(self.router.direction, "", b"", b"", b"", failure.status, 0.0, failure.reason))
         try:
-            await self.client.send(mesh_error_response(failure, keep_alive=False, head_request=head_request))
+            await self.client.send(mesh_error_response(failure, keep_alive=False))
         except PeerClosed:
             pass
 

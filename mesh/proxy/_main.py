@@ -1,10 +1,16 @@
-"""From `mesh proxy` options to a running proxy: parse, get an identity, run."""
+"""From `mesh proxy` options to a running proxy: parse, get an identity, run.
+
+Where it listens and advertises, when the options do not say: on a host whose MESH_HOME
+records its address (``host.json``: `mesh join` on a joined host, `mesh up` on the
+controller's), the inbound listener binds that address and zeroconf spans its interface;
+elsewhere everything stays on loopback (``with_host_defaults``).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +20,7 @@ import trio
 from mesh.errors import ConfigError, ControllerError, IdentityError, ProxyError
 from mesh.home import MeshHome
 from mesh.proxy._exchange import Timeouts
+from mesh.proxy._options import option_default
 from mesh.proxy._server import Identity, Proxy, ProxySettings
 
 log = logging.getLogger("mesh.proxy")
@@ -21,31 +28,62 @@ log = logging.getLogger("mesh.proxy")
 
 @dataclass(frozen=True)
 class ProxyOptions:
+    """What a sidecar is started with; the defaults are those of its command-line options
+    (``mesh.proxy._options``, the one description of them)."""
+
     home: MeshHome
     service: str
     app: str
-    inbound: str = "127.0.0.1:0"
-    outbound: str = "127.0.0.1:0"
-    admin: str = "127.0.0.1:0"
+    inbound: str | None = None  # None: the host's address (host.json), else 127.0.0.1, port 0
+    outbound: str = option_default("outbound")
+    admin: str = option_default("admin")
     endpoints: Path | None = None
     upstreams: list[str] | tuple[str, ...] = ()
     labels: list[str] | tuple[str, ...] = ()
     cert: Path | None = None
     key: Path | None = None
     bundle: Path | None = None
-    request_timeout: str = "10s"
-    idle_timeout: str = "5m"
-    head_timeout: str = "10s"
-    body_timeout: str = "30s"
-    drain_timeout: str = "10s"
+    request_timeout: str = option_default("request_timeout")
+    idle_timeout: str = option_default("idle_timeout")
+    head_timeout: str = option_default("head_timeout")
+    body_timeout: str = option_default("body_timeout")
+    drain_timeout: str = option_default("drain_timeout")
     controller: str | None = None  # HOST:PORT, overriding MESH_HOME/controller.json
     token: str | None = None  # join token for the first certificate
     cert_ttl: str | None = None  # ask for leaves this short (renewal tests); default 24h
-    zeroconf: bool = True
-    interfaces: tuple[str, ...] = ("127.0.0.1",)
+    zeroconf: bool = option_default("zeroconf")
+    interfaces: tuple[str, ...] | None = None  # None: the host's interface (host.json), else loopback
     advertise: str | None = None  # host peers dial for our inbound listener
-    protocol: str = "auto"  # what the app speaks (mesh.config.APP_PROTOCOLS)
-    workers: int | str = 1  # processes sharing the listeners (mesh/proxy/_workers.py); "2" from the CLI
+    protocol: str = option_default("protocol")  # what the app speaks (mesh.config.APP_PROTOCOLS)
+    workers: int | str = option_default("workers")  # processes sharing the listeners (mesh/proxy/_workers.py)
+
+
+LOOPBACK_INBOUND = "127.0.0.1:0"
+LOOPBACK_INTERFACES = ("127.0.0.1",)
+
+
+def with_host_defaults(options: ProxyOptions) -> ProxyOptions:
+    """Fill in what the options left to the host: the inbound listener on the host's address
+    (the wildcard when the address was advertised, e.g. behind NAT), peers told that address when
+    the listener binds a wildcard, zeroconf on the host's interface. Idempotent."""
+    from mesh.discovery import format_address
+    from mesh.home import read_host_record
+
+    if options.inbound is not None and options.interfaces is not None and options.advertise is not None:
+        return options
+    record = read_host_record(options.home)
+    address = record.address if record is not None else None
+    inbound = options.inbound
+    if inbound is None:
+        inbound = format_address(record.bind or address, 0) if record is not None and address else LOOPBACK_INBOUND
+    advertise = options.advertise
+    if advertise is None and address is not None and parse_listen_address(inbound, "--inbound")[0] in ("0.0.0.0", "::"):
+        advertise = address
+    interfaces = options.interfaces
+    if interfaces is None:
+        interface = record.zeroconf_interface if record is not None else None
+        interfaces = (interface,) if interface else LOOPBACK_INTERFACES
+    return replace(options, inbound=inbound, advertise=advertise, interfaces=interfaces)
 
 
 def parse_listen_address(text: str, what: str, allow_any_port: bool = True) -> tuple[str, int]:
@@ -85,6 +123,8 @@ def parse_pairs(items: list[str] | tuple[str, ...], what: str, example: str) -> 
 def settings_from(options: ProxyOptions) -> ProxySettings:
     from mesh.config import APP_PROTOCOLS, is_valid_service_name, parse_duration, SERVICE_NAME_RULE
 
+    options = with_host_defaults(options)
+    assert options.inbound is not None
     if not is_valid_service_name(options.service):
         raise ProxyError(f"--service: invalid service name {options.service!r}", hint=f"use {SERVICE_NAME_RULE}")
     if options.protocol not in APP_PROTOCOLS:
@@ -257,8 +297,11 @@ def _cert_ttl(options: ProxyOptions) -> timedelta | None:
 async def build_proxy(options: ProxyOptions, settings: ProxySettings) -> Proxy:
     """Identity, registries, controller link and zeroconf, wired into a Proxy (not yet running)."""
     from mesh.discovery import CompositeRegistry, MemoryRegistry, StaticFileRegistry
-    from mesh.proxy._control import ControlLink, controllers_from_home
+    from mesh.identity import mesh_ids
+    from mesh.discovery import controllers_from_home
+    from mesh.proxy._control import ControlLink
 
+    options = with_host_defaults(options)
     ttl = _cert_ttl(options)
     controllers = controllers_from_home(options.home, options.controller)
     if not controllers and options.zeroconf:
@@ -271,10 +314,14 @@ async def build_proxy(options: ProxyOptions, settings: ProxySettings) -> Proxy:
     view = MemoryRegistry()
     parts.append(view)
     zeroconf = None
+    ours = mesh_ids(creds.bundle_pem)  # records of another mesh (another CA) are never endpoints
     if options.zeroconf:
         from mesh.discovery import ZeroconfRegistry
 
-        zeroconf = ZeroconfRegistry(interfaces=options.interfaces, trust_domain=creds.identity.trust_domain)
+        assert options.interfaces is not None
+        zeroconf = ZeroconfRegistry(
+            interfaces=options.interfaces, trust_domain=creds.identity.trust_domain, mesh_ids=ours
+        )
         parts.append(zeroconf)
     proxy = Proxy(settings, Identity(creds), CompositeRegistry(parts))
     proxy.advertise_host = options.advertise
@@ -286,8 +333,12 @@ async def build_proxy(options: ProxyOptions, settings: ProxySettings) -> Proxy:
         proxy.shutdown_hooks.append(link.withdraw)
     elif ttl is not None:
         proxy.background.append(lambda: _renew_locally(proxy, options, ttl))
-    if zeroconf is not None:
-        _advertise(proxy, options)
+    if zeroconf is not None and settings.app is not None:  # nobody calls a gateway: never advertised
+        from mesh.discovery import new_instance_name
+
+        # Chosen now, so the registration names it: should this proxy die, the controller says goodbye for it.
+        proxy.zeroconf_instance = new_instance_name(settings.service)
+        _advertise(proxy, options, ours[0])
     return proxy
 
 
@@ -295,16 +346,20 @@ async def _controller_by_zeroconf(options: ProxyOptions) -> Any:
     """No controller.json: look for `_mesh-ctl._tcp`, trusting it only through the bundle we hold."""
     from mesh.discovery import find_controller
     from mesh.identity import SpiffeId
-    from mesh.proxy._control import ControllerAddress
+    from mesh.discovery import ControllerAddress
 
-    from mesh.identity import load_certificates, trust_domain_of
+    from mesh.identity import load_certificates, mesh_ids, trust_domain_of
 
     bundle_path = options.home.bundle
     if not bundle_path.exists():
         return None
     # Only a controller of our own mesh: others on the same LAN (or laptop) are ignored.
-    trust_domain = trust_domain_of(load_certificates(bundle_path.read_bytes())[0])
-    record = await find_controller(options.interfaces, timeout=1.5, trust_domain=trust_domain)
+    bundle = bundle_path.read_bytes()
+    trust_domain = trust_domain_of(load_certificates(bundle)[0])
+    assert options.interfaces is not None
+    record = await find_controller(
+        options.interfaces, timeout=1.5, trust_domain=trust_domain, mesh_ids=mesh_ids(bundle)
+    )
     if record is None:
         return None
     log.info("found the controller at %s:%d by zeroconf", record.host, record.port)
@@ -312,10 +367,11 @@ async def _controller_by_zeroconf(options: ProxyOptions) -> Any:
     return ControllerAddress(record.host, record.port, record.identity, bundle_path.read_bytes())
 
 
-def _advertise(proxy: Proxy, options: ProxyOptions) -> None:
+def _advertise(proxy: Proxy, options: ProxyOptions, mesh: str) -> None:
     from mesh import __version__
     from mesh.discovery import MeshServiceRecord, ZeroconfAdvertiser
 
+    assert options.interfaces is not None
     advertiser = ZeroconfAdvertiser(interfaces=options.interfaces)
     record: list[Any] = []
 
@@ -333,6 +389,8 @@ def _advertise(proxy: Proxy, options: ProxyOptions) -> None:
                 admin_port=proxy.bound.admin[1],
                 version=__version__,
                 protocol=proxy.settings.protocol,
+                mesh=mesh,
+                instance=proxy.zeroconf_instance,
             )
         )
         await advertiser.advertise(record[0])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from mesh.proxy._edge import EdgeClient
 from mesh.proxy._exchange import Recorder, RequestRecord
 from mesh.telemetry import TapEvent
 
@@ -20,7 +21,8 @@ REQUEST_ID = b"x-request-id"
 
 
 def recorder(proxy: Proxy, caller: Any = None) -> Recorder:
-    """The recorder of one connection; ``caller`` is the peer's SpiffeId on inbound connections."""
+    """The recorder of one connection; ``caller`` is the peer's SpiffeId on inbound connections, the
+    outside client (``EdgeClient``) on a gateway's."""
     record_metrics = proxy.metrics.record
     tap = proxy.tap
 
@@ -71,6 +73,7 @@ def tap_event(proxy: Proxy, rec: RequestRecord, caller: Any = None) -> TapEvent:
         tls=tls,
         response_bytes=rec.bytes_out or None,
         grpc_status=rec.grpc_status,
+        src_address=str(caller.address(rec.head)) if isinstance(caller, EdgeClient) else None,
     )
 
 

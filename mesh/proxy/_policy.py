@@ -149,20 +149,40 @@ class _Health:
     consecutive_failures: int = 0
     ejected_until: float = 0.0
     ejections: int = 0
+    down_until: float = 0.0  # connections to it fail: nothing listens (see OutlierDetector.unreachable)
+    downs: int = 0
 
 
 class OutlierDetector:
     """An endpoint with ``threshold`` consecutive failures is ejected for
     ``base`` seconds, doubling on each repeat, never more than half of a
-    service's endpoints at once."""
+    service's endpoints at once.
+
+    An endpoint that cannot be connected to at all (refused, unreachable, a handshake that
+    fails) is another matter: it is not slow or erring, it is not there, and sending it
+    requests only turns each into an error. It is set aside at once for ``down_base``
+    seconds, doubling while it keeps failing (up to ``down_max``), whatever share of the
+    service that leaves: a lone endpoint whose process died gets callers a fast 503
+    ``no-healthy-endpoints`` instead of a 502 per request, until discovery drops it (within
+    seconds) or, once its time is up, a request finds it back.
+    """
 
     def __init__(
-        self, threshold: int = 5, base: float = 30.0, max_duration: float = 300.0, max_fraction: float = 0.5, clock: Clock = time.monotonic
+        self,
+        threshold: int = 5,
+        base: float = 30.0,
+        max_duration: float = 300.0,
+        max_fraction: float = 0.5,
+        clock: Clock = time.monotonic,
+        down_base: float = 1.0,
+        down_max: float = 30.0,
     ) -> None:
         self.threshold = threshold
         self.base = base
         self.max_duration = max_duration
         self.max_fraction = max_fraction
+        self.down_base = down_base
+        self.down_max = down_max
         self._clock = clock
         self._health: dict[str, _Health] = {}
         self._ejected_until_max = 0.0  # lets the hot path skip the scan while nothing is ejected
@@ -174,6 +194,7 @@ class OutlierDetector:
             health = self._health[address] = _Health()
         if success:
             health.consecutive_failures = 0
+            health.downs = 0
             return False
         health.consecutive_failures += 1
         if health.consecutive_failures < self.threshold or self.ejected(address):
@@ -188,9 +209,26 @@ class OutlierDetector:
         self._ejected_until_max = max(self._ejected_until_max, health.ejected_until)
         return True
 
-    def ejected(self, address: str, now: float | None = None) -> bool:
+    def unreachable(self, address: str) -> None:
+        """A connection to ``address`` failed before anything was sent: set it aside (see the class)."""
+        health = self._health.setdefault(address, _Health())
+        now = self._clock()
+        health.down_until = now + min(self.down_base * 2**health.downs, self.down_max)
+        health.downs += 1
+        self._ejected_until_max = max(self._ejected_until_max, health.down_until)
+
+    def down(self, address: str, now: float | None = None) -> bool:
+        """Set aside because connections to it fail (``unreachable``)."""
         health = self._health.get(address)
-        return health is not None and health.ejected_until > (self._clock() if now is None else now)
+        return health is not None and health.down_until > (self._clock() if now is None else now)
+
+    def ejected(self, address: str, now: float | None = None) -> bool:
+        """Out of the rotation now: ejected as an outlier, or down."""
+        health = self._health.get(address)
+        if health is None:
+            return False
+        moment = self._clock() if now is None else now
+        return health.ejected_until > moment or health.down_until > moment
 
     def available(self, endpoints: Sequence[E]) -> Sequence[E]:
         """The endpoints not ejected now (the same sequence, uncopied, when none is)."""

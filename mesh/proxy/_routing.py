@@ -147,6 +147,14 @@ class OutboundRouter:
             tunnel=connect,
         )
 
+    def to_service(self, head: RequestHead, service: str, path: bytes) -> Forward | Reject:
+        """A request the gateway's own routes sent to ``service``: the mesh's routes, splits,
+        faults and outlier ejection apply as on any hop."""
+        endpoints = self._endpoints(service)
+        if not endpoints:
+            return Reject(503, Reason.NO_ENDPOINTS, f"no endpoints for service {service!r}", service)
+        return self._to_mesh(head, service, path, endpoints, False)
+
     def _to_mesh(self, head: RequestHead, service: str, path: bytes, endpoints: tuple, connect: bool) -> Forward | Reject:
         """Route (first match), fault, split subset, outlier ejection, then one endpoint."""
         state = self.policy
@@ -171,6 +179,13 @@ class OutboundRouter:
             return Reject(503, Reason.NO_ENDPOINTS, f"no endpoints of {service!r} with {wanted}", service)
         healthy = state.outliers.available(candidates)
         if not healthy:
+            if all(state.outliers.down(e.address) for e in candidates):
+                return Reject(
+                    503,
+                    Reason.NO_HEALTHY_ENDPOINTS,
+                    f"no endpoint of {service!r} accepts connections now (it is tried again shortly)",
+                    service,
+                )
             return Reject(503, Reason.CIRCUIT_OPEN, f"every endpoint of {service!r} is ejected after failures", service)
         endpoint = self._balancer.choose(healthy)
         self._balancer.start(endpoint.address)
@@ -215,6 +230,8 @@ class OutboundRouter:
         Outside retry policies and budgets: the request never left, so sending it elsewhere is
         always safe — a dead or foreign endpoint costs a caller one failed handshake, not an error.
         """
+        if forward.endpoint is not None:
+            self.policy.outliers.unreachable(forward.endpoint)  # its next callers go elsewhere, or get a fast 503
         others = [e for e in self.policy.outliers.available(forward.candidates) if e.address != forward.endpoint]
         if not others:
             return None

@@ -6,8 +6,10 @@
     inbound               peer ──mTLS──▶ ALPN http/1.1 ─▶ HTTP/1 loop ─▶ InboundRouter ─▶ app pool
                                        ─▶ ALPN h2 ─▶ HTTP/2 loop ─▶ InboundRouter ─▶ app over h2c
                                        ─▶ ALPN mesh-tcp ─▶ opaque relay ─▶ app
-                                       ─▶ ALPN mesh-admin ─▶ admin pages (the controller and operators only)
+                                       ─▶ ALPN mesh-admin ─▶ admin pages (the controller, operators, hosts)
     admin (loopback only) /metrics /ready /live /config /tap
+    a gateway: its edge listener (an --upstream listener, HTTP only), the admin server, and an mTLS
+    listener that serves only ALPN mesh-admin (``admin-mtls``), where the controller reads it
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ class ProxySettings:
     timeouts: Timeouts = Timeouts()
     protocol: str = "auto"  # what the app behind the inbound listener speaks
     reuse_port: bool = False  # data-plane listeners shared with other workers (SO_REUSEPORT, _workers.py)
+    worker: int = 0  # which of `--workers N` this process is; worker 0 alone advertises and registers
+    gateway: Any = None  # a gateway's edge (mesh/proxy/_gateway.py GatewaySettings); its app is None
 
 
 class Identity:
@@ -112,11 +116,21 @@ class BoundAddresses:
     outbound: tuple[str, int] | None
     admin: tuple[str, int]
     upstreams: dict[str, tuple[str, int]]
+    admin_mtls: tuple[str, int] | None = None  # a gateway's admin pages over mTLS (its only mTLS listener)
+
+    @property
+    def registered(self) -> tuple[str, int] | None:
+        """The listener registered with the controller: where other proxies, or the controller
+        reading a gateway's pages, dial this one."""
+        return self.inbound or self.admin_mtls
+    edge: dict[str, tuple[str, int]] = field(default_factory=dict)  # a gateway's: "listen https", "redirect"
 
     def describe(self) -> str:
         """``inbound H:P, outbound H:P, admin H:P, upstream SVC H:P...`` (the listeners there are)."""
         named = [("inbound", self.inbound), ("outbound", self.outbound), ("admin", self.admin)]
+        named += [("admin-mtls", self.admin_mtls)]
         named += [(f"upstream {svc}", address) for svc, address in self.upstreams.items()]
+        named += list(self.edge.items())
         return ", ".join(f"{name} {_fmt(address)}" for name, address in named if address is not None)
 
 
@@ -155,7 +169,14 @@ class Proxy:
         self.faults: list[dict[str, Any]] = []
         self.control: Any = None  # ControlLink when a controller is known
         self.advertise_host: str | None = None
+        self.zeroconf_instance: str | None = None  # the DNS-SD instance it advertises under, if any
         self._admin_over_mtls = self._admin_app(query_values=True)  # see _serve_admin_over_mtls
+        self._admin_for_hosts = self._admin_app(query_values=False)
+        self.gateway: Any = None  # the edge of a gateway (mesh/proxy/_gateway.py)
+        if settings.gateway is not None:
+            from mesh.proxy._gateway import Gateway
+
+            self.gateway = Gateway(self, settings.gateway)
 
     def set_credentials(self, creds: Any, received_at: datetime | None = None) -> None:
         """Swap in a renewed certificate: new connections use it, open ones keep theirs."""
@@ -174,9 +195,10 @@ class Proxy:
         self.faults = list(snapshot.get("faults", []))
 
     def advertised_inbound(self) -> tuple[str, int]:
-        """The inbound address peers should dial (a wildcard bind is not dialable)."""
-        assert self.bound is not None and self.bound.inbound is not None
-        host, port = self.bound.inbound
+        """The inbound address peers should dial (a wildcard bind is not dialable); a gateway's
+        admin-over-mTLS listener, which the controller dials."""
+        assert self.bound is not None and self.bound.registered is not None
+        host, port = self.bound.registered
         if self.advertise_host:
             host = self.advertise_host
         elif host in ("0.0.0.0", "::"):
@@ -195,13 +217,25 @@ class Proxy:
         inbound = None if gateway else await _listen(s.inbound, "inbound", shared)
         outbound = None if gateway else await _listen(s.outbound, "outbound", shared)
         admin = await _listen(s.admin, "admin")
+        # A gateway's admin pages over mTLS: where a sidecar's inbound listener would be, ALPN mesh-admin only
+        # (with --workers, worker 0's; the others', like their admin, on a port of their own).
+        admin_mtls = await _listen(s.inbound, "admin over mTLS") if gateway else None
         upstream_listeners = {svc: await _listen(address, f"upstream {svc}", shared) for svc, address in s.upstreams.items()}
+        edge_listeners = [
+            (name, await _listen(address, f"the gateway ({name})", shared), handler)
+            for address, name, handler in (self.gateway.listeners() if self.gateway else ())
+        ]
         self.bound = BoundAddresses(
             _bound(inbound) if inbound else None,
             _bound(outbound) if outbound else None,
             _bound(admin),
             {svc: _bound(l) for svc, l in upstream_listeners.items()},
+            _bound(admin_mtls) if admin_mtls else None,
+            {name: _bound(l) for name, l, _ in edge_listeners},
         )
+        if self.gateway:
+            self.gateway.bound(self.bound.edge)
+            self.background.append(self.gateway.keep_certificates)
         own = {self.bound.outbound, *self.bound.upstreams.values(), self.bound.inbound, self.bound.admin} - {None}
         self.outbound_router = OutboundRouter(
             self.registry.endpoints, self.balancer, self.identity.trust_domain, s.timeouts.request_timeout, own, policy=self.policy
@@ -214,9 +248,14 @@ class Proxy:
             await system.start(self.h2_peer_pool.run)
             await system.start(self.h2_app_pool.run)
             async with trio.open_nursery() as connections:
-                data_plane = [(inbound, self._serve_inbound, ()), (outbound, self._serve_outbound, (None,))]
+                data_plane = [
+                    (inbound, self._serve_inbound, ()),
+                    (outbound, self._serve_outbound, (None,)),
+                    (admin_mtls, self._serve_inbound, ()),  # answers ALPN mesh-admin only, see there
+                ]
                 data_plane = [entry for entry in data_plane if entry[0] is not None]
                 data_plane += [(l, self._serve_outbound, (svc,)) for svc, l in upstream_listeners.items()]
+                data_plane += [(l, handler, ()) for _, l, handler in edge_listeners]
                 accept_scopes = [
                     await connections.start(_accept_loop, listener, connections, handler, args)
                     for listener, handler, args in data_plane
@@ -269,10 +308,6 @@ class Proxy:
     async def _serve_inbound(self, tcp: FastSocketStream) -> None:
         from mesh.identity import handshake_failure_reason, peer_identity
 
-        if self.app_key is None:  # a gateway is never advertised; nobody should dial its inbound
-            await _close(tcp)
-            return
-
         metrics = self.metrics
         tls = TLSStream(tcp, self.identity.server, server_side=True)
         try:
@@ -289,8 +324,20 @@ class Proxy:
             log.warning("inbound: refused a connection from %s: %s", _peer(tcp), reason)
             await _close(tcp)
             return
-        if tls.selected_alpn_protocol() == ALPN_ADMIN:  # the controller or an operator, never app traffic
+        if tls.selected_alpn_protocol() == ALPN_ADMIN:  # the controller, operators, hosts; never app traffic
             await self._serve_admin_over_mtls(tls, caller)
+            return
+        if self.app_key is None or caller.kind == "host":
+            # A gateway has no app: its mTLS listener is for its admin pages only. A host identity
+            # reads the mesh; it calls no service.
+            if self.app_key is None:
+                why = "a gateway serves only its admin pages over mTLS"
+            else:
+                why = "host identities call no service"
+            alpn = tls.selected_alpn_protocol()
+            log.warning("inbound: refused %s from %s (ALPN %s): %s", caller, _peer(tcp), alpn, why)
+            metrics.tls_failures.labels("inbound", "not-allowed").inc()
+            await _close(tls)
             return
         metrics.tcp_open.labels("inbound").inc()
         try:
@@ -373,16 +420,26 @@ class Proxy:
 
     async def _serve_admin_over_mtls(self, tls: TLSStream, caller: Any) -> None:
         """The admin pages for the controller (its fan-in reads proxies on every host here, where the
-        loopback admin server cannot be reached) and for operators; any other caller is refused."""
+        loopback admin server cannot be reached), for operators, and for joined hosts (`mesh check
+        --proxy` there), which get query values redacted as on the loopback admin server; any other
+        caller is refused."""
         from mesh.identity import CONTROLLER_SERVICE
 
-        if caller.kind != "operator" and not (caller.kind == "svc" and caller.name == CONTROLLER_SERVICE):
-            log.warning("inbound: refused admin access (ALPN %s) to %s: only the controller and operators", ALPN_ADMIN, caller)
+        if caller.kind == "host":
+            app = self._admin_for_hosts
+        elif caller.kind == "operator" or (caller.kind == "svc" and caller.name == CONTROLLER_SERVICE):
+            app = self._admin_over_mtls
+        else:
+            log.warning(
+                "inbound: refused admin access (ALPN %s) to %s: only the controller, operators and hosts",
+                ALPN_ADMIN,
+                caller,
+            )
             self.metrics.tls_failures.labels("inbound", "admin-not-allowed").inc()
             await _close(tls)
             return
         try:
-            await self._admin_over_mtls.serve_connection(tls)
+            await app.serve_connection(tls)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
             pass  # the reader went away
         finally:
@@ -447,6 +504,7 @@ class Proxy:
             # Inbound, the app speaks h2c (prior knowledge); outbound, mTLS ALPN h2 per stream.
             h2_pool = self.h2_app_pool if inbound else self.h2_peer_pool
             conn = H2ProxyConnection(stream, detected.prefix, router, h2_pool, record, timeouts, self.drain)
+            conn.http1_pool = self.app_pool if inbound else self.peer_pool
         else:
             pool = self.app_pool if inbound else self.peer_pool
             conn = HttpProxyConnection(stream, detected.prefix, router, pool, record, timeouts, self.drain)
@@ -547,6 +605,7 @@ class Proxy:
                 "inbound": _fmt(bound.inbound) if bound and bound.inbound else None,
                 "outbound": _fmt(bound.outbound) if bound and bound.outbound else None,
                 "admin": _fmt(bound.admin) if bound else None,
+                "admin_mtls": _fmt(bound.admin_mtls) if bound and bound.admin_mtls else None,
                 "upstreams": {k: _fmt(v) for k, v in bound.upstreams.items()} if bound else {},
             },
             "endpoints": snapshot,
@@ -555,6 +614,7 @@ class Proxy:
             "routes": self.routes,
             "policies": self.policies,
             "faults": self.faults,
+            "gateway": self.gateway.view() if self.gateway else None,
             "draining": self.drain.draining,
             "uptime_seconds": round(time.time() - self.started, 1),
         }

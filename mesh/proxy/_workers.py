@@ -5,11 +5,12 @@ command forks N workers before anything else runs (no threads yet, no trio) and
 stays as their supervisor:
 
 - Listeners: every worker binds the same inbound, outbound and ``--upstream``
-  addresses with ``SO_REUSEPORT``, so the kernel spreads new connections over
+  addresses, and a gateway's edge listeners (``--listen``, ``--http-redirect``),
+  with ``SO_REUSEPORT``, so the kernel spreads new connections over
   them. A port 0 is chosen once, here, and held by a bound socket that never
   listens, so every worker gets the same port and no other process can take it.
-- Admin: worker 0 serves the ``--admin`` address; the others an ephemeral
-  loopback port each. Metrics are per worker (each logs its admin address in
+- Admin: worker 0 serves the ``--admin`` address (and a gateway's admin pages
+  over mTLS); the others an ephemeral port each. Metrics are per worker (each logs its admin address in
   its ``ready`` line); a connection, and so every request on it, is one
   worker's.
 - Identity and discovery: each worker gets its own certificate (for the same
@@ -64,7 +65,26 @@ def reserve_ports(settings: ProxySettings) -> tuple[ProxySettings, list[socket.s
     inbound = hold(settings.inbound, "inbound") if settings.app is not None else settings.inbound
     outbound = hold(settings.outbound, "outbound") if settings.app is not None else settings.outbound
     upstreams = {svc: hold(address, f"upstream {svc}") for svc, address in settings.upstreams.items()}
-    return replace(settings, inbound=inbound, outbound=outbound, upstreams=upstreams, reuse_port=True), held
+    gateway = settings.gateway
+    if gateway is not None:  # a gateway's edge listeners (TLS or not): shared the same way
+        redirect = gateway.http_redirect
+        gateway = replace(
+            gateway,
+            listen=hold(gateway.listen, "the gateway"),
+            http_redirect=hold(redirect, "the gateway's redirect") if redirect is not None else None,
+        )
+    shared = replace(settings, inbound=inbound, outbound=outbound, upstreams=upstreams, gateway=gateway, reuse_port=True)
+    return shared, held
+
+
+def worker_settings(shared: ProxySettings, index: int) -> ProxySettings:
+    """Worker 0 serves the admin addresses; the others an ephemeral port each (their own pages)."""
+    if index == 0:
+        return shared
+    own = replace(shared, admin=(shared.admin[0], 0), worker=index)
+    if shared.app is None:  # a gateway's inbound address is its admin pages over mTLS, worker 0's
+        own = replace(own, inbound=(shared.inbound[0], 0))
+    return own
 
 
 def run_workers(count: int, settings: ProxySettings, run_one: Callable[[ProxySettings, int], None]) -> int:
@@ -79,8 +99,7 @@ def run_workers(count: int, settings: ProxySettings, run_one: Callable[[ProxySet
                 _worker_setup()
                 for sock in held:
                     sock.close()
-                own = shared if index == 0 else replace(shared, admin=(shared.admin[0], 0))
-                run_one(own, index)
+                run_one(worker_settings(shared, index), index)
                 status = 0
             except SystemExit as exc:
                 status = exc.code if isinstance(exc.code, int) else 1
@@ -157,4 +176,8 @@ def _signal_all(pids: dict[int, int], signum: int) -> None:
 def _listeners(settings: ProxySettings) -> str:
     named = [] if settings.app is None else [("inbound", settings.inbound), ("outbound", settings.outbound)]
     named += [(f"upstream {svc}", address) for svc, address in settings.upstreams.items()]
+    if settings.gateway is not None:
+        named.append(("gateway", settings.gateway.listen))
+        if settings.gateway.http_redirect is not None:
+            named.append(("redirect", settings.gateway.http_redirect))
     return ", ".join(f"{name} {host}:{port}" for name, (host, port) in named)

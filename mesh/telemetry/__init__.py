@@ -22,6 +22,7 @@ from mesh.telemetry._metrics import (
 from mesh.telemetry._quantile import histogram_quantile
 from mesh.telemetry._sample import Sample
 from mesh.telemetry._tap import (
+    DEFAULT_MAX_QUEUE,
     REDACTED,
     SHOW_QUERY,
     Subscription,
@@ -33,6 +34,7 @@ from mesh.telemetry._tap import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_QUEUE",
     "CLIENT_RESET",
     "GRPC_SERVER_FAULTS",
     "classify",

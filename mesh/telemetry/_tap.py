@@ -58,6 +58,7 @@ class TapEvent:
     tls: bool  # the hop between proxies was mTLS (egress: False)
     grpc_status: int | None = None
     response_bytes: int | None = None
+    src_address: str | None = None  # at a gateway: the outside client (X-Forwarded-For's, from a trusted peer)
 
     @property
     def success(self) -> bool:

@@ -56,7 +56,7 @@ def front(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             [sys.executable, "-m", "mesh", "gateway", "--to", "web", "--listen", "127.0.0.1:0",
              "--endpoints", str(endpoints), "--no-zeroconf"],
         )
-        gateway_port = port_of(gateway.wait_for(r"ready: .*upstream web (\S+?)(?:,|$)").group(1))
+        gateway_port = port_of(gateway.wait_for(r"ready: .*listen http (\S+?)(?:,|$)").group(1))
         issued = host.mesh("ca", "issue", "fuzzer", "--out", str(tmp / "fuzzer"))
         assert issued.returncode == 0, issued.stderr
         dialer = NamespaceDialer(host.netns)

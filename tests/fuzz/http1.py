@@ -584,15 +584,24 @@ def _misaligned(sent: Sent, answers: list[Answer]) -> list[Finding]:
 
 def _head_bodies(sent: Sent, answers: list[Answer], data: bytes) -> list[Finding]:
     """Answers to HEAD requests that carry a body (RFC 9110 9.3.2: never): a keep-alive client
-    reads those bytes as the start of its next response."""
+    reads those bytes as the start of its next response. The mesh's refusal of a request it could
+    not read (400, 431, 505) is the exception: the connection closes right after it, so its body is
+    harmless to a client that sent HEAD and needed by one that could not tell it was HEAD at all."""
+    accepted = False
     for index, answer in enumerate(answers):
-        if index < len(sent.heads) and sent.heads[index].method == b"HEAD" and answer.body:
-            whose = "the mesh's" if answer.mesh_error is not None else "the app's"
-            return [Finding(
-                "head-response-body",
-                f"{whose} {answer.status} answer to HEAD request {index + 1} carries a body {answer.body[:80]!r}"
-                f"{'' if answer.closes else ' and keeps the connection open'}; received {show(data)}",
-            )]
+        if index >= len(sent.heads) or sent.heads[index].method != b"HEAD" or not answer.body:
+            continue
+        if answer.mesh_error in (b"bad-request", b"header-too-large") and answer.closes:
+            accepted = True
+            continue
+        whose = "the mesh's" if answer.mesh_error is not None else "the app's"
+        return [Finding(
+            "head-response-body",
+            f"{whose} {answer.status} answer to HEAD request {index + 1} carries a body {answer.body[:80]!r}"
+            f"{'' if answer.closes else ' and keeps the connection open'}; received {show(data)}",
+        )]
+    if accepted:
+        return []
     return [Finding("invalid-response", f"answers to HEAD requests that do not parse; received {show(data)}")]
 
 

@@ -109,6 +109,19 @@ class Cluster:
             [sys.executable, "-m", "mesh", *args], env=self._env, capture_output=True, text=True, timeout=timeout
         )
 
+    def run(
+        self, argv: list[str], timeout: float = 30, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """A short command; its output."""
+        return subprocess.run(
+            argv,
+            env={**self._env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            start_new_session=True,
+        )
+
     def init_ca(self) -> None:
         result = self.mesh("ca", "init", "--trust-domain", self.trust_domain)
         assert result.returncode == 0, result.stderr

@@ -17,7 +17,7 @@ def renew_as(home_path: Path, holder: str, asks_for: str, extra: dict[str, Any] 
     async def main() -> tuple[int, Any]:
         from mesh.net import ApiClient
         from mesh.identity import CertificateAuthority, client_context, generate_key, make_csr, service_identity
-        from mesh.proxy._control import controller_from_home
+        from mesh.discovery import controller_from_home
 
         home = MeshHome(home_path)
         ca = CertificateAuthority.load(home)

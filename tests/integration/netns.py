@@ -8,7 +8,8 @@ real interfaces never see a packet (zeroconf included), and two test runs at
 once cannot disturb each other even if they picked the same /24.
 
 A `Host` is a `Cluster` (see conftest.py) whose commands run inside its
-namespace (`ip netns exec NS …`), with its own `MESH_HOME`. Every process it
+namespace (`ip netns exec NS …`), with its own `MESH_HOME` and its own host
+name (a UTS namespace per command, `unshare --uts`). Every process it
 starts has a process group of its own and is killed by group at teardown;
 then whatever is still inside one of our namespaces (a detached daemon, an
 app in its own group) is killed by pid, and every namespace is deleted.
@@ -147,7 +148,10 @@ class Host(Cluster):
         return f"Host({self.name}, {self.address}, netns {self.netns})"
 
     def wrap(self, argv: Sequence[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.netns, *argv]
+        # A UTS namespace too, with the host's name as its host name (as each machine has its own):
+        # `mesh join` names the host identity after it. Each command execs in place (same pid).
+        named = 'echo "$0" > /proc/sys/kernel/hostname && exec "$@"'
+        return ["ip", "netns", "exec", self.netns, "unshare", "--uts", "sh", "-c", named, self.name, *argv]
 
     # Cluster starts everything through these two, so proxies, apps and the CLI all run in here.
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Process:
@@ -160,14 +164,7 @@ class Host(Cluster):
         self, argv: Sequence[str], timeout: float = 30, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         """A short command inside the namespace; its output."""
-        return subprocess.run(
-            self.wrap(argv),
-            env={**self._env, **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            start_new_session=True,
-        )
+        return super().run(self.wrap(argv), timeout, env)
 
     def adopt(self, name: str, pid: int) -> Process:
         """A daemon that detached itself (`mesh up --detach`, log in run/NAME.log): it leads a

@@ -415,7 +415,7 @@ def test_grpc_through_the_gateway(cluster: Cluster, greeter_server: tuple[Greete
     greeter, port = greeter_server
     start_mesh(cluster, greeter, port, controller=True)
     gateway = cluster.spawn("gateway", [*MESH_CLI, "gateway", "--listen", "127.0.0.1:0", "--to", "greeter"])
-    listen = port_of(gateway.wait_for(r"upstream greeter (\S+?)(?:,|$)").group(1))
+    listen = port_of(gateway.wait_for(r"listen http (\S+?)(?:,|$)").group(1))
     admin = port_of(gateway.wait_for(r"admin (\S+?),").group(1))
 
     with grpc.insecure_channel(f"127.0.0.1:{listen}", options=NO_PROXY) as channel:

@@ -86,6 +86,22 @@ def test_injected_services_reach_each_other(cluster: Cluster, tmp_path: Path) ->
     assert any(line.startswith("requests: ") for line in log.splitlines())
 
 
+def test_log_format_json_reaches_the_lean_sidecar(cluster: Cluster) -> None:
+    """`mesh --log-format json inject …`: typer parses it, then the sidecar runs in a re-exec'd lean
+    process (mesh/cli/_sidecar.py), which learns the format from MESH_LOG_FORMAT. Every sidecar
+    line is one JSON object; the app's own output passes through as it is."""
+    cluster.init_ca()
+    script = "import sys; print('the app speaks', flush=True); sys.exit(3)"
+    argv = [*MESH, "--log-format", "json", "inject", "--name", "talker", "--no-zeroconf", "--", sys.executable, "-c", script]
+    inject = cluster.spawn("json", argv)
+    assert inject.popen.wait(30) == 3, inject.log()
+    lines = inject.log().splitlines()
+    assert "the app speaks" in lines
+    events = [json.loads(line) for line in lines if line != "the app speaks"]
+    assert events and all(e["component"] == "inject talker" and e["ts"].endswith("Z") for e in events), lines
+    assert any(e["msg"].startswith("proxy talker ready: inbound 127.0.0.1:") for e in events), lines
+
+
 def test_exit_status_and_signals_pass_through(cluster: Cluster, tmp_path: Path) -> None:
     cluster.init_ca()
     seven = cluster.spawn("seven", [*MESH, "inject", "--no-zeroconf", "--", sys.executable, "-c", "import sys; sys.exit(7)"])
@@ -150,7 +166,7 @@ def test_gateway_routes_outside_traffic_into_the_mesh(cluster: Cluster, tmp_path
     web = cluster.spawn("inject-web", [*MESH, "inject", "--name", "web", "--", sys.executable, str(server)])
     web.wait_for("app is ready", timeout=20)
     gateway = cluster.spawn("gateway", [*MESH, "gateway", "--listen", "127.0.0.1:0", "--to", "web"])
-    ready = gateway.wait_for(r"upstream web (\S+)")
+    ready = gateway.wait_for(r"listen http (\S+)")
     port = port_of(ready.group(1))
     admin = port_of(gateway.wait_for(r"admin (\S+?),").group(1))
     deadline = time.monotonic() + 10

@@ -33,18 +33,33 @@ def listening_ports(process: Process) -> set[tuple[str, int]]:
 
 def test_the_gateway_has_no_outbound_listener(cluster: Cluster) -> None:
     """Before, a gateway opened an outbound listener (and an inbound one that answered nobody):
-    any process of the host could call every service through it as spiffe://TD/svc/gateway."""
+    any process of the host could call every service through it as spiffe://TD/svc/gateway.
+    Its one mTLS listener serves its admin pages (ALPN mesh-admin) to the controller and
+    operators, so that `mesh stat` and `mesh edges` see it: a service's certificate gets nothing."""
     from tests.integration.test_inject import up
+    from tests.integration.test_multihost import tls_client
 
     up(cluster)
     gateway = cluster.spawn("gateway", [*MESH, "gateway", "--listen", "127.0.0.1:0", "--to", "web"])
     ready = gateway.wait_for(r"proxy gateway ready: (.*)$")
-    assert re.fullmatch(r"admin 127\.0\.0\.1:\d+, upstream web 127\.0\.0\.1:\d+", ready.group(1)), ready.group(0)
-    listen = port_of(re.search(r"upstream web (\S+)", ready.group(1)).group(1))
+    assert re.fullmatch(
+        r"admin 127\.0\.0\.1:\d+, admin-mtls 127\.0\.0\.1:\d+, listen http 127\.0\.0\.1:\d+", ready.group(1)
+    ), ready.group(0)
+    listen = port_of(re.search(r"listen http (\S+)", ready.group(1)).group(1))
     admin = port_of(re.search(r"admin (\S+),", ready.group(1)).group(1))
-    assert listening_ports(gateway) == {("127.0.0.1", listen), ("127.0.0.1", admin)}
+    admin_mtls = port_of(re.search(r"admin-mtls (\S+),", ready.group(1)).group(1))
+    assert listening_ports(gateway) == {("127.0.0.1", listen), ("127.0.0.1", admin), ("127.0.0.1", admin_mtls)}
     config = requests.get(f"http://127.0.0.1:{admin}/config", timeout=5).json()
     assert config["listeners"]["outbound"] is None and config["listeners"]["inbound"] is None
+    assert config["listeners"]["admin_mtls"] == f"127.0.0.1:{admin_mtls}"
+    # A service's certificate is refused there, whatever it asks for.
+    creds = cluster.tmp / "client-creds"
+    assert cluster.mesh("ca", "issue", "client", "--out", str(creds)).returncode == 0
+    paths = [f"{creds}/cert.pem", f"{creds}/key.pem", f"{creds}/bundle.pem"]
+    for alpn in ("http/1.1", "mesh-admin"):
+        tried = tls_client(cluster, "127.0.0.1", admin_mtls, paths, alpn)
+        assert tried.startswith("refused"), (alpn, tried)
+    gateway.wait_for("refused spiffe://.*/svc/client .*a gateway serves only its admin pages over mTLS", timeout=5)
 
 
 def test_a_fresh_demo_gives_an_all_green_check(cluster: Cluster) -> None:
@@ -60,13 +75,14 @@ def test_a_fresh_demo_gives_an_all_green_check(cluster: Cluster) -> None:
     assert init.returncode == 0, init.stderr
     up_detached(cluster, "--demo", "--no-traffic")
     try:
-        wait_until_current(cluster, instances=6, timeout=60)  # productpage, details, ratings, reviews v1-v3
+        # productpage, details, ratings, reviews v1-v3, and the gateway (it registers: `mesh stat` sees it)
+        wait_until_current(cluster, instances=7, timeout=60)
         result = check(cluster)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "\u203c" not in result.stdout and "\u00d7" not in result.stdout, result.stdout
         assert result.stdout.rstrip().splitlines()[-1].startswith("Status check results are \u2714 ("), result.stdout
         # Owner-only: MESH_HOME, its directories, and every file that is not a certificate or a public record.
-        public = {"root.pem", "issuer.pem", "bundle.pem", "cert.pem", "controller.json"}
+        public = {"root.pem", "issuer.pem", "bundle.pem", "cert.pem", "controller.json", "host.json"}
         loose = []
         for path in [cluster.home, *cluster.home.rglob("*")]:
             mode = stat.S_IMODE(path.stat().st_mode)

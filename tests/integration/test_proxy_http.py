@@ -250,11 +250,13 @@ def test_tcp_echo_through_upstream_listener(cluster: Cluster) -> None:
             while len(got) < len(message):
                 got += sock.recv(65536)
             assert got == message
-    # Server-speaks-first style: connect, say nothing for over a second, then talk.
+    # Server-speaks-first style: connect, say nothing for over a second, then talk. (A whole
+    # line: "late hello" alone could still become "late hello HTTP/1.1", which the callee,
+    # detecting again for an auto service, must wait to read — docs/config.md "Protocols".)
     with socket.create_connection(("127.0.0.1", local), timeout=10) as sock:
         time.sleep(1.3)
-        sock.sendall(b"late hello")
-        assert sock.recv(100) == b"late hello"
+        sock.sendall(b"late hello\n")
+        assert sock.recv(100) == b"late hello\n"
 
 
 def test_websocket_upgrade_is_tunnelled(pair: Pair) -> None:

@@ -52,6 +52,7 @@ def test_children_do_not_get_systemds_notification_socket() -> None:
     assert env == {"KEEP": "1"}
 
 
+@pytest.mark.process
 def test_a_mesh_folder_in_the_working_directory_does_not_shadow_the_package(tmp_path: Path) -> None:
     """The trap: `mesh up` started from the parent of a clone, where `mesh/` is a plain folder."""
     (tmp_path / "mesh").mkdir()

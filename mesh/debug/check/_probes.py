@@ -164,6 +164,8 @@ def certificate_times(der: bytes) -> tuple[str | None, datetime, datetime]:
 
 
 def pid_alive(pid: int) -> bool:
-    from mesh.controller._daemon import alive
+    from mesh.controller import daemon
+
+    alive = daemon.alive
 
     return alive(pid)

@@ -3,6 +3,10 @@
 No file, socket or clock is touched here: the I/O side (``_checks``) gathers
 the facts and passes ``now`` in, so each rule is tested with plain values.
 Every result says what was found; every warning or failure says what to do.
+
+It is one long file on purpose: every function has the same shape (facts in, a
+CheckResult out) and no rule calls another module's I/O, so splitting it would
+only scatter the wording of `mesh check` that readers compare side by side.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from mesh.debug.check._model import CheckResult
 MIN_PYTHON = (3, 11)
 CA_WARN_BELOW = timedelta(days=60)
 OPERATOR_WARN_BELOW = timedelta(days=30)
+GATEWAY_CERT_WARN_BELOW = timedelta(days=30)  # the operator's own certificates, at the gateways
 SKEW_WARN_SECONDS = 5.0
 SKEW_FAIL_SECONDS = 60.0  # certificates start 60 s in the past (CLOCK_SKEW): beyond that, fresh ones are refused
 PROXY_MIN_LIFE_LEFT = 0.10
@@ -314,8 +319,19 @@ class Advert:
 
 
 def controller_advert(
-    found: Advert | None, *, expected_port: int, expected_identity: str, where: str, timeout: float
+    found: Advert | None,
+    *,
+    expected_port: int,
+    expected_identity: str,
+    where: str,
+    timeout: float,
+    joined: bool = False,
 ) -> CheckResult:
+    if found is None and joined:
+        return CheckResult.ok(
+            f"no _mesh-ctl._tcp record of this mesh seen on {where}; not needed here: this host joined "
+            "and knows the controller from controller.json"
+        )
     if found is None:
         return CheckResult.warn(
             f"no _mesh-ctl._tcp record of this mesh seen on {where} within {timeout:g} s",
@@ -582,6 +598,30 @@ def policy_references(config: Mapping[str, Any], config_version: int, with_endpo
     return CheckResult.ok(
         f"config v{config_version}: {plural(len(routes), 'route')} and "
         f"{plural(len(policies), 'policy', 'policies')} name services with endpoints"
+    )
+
+
+def gateway_tls_entries(config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """``(where, cert, key)`` of every certificate the applied config's gateways serve."""
+    entries = []
+    for index, gateway in enumerate(config.get("gateway") or []):
+        if not isinstance(gateway, Mapping):
+            continue
+        for number, pair in enumerate(gateway.get("tls") or []):
+            if isinstance(pair, Mapping) and pair.get("cert") and pair.get("key"):
+                entries.append((f"gateway[{index}].tls[{number}]", str(pair["cert"]), str(pair["key"])))
+    return entries
+
+
+def gateway_certificate(where: str, label: str, not_before: datetime, not_after: datetime, now: datetime) -> CheckResult:
+    """A certificate a gateway serves to outside clients: invalid fails, under 30 days left warns."""
+    return cert_validity(
+        f"{where}: the certificate for {label}",
+        not_before,
+        not_after,
+        now,
+        warn_below=GATEWAY_CERT_WARN_BELOW,
+        hint="renew it and replace the files: the gateway serves the new pair from the next handshake, no restart",
     )
 
 

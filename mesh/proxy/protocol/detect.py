@@ -7,10 +7,16 @@ import re
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-# A request line starts with a method token and a space. Methods are tokens
-# (RFC 9110 5.6.2); we accept upper-case ones, which is what clients send.
-_METHOD = re.compile(rb"[A-Z][A-Z-]{0,19} ")
-_MAX_METHOD = 21
+# A request line is a method token, a space, a target, a space and "HTTP/" (RFC 9112 3). Clients
+# send upper-case methods: those are HTTP at the first space. Any other token (RFC 9110 5.6.2 allows
+# lower case, digits, "-", "!"…) is HTTP once the first line says so: lenient servers accept such
+# methods, so "body-xxDELETE * HTTP/1.1" must never pass as opaque bytes.
+_UPPER_METHOD = re.compile(rb"[A-Z][A-Z-]{0,19} ")
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_REQUEST_LINE = re.compile(_TOKEN + rb" [^ \r\n]+ HTTP/")
+# What may still become a request line: a token, then a target, then the start of "HTTP/".
+_PARTIAL_LINE = re.compile(_TOKEN + rb"( [^ \r\n]*( (H(T(T(P/?)?)?)?)?)?)?")
+_MAX_LINE = 8192
 _MAX_BLANK = 8
 
 
@@ -54,10 +60,12 @@ def detect(prefix: bytes) -> Protocol | None:
             return Protocol.HTTP2
         # "PRI" is also a possible HTTP/1 method prefix; wait for the whole preface.
         return None
-    if _METHOD.match(prefix):
+    if _UPPER_METHOD.match(prefix):
         return Protocol.HTTP1
-    # Still reading an upper-case token that could become a method.
-    head = prefix[:_MAX_METHOD]
-    if len(head) < _MAX_METHOD and re.fullmatch(rb"[A-Z][A-Z-]*", head):
-        return None
+    end = prefix.find(b"\n")
+    line = prefix if end < 0 else prefix[:end]
+    if _REQUEST_LINE.match(line):
+        return Protocol.HTTP1
+    if end < 0 and len(prefix) < _MAX_LINE and _PARTIAL_LINE.fullmatch(prefix):
+        return None  # still reading what could become a request line
     return Protocol.OPAQUE

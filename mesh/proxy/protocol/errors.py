@@ -11,7 +11,6 @@ class ProtocolError(Exception):
     def __init__(self, message: str, *, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
-        self.method: bytes | None = None  # the request's method, when the error came after it
 
 
 class RemoteProtocolError(ProtocolError):

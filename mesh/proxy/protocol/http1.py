@@ -299,7 +299,7 @@ class RequestReader(_Reader):
     routing and hardening.)
     """
 
-    __slots__ = ("_url", "_h2c_head", "_replaying", "_method")
+    __slots__ = ("_url", "_h2c_head", "_replaying")
 
     def __init__(self) -> None:
         super().__init__()
@@ -307,18 +307,14 @@ class RequestReader(_Reader):
         self._url = b""
         self._h2c_head: bytes | None = None  # the declined upgrade's head, re-parsed without Upgrade
         self._replaying = False
-        self._method: bytes | None = None  # of the request being read, once known
 
     def on_message_begin(self) -> None:
         _Reader.on_message_begin(self)
         self._url = b""
-        self._method = None
 
     def on_url(self, url: bytes) -> None:
         self._count_head_bytes(len(url))
         self._url += url
-        if self._method is None:
-            self._method = self._parser.get_method()
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -367,14 +363,8 @@ class RequestReader(_Reader):
         return True
 
     def feed(self, data: bytes) -> list[Event]:
-        """Bytes from the client → events. Raises ``RemoteProtocolError`` (400/431/505), which
-        names the request's method when it was read (an answer to HEAD carries no body)."""
-        try:
-            return self._feed(data, RemoteProtocolError)
-        except RemoteProtocolError as exc:
-            if exc.method is None:
-                exc.method = self._method
-            raise
+        """Bytes from the client → events. Raises ``RemoteProtocolError`` (400/431/505)."""
+        return self._feed(data, RemoteProtocolError)
 
     def __repr__(self) -> str:
         state = "upgraded" if self._upgraded else "body" if self._in_body else "head/idle"
@@ -610,6 +600,7 @@ _REASONS = {
     301: b"Moved Permanently",
     302: b"Found",
     304: b"Not Modified",
+    308: b"Permanent Redirect",
     400: b"Bad Request",
     401: b"Unauthorized",
     403: b"Forbidden",

@@ -29,9 +29,11 @@ def inject(*args: str) -> None:
     assert result.exit_code == 0, result.output
 
 
-def test_zeroconf_stays_on_loopback_by_default(captured: list[Any]) -> None:
+def test_the_host_decides_by_default(captured: list[Any]) -> None:
+    # Not given: the sidecar takes its host's address and interface (MESH_HOME/host.json), else loopback.
     inject("--name", "web")
-    assert captured[0].proxy_args["interfaces"] == ("127.0.0.1",)
+    assert captured[0].proxy_args["interfaces"] is None
+    assert captured[0].proxy_args["inbound"] is None
     assert captured[0].proxy_args["advertise"] is None
 
 

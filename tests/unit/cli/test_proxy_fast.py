@@ -119,10 +119,12 @@ def no_sidecar(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """start_proxy records what it was given instead of running a proxy."""
 
     def record(home: Any, debug: bool, **values: Any) -> None:
-        _seen.append((home, debug, values, os.environ.get("MESH_HOME")))
+        _seen.append((home, debug, values, os.environ.get("MESH_HOME"), os.environ.get("MESH_LOG_FORMAT")))
+        os.environ.pop("MESH_LOG_FORMAT", None)  # each parse sets it afresh (monkeypatch restores it)
 
     monkeypatch.setattr(_proxy_fast, "start_proxy", record)
     monkeypatch.setenv("MESH_HOME", str(tmp_path / "env-home"))
+    monkeypatch.delenv("MESH_LOG_FORMAT", raising=False)
     monkeypatch.delenv("_MESH_COMPLETE", raising=False)
 
 
@@ -133,6 +135,8 @@ SAME = [
     ["--home", "/tmp/h", "--debug", "proxy", "--service", "web", "--app", "127.0.0.1:1", "--zeroconf"],
     ["--home=~/mesh-home", "proxy", "--service", "web", "--app", "127.0.0.1:1", "--lan"],
     ["--home", "proxy", "proxy", "--service", "web", "--app", "127.0.0.1:1"],
+    ["--log-format", "json", "proxy", "--service", "web", "--app", "127.0.0.1:1"],
+    ["--debug", "--log-format=text", "--home", "/tmp/h", "proxy", "--service", "web", "--app", "127.0.0.1:1"],
     ["proxy", "--service", "bad name!", "--app", "nope"],  # values are checked later, the same way
     [
         "proxy", "--service", "client", "--app", "127.0.0.1:1", "--inbound", "0.0.0.0:4143", "--outbound",
@@ -179,6 +183,9 @@ LEFT_TO_TYPER = [
     ["--debug", "--debug", "proxy", "--service", "web", "--app", "127.0.0.1:1"],
     ["--debug=1", "proxy", "--service", "web", "--app", "127.0.0.1:1"],
     ["--home", "-x", "proxy", "--service", "web", "--app", "127.0.0.1:1"],
+    ["--log-format", "yaml", "proxy", "--service", "web", "--app", "127.0.0.1:1"],  # typer says what is wrong
+    ["--log-format", "JSON", "proxy", "--service", "web", "--app", "127.0.0.1:1"],
+    ["proxy", "--service", "web", "--app", "127.0.0.1:1", "--log-format", "json"],
 ]
 
 
@@ -206,6 +213,7 @@ main(sys.argv[1:])
 """
 
 
+@pytest.mark.process
 def test_a_running_sidecar_loads_no_cli_framework(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "_MESH_COMPLETE"}
     home = tmp_path / "home"

@@ -9,6 +9,8 @@ import pytest
 
 from mesh import __version__
 
+pytestmark = pytest.mark.process
+
 
 def run_mesh(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "mesh", *args], capture_output=True, text=True, timeout=30)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.process]
 
 # What the lean process must not carry (typer's stack and the typer commands).
 CLI_FRAMEWORK = (

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 from .conftest import DESIGN_EXAMPLE, TESTDATA
+
+pytestmark = pytest.mark.process
 
 
 def validate(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

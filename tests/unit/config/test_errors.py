@@ -174,7 +174,7 @@ def test_missing_required_keys_found_nothing() -> None:
     assert errors_of('[[service]]\nlabels = {}\n[[gateway]]\nlisten = "127.0.0.1:80"') == [
         f"mesh.toml: service[0].name: {NAME}, found nothing",
         "mesh.toml: service[0].command: expected a non-empty list of strings, found nothing",
-        f"mesh.toml: gateway[0].to: {NAME}, found nothing",
+        f"mesh.toml: gateway[0].to: {NAME}, or routes (somewhere to send requests), found nothing",
     ]
 
 
@@ -225,7 +225,8 @@ def test_unknown_keys_everywhere(toml: str, line: str) -> None:
 
 def test_unknown_key_without_a_close_match_lists_the_known_keys() -> None:
     assert error_of('[[gateway]]\nlisten = "127.0.0.1:80"\nto = "a"\ncolour = "blue"') == (
-        "mesh.toml: gateway[0].colour: unknown key (known keys: listen, to)"
+        "mesh.toml: gateway[0].colour: unknown key (known keys: listen, to, routes, tls, http_redirect, "
+        "trust_forwarded, client_limits)"
     )
 
 

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 
 from mesh import __version__
 from mesh.debug.check import CheckContext, Report, Status, build_categories, run_checks
-from mesh.debug.check import _checks as checks
+from mesh.debug.check import _checks_host as host_checks
 from mesh.debug.check import _probes as probes
 from mesh.home import MeshHome, atomic_write
 from mesh.identity import (
@@ -97,8 +97,8 @@ def test_pre_on_a_missing_home_passes(tmp_path: Path, monkeypatch: pytest.Monkey
     free.bind(("127.0.0.1", 0))
     port = free.getsockname()[1]
     free.close()
-    monkeypatch.setattr(checks, "DEFAULT_CONTROLLER_ADDRESS", ("127.0.0.1", port))
-    monkeypatch.setattr(checks.shutil, "which", lambda name: str(Path(sys.executable).parent / name))
+    monkeypatch.setattr(host_checks, "DEFAULT_CONTROLLER_ADDRESS", ("127.0.0.1", port))
+    monkeypatch.setattr(host_checks.shutil, "which", lambda name: str(Path(sys.executable).parent / name))
     report = run(CheckContext(MeshHome(tmp_path / "nothing" / "here"), pre=True))
     assert [c.name for c in report.categories] == ["environment"]
     assert report.success
@@ -255,6 +255,7 @@ def dead_pid() -> int:
     return process.pid
 
 
+@pytest.mark.process
 def test_a_dead_controller_fails_with_a_hint(home: MeshHome, ca: CertificateAuthority) -> None:
     write_operator(home, ca)
     port, pid = closed_port(), dead_pid()
@@ -316,7 +317,7 @@ def test_an_expired_operator_certificate_fails_and_blocks_the_api_checks(home: M
     assert [r[0] for r in results[:3]] == ["ok", "ok", "fail"]
     assert results[2][1].startswith(f"operator certificate spiffe://{TD}/operator/ada expired 2h ago")
     assert "move" in (results[2][2] or "") and "operator" in (results[2][2] or "")
-    assert results[3] == ("skipped", "the CLI has no valid operator identity", None)
+    assert results[3] == ("skipped", "the CLI has no valid identity", None)
 
 
 def test_a_host_without_an_operator_identity(home: MeshHome) -> None:
@@ -326,6 +327,50 @@ def test_a_host_without_an_operator_identity(home: MeshHome) -> None:
     results = outcomes(report, "control plane")
     assert results[2][0] == "fail" and results[2][1].startswith(f"no operator identity in {home.operator_dir}")
     assert "controller's host" in (results[2][2] or "")
+
+
+def joined_home(tmp_path: Path, ca: CertificateAuthority, ttl: timedelta = timedelta(days=365)) -> MeshHome:
+    """A MESH_HOME as `mesh join` leaves it: the bundle, a host identity, host.json; no CA."""
+    from mesh.home import HostRecord, write_host_record
+    from mesh.identity import host_identity
+
+    joined = MeshHome(tmp_path / "joined")
+    joined.ensure_dir(joined.ca_dir)
+    atomic_write(joined.bundle, ca.bundle_pem)
+    ca.issue(host_identity(TD, "b"), ttl=ttl).write(joined.host_dir)
+    write_host_record(joined, HostRecord(role="joined", address="10.0.0.2", bind="10.0.0.2", name="b", controller="10.0.0.1:4190"))
+    return joined
+
+
+def test_a_joined_host_checks_what_a_joined_host_has(tmp_path: Path, ca: CertificateAuthority) -> None:
+    """Before: "the CA in … is incomplete: root.pem, issuer.pem, issuer.key missing", and the hint
+    `mesh ca init --force`, which would have made a second, foreign CA on this host."""
+    joined = joined_home(tmp_path, ca)
+    report = run(CheckContext(joined), "ca")
+    results = outcomes(report, "ca")
+    assert [r[0] for r in results] == ["ok", "ok", "ok"], results
+    assert f"this host joined the mesh at 10.0.0.1:4190 (trust domain {TD})" in results[0][1]
+    assert not any("ca init" in (m + (h or "")) for _, m, h in results)
+    # Its CLI talks to the controller with its host identity.
+    with refusing_server() as port:
+        atomic_write(joined.controller_json, json.dumps({"address": f"127.0.0.1:{port}", "trust_domain": TD}))
+        report = run(CheckContext(joined), "control plane")
+    results = outcomes(report, "control plane")
+    assert results[2][0] == "ok" and results[2][1].startswith(f"host certificate spiffe://{TD}/host/b"), results[2]
+    # No bundle: join again, never create a CA.
+    joined.bundle.unlink()
+    results = outcomes(run(CheckContext(joined), "ca"), "ca")
+    assert results[0][0] == "fail" and "mesh join" in (results[0][2] or "") and "ca init" not in (results[0][2] or "")
+
+
+def test_a_joined_host_without_its_identity_is_told_to_join_again(tmp_path: Path, ca: CertificateAuthority) -> None:
+    joined = joined_home(tmp_path, ca)
+    for name in ("cert.pem", "key.pem"):
+        (joined.host_dir / name).unlink()
+    with refusing_server() as port:
+        atomic_write(joined.controller_json, json.dumps({"address": f"127.0.0.1:{port}", "trust_domain": TD}))
+        results = outcomes(run(CheckContext(joined), "control plane"), "control plane")
+    assert results[2][0] == "fail" and "mesh join" in (results[2][2] or ""), results[2]
 
 
 def test_an_operator_certificate_close_to_expiry_warns(home: MeshHome, ca: CertificateAuthority) -> None:
@@ -563,3 +608,42 @@ def test_certificate_times_reads_identity_and_validity(ca: CertificateAuthority)
     assert not_after == leaf.not_after
     assert isinstance(x509.load_der_x509_certificate(der), x509.Certificate)
     assert not_after - not_before == timedelta(hours=24, minutes=1)
+
+
+# -- gateway ---------------------------------------------------------------------------
+
+
+def test_gateways_without_tls_are_one_green_line(home: MeshHome) -> None:
+    ctx = CheckContext(home)
+    ctx._config = (2, {"gateway": [{"listen": "127.0.0.1:9080", "to": "web"}]})
+    assert outcomes(run(ctx, "gateway"), "gateway") == [("ok", "no [[gateway]] of the applied config serves TLS", None)]
+
+
+def test_gateway_certificates_warn_under_30_days_and_fail_when_broken(home: MeshHome, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tests.edge_certs import ThrowawayCA
+
+    throwaway = ThrowawayCA.create()
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    fine = throwaway.issue(tmp_path, "fine", ["fine.example"], not_before=start, days=90)
+    soon = throwaway.issue(tmp_path, "soon", ["soon.example"], not_before=start, days=40)
+    _, other_key = throwaway.issue(tmp_path, "other", ["other.example"], not_before=start)
+    ctx = CheckContext(home, now=lambda: start + timedelta(days=20))
+    tls = [
+        {"cert": str(fine[0]), "key": str(fine[1])},
+        {"cert": str(soon[0]), "key": str(soon[1])},
+        {"cert": str(fine[0]), "key": str(other_key)},
+        {"cert": str(tmp_path / "gone.pem"), "key": str(fine[1])},
+    ]
+    ctx._config = (4, {"gateway": [{"listen": "127.0.0.1:0", "to": "web"}, {"listen": "0.0.0.0:443", "to": "web", "tls": tls}]})
+    report = run(ctx, "gateway")
+    (ok, warn, mismatch, missing) = outcomes(report, "gateway")
+    assert ok == ("ok", f"gateway[1].tls[0]: the certificate for fine.example ({fine[0]}) is valid for 70d more (until 2030-04-01)", None)
+    assert warn[0] == "warn"
+    assert warn[1] == f"gateway[1].tls[1]: the certificate for soon.example ({soon[0]}) expires in 20d (on 2030-02-10T00:00:00Z)"
+    assert warn[2] and "no restart" in warn[2]
+    assert mismatch[:2] == ("fail", f"gateway[1].tls[2]: the key in {other_key} does not belong to the certificate in {fine[0]}")
+    assert missing[:2] == ("fail", f"gateway[1].tls[3]: certificate file {tmp_path / 'gone.pem'} does not exist")
+    descriptions = [o.description for c in report.categories for o in c.checks]
+    assert descriptions[0] == "gateway[1].tls[0] is valid (warn under 30 days left)"

@@ -125,6 +125,9 @@ def test_tap_line_reads_like_linkerd_tap() -> None:
     egress = TapEvent.from_dict({"direction": "outbound", "src_service": "client", "authority": "example.com",
                                   "dst_address": "93.184.216.34:80", "method": "GET", "path": "/", "status": 200})
     assert "dst=93.184.216.34:80" in tap_line(egress) and "mtls=false" in tap_line(egress)
+    edge = TapEvent.from_dict({"direction": "outbound", "src_service": "gateway", "src_address": "203.0.113.9",
+                               "dst_service": "shop", "method": "GET", "path": "/", "status": 200})
+    assert " src=gateway client=203.0.113.9 dst=shop " in tap_line(edge)
 
 
 def test_top_row_dict_when_empty() -> None:

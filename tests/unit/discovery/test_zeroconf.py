@@ -511,6 +511,7 @@ async def peer_process(record: MeshServiceRecord, ttl: int | None = None) -> Asy
                     await stream.aclose()
 
 
+@pytest.mark.process
 async def test_discovery_across_processes(domain: str) -> None:
     record = web_record(domain, port=8555)
     with trio.fail_after(15):
@@ -533,6 +534,7 @@ async def test_discovery_across_processes(domain: str) -> None:
     logging.getLogger(__name__).info("discovered across processes in %.3f s", took)
 
 
+@pytest.mark.process
 async def test_a_killed_peer_expires_by_ttl(domain: str) -> None:
     # With a 2 s TTL (re-announced every 0.6 s) instead of 10 s: the same
     # mechanism, a fifth of the wait.
@@ -549,3 +551,91 @@ async def test_a_killed_peer_expires_by_ttl(domain: str) -> None:
             took = await wait_until(registry, lambda: not registry.services(), 5)
             assert 1 <= took <= 4
             assert registry.version == version + 1
+
+
+MESH_A, MESH_B = "0123456789abcdef", "fedcba9876543210"
+
+
+def test_the_mesh_id_travels_in_the_txt_record() -> None:
+    from mesh.discovery._zeroconf import OtherMesh, _controller_txt, _service_txt, check_mesh
+
+    record = web_record("mesh.local", mesh=MESH_A)
+    txt = _service_txt(record)
+    assert txt["mesh"] == MESH_A
+    properties = {k.encode(): v.encode() for k, v in txt.items()}
+    parsed = parse_service_record("web-1." + MESH_SERVICE_TYPE, 8443, ["127.0.0.1"], properties, "mesh.local")
+    assert parsed.mesh == MESH_A
+    controller = ControllerRecord(f"spiffe://mesh.local/svc/mesh-controller", "127.0.0.1", 4190, mesh=MESH_B)
+    assert _controller_txt(controller)["mesh"] == MESH_B
+    with pytest.raises(ValueError, match="mesh id"):
+        web_record("mesh.local", mesh="not-hex")
+    check_mesh(MESH_A, (MESH_A,))
+    check_mesh(None, None)  # no mesh ids given: any record will do
+    for mesh in (MESH_B, None):
+        with pytest.raises(OtherMesh):
+            check_mesh(mesh, (MESH_A,))
+
+
+async def test_records_of_another_mesh_are_ignored_whatever_their_trust_domain(
+    domain: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two meshes that both kept one trust domain name on one LAN (say mesh.local): each lists only
+    its own web, and says so at debug level only."""
+    caplog.set_level(logging.DEBUG, logger="mesh.discovery")
+    ours = ZeroconfRegistry(LOOPBACK, trust_domain=domain, mesh_ids=(MESH_A,))
+    async with trio.open_nursery() as nursery, ZeroconfAdvertiser(LOOPBACK) as advertiser:
+        await nursery.start(ours.run)
+        async with running_registry(domain) as anyone:
+            await advertiser.advertise(web_record(domain, port=8601, mesh=MESH_A))
+            await advertiser.advertise(web_record(domain, port=8602, mesh=MESH_B))
+            await wait_until(anyone, lambda: len(anyone.endpoints("web")) == 2, 3)
+            await wait_until(ours, lambda: bool(ours.endpoints("web")), 3)
+            await trio.sleep(0.3)
+            assert [e.port for e in ours.endpoints("web")] == [8601]
+        nursery.cancel_scope.cancel()
+    ignored = [r for r in caplog.records if "another mesh" in r.getMessage()]
+    assert ignored and all(r.levelno == logging.DEBUG for r in ignored)
+
+
+async def test_forget_says_goodbye_for_a_peer_that_died(domain: str) -> None:
+    """A proxy killed without a goodbye: the controller, told by the proxy's ended watch, sends
+    the goodbye for it; other registries drop the record at once instead of after its TTL (10 s)."""
+    record = web_record(domain, port=8557)
+    with trio.fail_after(20):
+        async with peer_process(record) as peer, running_registry(domain) as controller, running_registry(domain) as caller:
+            assert (await peer.line()).startswith("ready ")
+            await wait_until(controller, lambda: bool(controller.endpoints("web")), 3)
+            await wait_until(caller, lambda: bool(caller.endpoints("web")), 3)
+            peer.process.send_signal(signal.SIGKILL)
+            await peer.process.wait()
+            assert await controller.forget("127.0.0.1", 8557) == 1
+            assert not controller.endpoints("web")
+            took = await wait_until(caller, lambda: not caller.services(), 2)
+            assert took < 1.5
+            assert await controller.forget("127.0.0.1", 8557) == 0
+
+
+async def test_a_forgotten_peer_that_lives_comes_back(domain: str) -> None:
+    """A goodbye said in error (the proxy only reconnected) heals: its next announcement brings it back."""
+    async with running_registry(domain) as registry, ZeroconfAdvertiser(LOOPBACK) as advertiser:
+        await advertiser.advertise(web_record(domain, port=8558))
+        await wait_until(registry, lambda: bool(registry.endpoints("web")), 3)
+        assert await registry.forget("127.0.0.1", 8558) == 1
+        took = await wait_until(registry, lambda: bool(registry.endpoints("web")), 6)
+        assert took <= 4  # one re-announcement interval (3 s), and some
+
+
+async def test_a_goodbye_by_name_for_a_record_never_seen(domain: str) -> None:
+    """A controller restarted a moment before a proxy died has not resolved its record yet: the
+    instance name the proxy registered under is enough for the goodbye."""
+    record = web_record(domain, port=8559)
+    with trio.fail_after(20):
+        async with peer_process(record) as peer, running_registry(domain) as caller:
+            instance = (await peer.line()).split()[1]
+            await wait_until(caller, lambda: bool(caller.endpoints("web")), 3)
+            peer.process.send_signal(signal.SIGKILL)
+            await peer.process.wait()
+            async with running_registry(f"x{domain}") as controller:  # sees none of these records
+                assert await controller.forget("127.0.0.1", 8559, instance) == 0
+                took = await wait_until(caller, lambda: not caller.services(), 2)
+            assert took < 1.5

@@ -23,7 +23,7 @@ def test_service_and_operator_uris() -> None:
 
 @pytest.mark.parametrize(
     "uri",
-    ["spiffe://mesh.local/svc/reviews", "spiffe://a-b_c.d/operator/ops-1", "spiffe://x/svc/a"],
+    ["spiffe://mesh.local/svc/reviews", "spiffe://a-b_c.d/operator/ops-1", "spiffe://x/svc/a", "spiffe://x/host/b-2"],
 )
 def test_parse_round_trips(uri: str) -> None:
     parsed = SpiffeId.parse(uri)
@@ -45,6 +45,9 @@ def test_parse_round_trips(uri: str) -> None:
         "spiffe://mesh.local:443/svc/reviews",
         "spiffe://mesh.local/svc/Reviews",
         "spiffe://mesh.local/svc/reviews?x=1",
+        "spiffe://mesh.local/host/",
+        "spiffe://mesh.local/host/b.lan",
+        "spiffe://mesh.local/hosts/b",
         "spiffe:///svc/reviews",
     ],
 )
@@ -85,3 +88,16 @@ def test_ids_are_hashable_and_comparable() -> None:
     a = service_identity("mesh.local", "a")
     assert a == SpiffeId.parse("spiffe://mesh.local/svc/a")
     assert len({a, SpiffeId.parse(str(a))}) == 1
+
+
+def test_host_identities() -> None:
+    """A joined host's CLI: spiffe://TD/host/NAME, NAME from the machine's host name."""
+    from mesh.identity import host_identity, host_name_from
+
+    assert str(host_identity("mesh.local", "rack2-node7")) == "spiffe://mesh.local/host/rack2-node7"
+    assert SpiffeId.parse("spiffe://mesh.local/host/b").kind == "host"
+    assert host_name_from("Rack2_Node7.example.com") == "rack2-node7"
+    assert host_name_from("--") == "host"
+    assert len(host_name_from("x" * 100)) == 63
+    with pytest.raises(IdentityError, match="invalid host name"):
+        host_identity("mesh.local", "B")

@@ -83,7 +83,20 @@ def test_a_specific_listen_address_is_the_host_address() -> None:
     reach = plan_reach(None, listen=("10.0.0.1", 4190))
     assert reach.host == "10.0.0.1" and reach.controller_advertise is None
     assert reach.sidecar_host == "10.0.0.1"
-    assert reach.interfaces == ("127.0.0.1",)  # zeroconf as configured: peers learn it from the controller
+    # zeroconf spans the interface the controller listens on: it sees (and says goodbye for)
+    # the records of proxies on other hosts, and ignores those of other meshes.
+    assert reach.interfaces == ("10.0.0.1",)
+    record = reach.host_record()
+    assert (record.role, record.address, record.bind, record.zeroconf_interface) == ("controller", "10.0.0.1", "10.0.0.1", "10.0.0.1")
+
+
+def test_an_advertised_address_keeps_zeroconf_as_configured() -> None:
+    # Behind NAT the address need not be one of this host's: no interface to span.
+    reach = plan_reach(None, listen=("0.0.0.0", 4190), advertise="203.0.113.7")
+    assert reach.interfaces == ("127.0.0.1",)
+    record = reach.host_record()
+    assert (record.address, record.bind, record.zeroconf_interface) == ("203.0.113.7", "0.0.0.0", None)
+    assert plan_reach(None).host_record().address is None  # a mesh on loopback: nothing recorded
 
 
 def test_a_loopback_listen_keeps_the_controller_local_but_not_the_services() -> None:

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from mesh.discovery import MemoryRegistry
-from mesh.proxy._control import ControlLink, ControllerAddress
+from mesh.discovery import ControllerAddress
+from mesh.proxy._control import ControlLink
 
 
 class Recorder:

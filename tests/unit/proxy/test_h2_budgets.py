@@ -179,3 +179,67 @@ def test_a_look_again_during_an_idle_read_is_not_the_idle_timeout() -> None:
         assert not any(isinstance(f, hf.GoAwayFrame) for f in _frames(bytes(received))), "closed as if idle for 300 s"
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_a_frame_dribbled_on_an_idle_connection_is_cut_at_the_head_timeout() -> None:
+    """A HEADERS frame sent a byte a second never opens a stream: the connection would live as long
+    as bytes kept coming (each read re-armed the idle timer). The head deadline applies, as on HTTP/1."""
+    from mesh.proxy._drain import Drain
+    from mesh.proxy._exchange import Timeouts
+    from mesh.proxy._h2_server import H2ProxyConnection
+    from mesh.proxy._h2_upstream import H2Pool
+
+    async def main() -> float:
+        ours, theirs = trio.testing.memory_stream_pair()
+        timeouts = Timeouts(head_timeout=10.0, idle_timeout=300.0)
+        conn = H2ProxyConnection(ours, b"", _NoRoutes(), H2Pool(None), lambda record: None, timeouts, Drain())  # type: ignore[arg-type]
+        headers = Client().headers(1)
+        started = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.serve)
+            await theirs.send_all(PREFACE)
+            try:
+                for byte in headers[:-1]:
+                    await theirs.send_all(bytes([byte]))
+                    await trio.sleep(1.0)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            with trio.move_on_after(5):
+                while await theirs.receive_some():
+                    pass
+            nursery.cancel_scope.cancel()
+        return trio.current_time() - started
+
+    elapsed = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert 10.0 <= elapsed < 13.0, elapsed
+
+
+def test_a_budget_broken_by_the_first_read_still_starts_with_settings() -> None:
+    """Found by a 10-minute fuzz run: a client whose very first read breaks a budget got GOAWAY as
+    the first frame, because ending the connection clears h2's unsent frames, our SETTINGS with them."""
+    from mesh.proxy._drain import Drain
+    from mesh.proxy._exchange import Timeouts
+    from mesh.proxy._h2_server import H2ProxyConnection
+    from mesh.proxy._h2_upstream import H2Pool
+
+    client = Client()
+    flood = b"".join(
+        client.headers(stream_id, end_stream=False) + hf.RstStreamFrame(stream_id, error_code=8).serialize()
+        for stream_id in range(1, 2 * RESET_BURST + 200, 2)
+    )
+
+    async def main() -> bytes:
+        ours, theirs = trio.testing.memory_stream_pair()
+        conn = H2ProxyConnection(ours, PREFACE + flood, _NoRoutes(), H2Pool(None), lambda record: None, Timeouts(), Drain())  # type: ignore[arg-type]
+        received = bytearray()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.serve)
+            with trio.move_on_after(3):
+                while data := await theirs.receive_some():
+                    received += data
+            nursery.cancel_scope.cancel()
+        return bytes(received)
+
+    frames = _frames(trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0)))
+    assert isinstance(frames[0], hf.SettingsFrame), frames[:3]
+    assert any(isinstance(f, hf.GoAwayFrame) and f.error_code == ErrorCodes.ENHANCE_YOUR_CALM for f in frames)

@@ -639,9 +639,3 @@ def test_whole_requests_before_bad_bytes_come_first_and_the_error_after() -> Non
     # Without a whole message before them, bad bytes are an error at once.
     with pytest.raises(RemoteProtocolError):
         RequestReader().feed(b"NOT HTTP\r\n\r\n")
-
-
-def test_an_error_names_the_method_it_came_after() -> None:
-    with pytest.raises(RemoteProtocolError) as raised:
-        RequestReader().feed(b"HEAD / HTTP/2.0\r\nHost: web\r\n\r\n")
-    assert raised.value.status == 505 and raised.value.method == b"HEAD"

@@ -177,9 +177,10 @@ def run(
                         break
                     received.extend(data)
                     if hang_up_after is not None and len(received) >= hang_up_after:
-                        await client.aclose()
                         break
-            result["elapsed"] = trio.current_time() - started
+                # When the proxy's side ended (or the client hung up), as a client closes its own.
+                result["elapsed"] = trio.current_time() - started
+                await client.aclose()
             upstreams.cancel_scope.cancel()
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

@@ -177,6 +177,37 @@ def test_unknown_mesh_suffixed_service_is_503_not_egress() -> None:
     assert (decision.status, decision.peer_service) == (503, "reviews")
 
 
+def test_an_endpoint_that_refuses_connections_is_set_aside_even_alone() -> None:
+    """A lone endpoint whose process died: its first caller finds nothing listening (the I/O loop
+    asks for a failover: there is none), the next ones get a fast 503, not a 502 each; once its
+    time aside is up (1 s, doubling while it keeps failing) a request tries it again."""
+    router = make_router()
+    clock = Clock()
+    router.policy.outliers._clock = clock
+    first = forward(router.route(head(b"GET", b"http://web/")))
+    assert router.failover_to(first) is None  # alone: nowhere else to go
+    refused = reject(router.route(head(b"GET", b"http://web/")))
+    assert (refused.status, refused.reason) == (503, "no-healthy-endpoints")
+    clock.now += 1.1
+    again = forward(router.route(head(b"GET", b"http://web/")))  # tried again
+    assert router.failover_to(again) is None
+    clock.now += 1.1
+    assert reject(router.route(head(b"GET", b"http://web/"))).reason == "no-healthy-endpoints"  # 2 s now
+    clock.now += 1.0
+    served = forward(router.route(head(b"GET", b"http://web/")))
+    router.finished(served, clock.now, True)  # back: a success resets its record
+    assert forward(router.route(head(b"GET", b"http://web/")))
+
+
+def test_a_refusing_endpoint_among_others_is_skipped_at_once() -> None:
+    router = make_router()
+    first = forward(router.route(head(b"GET", b"http://api/")))
+    other = forward(router.failover_to(first))
+    assert other.endpoint != first.endpoint
+    for _ in range(20):  # nobody is sent to the dead one meanwhile
+        assert forward(router.route(head(b"GET", b"http://api/"))).endpoint == other.endpoint
+
+
 @pytest.mark.parametrize(
     "request_head",
     [
