@@ -91,8 +91,8 @@ def run_standalone(run: Callable[[], int | None]) -> None:
 
         if exc.errno != errno.EPIPE:
             raise
-        sys.stdout = _PacifyFlush(sys.stdout)  # type: ignore[assignment]
-        sys.stderr = _PacifyFlush(sys.stderr)  # type: ignore[assignment]
+        sys.stdout = _PacifyFlush(sys.stdout)
+        sys.stderr = _PacifyFlush(sys.stderr)
         sys.exit(1)
     sys.exit(status or 0)
 

@@ -133,9 +133,9 @@ def _parse(ctx: typer.Context, kind: str, args: list[str]) -> dict[str, Any]:
     from mesh.errors import ServiceError
 
     try:  # typer vendors click from 0.2x on, and its usage errors are TyperExceptions there
-        from click import ClickException as UsageProblem  # type: ignore[import-not-found]
+        from click import ClickException as UsageProblem
     except ImportError:
-        from typer import TyperException as UsageProblem  # type: ignore[assignment]
+        from typer import TyperException as UsageProblem
 
     command = ctx.find_root().command.get_command(ctx, kind)  # type: ignore[attr-defined]
     try:

@@ -20,7 +20,7 @@ def routes_in_force(config: Any, service: str) -> list[tuple[str, Any]]:
 
 async def routes_view(state: Any, service: str, dialer: Any) -> dict[str, Any]:
     """``dialer``: the AdminDialer that reads every proxy's /metrics over mTLS."""
-    from mesh.controller._fanin import AdminUnreachable, admin_get, proxy_targets
+    from mesh.controller._fanin_admin import AdminUnreachable, admin_get, proxy_targets
 
     routes = routes_in_force(state.config, service)
     counts: dict[tuple[str, str], float] = {}

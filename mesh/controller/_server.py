@@ -150,7 +150,7 @@ async def run_controller(
 ) -> None:
     """Serve until SIGTERM/SIGINT, or until ``stop`` is set (when the caller owns the signals)."""
     from mesh.controller._api import serve_api, server_context_optional_client
-    from mesh.controller._fanin import AdminDialer
+    from mesh.controller._fanin_admin import AdminDialer
     from mesh.discovery import format_address
     from mesh.identity import CertificateAuthority, fingerprint, service_identity
 

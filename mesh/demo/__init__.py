@@ -61,7 +61,7 @@ DEMO_SERVICES: list[dict[str, Any]] = [
     _service("ratings", "v1", []),
 ]
 
-DEMO_GATEWAY: dict[str, str] = {"listen": "127.0.0.1:9080", "to": "productpage"}
+DEMO_GATEWAY: dict[str, Any] = {"listen": "127.0.0.1:9080", "to": "productpage"}
 
 
 def instance_name(entry: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 from mesh.demo._client import Reply, UpstreamError, client
@@ -80,7 +81,7 @@ def reviews_body(
     }
 
 
-def make_handler(version: str, podname: str):  # type: ignore[no-untyped-def]
+def make_handler(version: str, podname: str) -> Callable[[Request], Response]:
     def handle(request: Request) -> Response:
         refused = only_get(request)
         if refused:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from typing import TextIO
 
 from mesh.demo._client import Client, UpstreamError
 
@@ -37,7 +38,7 @@ def _stop(signum: int, frame: object) -> None:
 class ErrorReporter:
     """At most one error line per ``interval`` seconds; the rest are counted, not printed."""
 
-    def __init__(self, interval: float = ERROR_LINE_INTERVAL, out=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, interval: float = ERROR_LINE_INTERVAL, out: TextIO | None = None) -> None:
         self.interval = interval
         self.out = out if out is not None else sys.stderr
         self.last = float("-inf")

@@ -27,40 +27,38 @@ from mesh.discovery._static_file import parse_endpoints_file, parse_endpoints_te
 from mesh.discovery._static_registry import StaticFileRegistry
 
 if TYPE_CHECKING:
-    from mesh.discovery._zeroconf import (
+    from mesh.discovery._zeroconf import ZeroconfRegistry, find_controller
+    from mesh.discovery._zeroconf_advertise import ZeroconfAdvertiser, new_instance_name
+    from mesh.discovery._zeroconf_probe import zeroconf_works
+    from mesh.discovery._zeroconf_records import (
         CONTROLLER_SERVICE_TYPE,
         MESH_SERVICE_TYPE,
         RECORD_TTL,
         ControllerRecord,
         MeshServiceRecord,
-        ZeroconfAdvertiser,
-        ZeroconfRegistry,
-        find_controller,
-        new_instance_name,
-        zeroconf_works,
     )
 
 # zeroconf (and the asyncio it runs on, ~5 MB) loads on first use of one of these:
-# a proxy started with --no-zeroconf never needs it.
-_ZEROCONF_NAMES = frozenset({
-    "CONTROLLER_SERVICE_TYPE",
-    "MESH_SERVICE_TYPE",
-    "RECORD_TTL",
-    "ControllerRecord",
-    "MeshServiceRecord",
-    "ZeroconfAdvertiser",
-    "ZeroconfRegistry",
-    "find_controller",
-    "new_instance_name",
-    "zeroconf_works",
-})
+# a proxy started with --no-zeroconf never needs it. Each name → its module.
+_ZEROCONF_NAMES = {
+    "CONTROLLER_SERVICE_TYPE": "_zeroconf_records",
+    "MESH_SERVICE_TYPE": "_zeroconf_records",
+    "RECORD_TTL": "_zeroconf_records",
+    "ControllerRecord": "_zeroconf_records",
+    "MeshServiceRecord": "_zeroconf_records",
+    "ZeroconfAdvertiser": "_zeroconf_advertise",
+    "ZeroconfRegistry": "_zeroconf",
+    "find_controller": "_zeroconf",
+    "new_instance_name": "_zeroconf_advertise",
+    "zeroconf_works": "_zeroconf_probe",
+}
 
 
 def __getattr__(name: str) -> Any:
     if name in _ZEROCONF_NAMES:
-        from mesh.discovery import _zeroconf
+        import importlib
 
-        return getattr(_zeroconf, name)
+        return getattr(importlib.import_module(f"mesh.discovery.{_ZEROCONF_NAMES[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal
 
 from mesh.errors import IdentityError
 
@@ -92,7 +92,7 @@ class SpiffeId:
                 "spiffe://<trust-domain>/operator/<name> or spiffe://<trust-domain>/host/<name>"
             )
         try:
-            return cls(trust_domain, cast(IdentityKind, parts[0]), parts[1])
+            return cls(trust_domain, parts[0], parts[1])
         except IdentityError as exc:
             raise IdentityError(f"invalid SPIFFE id {uri!r}: {exc.message}") from None
 

@@ -11,25 +11,34 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mesh.proxy._exchange import Timeouts
-    from mesh.proxy._gateway import gateway_settings
+    from mesh.proxy._exchange import (
+        Timeouts as Timeouts,
+    )
+    from mesh.proxy._gateway import (
+        gateway_settings as gateway_settings,
+    )
     from mesh.proxy._options import (
-        SIDECAR_OPTIONS,
-        SidecarOption,
-        proxy_fields,
-        sidecar_interfaces,
-        sidecar_option,
-        sidecar_options,
+        SIDECAR_OPTIONS as SIDECAR_OPTIONS,
+        SidecarOption as SidecarOption,
+        proxy_fields as proxy_fields,
+        sidecar_interfaces as sidecar_interfaces,
+        sidecar_option as sidecar_option,
+        sidecar_options as sidecar_options,
     )
     from mesh.proxy._main import (
-        ProxyOptions,
-        build_proxy,
-        parse_listen_address,
-        run_in_workers,
-        run_proxy_command,
-        settings_from,
+        ProxyOptions as ProxyOptions,
+        build_proxy as build_proxy,
+        parse_listen_address as parse_listen_address,
+        run_in_workers as run_in_workers,
+        run_proxy_command as run_proxy_command,
+        settings_from as settings_from,
     )
-    from mesh.proxy._server import BoundAddresses, Identity, Proxy, ProxySettings
+    from mesh.proxy._server import (
+        BoundAddresses as BoundAddresses,
+        Identity as Identity,
+        Proxy as Proxy,
+        ProxySettings as ProxySettings,
+    )
 
 _WHERE = {
     "BoundAddresses": "_server",

@@ -15,6 +15,7 @@ import h2.settings
 import trio
 from h2.errors import ErrorCodes
 
+from mesh.net import ALPN_H2
 from mesh.proxy._exchange import ConnectFailure, Reason, UpstreamKey
 from mesh.proxy._h2_guard import RESET_BURST, RESET_RATE
 from mesh.proxy._h2_transport import (
@@ -37,7 +38,6 @@ from mesh.proxy._h2_transport import (
     h2_config,
 )
 from mesh.proxy._policy import TokenBucket
-from mesh.net import ALPN_H2
 from mesh.proxy._pool import ContextProvider, open_upstream
 
 log = logging.getLogger("mesh.proxy")
@@ -212,6 +212,7 @@ class H2Pool:
     def __init__(self, contexts: ContextProvider | None, connect_timeout: float = 5.0) -> None:
         self.contexts = contexts
         self.connect_timeout = connect_timeout
+        self.open_stream = open_upstream  # how a connection is opened (in-process tests script it)
         self._conns: dict[UpstreamKey, list[H2Upstream]] = {}
         self._locks: dict[UpstreamKey, trio.Lock] = {}
         self._nursery: trio.Nursery | None = None
@@ -250,7 +251,7 @@ class H2Pool:
                 return conn
             if self._nursery is None:
                 raise ConnectFailure(Reason.INTERNAL, "the HTTP/2 pool is not running")
-            stream = await open_upstream(key, self.contexts, self.connect_timeout)
+            stream = await self.open_stream(key, self.contexts, self.connect_timeout)
             if key.alpn is not None and getattr(stream, "selected_alpn_protocol", lambda: None)() != ALPN_H2:
                 await stream.aclose()
                 raise ConnectFailure(Reason.NO_H2, f"{key.address} does not speak HTTP/2 through the mesh")

@@ -48,7 +48,16 @@ HEAVY = (
     "mesh.inject",
 )
 # With --no-zeroconf, zeroconf and the asyncio loop it runs on stay out too (~5 MB).
-ZEROCONF = ("zeroconf", "asyncio", "ifaddr", "mesh.discovery._zeroconf")
+ZEROCONF = (
+    "zeroconf",
+    "asyncio",
+    "ifaddr",
+    "mesh.discovery._zeroconf",
+    "mesh.discovery._zeroconf_advertise",
+    "mesh.discovery._zeroconf_io",
+    "mesh.discovery._zeroconf_probe",
+    "mesh.discovery._zeroconf_records",
+)
 
 
 def _proxy_command() -> Any:

@@ -13,18 +13,11 @@ import trio
 from mesh.home import MeshHome
 from mesh.identity import CertificateAuthority, server_context, service_identity
 
-from mesh.controller import _fanin
-from mesh.controller._fanin import (
-    AdminDialer,
-    ProxySnapshot,
-    ProxyTarget,
-    StatsCollector,
-    TapFanIn,
-    Traffic,
-    aggregate,
-    choose_baseline,
-    parse_window,
-)
+from mesh.controller import _fanin_stats
+from mesh.controller._fanin import StatsCollector, parse_window
+from mesh.controller._fanin_admin import AdminDialer, ProxyTarget
+from mesh.controller._fanin_stats import ProxySnapshot, Traffic, aggregate, choose_baseline
+from mesh.controller._fanin_tap import TapFanIn
 from mesh.net import ALPN_ADMIN, TLSStream
 from mesh.proxy._admin import AdminApp, tap_handler
 from mesh.proxy._exchange import RequestRecord
@@ -298,9 +291,9 @@ async def test_stats_scrape_concurrently_and_skip_the_dead(ca: CertificateAuthor
             assert reasons["x"] == f"127.0.0.1:{impostor}: peer presented spiffe://{TD}/svc/db, expected spiffe://{TD}/svc/x"
             # The sampler keeps a ring of snapshots; later requests compare with them.
             served(web, "inbound", "client", n=3)
-            await trio.sleep(_fanin.MIN_SPAN + 0.3)
+            await trio.sleep(_fanin_stats.MIN_SPAN + 0.3)
             served(web, "inbound", "client", n=2)
-            stats = await collector.stats(_fanin.MIN_SPAN)
+            stats = await collector.stats(_fanin_stats.MIN_SPAN)
             # A baseline about 1 s back: a sampled snapshot taken after the first 6 and the next 3.
             web_row = next(s for s in stats["services"] if s["service"] == "web")
             assert web_row["requests"] == 2

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import trio
 
-from mesh.controller import _app
+from mesh.controller import _app_proxies
 from mesh.controller._api import ApiError, ApiRequest
 from mesh.controller._app import ControllerApp
 from mesh.controller._durable import Durable
-from mesh.controller._fanin import proxy_targets
+from mesh.controller._fanin_admin import proxy_targets
 from mesh.controller._hosts import hosts_view
 from mesh.controller._state import ControllerState, EndpointEntry
 from mesh.controller._store_embedded import EmbeddedStore
@@ -150,7 +150,7 @@ async def test_a_gateway_is_seen_by_the_fan_in_and_is_never_an_endpoint(tmp_path
 async def test_a_proxy_whose_watch_ends_is_withdrawn_unless_it_comes_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_app, "DEPARTURE_GRACE", 0.05)
+    monkeypatch.setattr(_app_proxies, "DEPARTURE_GRACE", 0.05)
     app = await make_app(tmp_path)
     said_goodbye: list[str] = []
     app.on_departure = lambda entry: said_goodbye.append(entry.endpoint.address)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from mesh.controller._api import ApiError, ApiRequest
-from mesh.controller._app import ControllerApp, loopback_from_another_host
+from mesh.controller._app import ControllerApp
+from mesh.controller._app_proxies import loopback_from_another_host
 from mesh.controller._durable import Durable
 from mesh.controller._store_embedded import EmbeddedStore
 from mesh.controller._state import ControllerState

@@ -34,12 +34,8 @@ from mesh.discovery import (
     find_controller,
     zeroconf_works,
 )
-from mesh.discovery._zeroconf import (
-    interface_choice,
-    loopback_on_lan,
-    parse_controller_record,
-    parse_service_record,
-)
+from mesh.discovery._zeroconf_io import interface_choice, loopback_on_lan
+from mesh.discovery._zeroconf_records import parse_controller_record, parse_service_record
 from mesh.errors import DiscoveryError
 
 LOOPBACK = ["127.0.0.1"]
@@ -165,7 +161,7 @@ def test_parse_service_record() -> None:
 
 
 def test_declared_protocol_travels_in_the_txt_record() -> None:
-    from mesh.discovery._zeroconf import _service_txt
+    from mesh.discovery._zeroconf_records import _service_txt
 
     record = MeshServiceRecord("db", "spiffe://mesh.local/svc/db", "127.0.0.1", 5432, protocol="tcp")
     txt = _service_txt(record)
@@ -557,7 +553,7 @@ MESH_A, MESH_B = "0123456789abcdef", "fedcba9876543210"
 
 
 def test_the_mesh_id_travels_in_the_txt_record() -> None:
-    from mesh.discovery._zeroconf import OtherMesh, _controller_txt, _service_txt, check_mesh
+    from mesh.discovery._zeroconf_records import OtherMesh, _controller_txt, _service_txt, check_mesh
 
     record = web_record("mesh.local", mesh=MESH_A)
     txt = _service_txt(record)

@@ -15,7 +15,7 @@ import sys
 
 import trio
 
-from mesh.discovery import MeshServiceRecord, ZeroconfAdvertiser, _zeroconf
+from mesh.discovery import MeshServiceRecord, ZeroconfAdvertiser, _zeroconf_advertise
 
 
 def say(line: str) -> None:
@@ -39,6 +39,7 @@ async def main(fields: dict[str, object]) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 2:
-        _zeroconf.RECORD_TTL = int(sys.argv[2])
-        _zeroconf.REANNOUNCE_INTERVAL = _zeroconf.RECORD_TTL * 0.3
+        # Read where the advertiser uses them.
+        _zeroconf_advertise.RECORD_TTL = int(sys.argv[2])
+        _zeroconf_advertise.REANNOUNCE_INTERVAL = _zeroconf_advertise.RECORD_TTL * 0.3
     trio.run(main, json.loads(sys.argv[1]))
