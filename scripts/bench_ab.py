@@ -216,10 +216,10 @@ def load(mode: str, variant: dict[str, object], seconds: float, env: dict[str, s
             sys.exit(f"bench_ab: cannot read the load tool's output:\n{out}")
         result["requests"] = int(found.group(1))
     requests = max(int(result["requests"]), 1)  # type: ignore[call-overload]
-    cpu = [(a[0] + a[1] - b[0] - b[1]) / CLK_TCK for a, b in zip(after, before)]
+    cpu = [(a[0] + a[1] - b[0] - b[1]) / CLK_TCK for a, b in zip(after, before, strict=True)]
     result["rps"] = requests / wall
     result["us_per_request"] = [c / requests * 1e6 for c in cpu]
-    result["sys_share"] = [(a[1] - b[1]) / max(1, a[0] + a[1] - b[0] - b[1]) for a, b in zip(after, before)]
+    result["sys_share"] = [(a[1] - b[1]) / max(1, a[0] + a[1] - b[0] - b[1]) for a, b in zip(after, before, strict=True)]
     result["others_cpus"] = max(0.0, ((busy1 - busy0) / CLK_TCK - sum(cpu)) / wall)  # the load tool included
     return result
 

@@ -73,7 +73,7 @@ def _as_bytes(value: Any) -> bytes:
 class ProxyEncoder(Encoder):
     """A drop-in ``hpack.Encoder`` for h2 (``conn.encoder = ProxyEncoder()``): see the module's doc."""
 
-    def encode(self, headers: Iterable[Any], huffman: bool = True) -> bytes:  # type: ignore[override]
+    def encode(self, headers: Iterable[Any], huffman: bool = True) -> bytes:
         block: list[bytes] = []
         if self.header_table.resized:
             block.append(self._encode_table_size_change())

@@ -568,6 +568,7 @@ class _StreamExchange:
                         return
                 if st.reset_code is not None:
                     return
+                assert upstream is not None  # a ready one, or one the pool opened in time
                 step = await self._attempt(upstream, current, deadline, plan)
                 if step is None:
                     return

@@ -22,7 +22,7 @@ import trio
 from h2.errors import ErrorCodes
 from h2.stream import STREAM_OPEN, StreamClosedBy, StreamState
 
-from mesh.net import linger, receive_or_eof, send_now
+from mesh.net import receive_or_eof, send_now
 from mesh.proxy._h2_encoder import ProxyEncoder
 
 MAX_CONCURRENT_STREAMS = 100
@@ -279,7 +279,7 @@ class H2Endpoint:
                 data, self._out = self._out, bytearray()
                 await self._write(data)
 
-    async def _write(self, data: bytearray) -> None:
+    async def _write(self, data: bytes | bytearray) -> None:
         try:
             # Most writes go whole into the socket at once: no scope and no checkpoint for them.
             rest = send_now(self.stream, data)

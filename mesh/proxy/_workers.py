@@ -73,7 +73,9 @@ def reserve_ports(settings: ProxySettings) -> tuple[ProxySettings, list[socket.s
             listen=hold(gateway.listen, "the gateway"),
             http_redirect=hold(redirect, "the gateway's redirect") if redirect is not None else None,
         )
-    shared = replace(settings, inbound=inbound, outbound=outbound, upstreams=upstreams, gateway=gateway, reuse_port=True)
+    shared = replace(
+        settings, inbound=inbound, outbound=outbound, upstreams=upstreams, gateway=gateway, reuse_port=True
+    )
     return shared, held
 
 

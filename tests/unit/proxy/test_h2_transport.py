@@ -55,7 +55,7 @@ def test_open_stream_count_and_clean_up_are_h2s() -> None:
         return client, server
 
     ours, theirs = build(Connection), build(h2.connection.H2Connection)
-    for mine, reference in zip(ours, theirs):
+    for mine, reference in zip(ours, theirs, strict=True):
         assert (mine.open_outbound_streams, mine.open_inbound_streams) == (
             reference.open_outbound_streams,
             reference.open_inbound_streams,
