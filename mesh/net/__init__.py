@@ -25,7 +25,7 @@ from mesh.net._api_base import (
 from mesh.net._api_client import ApiClient
 from mesh.net._cli_link import cli_credentials, cli_identity_dir, controller_client, controller_request, raise_for_status
 from mesh.net._socket import FastSocketStream
-from mesh.net._streams import LINGER, RECEIVE_SIZE, cancel_on_eof, linger, receive_or_eof, relay_bytes
+from mesh.net._streams import LINGER, RECEIVE_SIZE, cancel_on_eof, linger, receive_or_eof, relay_bytes, send_now
 from mesh.net._tls import TLSStream
 
 __all__ = [
@@ -61,4 +61,5 @@ __all__ = [
     "linger",
     "receive_or_eof",
     "relay_bytes",
+    "send_now",
 ]

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         ProxyOptions as ProxyOptions,
         build_proxy as build_proxy,
         parse_listen_address as parse_listen_address,
+        run_in_workers as run_in_workers,
         run_proxy_command as run_proxy_command,
         settings_from as settings_from,
     )
@@ -55,6 +56,7 @@ _WHERE = {
     "ProxyOptions": "_main",
     "build_proxy": "_main",
     "parse_listen_address": "_main",
+    "run_in_workers": "_main",
     "run_proxy_command": "_main",
     "settings_from": "_main",
 }
