@@ -22,6 +22,10 @@ from h2load to the first hop and to the app (an nginx `listen ... http2`), ALPN
 h2 over mTLS between the proxies (nginx: grpc_pass, its one HTTP/2 upstream
 module), h2load -c4 -m16 (64 streams in flight).
 
+gRPC row: a grpcio client (scripts/grpc_load.py: unary calls of 1 KiB, 16 in
+flight on one channel) against a grpcio echo server, direct and through the mesh
+(h2c to the outbound listener, ALPN h2 over mTLS between the proxies).
+
 Edge row: HTTPS from the client, terminated in front of the same app, the same
 two hops behind it as the mesh row:
 
@@ -62,11 +66,15 @@ MESH = ROOT / ".venv" / "bin" / "mesh"
 HOST_HEADER = "web"
 CONNECTIONS = 16
 RATE_PER_CONNECTION = 32  # hey -q is per worker: 16 x 32 = 512 req/s
-TARGETS = {
-    "throughput_vs_nginx_min": 0.25,
-    "added_p50_ms_max": 1.0,
-    "added_p99_ms_max": 3.0,
-    "rss_mb_max": 60.0,
+TARGETS = {  # issue 16
+    "throughput_vs_nginx_min": 0.40,
+    "cpu_us_per_request_max": 75.0,  # HTTP/1, per proxy, at maximum throughput
+    "added_p50_ms_max": 1.5,
+    "added_p99_ms_max": 4.0,
+    "rss_mb_max": 50.0,  # peak under the loads
+    "h2_throughput_vs_nginx_min": 0.20,
+    "h2_cpu_us_per_request_max": 200.0,
+    "grpc_vs_direct_min": 0.5,
 }
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Extra mesh pairs with telemetry on: shape → (flag of scripts/bench, the proxies' flags; {sink} is the OTLP sink URL).
@@ -80,6 +88,10 @@ H2_STREAMS = 16  # per connection (h2load -m)
 # grpc_pass sends one stream per upstream connection (no multiplexing): keep enough connections
 # for every stream in flight, or nginx opens (and for #1 -> #2, handshakes) new ones all the time.
 H2_UPSTREAM_KEEPALIVE = 2 * H2_CONNECTIONS * H2_STREAMS
+GRPC_CONCURRENCY = 16  # unary calls in flight on one channel
+GRPC_MESSAGE = 1024  # bytes per request and per response
+GRPC_LOAD = ROOT / "scripts" / "grpc_load.py"
+PYTHON = ROOT / ".venv" / "bin" / "python"
 
 # Exponential think time per connection (mean 1/32 s): ~500 req/s over 16
 # connections with arrivals spread out, unlike hey's -q whose per-worker tickers
@@ -251,8 +263,8 @@ class Proc:
 
     @property
     def measured_pids(self) -> list[int]:
-        """The processes doing the proxying: the mesh process, or nginx's worker."""
-        return self.workers if self.kind == "nginx" else [self.popen.pid]
+        """The processes doing the proxying: nginx's worker, a mesh proxy's workers (--workers), or the mesh process."""
+        return self.workers or [self.popen.pid]
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -397,14 +409,21 @@ sys.exit(main())
 READY = re.compile(r"proxy (\S+) ready: inbound ([\d.]+):(\d+), outbound ([\d.]+):(\d+), admin ([\d.]+):(\d+)")
 
 
-def start_mesh(procs: Processes, name: str, args: list[str], log_path: Path, env: dict[str, str]) -> tuple[Proc, dict[str, int]]:
-    p, m = launch_mesh(procs, name, ["proxy", *args], args[args.index("--service") + 1], READY, log_path, env)
+def start_mesh(procs: Processes, name: str, args: list[str], log_path: Path, env: dict[str, str],
+               workers: int = 1) -> tuple[Proc, dict[str, int]]:
+    if workers > 1:
+        args = [*args, "--workers", str(workers)]
+    p, m = launch_mesh(procs, name, ["proxy", *args], args[args.index("--service") + 1], READY, log_path, env, workers)
+    if workers > 1:
+        p.workers = children_of(p.popen.pid)  # measured: the workers, not their supervisor
+        if len(p.workers) != workers:
+            raise BenchError(f"{name}: expected {workers} workers under pid {p.popen.pid}, found {p.workers}")
     return p, {"inbound": int(m.group(3)), "outbound": int(m.group(5)), "admin": int(m.group(7))}
 
 
 def launch_mesh(procs: Processes, name: str, argv: list[str], label: str, ready: re.Pattern[str], log_path: Path,
-                env: dict[str, str]) -> tuple[Proc, re.Match[str]]:
-    """`mesh ARGV...` through the launcher; the process and its ready line."""
+                env: dict[str, str], workers: int = 1) -> tuple[Proc, re.Match[str]]:
+    """`mesh ARGV...` through the launcher; the process and its (first) ready line, once every worker has one."""
     launcher = log_path.parent / "sidecar.py"
     if not launcher.exists():
         launcher.write_text(SIDECAR_PY)
@@ -412,8 +431,9 @@ def launch_mesh(procs: Processes, name: str, argv: list[str], label: str, ready:
     p = procs.start(name, "mesh", [str(ROOT / ".venv" / "bin" / "python"), str(launcher), label], log_path, env)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        m = ready.search(log_path.read_text(errors="replace"))
-        if m:
+        text = log_path.read_text(errors="replace")
+        m = ready.search(text)
+        if m and len(ready.findall(text)) >= workers:
             return p, m
         if not p.alive():
             raise BenchError(f"{name} exited ({p.popen.returncode}) before it was ready:\n{tail(log_path)}")
@@ -568,10 +588,11 @@ class Bench:
                  env: dict[str, str], pace_script: Path) -> None:
         self.tools, self.procs, self.app = tools, procs, app
         self.duration, self.paced, self.env, self.pace_script = duration, paced, env, pace_script
+        self.other_apps: list[Proc] = []  # the grpc echo server: its CPU is not noise
 
     def cpu_snapshot(self, shape: Shape) -> dict[str, tuple[int, int]]:
         snap = {}
-        for p in [*shape.proxies, self.app]:
+        for p in [*shape.proxies, self.app, *self.other_apps]:
             ticks = [cpu_ticks(pid) for pid in p.measured_pids]
             snap["app" if p is self.app else p.name] = (sum(t[0] for t in ticks), sum(t[1] for t in ticks))
         return snap
@@ -623,6 +644,25 @@ class Bench:
         if r["failed"] or r["errors"] or r["non_2xx"]:
             log(f"  WARNING {shape.name}: " + json.dumps({k: r[k] for k in ("failed", "errors", "non_2xx")}))
         shape.runs.append({"round": rnd, "h2load": r})
+
+    def grpc_load(self, shape: Shape, seconds: float) -> dict[str, Any]:
+        cmd = [str(PYTHON), str(GRPC_LOAD), "load", str(shape.port), f"{HOST_HEADER}-grpc", f"{seconds:g}",
+               str(GRPC_CONCURRENCY), str(GRPC_MESSAGE)]
+        out = run_tool(cmd, self.env, seconds + 30)
+        try:
+            res: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise BenchError(f"cannot read the gRPC load tool's output:\n{out}") from None
+        res["requests"] = res["calls"]
+        return res
+
+    def grpc_round(self, shape: Shape, rnd: int) -> None:
+        r = self.measured(shape, lambda: self.grpc_load(shape, self.duration))
+        log(f"  {shape.name:<11} round {rnd}: grpc {r['rps']:>7.0f} calls/s  p50 {fmt(r['p50_ms'])} ms  "
+            f"p99 {fmt(r['p99_ms'])} ms{noise(r)}")
+        if r["errors"]:
+            log(f"  WARNING {shape.name}: {r['errors']} failed calls")
+        shape.runs.append({"round": rnd, "grpc": r})
 
     def warm_up(self, shape: Shape) -> None:
         self.wrk(shape, 1)
@@ -714,15 +754,32 @@ def target_checks(med_: dict[str, Any], rss: dict[str, float]) -> list[dict[str,
                 "result": "?" if value is None else ("PASS" if ok else "MISS")}
 
     T = TARGETS
+    cpu = max(m["cpu_us_per_request_max"].values(), default=None)
     return [
         check("mesh throughput vs nginx", tput, tput is not None and tput >= T["throughput_vs_nginx_min"],
               f">= {T['throughput_vs_nginx_min']:.0%}", pct(tput)),
+        check("CPU per request per proxy", cpu, cpu is not None and cpu <= T["cpu_us_per_request_max"],
+              f"<= {T['cpu_us_per_request_max']:g} us", f"{fmt(cpu, 0)} us"),
         check("added latency p50 @500 rps", add50, add50 is not None and add50 <= T["added_p50_ms_max"],
               f"<= {T['added_p50_ms_max']:g} ms", f"{fmt(add50)} ms"),
         check("added latency p99 @500 rps", add99, add99 is not None and add99 <= T["added_p99_ms_max"],
               f"<= {T['added_p99_ms_max']:g} ms", f"{fmt(add99)} ms"),
-        check("peak RSS per mesh proxy", worst, worst is not None and worst < T["rss_mb_max"],
-              f"< {T['rss_mb_max']:g} MB", f"{fmt(worst, 1)} MB"),
+        check("peak RSS per mesh proxy", worst, worst is not None and worst <= T["rss_mb_max"],
+              f"<= {T['rss_mb_max']:g} MB", f"{fmt(worst, 1)} MB"),
+    ]
+
+
+def h2_target_checks(med_: dict[str, Any]) -> list[dict[str, Any]]:
+    m, n = med_["mesh-h2"], med_["nginx-h2"]
+    tput = ratio(m["rps"], n["rps"])
+    cpu = max(m["cpu_us_per_request"].values(), default=None)
+    T = TARGETS
+    return [
+        {"target": "HTTP/2 mesh throughput vs nginx", "value": tput, "goal": f">= {T['h2_throughput_vs_nginx_min']:.0%}",
+         "shown": pct(tput), "result": "?" if tput is None else ("PASS" if tput >= T["h2_throughput_vs_nginx_min"] else "MISS")},
+        {"target": "HTTP/2 CPU per request per proxy", "value": cpu, "goal": f"<= {T['h2_cpu_us_per_request_max']:g} us",
+         "shown": f"{fmt(cpu, 0)} us",
+         "result": "?" if cpu is None else ("PASS" if cpu <= T["h2_cpu_us_per_request_max"] else "MISS")},
     ]
 
 
@@ -736,7 +793,8 @@ def render(meta: dict[str, Any], med_: dict[str, Any], rss: dict[str, float], ch
     lines.append(f"order: {' '.join(meta['order'])}; figures are medians of {meta['rounds']} rounds")
     lines.append("nginx: worker_processes 1 per nginx (one process per proxy, like mesh); TLS 1.3 + client certificate between "
                  "nginx #1 and #2; upstream keepalive on both hops")
-    lines.append("CPU s and RSS are per proxy process: mesh = the outbound (client) and inbound (web) proxy; nginx = worker of #1 and #2")
+    lines.append("CPU s and RSS are per proxy process: mesh = the outbound (client) and inbound (web) proxy; nginx = worker of #1 and #2; "
+                 "mesh-2w = the same with --workers 2 (CPU: both workers of a proxy; RSS: one worker)")
     lines.append("")
     paced = bool(meta["paced_s"])
     hdr = ["shape", "req/s (wrk)", "p50 ms", "p99 ms"]
@@ -765,6 +823,9 @@ def render(meta: dict[str, Any], med_: dict[str, Any], rss: dict[str, float], ch
     d, m, n = med_["direct"], med_["mesh"], med_["nginx"]
     lines.append(f"mesh/nginx throughput: {pct(ratio(m['rps'], n['rps']))}   mesh/direct: {pct(ratio(m['rps'], d['rps']))}   "
                  f"nginx/direct: {pct(ratio(n['rps'], d['rps']))}")
+    w2 = med_["mesh-2w"]
+    lines.append(f"mesh with --workers 2 (each proxy): {w2['rps']:.0f} req/s, {fmt(ratio(w2['rps'], m['rps']))}x one worker, "
+                 f"{pct(ratio(w2['rps'], n['rps']))} of nginx (wrk, both proxies and the app share {os.cpu_count()} CPUs)")
     for who, x in (("mesh", m), ("nginx", n)):
         s = (f"{who} added latency over direct @~500 req/s (hey): p50 {fmt(diff(x['p50_ms'], d['p50_ms']))} ms, "
              f"p99 {fmt(diff(x['p99_ms'], d['p99_ms']))} ms")
@@ -772,7 +833,7 @@ def render(meta: dict[str, Any], med_: dict[str, Any], rss: dict[str, float], ch
             s += (f"; paced: p50 {fmt(diff(x.get('paced_p50_ms'), d.get('paced_p50_ms')), 3)} ms, "
                   f"p99 {fmt(diff(x.get('paced_p99_ms'), d.get('paced_p99_ms')), 3)} ms")
         lines.append(s)
-    for name in ("mesh", "nginx"):
+    for name in ("mesh", "mesh-2w", "nginx"):
         x = med_[name]
         per = ", ".join(f"{k} {fmt(v, 0)} us" for k, v in x["cpu_us_per_request_max"].items())
         lines.append(f"{name} CPU per request at max load: {per}; user-space share of proxy CPU {fmt((x['proxy_user_share_max'] or 0) * 100, 0)}%")
@@ -846,6 +907,54 @@ def render_h2(med_: dict[str, Any], shapes: dict[str, Shape]) -> str:
     for name, x in med_.items():
         if x["failed"]:
             lines.append(f"WARNING: {name}: {x['failed']} failed, errored or non-2xx HTTP/2 requests (details in the JSON)")
+    lines.append("targets (reported, not enforced):")
+    for c in h2_target_checks(med_):
+        lines.append(f"  {c['result']:<4}  {c['target']:<34} {c['shown']:>10}   (target {c['goal']})")
+    return "\n".join(lines)
+
+
+def summarise_grpc(shapes: dict[str, Shape]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, s in shapes.items():
+        out[name] = {
+            "rps": med([r["grpc"]["rps"] for r in s.runs]),
+            "p50_ms": med([r["grpc"]["p50_ms"] for r in s.runs]),
+            "p99_ms": med([r["grpc"]["p99_ms"] for r in s.runs]),
+            "cpu_s": {p.name: med([r["grpc"]["cpu_s"][p.name] for r in s.runs]) for p in s.proxies},
+            "cpu_us_per_request": {p.name: med([r["grpc"]["cpu_us_per_request"][p.name] for r in s.runs])
+                                   for p in s.proxies},
+            "errors": sum(r["grpc"]["errors"] for r in s.runs),
+        }
+    return out
+
+
+def grpc_target_check(med_: dict[str, Any]) -> dict[str, Any]:
+    value = ratio(med_["mesh-grpc"]["rps"], med_["direct-grpc"]["rps"])
+    goal = TARGETS["grpc_vs_direct_min"]
+    return {"target": "gRPC mesh calls/s vs direct", "value": value, "goal": f">= {goal:.0%}", "shown": pct(value),
+            "result": "?" if value is None else ("PASS" if value >= goal else "MISS")}
+
+
+def render_grpc(med_: dict[str, Any], shapes: dict[str, Shape]) -> str:
+    lines = [f"gRPC: grpcio client, unary calls of {GRPC_MESSAGE} bytes, {GRPC_CONCURRENCY} in flight on one channel "
+             "(h2c to the first hop and to the app; ALPN h2 over mTLS between the proxies)"]
+    rows = [["shape", "calls/s", "p50 ms", "p99 ms", "CPU s (out/in)", "CPU us/call (out/in)"]]
+    for name, s in shapes.items():
+        m = med_[name]
+        rows.append([name, f"{m['rps']:.0f}", fmt(m["p50_ms"]), fmt(m["p99_ms"]),
+                     " / ".join(fmt(m["cpu_s"][p.name]) for p in s.proxies) or "-",
+                     " / ".join(fmt(m["cpu_us_per_request"][p.name], 0) for p in s.proxies) or "-"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(widths[j]) if j == 0 else c.rjust(widths[j]) for j, c in enumerate(r)))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    for name, x in med_.items():
+        if x["errors"]:
+            lines.append(f"WARNING: {name}: {x['errors']} failed calls (details in the JSON)")
+    c = grpc_target_check(med_)
+    lines.append("targets (reported, not enforced):")
+    lines.append(f"  {c['result']:<4}  {c['target']:<34} {c['shown']:>10}   (target {c['goal']})")
     return "\n".join(lines)
 
 
@@ -1000,7 +1109,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="3 s runs")
     ap.add_argument("--out", type=Path, metavar="FILE", help="JSON results file (default bench-results/bench-<timestamp>.json)")
     ap.add_argument("--no-paced", action="store_true", help="skip the paced (exponential think time) latency run")
-    ap.add_argument("--only", choices=("http1", "http2", "edge"), help="run one row's loads (default: all)")
+    ap.add_argument("--only", choices=("http1", "http2", "grpc", "edge"), help="run one row's loads (default: all)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, certificates, logs)")
     ap.add_argument("--access-log", action="store_true", help="also a mesh pair with access logs on (shape mesh+log)")
     ap.add_argument("--trace", action="store_true", help="also a mesh pair exporting spans to an OTLP sink (shape mesh+trace)")
@@ -1021,9 +1130,11 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now().astimezone()
     stamp = started.strftime("%Y%m%d-%H%M%S")
     out = args.out or ROOT / "bench-results" / f"bench-{stamp}.json"
-    shape_count = 3 + args.access_log + args.trace
-    estimate = 10 + shape_count * 1.5 + rounds * shape_count * (2 * duration + paced + 0.5) + ("h2load" in tools) * (3 + rounds * 3 * duration)
-    estimate += 5 + rounds * 2 * duration * (1 + ("h2load" in tools))  # the edge row
+    shape_count = 4 + args.access_log + args.trace  # direct, mesh, mesh-2w, nginx, and the telemetry pairs
+    estimate = (10 + (args.only in (None, "http1")) * (shape_count * 1.5 + rounds * shape_count * (2 * duration + paced + 0.5))
+                + ("h2load" in tools and args.only in (None, "http2")) * (3 + rounds * 3 * duration)
+                + (args.only in (None, "grpc")) * (2 + rounds * 2 * duration))
+    estimate += (args.only in (None, "edge")) * (5 + rounds * 2 * duration * (1 + ("h2load" in tools)))  # the edge row
     log(f"{rounds} rounds x {shape_count} shapes, {duration}s per load; about {estimate:.0f}s in all")
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -1041,6 +1152,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # --- the app
         h2 = "h2load" in tools
+        grpc = args.only in (None, "grpc")
         app_port, app_h2_port = free_port(), free_port()
         app_h2_server = f"""
   server {{
@@ -1057,6 +1169,11 @@ def main(argv: list[str] | None = None) -> int:
         if h2:
             wait_port(app_h2_port, app.alive, "app (nginx, HTTP/2)")
             verify_h2("direct-h2", tools, app_h2_port, env)
+        if grpc:
+            app_grpc_port = free_port()
+            app_grpc = procs.start("app (grpc)", "grpc", [str(PYTHON), str(GRPC_LOAD), "serve", str(app_grpc_port)],
+                                   tmp / "grpc-app.log", env)
+            wait_port(app_grpc_port, app_grpc.alive, "app (grpc echo server)")
 
         # --- certificates
         log("CA and certificates (mesh ca init / mesh ca issue)")
@@ -1082,6 +1199,13 @@ def main(argv: list[str] | None = None) -> int:
                 mesh_env)
             web_h2.name = "mesh inbound h2"
             entries.append((f"{HOST_HEADER}-h2", web_h2_ports["inbound"]))
+        if grpc:  # and one in front of the grpcio server
+            web_grpc, web_grpc_ports = start_mesh(procs, "mesh inbound (web-grpc)", [
+                "--service", f"{HOST_HEADER}-grpc", "--app", f"127.0.0.1:{app_grpc_port}", "--inbound", "127.0.0.1:0",
+                "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--drain-timeout", "1s"], tmp / "mesh-web-grpc.log",
+                mesh_env)
+            web_grpc.name = "mesh inbound grpc"
+            entries.append((f"{HOST_HEADER}-grpc", web_grpc_ports["inbound"]))
         endpoints.write_text("".join(f'[[endpoint]]\nservice = "{svc}"\naddress = "127.0.0.1:{port}"\n\n'
                                      for svc, port in entries))
         client, client_ports = start_mesh(procs, "mesh outbound (client)", [
@@ -1089,6 +1213,19 @@ def main(argv: list[str] | None = None) -> int:
             "--admin", "127.0.0.1:0", "--endpoints", str(endpoints), "--drain-timeout", "1s"], tmp / "mesh-client.log", mesh_env)
         client.name, web.name = "mesh outbound", "mesh inbound"
         verify_200("mesh", client_ports["outbound"])
+        # The same pair, each proxy with --workers 2 (SO_REUSEPORT): how the mesh uses a second CPU.
+        web2, web2_ports = start_mesh(procs, "mesh-2w inbound (web)", [
+            "--service", "web", "--app", f"127.0.0.1:{app_port}", "--inbound", "127.0.0.1:0",
+            "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--drain-timeout", "1s"], tmp / "mesh-2w-web.log",
+            mesh_env, workers=2)
+        endpoints2 = tmp / "endpoints-2w.toml"
+        endpoints2.write_text(f'[[endpoint]]\nservice = "web"\naddress = "127.0.0.1:{web2_ports["inbound"]}"\n')
+        client2, client2_ports = start_mesh(procs, "mesh-2w outbound (client)", [
+            "--service", "client", "--app", "127.0.0.1:1", "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0",
+            "--admin", "127.0.0.1:0", "--endpoints", str(endpoints2), "--drain-timeout", "1s"], tmp / "mesh-2w-client.log",
+            mesh_env, workers=2)
+        client2.name, web2.name = "mesh-2w outbound", "mesh-2w inbound"
+        verify_200("mesh-2w", client2_ports["outbound"])
         if h2:
             verify_h2("mesh-h2", tools, client_ports["outbound"], mesh_env)
 
@@ -1154,6 +1291,7 @@ def main(argv: list[str] | None = None) -> int:
         shapes = {
             "direct": Shape("direct", app_port, []),
             "mesh": Shape("mesh", client_ports["outbound"], [client, web]),
+            "mesh-2w": Shape("mesh-2w", client2_ports["outbound"], [client2, web2]),  # both proxies with --workers 2
         }
         # Mesh pairs with telemetry on, each serving a service of its own (zeroconf never mixes them).
         for name, (option, flags) in TELEMETRY_SHAPES.items():
@@ -1210,6 +1348,20 @@ def main(argv: list[str] | None = None) -> int:
                 for name, s in h2_shapes.items():
                     order.append(name)
                     bench.h2_round(s, rnd)
+        grpc_shapes: dict[str, Shape] = {}
+        if grpc:
+            grpc_shapes = {
+                "direct-grpc": Shape("direct-grpc", app_grpc_port, []),
+                "mesh-grpc": Shape("mesh-grpc", client_ports["outbound"], [client, web_grpc]),
+            }
+            bench.other_apps.append(app_grpc)
+            log("gRPC: warm-up (1 s per shape, not counted)")
+            for s in grpc_shapes.values():
+                bench.grpc_load(s, 1)
+            for rnd in range(1, rounds + 1):
+                for name, s in grpc_shapes.items():
+                    order.append(name)
+                    bench.grpc_round(s, rnd)
 
         edge_shapes: dict[str, Shape] = {}
         if run_edge:
@@ -1235,12 +1387,13 @@ def main(argv: list[str] | None = None) -> int:
                     order.append(name)
                     edge_round(bench, s, rnd)
 
-        every_shape = [*shapes.values(), *h2_shapes.values(), *edge_shapes.values()]
+        every_shape = [*shapes.values(), *h2_shapes.values(), *grpc_shapes.values(), *edge_shapes.values()]
         rss = {p.name: proc_status_kb(pid, "VmHWM") / 1024 for s in every_shape for p in s.proxies for pid in p.measured_pids}
         rss_now = {p.name: proc_status_kb(pid, "VmRSS") / 1024 for s in every_shape for p in s.proxies for pid in p.measured_pids}
         medians = summarise(shapes) if run_http1 else None
         edge_medians = summarise_edge(edge_shapes) if edge_shapes else None
         h2_medians = summarise_h2(h2_shapes) if h2_shapes else None
+        grpc_medians = summarise_grpc(grpc_shapes) if grpc_shapes else None
         checks = target_checks(medians, rss_http1) if medians is not None else []
         meta = {
             "date": started.isoformat(timespec="seconds"),
@@ -1258,6 +1411,8 @@ def main(argv: list[str] | None = None) -> int:
         tables = [render(meta, medians, rss_http1, checks, shapes)] if medians is not None else []
         if h2_medians is not None:
             tables.append(render_h2(h2_medians, h2_shapes))
+        if grpc_medians is not None:
+            tables.append(render_grpc(grpc_medians, grpc_shapes))
         if edge_medians is not None:
             tables.append(render_edge(edge_medians, edge_shapes))
         table = "\n\n".join(tables)
@@ -1280,10 +1435,17 @@ def main(argv: list[str] | None = None) -> int:
             "http2": h2_medians and {
                 "medians": h2_medians,
                 "mesh_over_nginx_rps": ratio(h2_medians["mesh-h2"]["rps"], h2_medians["nginx-h2"]["rps"]),
+                "targets": h2_target_checks(h2_medians),
                 "connections": H2_CONNECTIONS, "streams_per_connection": H2_STREAMS,
             },
+            "grpc": grpc_medians and {
+                "medians": grpc_medians,
+                "mesh_over_direct_rps": ratio(grpc_medians["mesh-grpc"]["rps"], grpc_medians["direct-grpc"]["rps"]),
+                "target": grpc_target_check(grpc_medians),
+                "concurrency": GRPC_CONCURRENCY, "message_bytes": GRPC_MESSAGE,
+            },
             "edge": edge_medians,
-            "runs": {name: s.runs for name, s in [*shapes.items(), *h2_shapes.items(), *edge_shapes.items()]},
+            "runs": {name: s.runs for name, s in [*shapes.items(), *h2_shapes.items(), *grpc_shapes.items(), *edge_shapes.items()]},
             "mesh_log_bytes": {p.name: p.log.stat().st_size for p in procs.procs if p.kind == "mesh"},
             "table": table,
         }

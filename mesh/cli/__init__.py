@@ -43,6 +43,9 @@ def _run(args: list[str]) -> None:
 
     if _sidecar.take_over(args):  # re-exec'd by `mesh inject`/`mesh gateway`: the lean sidecar
         return
+    if args == ["version"]:  # the plain form, without typer and rich: 0.22 -> 0.05 s (docs/performance.md)
+        print(version_line())
+        return
     if args[:1] == ["demo"]:  # a demo app: argparse's own options and help, no typer in the app
         from mesh.cli._proxy_fast import run_standalone
         from mesh.demo.__main__ import main as demo_main
@@ -55,6 +58,14 @@ def _run(args: list[str]) -> None:
         from mesh.cli._app import app
 
         app(args=args, prog_name="mesh")
+
+
+def version_line() -> str:
+    import platform
+
+    from mesh import __version__
+
+    return f"mesh {__version__} (python {platform.python_version()})"
 
 
 def single_file_main() -> None:

@@ -203,10 +203,10 @@ def parse_proxy_argv(args: Sequence[str]) -> ProxyArgs | None:
     )
 
 
-def start_proxy(home: MeshHome, debug: bool, **sidecar: Any) -> None:
+def start_proxy(home: MeshHome, debug: bool, **sidecar: Any) -> int | None:
     """Run the sidecar in the foreground: the body of `mesh proxy`, whichever parser ran."""
     from mesh._logging import setup_logging
     from mesh.proxy import ProxyOptions, proxy_fields, run_proxy_command
 
     setup_logging(f"proxy {sidecar['service']}", debug=debug, level=sidecar.get("log_level", "info"))
-    run_proxy_command(ProxyOptions(home=home, **proxy_fields(sidecar)))
+    return run_proxy_command(ProxyOptions(home=home, **proxy_fields(sidecar)))

@@ -109,7 +109,7 @@ def start_gateway(
     client_rps: float = 0.0,
     client_burst: int = 0,
     **sidecar: Any,
-) -> None:
+) -> int | None:
     """The body of `mesh gateway`, whichever process runs it (``sidecar``: the sidecar's options,
     mesh.proxy.SIDECAR_OPTIONS, as the command took them). Its only listener besides the edge
     (``--listen``) and the loopback admin server serves the admin pages over mTLS, to the
@@ -122,7 +122,15 @@ def start_gateway(
     from mesh._logging import setup_logging
     from mesh.discovery import format_address
     from mesh.home import read_host_record
-    from mesh.proxy import ProxyOptions, build_proxy, gateway_settings, parse_listen_address, proxy_fields, settings_from
+    from mesh.proxy import (
+        ProxyOptions,
+        build_proxy,
+        gateway_settings,
+        parse_listen_address,
+        proxy_fields,
+        run_in_workers,
+        settings_from,
+    )
 
     service = name or "gateway"
     setup_logging(f"gateway {service}", debug=debug)
@@ -152,11 +160,14 @@ def start_gateway(
     )
     settings = replace(base, app=None, gateway=edge)
 
-    async def main() -> None:
-        proxy = await build_proxy(options, settings)  # registered as a gateway, never advertised
-        await proxy.run()
+    def run_one(settings: Any, worker: int) -> None:
+        async def main() -> None:
+            proxy = await build_proxy(options, settings)  # registered as a gateway (worker 0), never advertised
+            await proxy.run()
 
-    trio.run(main)
+        trio.run(main)
+
+    return run_in_workers(options.workers, settings, run_one)
 
 
 BODIES: dict[str, Callable[..., int | None]] = {"inject": start_inject, "gateway": start_gateway}

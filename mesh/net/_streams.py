@@ -19,6 +19,21 @@ async def receive_or_eof(stream: trio.abc.Stream) -> bytes:
         return b""
 
 
+def send_now(stream: trio.abc.Stream, data: bytes | bytearray) -> bytes | bytearray | None:
+    """Send ``data`` without waiting or a checkpoint where the stream can (``send_nowait``:
+    ``FastSocketStream``, ``TLSStream`` over one): None when all of it went out, else what the
+    caller must still ``await stream.send_all(...)`` (b"" when a TLS stream holds records its
+    socket did not take). Most of a proxy's writes fit the socket's buffer: they skip the
+    coroutines, the checkpoint and any cancel scope a waiting send needs."""
+    send_nowait = getattr(stream, "send_nowait", None)
+    if send_nowait is None:
+        return data
+    taken = send_nowait(data)
+    if taken < len(data):
+        return data[taken:]
+    return b"" if getattr(stream, "pending", False) else None
+
+
 async def linger(stream: trio.abc.Stream) -> None:
     """Half-close and read off what the peer is still sending, briefly (a lingering close,
     RFC 9112 section 9.6).

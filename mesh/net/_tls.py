@@ -20,7 +20,7 @@ RECEIVE_SIZE = 64 * 1024
 
 
 class TLSStream(trio.abc.Stream):
-    __slots__ = ("transport", "_obj", "_incoming", "_outgoing", "_flushing", "_flushed", "_closed")
+    __slots__ = ("transport", "_obj", "_incoming", "_outgoing", "_flushing", "_flushed", "_closed", "_backlog")
 
     def __init__(self, transport: trio.abc.Stream, context: ssl.SSLContext, *, server_side: bool) -> None:
         self.transport = transport
@@ -30,6 +30,7 @@ class TLSStream(trio.abc.Stream):
         self._flushing = False
         self._flushed: trio.Event | None = None
         self._closed = False
+        self._backlog = b""  # records send_nowait encrypted that the socket did not take at once
 
     # -- what the identity checks and ALPN dispatch read -----------------------
 
@@ -69,11 +70,35 @@ class TLSStream(trio.abc.Stream):
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._closed:
             raise trio.ClosedResourceError("the TLS stream is closed")
+        if data:
+            try:
+                self._obj.write(data)
+            except ssl.SSLError as exc:
+                raise trio.BrokenResourceError(str(exc)) from exc
+        await self._flush()
+
+    def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
+        """Encrypt ``data`` and send it without waiting, when the transport can (``FastSocketStream``):
+        returns len(data), or 0 when nothing was taken (a flush in progress, or a transport that
+        cannot). What the socket did not take at once waits in the stream: ``pending`` says so,
+        and the next ``send_all`` (``b""`` will do) sends it first."""
+        transport_send = getattr(self.transport, "send_nowait", None)
+        if self._closed or self._flushing or self._backlog or transport_send is None or not data:
+            return 0
         try:
             self._obj.write(data)
         except ssl.SSLError as exc:
             raise trio.BrokenResourceError(str(exc)) from exc
-        await self._flush()
+        records = self._outgoing.read()
+        sent = transport_send(records)
+        if sent < len(records):
+            self._backlog = records[sent:]
+        return len(data)
+
+    @property
+    def pending(self) -> bool:
+        """Encrypted bytes wait to be sent (after a ``send_nowait`` the socket did not take whole)."""
+        return bool(self._backlog) or self._outgoing.pending > 0
 
     async def wait_send_all_might_not_block(self) -> None:
         await self.transport.wait_send_all_might_not_block()
@@ -83,11 +108,14 @@ class TLSStream(trio.abc.Stream):
             raise trio.ClosedResourceError("the TLS stream is closed")
         limit = max_bytes or RECEIVE_SIZE
         obj = self._obj
+        incoming = self._incoming
         while True:
             chunks: list[bytes] = []
             total = 0
             try:
-                while total < limit:
+                # Read only while there is something to decrypt: asking OpenSSL for more than it
+                # has costs an SSLWantReadError (an exception per read, twice per proxied request).
+                while total < limit and (incoming.pending or obj.pending() or incoming.eof):
                     chunk = obj.read(limit - total)
                     if not chunk:
                         break
@@ -143,6 +171,9 @@ class TLSStream(trio.abc.Stream):
             return
         self._flushing = True
         try:
+            if self._backlog:
+                backlog, self._backlog = self._backlog, b""
+                await self.transport.send_all(backlog)
             outgoing = self._outgoing
             while outgoing.pending:
                 await self.transport.send_all(outgoing.read())

@@ -12,7 +12,7 @@ from typing import Generic, TypeVar
 
 import trio
 
-from mesh.net import receive_or_eof
+from mesh.net import RECEIVE_SIZE
 from mesh.proxy.protocol.http1 import Event, RequestReader, ResponseReader
 
 R = TypeVar("R", RequestReader, ResponseReader)
@@ -47,7 +47,10 @@ class HttpConnection(Generic[R]):
                 return events
 
     async def receive_bytes(self) -> bytes:
-        data = await receive_or_eof(self.stream)
+        try:  # receive_or_eof, inlined: a coroutine less per read
+            data = await self.stream.receive_some(RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+            return b""
         self.received += len(data)
         return data
 

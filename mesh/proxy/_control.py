@@ -360,6 +360,8 @@ class ControlLink:
         self.refused = refused
 
     async def _heartbeat_loop(self, client: Any) -> None:
+        if self.proxy.settings.worker:  # one of `--workers N`: worker 0 alone registers (one instance)
+            return
         if self.proxy.settings.app is not None:  # a gateway has no app to wait for
             await self.proxy.app_ready.wait()
         while True:

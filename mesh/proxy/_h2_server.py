@@ -24,6 +24,7 @@ otherwise the status code with ``x-mesh-error`` and a one-line body.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from dataclasses import replace
@@ -52,6 +53,7 @@ from mesh.proxy._exchange import (
     Router,
     Step,
     Timeouts,
+    UpstreamKey,
 )
 from mesh.proxy._grpc import failure_response, grpc_status_of, parse_grpc_timeout, status_for_retry
 from mesh.proxy._h2_guard import IDLE_EVENTS, Guard, ServerConnection
@@ -391,6 +393,9 @@ class H2ProxyConnection:
                     await forward_http1(exchange, decision, self.http1_pool)
                 else:
                     await exchange.forward(decision)
+            if exchange.head_timed_out:
+                await exchange.fail(exchange._timed_out())
+                self.client.reset_if_open(st.id, ErrorCodes.NO_ERROR)  # what is left of the request is not read
         finally:
             st.done = True
             self.streams.pop(st.id, None)
@@ -422,10 +427,47 @@ class H2ProxyConnection:
                     retries=outcome.retries,
                 )
             )
-            with trio.CancelScope(shield=True):
-                await self.client.flush()
+            if self.client.unsent():  # a shielded scope only when there is something to write
+                with trio.CancelScope(shield=True):
+                    await self.client.flush()
             if not self.streams:
                 self.client.interrupt_read()
+
+
+_h2_keys: dict[UpstreamKey, UpstreamKey] = {}
+
+
+def _as_h2(key: UpstreamKey) -> UpstreamKey:
+    """The key of a peer proxy's HTTP/2 connections (the same endpoint), made once per endpoint."""
+    found = _h2_keys.get(key)
+    if found is None:
+        if len(_h2_keys) >= 4096:  # endpoints come and go: a bound, not an eviction policy
+            _h2_keys.clear()
+        found = _h2_keys[key] = replace(key, alpn=ALPN_H2)
+    return found
+
+
+class _NoPump:
+    """Stands for the nursery of an attempt that needs no pump task (the request ended with its
+    head, or all of it was sent before the response's wait): cancelling it has nothing to stop."""
+
+    class _Scope:
+        def cancel(self) -> None:
+            pass
+
+    cancel_scope = _Scope()
+
+    def start_soon(self, *args: object) -> None:
+        raise AssertionError("an attempt without a request body starts no task")
+
+    async def __aenter__(self) -> _NoPump:
+        return self
+
+    async def __aexit__(self, *exc: object) -> bool:
+        return False
+
+
+_NO_PUMP = _NoPump()
 
 
 class _StreamExchange:
@@ -452,6 +494,7 @@ class _StreamExchange:
         )
         self.outcome = Outcome()
         self.timeout: float | None = None
+        self.head_timed_out = False  # the response head did not come within the deadline: 504
 
     def __repr__(self) -> str:
         return f"<StreamExchange {self.st!r} {self.head.method!r} {self.head.target!r} {self.outcome}>"
@@ -509,23 +552,27 @@ class _StreamExchange:
             while True:
                 current = plan.current
                 if current.key.alpn == ALPN_HTTP1:
-                    current = replace(current, key=replace(current.key, alpn=ALPN_H2))
+                    current = replace(current, key=_as_h2(current.key))
                 outcome.forward = current
                 if st.reset_code is not None:
                     return  # reset by the client before it was sent: never reaches the upstream
-                try:
-                    with trio.CancelScope(deadline=deadline) as connecting:
-                        upstream = await self.conn.pool.get(current.key, avoid=avoid)
-                except ConnectFailure as failure:
-                    if isinstance(plan.connect_failed(failure), GiveUp):
-                        await self.fail(failure)
+                # A shared connection with room is the common case: no wait, so no deadline to keep.
+                upstream = self.conn.pool.ready(current.key, avoid)
+                if upstream is None:
+                    try:
+                        with trio.CancelScope(deadline=deadline) as connecting:
+                            upstream = await self.conn.pool.get(current.key, avoid=avoid)
+                    except ConnectFailure as failure:
+                        if isinstance(plan.connect_failed(failure), GiveUp):
+                            await self.fail(failure)
+                            return
+                        continue
+                    if connecting.cancelled_caught:
+                        await self.fail(self._timed_out())
                         return
-                    continue
-                if connecting.cancelled_caught:
-                    await self.fail(self._timed_out())
-                    return
                 if st.reset_code is not None:
                     return
+                assert upstream is not None  # a ready one, or one the pool opened in time
                 step = await self._attempt(upstream, current, deadline, plan)
                 if step is None:
                     return
@@ -567,21 +614,21 @@ class _StreamExchange:
         response_started = False
         response_complete = False
         try:
-            await up.flush()
-            async with trio.open_nursery() as nursery:
-                if not end_now:
+            # A request that is all here (a unary gRPC call: HEADERS, DATA and END_STREAM in one read)
+            # and fits the upstream's window is sent now, with its head in one write, and needs no
+            # pump task and no nursery (~20 us a stream); else a task pumps it while the response comes.
+            inline = not end_now and self._whole_request_fits(up, up_id)
+            if inline:
+                await self._pump_request(upstream, up_id)
+            else:
+                await up.flush()
+            async with _NO_PUMP if end_now or inline else trio.open_nursery() as nursery:
+                if not (end_now or inline):
                     nursery.start_soon(self._pump_request, upstream, up_id)
-                # Response head, within the deadline.
-                item: StreamEvent | None = None
-                with trio.CancelScope(deadline=deadline) as waiting:
-                    item = await up_queue.get()
-                if waiting.cancelled_caught:
-                    up.reset(up_id, ErrorCodes.CANCEL)
-                    await up.flush()
-                    nursery.cancel_scope.cancel()
-                    await self.fail(self._timed_out())
-                    response_complete = True
-                    return None
+                # Response head, within the deadline. The stream's own scope keeps it (a scope of its
+                # own costs ~5 us a stream): when it passes, the stream unwinds to _serve_stream,
+                # which answers 504 once out of the cancelled scope.
+                item = await self._response_head(up_queue, deadline)
                 while True:
                     match item:
                         case Head(headers=resp):
@@ -665,21 +712,48 @@ class _StreamExchange:
         except* StreamGone:
             pass  # the client went away or reset (raised in the nursery, so grouped): the finally resets upstream
         finally:
-            with trio.CancelScope(shield=True):
-                if step is not None:
-                    up.reset_if_open(up_id, ErrorCodes.CANCEL)
-                elif not response_complete:
-                    client.reset(st.id, ErrorCodes.CANCEL if st.reset_code is None else st.reset_code)
-                    up.reset(up_id, ErrorCodes.CANCEL)
-                else:
-                    # The response is complete: what is still open of the exchange (the client's
-                    # request, our request upstream) is stopped (RFC 9113 8.1).
-                    client.reset_if_open(st.id, ErrorCodes.NO_ERROR)
-                    up.reset_if_open(up_id, ErrorCodes.CANCEL)
-                upstream.forget(up_id)
-                await up.flush()
-                await client.flush()
+            if step is not None or self.head_timed_out:
+                up.reset_if_open(up_id, ErrorCodes.CANCEL)
+            elif not response_complete:
+                client.reset(st.id, ErrorCodes.CANCEL if st.reset_code is None else st.reset_code)
+                up.reset(up_id, ErrorCodes.CANCEL)
+            else:
+                # The response is complete: what is still open of the exchange (the client's
+                # request, our request upstream) is stopped (RFC 9113 8.1).
+                client.reset_if_open(st.id, ErrorCodes.NO_ERROR)
+                up.reset_if_open(up_id, ErrorCodes.CANCEL)
+            upstream.forget(up_id)
+            if up.unsent() or client.unsent():  # a shielded scope only when there is something to write
+                with trio.CancelScope(shield=True):
+                    await up.flush()
+                    await client.flush()
         return None
+
+    async def _response_head(self, up_queue: StreamQueue, deadline: float) -> StreamEvent:
+        if deadline == math.inf:
+            return await up_queue.get()
+        scope = self.st.scope
+        scope.deadline = deadline
+        try:
+            return await up_queue.get()
+        except trio.Cancelled:
+            if self.st.reset_code is None and trio.current_time() >= deadline:
+                self.head_timed_out = True
+            raise
+        finally:
+            scope.deadline = math.inf
+
+    def _whole_request_fits(self, up: H2Endpoint, up_id: int) -> bool:
+        """The rest of the request, to its end, is queued, and the upstream's window takes all of it."""
+        size = 0
+        for item in self.st.queue.items:
+            if isinstance(item, Body):
+                size += len(item.data)
+            elif isinstance(item, (End, Trailers)):
+                return size <= up.h2.local_flow_control_window(up_id)
+            else:
+                return False  # reset or broken: the pump task's way deals with it
+        return False
 
     async def _pump_request(self, upstream: H2Upstream, up_id: int) -> None:
         st = self.st

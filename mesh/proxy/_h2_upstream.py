@@ -226,6 +226,10 @@ class H2Pool:
             task_status.started()
             await trio.sleep_forever()
 
+    def ready(self, key: UpstreamKey, avoid: H2Upstream | None = None) -> H2Upstream | None:
+        """An open connection with room for a stream, without waiting; None: ``get`` one."""
+        return self._usable(key, avoid)
+
     def _usable(self, key: UpstreamKey, avoid: H2Upstream | None) -> H2Upstream | None:
         conns = self._conns.get(key)
         if conns:

@@ -17,7 +17,7 @@ import trio
 
 from mesh.net import linger, relay_bytes
 from mesh.proxy._conn import HttpConnection, PeerClosed
-from mesh.proxy._drain import Drain
+from mesh.proxy._drain import Drain, Wait
 from mesh.proxy._exchange import (
     AttemptPlan,
     ConnectFailure,
@@ -95,8 +95,11 @@ class HttpProxyConnection:
         # The first head's budget runs from when the listener accepted the connection.
         self.head_deadline: float | None = None
         self._response_deadline = float("inf")  # for the response head; set once the request is sent
-        self._response_wait: trio.CancelScope | None = None  # the wait for it, to move its deadline
         self._received_mark = 0  # client bytes read when the previous request was recorded
+        # The deadline of every wait (mesh/proxy/_drain.py): one cancel scope per run of requests,
+        # not one per wait. A response that timed out is answered once its scope has ended.
+        self.deadline = drain.deadline()
+        self._timed_out: tuple[RequestHead, Failure] | None = None
 
     def __repr__(self) -> str:
         return f"<HttpProxyConnection {self.router.direction} {self.client!r}>"
@@ -112,17 +115,41 @@ class HttpProxyConnection:
                 except RemoteProtocolError as exc:
                     await self._refuse_head(exc)
                     refused = True
-            while not refused:
-                head = await self._next_head()
-                if head is None or not await self._exchange(head) or self.drain.draining:
-                    break
+            if not refused:
+                await self._serve_requests()
             # The connection ends: whatever the client still sends must not turn our close into a
             # reset that overtakes the last answer (and when the client ended it, this is one read).
             await linger(client.stream)
         except PeerClosed:
             return
         finally:
+            self.drain.release(self.deadline)
             await client.aclose()
+
+    async def _serve_requests(self) -> None:
+        """Requests one after the other, until one ends the connection."""
+        deadline = self.deadline
+        while True:
+            deadline.scope = trio.CancelScope()  # one scope until a deadline passes
+            with deadline.scope:
+                while True:
+                    head = await self._next_head()
+                    if head is None:
+                        return
+                    if not await self._exchange(head):
+                        return
+                    if self.drain.draining:
+                        return
+            # A deadline passed (or a drain cut an idle wait): what was being waited for decides.
+            fired, deadline.fired = deadline.fired, None
+            if fired is Wait.HEAD:
+                await self._answer_unrouted(Failure(Reason.HEAD_TIMEOUT, 408, "request head not received in time"))
+            elif fired is Wait.RESPONSE and self._timed_out is not None:
+                head, failure = self._timed_out
+                self._timed_out = None
+                if await self._answer(head, failure) and not self.drain.draining:
+                    continue
+            return
 
     # -- reading the request head -------------------------------------------
 
@@ -133,6 +160,7 @@ class HttpProxyConnection:
         byte (of the connection, for the first request): a budget, not a limit per read.
         """
         client = self.client
+        timer = self.deadline
         deadline, self.head_deadline = self.head_deadline, None
         if not client.pending and client.reader.failed:  # bytes after the last whole request did not parse
             try:
@@ -141,26 +169,21 @@ class HttpProxyConnection:
                 await self._refuse_head(exc)
             return None
         while not client.pending:
+            # A deadline that passes cancels the connection's scope: serve() answers for it.
             if deadline is None and not client.reader.in_head:
                 # Between requests: wait for the first byte of the next one.
-                scope = self.drain.idle_scope(self.timeouts.idle_timeout)
-                try:
-                    with scope:
-                        data = await client.receive_bytes()
-                finally:
-                    self.drain.done(scope)
-                if scope.cancelled_caught:
+                if self.drain.draining:
                     return None
-                deadline = trio.current_time() + self.timeouts.head_timeout
+                timer.arm(trio.current_time() + self.timeouts.idle_timeout, Wait.IDLE)
+                data = await client.receive_bytes()
+                # A head that is still partial gets its deadline when the loop comes round, with no
+                # wait in between: from this first byte.
             else:
-                if deadline is None:  # a partial head arrived with the previous request
+                if deadline is None:  # a partial head (with the previous request, or just begun)
                     deadline = trio.current_time() + self.timeouts.head_timeout
-                data = b""
-                with trio.move_on_at(deadline) as scope:
-                    data = await client.receive_bytes()
-                if scope.cancelled_caught:
-                    await self._answer_unrouted(Failure(Reason.HEAD_TIMEOUT, 408, "request head not received in time"))
-                    return None
+                timer.arm(deadline, Wait.HEAD)
+                data = await client.receive_bytes()
+            timer.disarm()
             if not data:
                 return None
             try:
@@ -211,18 +234,34 @@ class HttpProxyConnection:
         try:
             return await self._forward(head, decision, outcome) and head.keep_alive
         except Failure as failure:
-            answered = failure.status != 0 and self.client.sent == sent_before
-            outcome.failed(failure, answered)
-            if failure.reason is not Reason.CLIENT_RESET and not isinstance(failure, ConnectFailure):
-                log.info("%s: %s", self.router.direction, failure.message)
-            if not answered:
+            if not self._failed(outcome, failure, sent_before):
                 return False  # the response had begun, or the client is gone: all we can do is close
             return await self._answer(head, failure)
         finally:
+            if self.deadline.fired is Wait.RESPONSE:
+                # The response head did not come in time: the connection's scope was cancelled and
+                # is unwinding; serve() sends the answer once it has.
+                failure = self._response_timed_out(outcome.forward)
+                if self._failed(outcome, failure, sent_before):
+                    self._timed_out = (head, failure)
             outcome.bytes_out = self.client.sent - sent_before
             assert outcome.forward is not None
             self.router.finished(outcome.forward, started, outcome.verdict)
             self._record(head, decision.peer_service, authority, started, outcome)
+
+    def _failed(self, outcome: Outcome, failure: Failure, sent_before: int) -> bool:
+        """Note a failure in ``outcome``; whether the client can still be told (nothing was sent)."""
+        answered = failure.status != 0 and self.client.sent == sent_before
+        outcome.failed(failure, answered)
+        if failure.reason is not Reason.CLIENT_RESET and not isinstance(failure, ConnectFailure):
+            log.info("%s: %s", self.router.direction, failure.message)
+        return answered
+
+    @staticmethod
+    def _response_timed_out(forward: Forward | None) -> Failure:
+        service = (forward.peer_service if forward is not None else "") or "upstream"
+        timeout = forward.timeout if forward is not None else 0
+        return Failure(Reason.TIMEOUT, 504, f"{service} did not answer within {timeout:g}s")
 
     def _record(self, head: RequestHead, peer_service: str, authority: bytes, started: float, outcome: Outcome) -> None:
         """One record per request, for metrics and tap (``forward`` only when the mesh routed it)."""
@@ -356,8 +395,8 @@ class HttpProxyConnection:
             if failure is None:
                 body_sent = True
                 self._response_deadline = trio.current_time() + timeout
-                if self._response_wait is not None:
-                    self._response_wait.deadline = self._response_deadline
+                if self.deadline.wait is Wait.RESPONSE:  # the response head's wait: its clock starts now
+                    self.deadline.arm(self._response_deadline, Wait.RESPONSE)
             elif not isinstance(failure, _UpstreamStopped):
                 nursery.cancel_scope.cancel()  # a request that cannot end gets no response to wait for
 
@@ -375,7 +414,6 @@ class HttpProxyConnection:
                 # Final answer (or failure) before the whole body: stop reading it; neither
                 # connection can be reused.
                 nursery.cancel_scope.cancel()
-        self._response_wait = None
         if isinstance(failure, Failure) and result is None:
             raise failure
         if broken is not None:
@@ -435,8 +473,9 @@ class HttpProxyConnection:
     ) -> tuple[bool, bool]:
         """Stream the response to the client. Returns (client keep-alive, upstream reusable).
 
-        The response head must arrive by ``self._response_deadline`` (moved while the body streams).
-        With a ``plan``, a final head that nothing of was sent yet is offered to it for a retry."""
+        The response head must arrive by ``self._response_deadline`` (moved while the body streams):
+        past it, the connection's deadline fires (``Wait.RESPONSE``). With a ``plan``, a final head
+        that nothing of was sent yet is offered to it for a retry."""
         client = self.client
         response: ResponseHead | None = None
         framing = Framing.NONE  # how the body goes to the client
@@ -446,17 +485,12 @@ class HttpProxyConnection:
         while True:
             try:
                 if response is None:
-                    # A bare CancelScope: cheaper than fail_at's context manager on the hot path.
-                    with trio.CancelScope(deadline=self._response_deadline) as scope:
-                        self._response_wait = scope
+                    deadline = self.deadline
+                    deadline.arm(self._response_deadline, Wait.RESPONSE)
+                    try:
                         events = await upstream.receive_events()
-                    self._response_wait = None
-                    if scope.cancelled_caught:
-                        forward = outcome.forward
-                        assert forward is not None
-                        raise Failure(
-                            Reason.TIMEOUT, 504, f"{forward.peer_service or 'upstream'} did not answer within {forward.timeout:g}s"
-                        )
+                    finally:
+                        deadline.disarm()
                 else:
                     events = await upstream.receive_events()
             except PeerClosed:
@@ -557,7 +591,7 @@ class HttpProxyConnection:
             response = next(e for e in events if isinstance(e, ResponseHead))
             if response.status != 101:  # the upstream declined: an ordinary response
                 upstream.pending = events[events.index(response) :]
-                self._response_deadline = trio.current_time() + forward.timeout
+                self._response_deadline = trio.current_time() + forward.timeout  # its head is here already
                 await self._relay_response(upstream, head, outcome)
                 established(outcome.status)
                 return False

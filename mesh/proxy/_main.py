@@ -56,6 +56,7 @@ class ProxyOptions:
     interfaces: tuple[str, ...] | None = None  # None: the host's interface (host.json), else loopback
     advertise: str | None = None  # host peers dial for our inbound listener
     protocol: str = option_default("protocol")  # what the app speaks (mesh.config.APP_PROTOCOLS)
+    workers: int | str = option_default("workers")  # processes sharing the listeners (mesh/proxy/_workers.py)
     otlp_endpoint: str | None = None  # spans go to this OTLP/HTTP collector; None: no tracing
     trace_sample: str = option_default("trace_sample")  # share of new traces sampled
     access_log: str | None = None  # a file, or "-" for stdout; None: no access log
@@ -268,15 +269,45 @@ async def obtain_identity(options: ProxyOptions, controllers: list[Any], ttl: ti
     return issue_locally(options, ttl or timedelta(hours=24))
 
 
-def run_proxy_command(options: ProxyOptions) -> None:
+def run_proxy_command(options: ProxyOptions) -> int | None:
+    """Run the proxy (or, with ``workers`` > 1, its workers); the exit status."""
     settings = settings_from(options)
 
-    async def main() -> None:
-        proxy = await build_proxy(options, settings)
-        proxy.app_ready.set()  # a standalone sidecar: the app is already there
-        await proxy.run()
+    def run_one(settings: ProxySettings, worker: int) -> None:
+        async def main() -> None:
+            proxy = await build_proxy(options, settings)
+            if worker == 0:  # a standalone sidecar: the app is already there. One worker advertises.
+                proxy.app_ready.set()
+            await proxy.run()
 
-    trio.run(main)
+        trio.run(main)
+
+    return run_in_workers(options.workers, settings, run_one)
+
+
+MAX_WORKERS = 64
+
+
+def parse_workers(text: int | str) -> int:
+    """``--workers``: a whole number from 1 to 64."""
+    value = str(text).strip()
+    if not value.isdigit() or not 1 <= int(value) <= MAX_WORKERS:
+        raise ProxyError(
+            f"--workers: expected a whole number from 1 to {MAX_WORKERS}, found {text!r}",
+            hint=f"one worker process per CPU is the usual choice (this machine has {os.cpu_count() or 1})",
+        )
+    return int(value)
+
+
+def run_in_workers(workers: int | str, settings: ProxySettings, run_one: Any) -> int | None:
+    """``run_one(settings, 0)`` here, or ``workers`` processes running it (mesh/proxy/_workers.py)."""
+    count = parse_workers(workers)
+    if count == 1:
+        run_one(settings, 0)
+        return None
+    from mesh.proxy._workers import run_workers
+
+    return run_workers(count, settings, run_one)
 
 
 def _cert_ttl(options: ProxyOptions) -> timedelta | None:

@@ -118,6 +118,13 @@ SIDECAR_OPTIONS: tuple[SidecarOption, ...] = (
         "access_log", "str", None, "Append one JSON line per request to PATH, or - for stdout.", metavar="PATH|-"
     ),
     SidecarOption("log_level", "str", "info", "debug, info, warning or error.", PROXY),
+    SidecarOption(
+        "workers",
+        "str",
+        "1",
+        "Processes sharing the listeners (SO_REUSEPORT), one per CPU at most (docs/performance.md).",
+        frozenset({"proxy", "gateway"}),
+    ),
 )
 
 _BY_PARAM = {option.param: option for option in SIDECAR_OPTIONS}

@@ -189,7 +189,9 @@ class OutlierDetector:
 
     def record(self, address: str, success: bool, peers: Sequence[HasLabels]) -> bool:
         """Returns True when this outcome ejected the endpoint."""
-        health = self._health.setdefault(address, _Health())
+        health = self._health.get(address)
+        if health is None:
+            health = self._health[address] = _Health()
         if success:
             health.consecutive_failures = 0
             health.downs = 0
@@ -332,6 +334,8 @@ class PolicySet:
     def authorize(self, service: str, caller: str) -> bool:
         """Is ``caller`` (a SPIFFE id) allowed to call ``service``?"""
         policy = self.policies.get(service)
+        if policy is None:  # the common case, on every request: no policy for the service
+            return self.authz_default == "allow"
         caller_service = caller.rsplit("/", 1)[-1] if caller.startswith(f"spiffe://{self.trust_domain}/svc/") else None
 
         def named(entries: Sequence[str]) -> bool:
@@ -372,8 +376,10 @@ class PolicyState:
 
     def admit(self, service: str, caller: str, route: CompiledRoute | None) -> bool:
         """Rate limits of the service's policy and of the matched route (token buckets)."""
-        limits = []
         policy = self.current.policies.get(service)
+        if policy is None and route is None:
+            return True  # nothing limits it (every request goes through here)
+        limits = []
         if policy is not None and policy.rate_limit is not None:
             limits.append(("policy", policy.rate_limit))
         if route is not None and route.config.rate_limit is not None:

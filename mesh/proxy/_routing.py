@@ -93,6 +93,7 @@ class OutboundRouter:
         self.fixed_service = fixed_service
         self.policy = policy or PolicyState(trust_domain)
         self.tunnels = tunnels  # CONNECT: on for apps' listeners, off at the edge (a gateway)
+        self._keys: dict[tuple[Any, str], UpstreamKey] = {}
 
     def route(self, head: RequestHead) -> Forward | Reject:
         target = head.target
@@ -188,8 +189,7 @@ class OutboundRouter:
             return Reject(503, Reason.CIRCUIT_OPEN, f"every endpoint of {service!r} is ejected after failures", service)
         endpoint = self._balancer.choose(healthy)
         self._balancer.start(endpoint.address)
-        identity = endpoint.identity or f"spiffe://{self._trust_domain}/svc/{service}"
-        key = UpstreamKey(endpoint.host, endpoint.port, ALPN_TCP if connect else ALPN_HTTP1, identity)
+        key = self._key(endpoint, service, ALPN_TCP if connect else ALPN_HTTP1)
         return Forward(
             key,
             service,
@@ -203,6 +203,17 @@ class OutboundRouter:
             candidates=tuple(healthy) if not isinstance(healthy, tuple) else healthy,
             delay=delay,
         )
+
+    def _key(self, endpoint: Any, service: str, alpn: str) -> UpstreamKey:
+        """The pool key of ``endpoint``, kept per endpoint (a frozen dataclass and an f-string per request showed)."""
+        cache_key = (endpoint, alpn)
+        key = self._keys.get(cache_key)
+        if key is None:
+            if len(self._keys) > 4096:  # endpoints come and go: never grow without bound
+                self._keys.clear()
+            identity = endpoint.identity or f"spiffe://{self._trust_domain}/svc/{service}"
+            key = self._keys[cache_key] = UpstreamKey(endpoint.host, endpoint.port, alpn, identity)
+        return key
 
     def retry_to(self, forward: Forward) -> Forward | None:
         """Another attempt for the failed ``forward``, on another endpoint when there is one, within the budget."""
@@ -237,8 +248,7 @@ class OutboundRouter:
     def _attempt_on(self, forward: Forward, endpoints: Sequence[Any]) -> Forward:
         endpoint = self._balancer.choose(endpoints)
         self._balancer.start(endpoint.address)
-        identity = endpoint.identity or f"spiffe://{self._trust_domain}/svc/{forward.peer_service}"
-        key = UpstreamKey(endpoint.host, endpoint.port, forward.key.alpn, identity)
+        key = self._key(endpoint, forward.peer_service, forward.key.alpn)  # type: ignore[arg-type]
         return replace(forward, key=key, endpoint=endpoint.address, delay=0.0)
 
     def requested(self, forward: Forward) -> None:

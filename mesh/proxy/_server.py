@@ -73,6 +73,8 @@ class ProxySettings:
     labels: Mapping[str, str] = field(default_factory=dict)
     timeouts: Timeouts = Timeouts()
     protocol: str = "auto"  # what the app behind the inbound listener speaks
+    reuse_port: bool = False  # data-plane listeners shared with other workers (SO_REUSEPORT, _workers.py)
+    worker: int = 0  # which of `--workers N` this process is; worker 0 alone advertises and registers
     telemetry: TelemetrySettings = TelemetrySettings()  # spans and access logs (off unless set)
     gateway: Any = None  # a gateway's edge (mesh/proxy/_gateway.py GatewaySettings); its app is None
 
@@ -266,14 +268,16 @@ class Proxy:
         # an outbound listener would let any process of the host call every service as the
         # gateway, and nobody calls a gateway's inbound.
         gateway = s.app is None
-        inbound = None if gateway else await _listen(s.inbound, "inbound")
-        outbound = None if gateway else await _listen(s.outbound, "outbound")
+        shared = s.reuse_port
+        inbound = None if gateway else await _listen(s.inbound, "inbound", shared)
+        outbound = None if gateway else await _listen(s.outbound, "outbound", shared)
         admin = await _listen(s.admin, "admin")
-        # A gateway's admin pages over mTLS: where a sidecar's inbound listener would be, ALPN mesh-admin only.
+        # A gateway's admin pages over mTLS: where a sidecar's inbound listener would be, ALPN mesh-admin only
+        # (with --workers, worker 0's; the others', like their admin, on a port of their own).
         admin_mtls = await _listen(s.inbound, "admin over mTLS") if gateway else None
-        upstream_listeners = {svc: await _listen(address, f"upstream {svc}") for svc, address in s.upstreams.items()}
+        upstream_listeners = {svc: await _listen(address, f"upstream {svc}", shared) for svc, address in s.upstreams.items()}
         edge_listeners = [
-            (name, await _listen(address, f"the gateway ({name})"), handler)
+            (name, await _listen(address, f"the gateway ({name})", shared), handler)
             for address, name, handler in (self.gateway.listeners() if self.gateway else ())
         ]
         self.bound = BoundAddresses(
@@ -708,14 +712,29 @@ async def _isolated(handler: Any, stream: FastSocketStream, args: tuple[Any, ...
         await _close(stream)
 
 
-async def _listen(address: tuple[str, int], what: str) -> trio.SocketListener:
+async def _listen(address: tuple[str, int], what: str, reuse_port: bool = False) -> trio.SocketListener:
     host, port = address
     try:
+        if reuse_port:  # one of several workers (mesh/proxy/_workers.py): the kernel spreads connections
+            return await _listen_shared(host, port)
         listeners = await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
         hint = "choose another port, or stop the process that holds it" if exc.errno == 98 else None
         raise ProxyError(f"cannot listen for {what} on {_fmt(address)}: {exc.strerror or exc}", hint=hint) from None
     return listeners[0]
+
+
+async def _listen_shared(host: str, port: int) -> trio.SocketListener:
+    sock = trio.socket.socket(trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+        await sock.bind((host, port))
+        sock.listen(4096)
+    except OSError:
+        sock.close()
+        raise
+    return trio.SocketListener(sock)
 
 
 def _bound(listener: trio.SocketListener) -> tuple[str, int]:

@@ -122,10 +122,10 @@ def https(edge: Edge, host: str, path: str = "/", *args: str, port: int | None =
 
 
 def s_client(port: int, *args: str) -> subprocess.CompletedProcess[str]:
-    # errors="replace": when the gateway's HTTP/2 SETTINGS arrive before s_client quits, it prints
-    # them raw (binary, e.g. 0x7fffffff window sizes); only the text around them is read.
     return subprocess.run(
         ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", *args],
+        # errors="replace": s_client also prints what the server sent, e.g. the HTTP/2 preface's binary
+        # SETTINGS when ALPN says h2 and they arrive before s_client quits.
         input="", capture_output=True, text=True, errors="replace", timeout=30,
     )  # fmt: skip
 
@@ -584,3 +584,30 @@ def test_silent_and_slow_tls_clients_meet_the_head_deadline(edge: Edge) -> None:
     assert slow_answer.startswith(b"HTTP/1.1 408 "), slow_answer  # type: ignore[union-attr]
     assert b"x-mesh-error: head-timeout" in slow_answer and 8 < slow_took < 15, results  # type: ignore[operator]
     assert metric(edge.gateway, "tls_handshake_failures_total", direction="edge", reason="timeout") >= 1  # type: ignore[arg-type]
+
+
+def test_gateway_workers_share_the_tls_and_redirect_listeners(edge: Edge) -> None:
+    """`mesh gateway --workers 2` with TLS: both workers serve the one HTTPS listener and the one
+    redirect listener (SO_REUSEPORT); each connection is one worker's, and each worker counts its own."""
+    cert, key = edge.certs["shop"]
+    argv = [sys.executable, "-m", "mesh", "gateway", "--name", "gateway-workers", "--listen", "127.0.0.1:0", "--no-zeroconf"]
+    process = edge.cluster.spawn("gateway-workers", [
+        *argv, "--endpoints", str(edge.endpoints), "--route", "shop.example=shop",
+        "--tls-cert", str(cert), "--tls-key", str(key), "--http-redirect", "127.0.0.1:0", "--workers", "2",
+    ])  # fmt: skip
+    deadline = time.monotonic() + 30
+    while len(ready := list(READY.finditer(process.log()))) < 2:
+        assert time.monotonic() < deadline and process.popen.poll() is None, process.log()
+        time.sleep(0.05)
+    assert len({m.group("listen") for m in ready}) == 1 and len({m.group("redirect") for m in ready}) == 1, ready
+    workers = [Gateway(process, port_of(m.group("admin")), port_of(m.group("listen")), port_of(m.group("redirect"))) for m in ready]
+    listen, redirect = workers[0].listen, workers[0].redirect
+    for _ in range(30):  # a connection each: the kernel picks the worker
+        answer = https(edge, "shop.example", port=listen)
+        assert answer.stdout == "hello from shop\n", answer.stderr
+    served = [metric(worker, "response_total") for worker in workers]  # type: ignore[arg-type]
+    assert sum(served) >= 30 and all(served), served
+    moved = curl("-D", "-", "-o", "/dev/null", "-H", "Host: shop.example", f"http://127.0.0.1:{redirect}/cart")
+    assert f"Location: https://shop.example:{listen}/cart" in moved.stdout, moved.stdout
+    assert process.terminate() == 0
+    assert_clean(process)

@@ -369,20 +369,20 @@ def _read_events(sock: socket.socket, conn, until, timeout: float = 10.0) -> lis
     return events
 
 
-def _unary_request(conn, stream_id: int, authority: bytes = b"greeter", extra=()) -> None:  # noqa: ANN001
+def _unary_request(conn, stream_id: int, authority: bytes = b"greeter", extra=(), method: str = "Hello", message: bytes = b"hi", end: bool = True) -> None:  # noqa: ANN001
     conn.send_headers(
         stream_id,
         [
             (b":method", b"POST"),
             (b":scheme", b"http"),
             (b":authority", authority),
-            (b":path", f"/{SERVICE}/Hello".encode()),
+            (b":path", f"/{SERVICE}/{method}".encode()),
             (b"content-type", b"application/grpc"),
             (b"te", b"trailers"),
             *extra,
         ],
     )
-    conn.send_data(stream_id, b"\x00\x00\x00\x00\x02hi", end_stream=True)
+    conn.send_data(stream_id, b"\x00" + len(message).to_bytes(4, "big") + message, end_stream=end)
 
 
 def _grpc_ok(events, stream_id: int) -> bool:  # noqa: ANN001
@@ -532,6 +532,28 @@ def test_header_cleaning_and_grpc_timeouts() -> None:
     assert parse_grpc_timeout(b"2S") == 2.0 and parse_grpc_timeout(b"1H") == 3600.0
     assert parse_grpc_timeout(b"abc") is None and parse_grpc_timeout(None) is None and parse_grpc_timeout(b"123456789S") is None
     assert [grpc_status_for(s) for s in (502, 503, 504, 403, 429)] == [14, 14, 4, 7, 8]
+
+
+def test_the_mesh_answers_when_the_grpc_timeout_passes_and_the_connection_lives_on(mesh: Mesh) -> None:
+    import h2.events
+
+    sock, conn = _h2_client(mesh.client_proxy.outbound)
+    timeout = [(b"grpc-timeout", b"300m")]
+    _unary_request(conn, 1, extra=timeout, method="Slow", message=b"3")  # the whole call in one write
+    _unary_request(conn, 3, extra=timeout, method="Slow", message=b"3", end=False)  # a request still open
+    sock.sendall(conn.data_to_send())
+    started = time.monotonic()
+    events = _read_events(sock, conn, lambda ev: sum(isinstance(e, h2.events.StreamEnded) for e in ev) >= 2)
+    assert time.monotonic() - started < 2.5  # the mesh's deadline, not the 3 s of the call
+    heads = {e.stream_id: dict(e.headers) for e in events if isinstance(e, h2.events.ResponseReceived)}
+    for stream_id in (1, 3):
+        assert heads[stream_id][b":status"] == b"200" and heads[stream_id][b"grpc-status"] == b"4"
+        assert heads[stream_id][b"x-mesh-error"] == b"timeout"
+    # The same connection serves the next call.
+    _unary_request(conn, 5)
+    sock.sendall(conn.data_to_send())
+    assert _grpc_ok(_read_events(sock, conn, lambda ev: any(isinstance(e, h2.events.StreamEnded) and e.stream_id == 5 for e in ev)), 5)
+    sock.close()
 
 
 def test_plain_h2_mesh_errors_carry_status_and_x_mesh_error(mesh: Mesh) -> None:

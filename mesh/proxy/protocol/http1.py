@@ -156,7 +156,9 @@ class _Reader:
         fields = self._trailers if self._in_body else self._headers
         if len(fields) >= MAX_HEADERS:
             raise _HeadTooLarge(f"more than {MAX_HEADERS} {'trailers' if self._in_body else 'headers'}")
-        self._count_head_bytes(len(name) + len(value) + 4)
+        size = self._field_bytes = self._field_bytes + len(name) + len(value) + 4  # _count_head_bytes, inlined
+        if size > MAX_HEAD_BYTES:
+            raise _HeadTooLarge(f"message head larger than {MAX_HEAD_BYTES // 1024} KiB")
         fields.append((name, value))
 
     def _count_head_bytes(self, size: int) -> None:
@@ -187,10 +189,10 @@ class _Reader:
         length: int | None = None
         chunked = False
         for name, value in headers:
-            lname = name.lower()
-            if lname == b"content-length":
+            size = len(name)  # compare only names of the right length (lower() per header shows)
+            if size == 14 and name.lower() == b"content-length":
                 length = int(value)  # llhttp already rejected non-digits and conflicts
-            elif lname == b"transfer-encoding":
+            elif size == 17 and name.lower() == b"transfer-encoding":
                 chunked = value.lower().rstrip().endswith(b"chunked")
         if chunked:
             return Framing.CHUNKED, None
@@ -198,9 +200,9 @@ class _Reader:
             return (Framing.LENGTH if length else Framing.NONE), length
         return Framing.NONE, None
 
-    def _check_head_size(self, data: bytes, side_error: type[Exception]) -> None:
-        """Measure the head before llhttp sees it: the end of the head is the first CRLFCRLF."""
-        end = data.find(b"\r\n\r\n")
+    def _check_head_size(self, data: bytes, side_error: type[Exception], end: int) -> None:
+        """Measure the head before llhttp sees it: the end of the head is the first CRLFCRLF
+        (``end``, its offset in ``data`` or -1)."""
         if end < 0 and self._head_tail:
             joined = self._head_tail + data[:3]
             end = joined.find(b"\r\n\r\n")
@@ -238,7 +240,10 @@ class _Reader:
         if self._upgraded:
             return [Data(data)] if data else []
         if not self._in_body:
-            self._check_head_size(data, side_error)
+            end = data.find(b"\r\n\r\n")
+            # The common case inline: a whole head of a reasonable size within this read.
+            if end < 0 or self._head_bytes or self._head_tail or end + 4 > MAX_HEAD_BYTES:
+                self._check_head_size(data, side_error, end)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:

@@ -24,6 +24,13 @@ def test_version_text_and_json() -> None:
     assert data["version"] == __version__
 
 
+def test_plain_version_loads_no_cli_framework() -> None:
+    # Issue 16: `mesh version` within 0.15 s; typer, rich and pydantic alone take longer to import.
+    code = "import sys; from mesh.cli import main; main(['version']); print(sorted({'typer', 'rich', 'pydantic'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert result.stdout.splitlines() == [run_mesh("version", "-o", "table").stdout.strip(), "[]"]
+
+
 @pytest.mark.parametrize("args", [("--help",), ("version",)])
 def test_fast_start(args: tuple[str, ...]) -> None:
     # DESIGN.md: `mesh --help` and `mesh version` start in under 0.3 s. Take the best of 3

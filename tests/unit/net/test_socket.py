@@ -93,3 +93,25 @@ async def test_receive_is_cancellable_and_close_wakes_a_waiter() -> None:
         with pytest.raises(trio.ClosedResourceError):
             await right.receive_some(10)
     await left.aclose()
+
+
+async def test_send_nowait_takes_what_the_kernel_takes_and_keeps_the_order() -> None:
+    left, right = await _pair()
+    assert left.send_nowait(b"first ") == 6
+    left.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    big = bytes(range(256)) * 4096  # more than the buffers hold
+    taken = left.send_nowait(big)
+    assert 0 < taken < len(big)
+    received = bytearray()
+
+    async def read_all() -> None:
+        while len(received) < 6 + len(big):
+            received.extend(await right.receive_some(65536))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_all)
+        await left.send_all(big[taken:])
+    assert bytes(received) == b"first " + big
+    await left.aclose()
+    assert left.send_nowait(b"late") == 0  # closed: nothing taken (send_all says why)
+    await right.aclose()
