@@ -27,8 +27,9 @@ from pathlib import Path
 
 ENV_FORMAT = "MESH_LOG_FORMAT"
 FORMATS = ("text", "json")
-# `2026-01-05T10:00:00.123Z [mesh ` (or a bare `[mesh `, from older versions) / a JSON line of ours.
-_MESH_LINE = re.compile(r'^(\d{4}-\d\d-\d\dT[\d:.]+Z )?\[mesh |^\{"ts": ')
+# `2026-01-05T10:00:00.123Z [mesh ` (or a bare `[mesh `, from older versions) / a JSON log line of
+# ours / an access log line (`--access-log -`: mesh.telemetry.access_line).
+_MESH_LINE = re.compile(r'^(\d{4}-\d\d-\d\dT[\d:.]+Z )?\[mesh |^\{"ts": |^\{"time":"')
 
 
 def log_format(given: str | None = None) -> str:

@@ -10,6 +10,13 @@ Loads, per shape: wrk -t1 -c16 (maximum throughput); hey -c16 -q32 (~512 req/s,
 latency); wrk with exponential think time (~500 req/s, latency with spread-out
 arrivals). The shapes run interleaved, twice (a b c a b c); the report gives medians.
 
+Telemetry rows (asked for): --access-log adds "mesh+log", a second mesh pair whose two
+proxies append access log lines to a file; --trace adds "mesh+trace", a pair exporting a
+span per request (sample rate 1.0) to an OTLP sink (the app's nginx answers the POSTs).
+They serve their own service name (Host: web-log, web-trace) so zeroconf never mixes the
+pairs, and run interleaved with the others; the report gives their CPU per request and
+throughput against the plain mesh pair.
+
 HTTP/2 row (when h2load is installed): the same three shapes over HTTP/2 — h2c
 from h2load to the first hop and to the app (an nginx `listen ... http2`), ALPN
 h2 over mTLS between the proxies (nginx: grpc_pass, its one HTTP/2 upstream
@@ -70,7 +77,11 @@ TARGETS = {  # issue 16
     "grpc_vs_direct_min": 0.5,
 }
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-SHAPES = ("direct", "mesh", "mesh-2w", "nginx")  # mesh-2w: both proxies with --workers 2
+# Extra mesh pairs with telemetry on: shape → (flag of scripts/bench, the proxies' flags; {sink} is the OTLP sink URL).
+TELEMETRY_SHAPES = {
+    "mesh+log": ("access_log", ["--access-log", "{dir}/access-{service}.log"]),
+    "mesh+trace": ("trace", ["--otlp-endpoint", "{sink}", "--trace-sample", "1.0"]),
+}
 INSTALL_HINT = "apt-get install nginx wrk hey"
 H2_CONNECTIONS = 4
 H2_STREAMS = 16  # per connection (h2load -m)
@@ -440,11 +451,11 @@ def http_get(port: int, host: str = HOST_HEADER) -> tuple[int, bytes, dict[str, 
         conn.close()
 
 
-def verify_200(shape: str, port: int) -> None:
+def verify_200(shape: str, port: int, host: str = HOST_HEADER) -> None:
     try:
-        status, body, headers = http_get(port)
+        status, body, headers = http_get(port, host)
     except OSError as e:
-        raise BenchError(f"{shape}: GET http://127.0.0.1:{port}/ (Host: {HOST_HEADER}) failed: {e}") from None
+        raise BenchError(f"{shape}: GET http://127.0.0.1:{port}/ (Host: {host}) failed: {e}") from None
     if status != 200 or body != b"hello\n":
         extra = f", x-mesh-error: {headers['x-mesh-error']}" if "x-mesh-error" in headers else ""
         raise BenchError(f"{shape}: GET http://127.0.0.1:{port}/ answered {status} {body[:200]!r}{extra}; expected 200 'hello'")
@@ -564,7 +575,7 @@ class Shape:
     port: int
     proxies: list[Proc]  # the two proxy processes (none for direct)
     runs: list[dict[str, Any]] = field(default_factory=list)
-
+    host: str = HOST_HEADER
     scheme: str = "http"
 
     @property
@@ -609,17 +620,17 @@ class Bench:
 
     def wrk(self, shape: Shape, seconds: float) -> dict[str, Any]:
         cmd = [self.tools["wrk"], "-t1", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "--latency",
-               "-H", f"Host: {HOST_HEADER}", shape.url]
+               "-H", f"Host: {shape.host}", shape.url]
         return parse_wrk(run_tool(cmd, self.env, seconds + 30))
 
     def hey(self, shape: Shape) -> dict[str, Any]:
         cmd = [self.tools["hey"], "-z", f"{self.duration}s", "-c", str(CONNECTIONS), "-q", str(RATE_PER_CONNECTION),
-               "-host", HOST_HEADER, shape.url]
+               "-host", shape.host, shape.url]
         return parse_hey(run_tool(cmd, self.env, self.duration + 30))
 
     def paced_wrk(self, shape: Shape) -> dict[str, Any]:
         cmd = [self.tools["wrk"], "-t1", f"-c{CONNECTIONS}", f"-d{self.paced:g}s", "--latency", "-s", str(self.pace_script),
-               "-H", f"Host: {HOST_HEADER}", shape.url]
+               "-H", f"Host: {shape.host}", shape.url]
         return parse_wrk(run_tool(cmd, self.env, self.paced + 30))
 
     def h2load(self, shape: Shape, seconds: float) -> dict[str, Any]:
@@ -791,9 +802,8 @@ def render(meta: dict[str, Any], med_: dict[str, Any], rss: dict[str, float], ch
         hdr += ["paced p50", "paced p99"]
     hdr += ["CPU s @max (out/in)", "CPU s @500 (out/in)", "peak RSS MB (out/in)"]
     rows = [hdr]
-    for name in SHAPES:
+    for name, s in shapes.items():
         m = med_[name]
-        s = shapes[name]
         row = [name, f"{m['rps']:.0f}", fmt(m["p50_ms"]), fmt(m["p99_ms"])]
         if paced:
             row += [fmt(m.get("paced_p50_ms"), 3), fmt(m.get("paced_p99_ms"), 3)]
@@ -827,6 +837,9 @@ def render(meta: dict[str, Any], med_: dict[str, Any], rss: dict[str, float], ch
         x = med_[name]
         per = ", ".join(f"{k} {fmt(v, 0)} us" for k, v in x["cpu_us_per_request_max"].items())
         lines.append(f"{name} CPU per request at max load: {per}; user-space share of proxy CPU {fmt((x['proxy_user_share_max'] or 0) * 100, 0)}%")
+    for name in TELEMETRY_SHAPES:
+        if name in med_:
+            lines.append(telemetry_cost(name, med_[name], m, shapes[name], shapes["mesh"]))
     others = [r[k]["other_cpu_s"] / r[k]["wall_s"] for s in shapes.values() for r in s.runs for k in ("wrk", "hey", "paced") if k in r]
     if others:
         lines.append(f"noise: processes outside the benchmark used {statistics.mean(others):.2f} CPUs on average "
@@ -848,6 +861,16 @@ def render(meta: dict[str, Any], med_: dict[str, Any], rss: dict[str, float], ch
         lines.append(f"  (info: with spread-out arrivals the mesh adds p50 {a50:.3f} ms, p99 {a99:.3f} ms: "
                      f"{'PASS' if a50 <= TARGETS['added_p50_ms_max'] else 'MISS'} / {'PASS' if a99 <= TARGETS['added_p99_ms_max'] else 'MISS'})")
     return "\n".join(lines)
+
+
+def telemetry_cost(name: str, x: dict[str, Any], mesh: dict[str, Any], shape: Shape, mesh_shape: Shape) -> str:
+    """What a telemetry pair costs over the plain mesh pair: CPU per request (out/in) and throughput."""
+    per = " / ".join(
+        f"{fmt(x['cpu_us_per_request_max'][p.name], 0)} us ({diff(x['cpu_us_per_request_max'][p.name], mesh['cpu_us_per_request_max'][q.name]) or 0:+.0f})"
+        for p, q in zip(shape.proxies, mesh_shape.proxies, strict=True)
+    )
+    return (f"{name}: CPU per request at max load (out / in, vs mesh) {per}; throughput {pct(ratio(x['rps'], mesh['rps']))} of mesh; "
+            f"p50/p99 @~500 req/s {fmt(x['p50_ms'])}/{fmt(x['p99_ms'])} ms (mesh {fmt(mesh['p50_ms'])}/{fmt(mesh['p99_ms'])})")
 
 
 def summarise_h2(shapes: dict[str, Shape]) -> dict[str, Any]:
@@ -1088,6 +1111,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-paced", action="store_true", help="skip the paced (exponential think time) latency run")
     ap.add_argument("--only", choices=("http1", "http2", "grpc", "edge"), help="run one row's loads (default: all)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, certificates, logs)")
+    ap.add_argument("--access-log", action="store_true", help="also a mesh pair with access logs on (shape mesh+log)")
+    ap.add_argument("--trace", action="store_true", help="also a mesh pair exporting spans to an OTLP sink (shape mesh+trace)")
     args = ap.parse_args(argv)
     duration = 3 if args.quick else args.duration
     if duration < 1:
@@ -1105,11 +1130,12 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now().astimezone()
     stamp = started.strftime("%Y%m%d-%H%M%S")
     out = args.out or ROOT / "bench-results" / f"bench-{stamp}.json"
-    estimate = (10 + (args.only in (None, "http1")) * (3 * 1.5 + rounds * 3 * (2 * duration + paced + 0.5))
+    shape_count = 4 + args.access_log + args.trace  # direct, mesh, mesh-2w, nginx, and the telemetry pairs
+    estimate = (10 + (args.only in (None, "http1")) * (shape_count * 1.5 + rounds * shape_count * (2 * duration + paced + 0.5))
                 + ("h2load" in tools and args.only in (None, "http2")) * (3 + rounds * 3 * duration)
                 + (args.only in (None, "grpc")) * (2 + rounds * 2 * duration))
     estimate += (args.only in (None, "edge")) * (5 + rounds * 2 * duration * (1 + ("h2load" in tools)))  # the edge row
-    log(f"{rounds} rounds x 3 shapes, {duration}s per load; about {estimate:.0f}s in all")
+    log(f"{rounds} rounds x {shape_count} shapes, {duration}s per load; about {estimate:.0f}s in all")
 
     def on_signal(signum: int, _frame: Any) -> None:
         raise Interrupted(signal.Signals(signum).name)
@@ -1265,9 +1291,32 @@ def main(argv: list[str] | None = None) -> int:
         shapes = {
             "direct": Shape("direct", app_port, []),
             "mesh": Shape("mesh", client_ports["outbound"], [client, web]),
-            "mesh-2w": Shape("mesh-2w", client2_ports["outbound"], [client2, web2]),
-            "nginx": Shape("nginx", n1_port, [n1, n2]),
+            "mesh-2w": Shape("mesh-2w", client2_ports["outbound"], [client2, web2]),  # both proxies with --workers 2
         }
+        # Mesh pairs with telemetry on, each serving a service of its own (zeroconf never mixes them).
+        for name, (option, flags) in TELEMETRY_SHAPES.items():
+            if not getattr(args, option):
+                continue
+            service = f"{HOST_HEADER}-{name.split('+')[1]}"
+            log(f"starting the {name} pair")
+            sink = f"http://127.0.0.1:{app_port}"  # nginx answers the OTLP POSTs 200: a sink
+
+            def pair_flags(proxy_service: str) -> list[str]:
+                return [f.format(dir=tmp, sink=sink, service=proxy_service) for f in flags]  # noqa: B023
+
+            t_web, t_web_ports = start_mesh(procs, f"{name} inbound", [
+                "--service", service, "--app", f"127.0.0.1:{app_port}", "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0",
+                "--admin", "127.0.0.1:0", "--drain-timeout", "1s", *pair_flags(service)], tmp / f"{service}.log", mesh_env)
+            t_endpoints = tmp / f"endpoints-{service}.toml"
+            t_endpoints.write_text(f'[[endpoint]]\nservice = "{service}"\naddress = "127.0.0.1:{t_web_ports["inbound"]}"\n')
+            t_client, t_client_ports = start_mesh(procs, f"{name} outbound", [
+                "--service", f"client-{service}", "--app", "127.0.0.1:1", "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0",
+                "--admin", "127.0.0.1:0", "--endpoints", str(t_endpoints), "--drain-timeout", "1s",
+                *pair_flags(f"client-{service}")], tmp / f"client-{service}.log", mesh_env)
+            t_client.name, t_web.name = f"{name} outbound", f"{name} inbound"
+            verify_200(name, t_client_ports["outbound"], service)
+            shapes[name] = Shape(name, t_client_ports["outbound"], [t_client, t_web], host=service)
+        shapes["nginx"] = Shape("nginx", n1_port, [n1, n2])
         pace_script = tmp / "pace.lua"
         pace_script.write_text(PACE_LUA % round(1000 / RATE_PER_CONNECTION))
         bench = Bench(tools, procs, app, duration, paced, env, pace_script)
@@ -1279,9 +1328,9 @@ def main(argv: list[str] | None = None) -> int:
                 bench.warm_up(s)
         order = []
         for rnd in range(1, rounds + 1) if run_http1 else ():
-            for name in SHAPES:
+            for name, shape in shapes.items():
                 order.append(name)
-                bench.one_round(shapes[name], rnd)
+                bench.one_round(shape, rnd)
         # Peak RSS for the HTTP/1 target is read before the HTTP/2 loads (the outbound proxy serves both).
         http1_every = list(shapes.values())
         rss_http1 = {p.name: proc_status_kb(pid, "VmHWM") / 1024 for s in http1_every for p in s.proxies for pid in p.measured_pids}

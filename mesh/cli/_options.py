@@ -17,15 +17,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 _TYPES: dict[str, Any] = {"str": str, "path": Path, "int": int, "float": float, "multi": list[str], "switch": bool, "flag": bool}
 
 
-def _typer_parameter(option: SidecarOption, command: str) -> inspect.Parameter:
+def _typer_annotation(option: SidecarOption, command: str, optional: bool = False) -> Any:
+    """The option's type and typer.Option; ``optional``: None when not given, whatever the default."""
     value_type = _TYPES[option.kind]
-    if option.default is None and option.kind not in ("switch", "flag"):
+    if (optional or option.default is None) and option.kind not in ("switch", "flag"):
         value_type = Optional[value_type]
     decls = f"{option.flag}/--no-{option.flag[2:]}" if option.kind == "switch" else option.flag
-    info = typer.Option(decls, help=option.help_in(command), show_default=option.show_default)
+    info = typer.Option(decls, help=option.help_in(command), show_default=option.show_default, metavar=option.metavar)
+    return Annotated[value_type, info]
+
+
+def _typer_parameter(option: SidecarOption, command: str) -> inspect.Parameter:
     default = inspect.Parameter.empty if option.required else option.default
     return inspect.Parameter(
-        option.param, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[value_type, info]
+        option.param, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=_typer_annotation(option, command)
     )
 
 
@@ -50,8 +55,13 @@ def with_sidecar_options(command: str) -> Callable[[F], F]:
 
 
 # The controller's zeroconf options, said as the sidecars say them.
-Lan = _typer_parameter(sidecar_option("lan"), "controller").annotation
-Interfaces = _typer_parameter(sidecar_option("interface"), "controller").annotation
+Lan = _typer_annotation(sidecar_option("lan"), "controller")
+Interfaces = _typer_annotation(sidecar_option("interface"), "controller")
+# `mesh up`'s telemetry options, said as the sidecars it starts say them; None when not given
+# (then mesh.toml's [telemetry] decides).
+OtlpEndpoint = _typer_annotation(sidecar_option("otlp_endpoint"), "up", optional=True)
+TraceSample = _typer_annotation(sidecar_option("trace_sample"), "up", optional=True)
+AccessLog = _typer_annotation(sidecar_option("access_log"), "up", optional=True)
 
 Store = Annotated[
     Optional[str],

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from mesh.cli._options import Store, store_url
+from mesh.cli._options import AccessLog, OtlpEndpoint, Store, TraceSample, store_url
 from mesh.cli._output import OutputFormat, OutputOption, render
 from mesh.cli._state import state
 from mesh.demo import DEMO_GATEWAY
@@ -31,6 +31,9 @@ def up(
         Optional[str], typer.Option(help="The address other hosts dial for this host: its services bind 0.0.0.0 and advertise it.")
     ] = None,
     store: Store = None,
+    otlp_endpoint: OtlpEndpoint = None,
+    trace_sample: TraceSample = None,
+    access_log: AccessLog = None,
     daemon_mode: Annotated[bool, typer.Option("--daemon", hidden=True)] = False,
     output: OutputOption = OutputFormat.table,
 ) -> None:
@@ -49,6 +52,7 @@ def up(
     address = parse_listen_address(listen, "--listen") if listen is not None else None
     reach = plan_reach(parsed.discovery if parsed else None, listen=address, advertise=advertise, lan=lan)
     chosen_store = store_url(store, parsed.control.store if parsed else None)
+    telemetry = up_telemetry(parsed, otlp_endpoint, trace_sample, access_log)
     created = False
     if not home.has_ca():
         CertificateAuthority.init(home, trust_domain=parsed.mesh.trust_domain if parsed else "mesh.local")
@@ -58,6 +62,7 @@ def up(
     if detach:
         argv = ["up", "--daemon", *reach.daemon_args()]
         argv += ["--store", store] if store else []
+        argv += telemetry_flags(otlp_endpoint, trace_sample, telemetry.access_log if access_log is not None else None)
         argv += ["--demo"] if demo else []
         argv += [] if traffic else ["--no-traffic"]
         argv += [str(config.resolve())] if config is not None else []
@@ -70,11 +75,41 @@ def up(
     # A terminal gets the live panel; a systemd unit (stderr is the journal) gets log lines, the
     # summary and join line included; the detached daemon only log lines (its parent printed the rest).
     view = "log" if daemon_mode else "journal" if logs_to_journal() else "panel"
-    _run(home, reach, parsed, config, demo, traffic, created, view, chosen_store)
+    _run(home, reach, parsed, config, demo, traffic, created, view, chosen_store, telemetry)
+
+
+def up_telemetry(parsed: Any, otlp_endpoint: str | None, trace_sample: str | None, access_log: str | None) -> Any:
+    """mesh.toml's ``[telemetry]`` with the flags given in its place, checked as `mesh proxy` checks them."""
+    from dataclasses import replace
+
+    from mesh.config import TelemetryConfig
+    from mesh.proxy import telemetry_settings
+
+    telemetry = parsed.telemetry if parsed is not None else TelemetryConfig()
+    given = {"otlp_endpoint": otlp_endpoint, "trace_sample": trace_sample, "access_log": access_log}
+    telemetry = replace(telemetry, **{k: v for k, v in given.items() if v is not None})
+    # Fail here, before anything starts, rather than in every service's sidecar.
+    checked = telemetry_settings(telemetry.otlp_endpoint, str(telemetry.trace_sample), telemetry.access_log)
+    return replace(telemetry, trace_sample=checked.trace_sample, access_log=checked.access_log)
+
+
+def telemetry_flags(otlp_endpoint: str | None, trace_sample: str | None, access_log: str | None) -> list[str]:
+    """The telemetry flags given to `mesh up`, for its detached daemon (which reads CONFIG itself)."""
+    given = (("--otlp-endpoint", otlp_endpoint), ("--trace-sample", trace_sample), ("--access-log", access_log))
+    return [arg for flag, value in given if value is not None for arg in (flag, value)]
 
 
 def _run(
-    home: Any, reach: Any, parsed: Any, path: Path | None, demo: bool, traffic: bool, created: bool, view: str, store: Any
+    home: Any,
+    reach: Any,
+    parsed: Any,
+    path: Path | None,
+    demo: bool,
+    traffic: bool,
+    created: bool,
+    view: str,
+    store: Any,
+    telemetry: Any = None,
 ) -> None:
     import json
     import logging
@@ -85,7 +120,10 @@ def _run(
     from mesh._logging import setup_logging
     from mesh.inject import UpPlan, demo_units, run_up, units_from_config
 
-    units = demo_units(home, traffic, reach) if demo else units_from_config(home, parsed, reach) if parsed else []
+    if demo:
+        units = demo_units(home, traffic, reach, telemetry)
+    else:
+        units = units_from_config(home, parsed, reach, telemetry) if parsed else []
     plan = UpPlan(
         home=home,
         reach=reach,

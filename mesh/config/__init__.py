@@ -36,6 +36,7 @@ from mesh.config._model import (
     RouteMatch,
     ServiceConfig,
     SplitTarget,
+    TelemetryConfig,
 )
 from mesh.config._names import (
     APP_PROTOCOLS,
@@ -59,9 +60,30 @@ from mesh.config._store_url import (
     StoreUrlError,
     parse_store_url,
 )
+from mesh.config._telemetry import (
+    ACCESS_LOG_EXPECTED,
+    OTLP_EXPECTED,
+    SAMPLE_EXPECTED,
+    TRACES_PATH,
+    OtlpEndpoint,
+    OtlpEndpointError,
+    is_valid_access_log,
+    parse_otlp_endpoint,
+    parse_sample_rate,
+)
 from mesh.config._validate import parse_config
 
 __all__ = [
+    "ACCESS_LOG_EXPECTED",
+    "OTLP_EXPECTED",
+    "SAMPLE_EXPECTED",
+    "TRACES_PATH",
+    "OtlpEndpoint",
+    "OtlpEndpointError",
+    "TelemetryConfig",
+    "is_valid_access_log",
+    "parse_otlp_endpoint",
+    "parse_sample_rate",
     "APP_PROTOCOLS",
     "DEFAULT_PROTOCOL",
     "GATEWAY_HOST_RULE",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mesh.config._issues import ConfigInvalid, ConfigIssue
 from mesh.config._model import MeshConfig
+from mesh.config._telemetry import STDOUT
 from mesh.config._validate import parse_config
 from mesh.errors import ConfigError
 
@@ -23,8 +24,9 @@ def load_config(path: str | os.PathLike[str]) -> MeshConfig:
     """Read, parse and validate the mesh.toml at ``path``.
 
     Error messages name the file as ``path`` was given. A relative
-    ``discovery.endpoints_file`` is taken relative to the config file's directory, and so
-    are a gateway's ``tls`` files (made absolute: the gateways may run from elsewhere).
+    ``discovery.endpoints_file`` or ``telemetry.access_log`` is taken relative to the config
+    file's directory, and so are a gateway's ``tls`` files (made absolute: the gateways may run
+    from elsewhere).
     Raises ``ConfigInvalid`` (every problem in the file) or ``ConfigError`` (no file).
     """
     source = os.fspath(path)
@@ -36,6 +38,10 @@ def load_config(path: str | os.PathLike[str]) -> MeshConfig:
         config = dataclasses.replace(
             config, discovery=dataclasses.replace(config.discovery, endpoints_file=resolved)
         )
+    access_log = config.telemetry.access_log
+    if access_log is not None and access_log != STDOUT and not os.path.isabs(access_log):
+        resolved = str(Path(source).parent / access_log)
+        config = dataclasses.replace(config, telemetry=dataclasses.replace(config.telemetry, access_log=resolved))
     base = Path(source).parent
     gateways = tuple(
         dataclasses.replace(

@@ -112,6 +112,15 @@ class ControlConfig(_ToDict):
 
 
 @dataclass(frozen=True, slots=True)
+class TelemetryConfig(_ToDict):
+    """``[telemetry]``: what the proxies `mesh up` runs export beyond metrics; each is off unless set."""
+
+    otlp_endpoint: str | None = None  # an OTLP/HTTP collector's URL: spans go there
+    trace_sample: float = 1.0  # the share of new traces sampled (a caller's decision is followed)
+    access_log: str | None = None  # a file every proxy appends JSON lines to, or "-": each one's stdout
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceConfig(_ToDict):
     """``[[service]]``: a process that `mesh up` runs through `mesh inject`."""
 
@@ -312,6 +321,7 @@ class MeshConfig:
     mesh: MeshSettings = field(default_factory=MeshSettings)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     services: tuple[ServiceConfig, ...] = ()
     gateways: tuple[GatewayConfig, ...] = ()
     routes: tuple[RouteConfig, ...] = ()
@@ -327,6 +337,7 @@ class MeshConfig:
             "mesh": self.mesh.to_dict(),
             "discovery": self.discovery.to_dict(),
             "control": self.control.to_dict(),
+            "telemetry": self.telemetry.to_dict(),
             "service": [s.to_dict() for s in self.services],
             "gateway": [g.to_dict() for g in self.gateways],
             "route": [r.to_dict() for r in self.routes],

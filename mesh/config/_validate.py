@@ -41,6 +41,14 @@ from mesh.config._model import (
     RouteMatch,
     ServiceConfig,
     SplitTarget,
+    TelemetryConfig,
+)
+from mesh.config._telemetry import (
+    ACCESS_LOG_EXPECTED,
+    OTLP_EXPECTED,
+    OtlpEndpointError,
+    is_valid_access_log,
+    parse_otlp_endpoint,
 )
 from mesh.config._store_url import STORE_EXPECTED, StoreUrlError, parse_store_url
 from mesh.config._names import (
@@ -558,6 +566,25 @@ def _convert_store(value: Any) -> str:
 
 _CONTROL = _table(ControlConfig, {"store": _Key(_Value(STORE_EXPECTED, _convert_store))})
 
+def _convert_otlp_endpoint(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Bad
+    try:
+        parse_otlp_endpoint(value)
+    except OtlpEndpointError as exc:
+        raise _Bad(str(exc)) from None
+    return value
+
+
+_TELEMETRY = _table(
+    TelemetryConfig,
+    {
+        "otlp_endpoint": _Key(_Value(OTLP_EXPECTED, _convert_otlp_endpoint)),
+        "trace_sample": _Key(_number(0, 1)),
+        "access_log": _Key(_text(ACCESS_LOG_EXPECTED, is_valid_access_log)),
+    },
+)
+
 _SERVICE = _table(
     ServiceConfig,
     {
@@ -717,7 +744,12 @@ _POLICY = _table(
 
 # Top level: [[array]] sections keep one result per entry (failed ones as _INVALID), so the
 # cross-checks below still see the good entries and their indexes.
-_TOP_TABLES: dict[str, _Reader] = {"mesh": _MESH, "discovery": _DISCOVERY, "control": _CONTROL}
+_TOP_TABLES: dict[str, _Reader] = {
+    "mesh": _MESH,
+    "discovery": _DISCOVERY,
+    "control": _CONTROL,
+    "telemetry": _TELEMETRY,
+}
 _TOP_ARRAYS: dict[str, _Reader] = {
     "service": _SERVICE,
     "gateway": _GATEWAY,
@@ -767,6 +799,7 @@ def _read_config(data: Any, issues: _Issues) -> MeshConfig | None:
         mesh=sections.get("mesh", MeshSettings()),
         discovery=sections.get("discovery", DiscoveryConfig()),
         control=sections.get("control", ControlConfig()),
+        telemetry=sections.get("telemetry", TelemetryConfig()),
         services=tuple(arrays["service"]),
         gateways=tuple(arrays["gateway"]),
         routes=tuple(arrays["route"]),

@@ -78,7 +78,8 @@ def tail(path: Path, lines: int) -> list[str]:
 
 
 def app_lines(lines: list[str]) -> list[str]:
-    """The app's own lines when there are any: they say why it died; the sidecar's rarely do."""
+    """The app's own lines when there are any: they say why it died; the sidecar's rarely do
+    (its log lines, and its access log lines with ``--access-log -``)."""
     from mesh._logging import is_mesh_line
 
     own = [line for line in lines if not is_mesh_line(line)]
@@ -89,8 +90,23 @@ def mesh_argv(home: MeshHome, *args: str) -> tuple[str, ...]:
     return (*mesh_command(), "--home", str(home.root), *args)
 
 
-def inject_argv(home: MeshHome, service: Any, reach: Reach | None, port: bool = True) -> tuple[str, ...]:
-    """`mesh inject` for one replica of a ServiceConfig; ``reach`` None keeps every default (loopback)."""
+def telemetry_args(telemetry: Any) -> list[str]:
+    """Flags of `mesh inject` and `mesh gateway` for a ``TelemetryConfig`` (None: none)."""
+    if telemetry is None:
+        return []
+    args: list[str] = []
+    if telemetry.otlp_endpoint is not None:
+        args += ["--otlp-endpoint", telemetry.otlp_endpoint, "--trace-sample", repr(float(telemetry.trace_sample))]
+    if telemetry.access_log is not None:
+        args += ["--access-log", telemetry.access_log]
+    return args
+
+
+def inject_argv(
+    home: MeshHome, service: Any, reach: Reach | None, port: bool = True, telemetry: Any = None
+) -> tuple[str, ...]:
+    """`mesh inject` for one replica of a ServiceConfig; ``reach`` None keeps every default (loopback);
+    ``telemetry`` (a TelemetryConfig) says where spans and access logs go."""
     args = ["inject", "--name", service.name]
     for key, value in service.labels.items():
         args += ["--label", f"{key}={value}"]
@@ -103,10 +119,11 @@ def inject_argv(home: MeshHome, service: Any, reach: Reach | None, port: bool = 
     if service.port and port:
         args += ["--port", str(service.port)]
     args += reach.sidecar_args() if reach is not None else []
+    args += telemetry_args(telemetry)
     return mesh_argv(home, *args, "--", *service.command)
 
 
-def gateway_argv(home: MeshHome, gateway: Any, reach: Reach | None) -> tuple[str, ...]:
+def gateway_argv(home: MeshHome, gateway: Any, reach: Reach | None, telemetry: Any = None) -> tuple[str, ...]:
     """`mesh gateway` for a GatewayConfig: each of its keys has an option."""
     args = ["gateway", "--listen", gateway.listen]
     if gateway.to:
@@ -124,34 +141,35 @@ def gateway_argv(home: MeshHome, gateway: Any, reach: Reach | None) -> tuple[str
         args += ["--client-connections", str(limits.connections), "--client-rps", f"{limits.requests_per_second:g}"]
         args += ["--client-burst", str(limits.burst)]
     args += reach.discovery_args() if reach is not None else []
-    return mesh_argv(home, *args)
+    return mesh_argv(home, *args, *telemetry_args(telemetry))
 
 
-def units_from_config(home: MeshHome, config: Any, reach: Reach | None = None) -> list[UnitSpec]:
-    """One unit per service replica and per gateway."""
+def units_from_config(home: MeshHome, config: Any, reach: Reach | None = None, telemetry: Any = None) -> list[UnitSpec]:
+    """One unit per service replica and per gateway; ``telemetry`` in place of the config's own."""
+    telemetry = telemetry if telemetry is not None else config.telemetry
     specs: list[UnitSpec] = []
     for service in config.services:
         for replica in range(service.replicas):
             name = service.name if service.replicas == 1 else f"{service.name}-{replica + 1}"
             # A fixed port fits one replica only; the others take free ones.
-            argv = inject_argv(home, service, reach, port=service.replicas == 1)
+            argv = inject_argv(home, service, reach, port=service.replicas == 1, telemetry=telemetry)
             specs.append(UnitSpec(name, argv, service.name, tuple(service.env.items())))
     for index, gateway in enumerate(config.gateways):
         name = "gateway" if len(config.gateways) == 1 else f"gateway-{index + 1}"
-        specs.append(UnitSpec(name, gateway_argv(home, gateway, reach), "gateway"))
+        specs.append(UnitSpec(name, gateway_argv(home, gateway, reach, telemetry), "gateway"))
     return specs
 
 
-def demo_units(home: MeshHome, traffic: bool, reach: Reach | None = None) -> list[UnitSpec]:
+def demo_units(home: MeshHome, traffic: bool, reach: Reach | None = None, telemetry: Any = None) -> list[UnitSpec]:
     from mesh.config import GatewayConfig, ServiceConfig
     from mesh.demo import DEMO_GATEWAY, DEMO_SERVICES, instance_name
 
     specs = [
-        UnitSpec(instance_name(entry), inject_argv(home, ServiceConfig(**entry), reach), entry["name"])
+        UnitSpec(instance_name(entry), inject_argv(home, ServiceConfig(**entry), reach, telemetry=telemetry), entry["name"])
         for entry in DEMO_SERVICES
     ]
     gateway = GatewayConfig(**DEMO_GATEWAY)
-    specs.append(UnitSpec("gateway", gateway_argv(home, gateway, reach), "gateway"))
+    specs.append(UnitSpec("gateway", gateway_argv(home, gateway, reach, telemetry), "gateway"))
     if traffic:
         url = f"http://{gateway.listen}/productpage"
         specs.append(UnitSpec("traffic", (*mesh_command(), "demo", "traffic", "--url", url)))

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         run_in_workers as run_in_workers,
         run_proxy_command as run_proxy_command,
         settings_from as settings_from,
+        telemetry_settings as telemetry_settings,
     )
     from mesh.proxy._server import (
         BoundAddresses as BoundAddresses,
@@ -59,6 +60,7 @@ _WHERE = {
     "run_in_workers": "_main",
     "run_proxy_command": "_main",
     "settings_from": "_main",
+    "telemetry_settings": "_main",
 }
 __all__ = sorted(_WHERE)
 

@@ -163,6 +163,7 @@ class Forward:
     retry: Any = None  # RetryPolicy of the route, when retries are on
     candidates: tuple[Any, ...] = ()  # endpoints a retry may go to; outlier detection's peers
     delay: float = 0.0  # injected fault delay before forwarding
+    trace: Any = None  # this hop's SpanContext when tracing is on (mesh.proxy._observe.TracedRouter)
     downgrade: bool = False  # HTTP/2 from the client, HTTP/1.1 to the endpoint (a gateway, for an HTTP/1 app)
 
 

@@ -121,7 +121,7 @@ def clean_headers(headers: Headers) -> Headers:
 class _ClientStream:
     """One client stream: its events, its task's scope, and what was forwarded of its request."""
 
-    __slots__ = ("id", "headers", "queue", "scope", "reset_code", "done", "sent", "sent_bytes", "request_ended")
+    __slots__ = ("id", "headers", "queue", "scope", "reset_code", "done", "sent", "sent_bytes", "request_ended", "received")
 
     def __init__(self, stream_id: int, headers: Headers) -> None:
         self.id = stream_id
@@ -134,6 +134,7 @@ class _ClientStream:
         self.sent: list[StreamEvent] | None = []
         self.sent_bytes = 0
         self.request_ended = False  # the whole request (END_STREAM included) was handed to h2
+        self.received = 0  # request DATA bytes from the client
 
     def __repr__(self) -> str:
         return f"<ClientStream {self.id} queued={len(self.queue.items)} kept={self.sent_bytes}{' reset' if self.reset_code is not None else ''}>"
@@ -305,6 +306,7 @@ class H2ProxyConnection:
                     self._calm_down(self.guard.idle_frame("empty DATA frames"))
                 st = self.streams.get(event.stream_id)
                 if st is not None and not st.done:
+                    st.received += len(event.data)
                     st.queue.put(Body(event.data, event.flow_controlled_length))
                 else:
                     ep.ack(event.stream_id, event.flow_controlled_length)
@@ -417,6 +419,7 @@ class H2ProxyConnection:
                     outcome.status,
                     (time.perf_counter() - started) * 1000.0,
                     outcome.mesh_error,
+                    bytes_in=st.received,
                     bytes_out=outcome.bytes_out,
                     head=head,
                     forward=outcome.forward if isinstance(decision, Forward) else None,
@@ -503,6 +506,7 @@ class _StreamExchange:
             self.client.send_headers(self.st.id, headers, end=body is None)
             if body is not None:
                 await self.client.send_data(self.st.id, body, end=True)
+                self.outcome.bytes_out += len(body)
         except StreamGone:
             return
         await self.client.flush()

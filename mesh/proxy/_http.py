@@ -95,6 +95,7 @@ class HttpProxyConnection:
         # The first head's budget runs from when the listener accepted the connection.
         self.head_deadline: float | None = None
         self._response_deadline = float("inf")  # for the response head; set once the request is sent
+        self._received_mark = 0  # client bytes read when the previous request was recorded
         # The deadline of every wait (mesh/proxy/_drain.py): one cancel scope per run of requests,
         # not one per wait. A response that timed out is answered once its scope has ended.
         self.deadline = drain.deadline()
@@ -219,8 +220,12 @@ class HttpProxyConnection:
         if isinstance(decision, Reject):
             outcome = Outcome()
             outcome.failed(decision.failure())
-            self._record(head, decision.peer_service, authority, started, outcome)
-            return await self._answer(head, decision.failure())
+            sent_before = self.client.sent
+            try:
+                return await self._answer(head, decision.failure())
+            finally:
+                outcome.bytes_out = self.client.sent - sent_before
+                self._record(head, decision.peer_service, authority, started, outcome)
         if head.upgrade:
             return await self._tunnel(head, decision, started, authority)
 
@@ -260,6 +265,7 @@ class HttpProxyConnection:
 
     def _record(self, head: RequestHead, peer_service: str, authority: bytes, started: float, outcome: Outcome) -> None:
         """One record per request, for metrics and tap (``forward`` only when the mesh routed it)."""
+        mark, self._received_mark = self._received_mark, self.client.received
         self.record(
             RequestRecord(
                 self.router.direction,
@@ -270,6 +276,7 @@ class HttpProxyConnection:
                 outcome.status,
                 (time.perf_counter() - started) * 1000.0,
                 outcome.mesh_error,
+                bytes_in=self._received_mark - mark,
                 bytes_out=outcome.bytes_out,
                 head=head,
                 forward=outcome.forward,

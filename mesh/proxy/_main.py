@@ -20,6 +20,7 @@ import trio
 from mesh.errors import ConfigError, ControllerError, IdentityError, ProxyError
 from mesh.home import MeshHome
 from mesh.proxy._exchange import Timeouts
+from mesh.proxy._export import TelemetrySettings
 from mesh.proxy._options import option_default
 from mesh.proxy._server import Identity, Proxy, ProxySettings
 
@@ -56,6 +57,9 @@ class ProxyOptions:
     advertise: str | None = None  # host peers dial for our inbound listener
     protocol: str = option_default("protocol")  # what the app speaks (mesh.config.APP_PROTOCOLS)
     workers: int | str = option_default("workers")  # processes sharing the listeners (mesh/proxy/_workers.py)
+    otlp_endpoint: str | None = None  # spans go to this OTLP/HTTP collector; None: no tracing
+    trace_sample: str = option_default("trace_sample")  # share of new traces sampled
+    access_log: str | None = None  # a file, or "-" for stdout; None: no access log
 
 
 LOOPBACK_INBOUND = "127.0.0.1:0"
@@ -149,6 +153,7 @@ def settings_from(options: ProxyOptions) -> ProxySettings:
             raise ProxyError(f"{flag}: invalid duration {text!r}", hint="write durations like 250ms, 10s, 5m") from None
     if options.endpoints is not None and not options.endpoints.exists():
         raise ProxyError(f"--endpoints: {options.endpoints} does not exist")
+    telemetry = telemetry_settings(options.otlp_endpoint, options.trace_sample, options.access_log)
     return ProxySettings(
         service=options.service,
         app=parse_listen_address(options.app, "--app", allow_any_port=False),
@@ -160,7 +165,37 @@ def settings_from(options: ProxyOptions) -> ProxySettings:
         labels=parse_pairs(options.labels, "--label", "k=v, e.g. version=v1"),
         timeouts=Timeouts(**durations),
         protocol=options.protocol,
+        telemetry=telemetry,
     )
+
+
+def telemetry_settings(otlp_endpoint: str | None, trace_sample: str, access_log: str | None) -> TelemetrySettings:
+    """``--otlp-endpoint``, ``--trace-sample`` and ``--access-log``, checked as mesh.toml's ``[telemetry]`` is."""
+    from mesh.config import (
+        ACCESS_LOG_EXPECTED,
+        SAMPLE_EXPECTED,
+        OtlpEndpointError,
+        is_valid_access_log,
+        parse_otlp_endpoint,
+        parse_sample_rate,
+    )
+
+    endpoint = None
+    if otlp_endpoint is not None:
+        try:
+            endpoint = parse_otlp_endpoint(otlp_endpoint)
+        except OtlpEndpointError as exc:
+            raise ProxyError(f"--otlp-endpoint: expected {exc}, found {otlp_endpoint!r}") from None
+    try:
+        sample = parse_sample_rate(trace_sample)
+    except ValueError:
+        raise ProxyError(f"--trace-sample: expected {SAMPLE_EXPECTED}, found {trace_sample!r}") from None
+    if access_log is not None:
+        if not is_valid_access_log(access_log):
+            raise ProxyError(f"--access-log: expected {ACCESS_LOG_EXPECTED}, found {access_log!r}")
+        if access_log != "-":
+            access_log = os.path.abspath(access_log)
+    return TelemetrySettings(endpoint, sample, access_log)
 
 
 def issue_locally(options: ProxyOptions, ttl: timedelta) -> Any:

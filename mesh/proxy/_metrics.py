@@ -70,6 +70,21 @@ class ProxyMetrics:
             "tap_dropped_events_total", "Tap events dropped because a listener did not keep up."
         )
         self.tap_listeners = registry.gauge("tap_listeners", "Open /tap streams (0: no tap events are built).")
+        # Spans and access logs (each off unless configured; mesh.proxy._export).
+        self.spans_exported = registry.counter(
+            "trace_spans_exported_total", "Spans the OTLP collector accepted."
+        )
+        self.spans_dropped = registry.counter(
+            "trace_spans_dropped_total",
+            "Spans dropped: the queue was full (queue-full) or the collector did not take them (export-failed).",
+            ("reason",),
+        )
+        self.log_lines = registry.counter("access_log_lines_total", "Access log lines written.")
+        self.log_dropped = registry.counter(
+            "access_log_dropped_lines_total",
+            "Access log lines dropped: the queue was full (queue-full) or the write failed (write-failed).",
+            ("reason",),
+        )
         # Counters start at zero then: the controller's rates use it as a baseline.
         self.start_time = registry.gauge("process_start_time_seconds", "When the proxy started (Unix time).")
         self.start_time.set(round(time.time(), 3))

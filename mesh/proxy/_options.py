@@ -39,6 +39,7 @@ class SidecarOption:
     required: bool = False
     help_for: Mapping[str, str] | None = None  # a command that says it differently
     show_default: bool = True
+    metavar: str | None = None  # what --help shows for the value (default: its type)
 
     @property
     def flag(self) -> str:
@@ -97,6 +98,24 @@ SIDECAR_OPTIONS: tuple[SidecarOption, ...] = (
         "auto",
         "What the app speaks: auto (detect), http, http2, grpc or tcp. Declared HTTP is never relayed as raw bytes.",
         SIDECARS,
+    ),
+    # Telemetry beyond metrics, each off unless given (docs/config.md [telemetry]).
+    SidecarOption(
+        "otlp_endpoint",
+        "str",
+        None,
+        "Trace: a span per request and hop, sent to this OTLP/HTTP collector (e.g. http://127.0.0.1:4318).",
+        metavar="URL",
+    ),
+    SidecarOption(
+        "trace_sample",
+        "str",
+        "1.0",
+        "Share of new traces sampled, 0.0-1.0; a caller's own decision is followed.",
+        metavar="RATE",
+    ),
+    SidecarOption(
+        "access_log", "str", None, "Append one JSON line per request to PATH, or - for stdout.", metavar="PATH|-"
     ),
     SidecarOption("log_level", "str", "info", "debug, info, warning or error.", PROXY),
     SidecarOption(

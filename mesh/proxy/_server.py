@@ -37,7 +37,8 @@ from mesh.proxy._exchange import ConnectFailure, Failure, Reason, RequestRecord,
 from mesh.proxy._http import HttpProxyConnection
 from mesh.proxy._metrics import ProxyMetrics
 from mesh.proxy._policy import PolicyState
-from mesh.proxy._observe import recorder
+from mesh.proxy._observe import observe
+from mesh.proxy._export import Telemetry, TelemetrySettings
 from mesh.proxy._h2_server import H2ProxyConnection
 from mesh.proxy._h2_upstream import H2Pool
 from mesh.net import ALPN_ADMIN, ALPN_H2, ALPN_HTTP1, ALPN_TCP, FastSocketStream, TLSStream, receive_or_eof, relay_bytes
@@ -74,6 +75,7 @@ class ProxySettings:
     protocol: str = "auto"  # what the app behind the inbound listener speaks
     reuse_port: bool = False  # data-plane listeners shared with other workers (SO_REUSEPORT, _workers.py)
     worker: int = 0  # which of `--workers N` this process is; worker 0 alone advertises and registers
+    telemetry: TelemetrySettings = TelemetrySettings()  # spans and access logs (off unless set)
     gateway: Any = None  # a gateway's edge (mesh/proxy/_gateway.py GatewaySettings); its app is None
 
 
@@ -191,6 +193,13 @@ class Proxy:
         self.advertise_host: str | None = None
         self.zeroconf_instance: str | None = None  # the DNS-SD instance it advertises under, if any
         self._admin_over_mtls = self._admin_app(query_values=True)  # see _serve_admin_over_mtls
+        # Tracing and access logs: None when neither is on, and then they cost nothing per request.
+        self.telemetry: Telemetry | None = None
+        if settings.telemetry.enabled:
+            self.telemetry = Telemetry(
+                settings.telemetry, self.metrics, settings.service, str(identity.creds.identity), dict(settings.labels)
+            )
+            self.background += self.telemetry.tasks
         self._admin_for_hosts = self._admin_app(query_values=False)
         self.gateway: Any = None  # the edge of a gateway (mesh/proxy/_gateway.py)
         if settings.gateway is not None:
@@ -545,7 +554,7 @@ class Proxy:
         self, stream: trio.abc.Stream, detected: Detected, router: Any, caller: Any, direction: str
     ) -> None:
         timeouts = self.settings.timeouts
-        record = recorder(self, caller)
+        router, record = observe(self, router, caller)
         inbound = direction == "inbound"
         conn: HttpProxyConnection | H2ProxyConnection
         if detected.protocol is Protocol.HTTP2:
@@ -664,6 +673,7 @@ class Proxy:
             "faults": self.faults,
             "gateway": self.gateway.view() if self.gateway else None,
             "draining": self.drain.draining,
+            "telemetry": self.telemetry.describe() if self.telemetry is not None else None,
             "uptime_seconds": round(time.time() - self.started, 1),
         }
 

@@ -15,8 +15,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.integration.otlp import OtlpReceiver
 
 APPS = Path(__file__).with_name("apps.py")
 READY = re.compile(
@@ -232,6 +236,20 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield c
     finally:
         c.close()
+
+
+@pytest.fixture
+def collector() -> Iterator[OtlpReceiver]:
+    """A test OTLP/HTTP collector on 127.0.0.1 (tests/integration/otlp.py); imported here only
+    when a test asks for it (opentelemetry-proto is not needed by the other tests)."""
+    from tests.integration.otlp import OtlpReceiver
+
+    receiver = OtlpReceiver()
+    receiver.start()
+    try:
+        yield receiver
+    finally:
+        receiver.close()
 
 
 @dataclass

@@ -27,7 +27,7 @@ import requests
 
 from tests.integration.conftest import Cluster, Process
 from tests.integration.test_control_plane import wait_for
-from tests.integration.test_up_config import processes_of, requests_port_busy, up_detached
+from tests.integration.test_up_config import processes_of, up_detached, wait_until_free
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -181,15 +181,6 @@ def browser(dashboard: Dashboard) -> Iterator[Browser]:
         yield Browser(driver, dashboard)
     finally:
         driver.quit()
-
-
-def wait_until_free(port: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while requests_port_busy(port):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(1)
-    return True
 
 
 def traffic(seconds: float, count: int) -> threading.Thread:

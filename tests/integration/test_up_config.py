@@ -151,6 +151,16 @@ def requests_port_busy(port: int) -> bool:
     return False
 
 
+def wait_until_free(port: int, timeout: float) -> bool:
+    """Whether ``port`` is free, waiting up to ``timeout`` (another test's demo may hold 9080)."""
+    deadline = time.monotonic() + timeout
+    while requests_port_busy(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
+    return True
+
+
 def _observe_demo(cluster: Cluster) -> None:
     """`mesh top/tap/stat/edges` on the running demo, with a bounded request loop as traffic."""
     import threading

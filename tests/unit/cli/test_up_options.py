@@ -161,3 +161,28 @@ def test_gateway_takes_interfaces_and_an_endpoints_file(tmp_path: Path, monkeypa
     result = invoke(tmp_path / "home", *args, "--endpoints", str(endpoints))
     assert isinstance(result.exception, Started), result.output
     assert seen[0].interfaces == ("10.0.0.5", "127.0.0.1") and seen[0].endpoints == endpoints
+
+
+def test_telemetry_flags_are_checked_before_anything_starts_and_passed_on(tmp_path: Path, spawned: list[list[str]]) -> None:
+    home = tmp_path / "home"
+    result = invoke(home, "up", "--demo", "--otlp-endpoint", "collector:4318")
+    assert result.exit_code == 1 and "--otlp-endpoint: expected an http:// or https:// URL" in result.exception.message
+    assert not home.exists()
+    result = invoke(home, "up", "--demo", "--trace-sample", "1.5")
+    assert result.exit_code == 1 and "--trace-sample" in result.exception.message
+    log = tmp_path / "access.log"
+    result = invoke(home, "up", "--detach", "--demo", "--otlp-endpoint", "http://127.0.0.1:4318", "--access-log", str(log))
+    assert isinstance(result.exception, Started), result.output
+    (argv,) = spawned
+    assert argv[argv.index("--otlp-endpoint") + 1] == "http://127.0.0.1:4318"
+    assert argv[argv.index("--access-log") + 1] == str(log)
+
+
+def test_mesh_toml_telemetry_is_validated_with_key_paths(tmp_path: Path) -> None:
+    config = tmp_path / "mesh.toml"
+    config.write_text('[telemetry]\notlp_endpoint = "udp://x"\ntrace_sample = "all"\n')
+    result = invoke(tmp_path / "home", "up", str(config))
+    assert result.exit_code == 1
+    text = str(result.exception)
+    assert "telemetry.otlp_endpoint: expected an http:// or https:// URL" in text
+    assert "telemetry.trace_sample: expected a number 0–1" in text

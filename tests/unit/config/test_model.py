@@ -101,6 +101,7 @@ def test_empty_config_means_all_defaults() -> None:
         "mesh": {"trust_domain": "mesh.local", "authz_default": "allow"},
         "discovery": {"mode": "zeroconf", "interfaces": ["127.0.0.1"]},
         "control": {"store": "embedded"},
+        "telemetry": {"trace_sample": 1.0},
         "service": [],
         "gateway": [],
         "route": [],

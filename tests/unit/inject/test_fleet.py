@@ -96,3 +96,51 @@ def test_the_demo_follows_lan_and_advertise(tmp_path: Path) -> None:
     gateway = next(u for u in units if u.name == "gateway")
     assert gateway.argv[-1] == "--lan"
     assert [u.name for u in units][-1] == "traffic"
+
+
+def test_telemetry_reaches_every_sidecar_and_gateway(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from mesh.config import TelemetryConfig
+
+    home = MeshHome(tmp_path / "home")
+    config = load_config_text(
+        '[telemetry]\notlp_endpoint = "http://127.0.0.1:4318"\ntrace_sample = 0.25\naccess_log = "/var/log/mesh.log"\n'
+        '[[service]]\nname = "web"\ncommand = ["./web"]\n[[gateway]]\nlisten = "127.0.0.1:0"\nto = "web"\n',
+        "mesh.toml",
+    )
+    web, gateway = units_from_config(home, config)
+    telemetry = ["--otlp-endpoint", "http://127.0.0.1:4318", "--trace-sample", "0.25", "--access-log", "/var/log/mesh.log"]
+    assert sidecar_flags(web.argv)[-6:] == telemetry
+    assert list(gateway.argv[-6:]) == telemetry
+    # `mesh up`'s flags in place of the config's; nothing at all when nothing is set.
+    only_logs = replace(config.telemetry, otlp_endpoint=None)
+    assert sidecar_flags(units_from_config(home, config, telemetry=only_logs)[0].argv)[-2:] == ["--access-log", "/var/log/mesh.log"]
+    for unit in demo_units(home, traffic=False, telemetry=TelemetryConfig()):
+        assert not {"--otlp-endpoint", "--trace-sample", "--access-log"} & set(unit.argv)
+    demo = demo_units(home, traffic=False, telemetry=TelemetryConfig(otlp_endpoint="http://127.0.0.1:4318"))
+    assert all("--otlp-endpoint" in unit.argv for unit in demo)
+
+
+def test_a_relative_access_log_is_next_to_the_config(tmp_path: Path) -> None:
+    from mesh.config import load_config
+
+    path = tmp_path / "conf" / "mesh.toml"
+    path.parent.mkdir()
+    path.write_text('[telemetry]\naccess_log = "logs/access.log"\n')
+    assert load_config(path).telemetry.access_log == str(tmp_path / "conf" / "logs" / "access.log")
+    path.write_text('[telemetry]\naccess_log = "-"\n')
+    assert load_config(path).telemetry.access_log == "-"
+
+
+def test_a_crashed_units_last_lines_are_the_apps_not_the_sidecars() -> None:
+    from mesh.inject._fleet import app_lines
+
+    lines = [
+        "[mesh inject web] INFO proxy web ready: inbound 127.0.0.1:1",
+        '{"time":"2025-01-01T00:00:00.000Z","proxy":"web","direction":"inbound"}',  # --access-log -
+        "Traceback (most recent call last):",
+        "KeyError: 'x'",
+    ]
+    assert app_lines(lines) == ["Traceback (most recent call last):", "KeyError: 'x'"]
+    assert app_lines(lines[:2]) == lines[:2]  # nothing of the app's: the sidecar's lines then

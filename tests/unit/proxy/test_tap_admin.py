@@ -30,6 +30,7 @@ def fake_proxy(service: str = "web") -> Any:
         settings=SimpleNamespace(service=service),
         identity=SimpleNamespace(creds=SimpleNamespace(identity=f"spiffe://mesh.local/svc/{service}")),
         app_key=UpstreamKey("127.0.0.1", 8080, None, None),
+        telemetry=None,
     )
 
 
