@@ -64,10 +64,10 @@ def start_controller(home: Path, store: str, log: Path) -> tuple[subprocess.Pope
 
 
 async def client_for(home: Path, address: str, service: str) -> Any:
-    from mesh.net import ApiClient
     from mesh.discovery import parse_address
     from mesh.home import MeshHome
     from mesh.identity import CertificateAuthority, client_context, service_identity
+    from mesh.net import ApiClient
 
     ca = CertificateAuthority.load(MeshHome(home))
     creds = ca.issue(service_identity(ca.trust_domain, service))
@@ -77,9 +77,9 @@ async def client_for(home: Path, address: str, service: str) -> Any:
 
 
 async def operator_client(home: Path, address: str) -> Any:
-    from mesh.net import ApiClient
     from mesh.discovery import parse_address
     from mesh.identity import client_context, load_credentials
+    from mesh.net import ApiClient
 
     operator = home / "operator"
     creds = load_credentials(operator / "cert.pem", operator / "key.pem", home / "ca" / "bundle.pem")

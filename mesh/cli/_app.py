@@ -60,8 +60,31 @@ def _root(
 def _register() -> None:
     import importlib
 
-    for name in ("version", "ca", "config", "proxy", "inject", "gateway", "controller", "up", "status", "apply", "join", "check",
-                 "tap", "top", "stat", "edges", "fault", "routes", "dashboard", "demo", "service", "store", "operator"):
+    for name in (
+        "version",
+        "ca",
+        "config",
+        "proxy",
+        "inject",
+        "gateway",
+        "controller",
+        "up",
+        "status",
+        "apply",
+        "join",
+        "check",
+        "tap",
+        "top",
+        "stat",
+        "edges",
+        "fault",
+        "routes",
+        "dashboard",
+        "demo",
+        "service",
+        "store",
+        "operator",
+    ):
         importlib.import_module(f"mesh.cli.{name}").register(app)
 
 

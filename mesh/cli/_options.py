@@ -14,7 +14,15 @@ from mesh.proxy import SidecarOption, sidecar_option, sidecar_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_TYPES: dict[str, Any] = {"str": str, "path": Path, "int": int, "float": float, "multi": list[str], "switch": bool, "flag": bool}
+_TYPES: dict[str, Any] = {
+    "str": str,
+    "path": Path,
+    "int": int,
+    "float": float,
+    "multi": list[str],
+    "switch": bool,
+    "flag": bool,
+}
 
 
 def _typer_annotation(option: SidecarOption, command: str, optional: bool = False) -> Any:

@@ -31,8 +31,6 @@ OutputOption = Annotated[
 
 
 def _console(stderr: bool = False) -> Any:
-    import os
-
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout

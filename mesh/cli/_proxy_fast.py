@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mesh.home import MeshHome
-
 from mesh.proxy import sidecar_options
 
 # Kind of value → how the parser takes it (mesh.proxy.SidecarOption.kind).
@@ -156,8 +155,8 @@ def parse_proxy_argv(args: Sequence[str]) -> ProxyArgs | None:
         elif arg == "--home" and home is None and i + 1 < len(args) and _plain(args[i + 1]):
             i += 1
             home = args[i]
-        elif arg.startswith("--home=") and home is None and _plain(arg[len("--home="):]):
-            home = arg[len("--home="):]
+        elif arg.startswith("--home=") and home is None and _plain(arg[len("--home=") :]):
+            home = arg[len("--home=") :]
         else:
             break
         i += 1

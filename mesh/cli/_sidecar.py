@@ -41,6 +41,7 @@ ENV = "_MESH_SIDECAR"
 # commands run in-process (CliRunner, or main(argv) from a script or test).
 _entry_args: list[str] | None = None
 
+
 def _to_json(value: Any) -> Any:
     """Paths and tuples as JSON carries them (the body turns paths back: mesh.proxy.proxy_fields)."""
     if isinstance(value, Path):

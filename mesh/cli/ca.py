@@ -86,15 +86,11 @@ def init(
     ctx: typer.Context,
     trust_domain: Annotated[
         str,
-        typer.Option(
-            "--trust-domain", metavar="TD", help="Trust domain of every SPIFFE id this CA issues."
-        ),
+        typer.Option("--trust-domain", metavar="TD", help="Trust domain of every SPIFFE id this CA issues."),
     ] = _DEFAULT_TRUST_DOMAIN,
     force: Annotated[
         bool,
-        typer.Option(
-            "--force", help="Replace an existing CA (everything it issued stops verifying)."
-        ),
+        typer.Option("--force", help="Replace an existing CA (everything it issued stops verifying)."),
     ] = False,
     output: OutputOption = OutputFormat.table,
 ) -> None:
@@ -122,9 +118,7 @@ def init(
 @ca_app.command("issue")
 def issue(
     ctx: typer.Context,
-    name: Annotated[
-        str, typer.Argument(metavar="NAME", help="Service name, e.g. reviews.", show_default=False)
-    ],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Service name, e.g. reviews.", show_default=False)],
     out: Annotated[
         Path | None,
         typer.Option(
@@ -138,9 +132,7 @@ def issue(
         str,
         typer.Option("--ttl", metavar="DURATION", help="Certificate lifetime: 30s, 20m, 24h, 7d."),
     ] = "24h",
-    force: Annotated[
-        bool, typer.Option("--force", help="Overwrite credentials already in --out.")
-    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite credentials already in --out.")] = False,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Issue a workload certificate for spiffe://<trust-domain>/svc/NAME with a fresh key."""
@@ -210,9 +202,7 @@ def inspect(
     sources: list[tuple[Path, list[Any]]] = []
     if pem is None:
         if not home.root_cert.exists():
-            raise IdentityError(
-                f"no CA in {home.ca_dir}", hint="run `mesh ca init`, or pass a PEM file"
-            )
+            raise IdentityError(f"no CA in {home.ca_dir}", hint="run `mesh ca init`, or pass a PEM file")
         for path, what in (
             (home.root_cert, "root certificate"),
             (home.issuer_cert, "issuer certificate"),
@@ -249,9 +239,7 @@ def inspect(
         for entry in d["certificates"]:
             fields = {k: v for k, v in entry.items() if k not in ("file", "index", "chain_ok")}
             verdict = {True: "ok", False: "FAILED", None: "-"}[entry["chain_ok"]]
-            fields["chain"] = (
-                f"{verdict}: {entry['chain']}" if entry["chain_ok"] is not None else entry["chain"]
-            )
+            fields["chain"] = f"{verdict}: {entry['chain']}" if entry["chain_ok"] is not None else entry["chain"]
             parts.append(_table(fields, title=f"{entry['file']} [{entry['index']}]"))
             parts.append("")
         return parts[:-1]
@@ -293,8 +281,8 @@ def issued(
     """Certificates the controllers signed that have not expired yet (kept in the store)."""
     from datetime import UTC, datetime
 
-    from mesh.net import controller_request, raise_for_status
     from mesh.cli._output import rows_table
+    from mesh.net import controller_request, raise_for_status
 
     data = raise_for_status(controller_request(state(ctx).home, "GET", "/v1/certificates"), "mesh ca issued")
     if service:

@@ -28,7 +28,14 @@ def check(
     import sys
     import warnings
 
-    from mesh.debug.check import build_categories, category_lines, report_to_json, run_checks, summary_lines, symbols_for
+    from mesh.debug.check import (
+        build_categories,
+        category_lines,
+        report_to_json,
+        run_checks,
+        summary_lines,
+        symbols_for,
+    )
     from mesh.identity import InsecurePermissionsWarning
 
     cli = state(ctx)

@@ -20,9 +20,7 @@ config_app = typer.Typer(
 
 @config_app.command()
 def validate(
-    file: Annotated[
-        str, typer.Argument(metavar="FILE", help="The mesh.toml to check.", show_default=False)
-    ],
+    file: Annotated[str, typer.Argument(metavar="FILE", help="The mesh.toml to check.", show_default=False)],
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Check a mesh.toml without applying it.
@@ -46,9 +44,7 @@ def validate(
         print_ok(f"{file}: OK ({_describe(summary)})")
 
 
-def _report_invalid(
-    output: OutputFormat, file: str, lines: list[str], hint: str | None
-) -> NoReturn:
+def _report_invalid(output: OutputFormat, file: str, lines: list[str], hint: str | None) -> NoReturn:
     if output is OutputFormat.json:
         render(output, {"file": file, "valid": False, "errors": lines, "summary": None})
     elif len(lines) == 1 and hint:
@@ -77,8 +73,8 @@ def register(app: typer.Typer) -> None:
 @config_app.command()
 def show(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> None:
     """Show the config in force at the controller, with its version."""
-    from mesh.net import controller_request, raise_for_status
     from mesh.cli._state import state
+    from mesh.net import controller_request, raise_for_status
 
     data = raise_for_status(controller_request(state(ctx).home, "GET", "/v1/config"), "mesh config show")
 
@@ -121,8 +117,8 @@ def _toml(data: dict) -> str:
 @config_app.command()
 def history(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> None:
     """The last versions of the config (the store keeps 20), newest first."""
-    from mesh.net import controller_request, raise_for_status
     from mesh.cli._state import state
+    from mesh.net import controller_request, raise_for_status
 
     data = raise_for_status(controller_request(state(ctx).home, "GET", "/v1/config/history"), "mesh config history")
 
@@ -146,7 +142,9 @@ def history(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> No
             for v in d["versions"]
         ]
         headers = ["version", "applied (UTC)", "by", "source", "routes", "policies", "authz"]
-        return [rows_table(headers, rows, title=f"config versions (* in force: {d['current']}); `mesh config rollback N`")]
+        return [
+            rows_table(headers, rows, title=f"config versions (* in force: {d['current']}); `mesh config rollback N`")
+        ]
 
     render(output, data, view)
 
@@ -154,12 +152,14 @@ def history(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> No
 @config_app.command()
 def rollback(
     ctx: typer.Context,
-    version: Annotated[int, typer.Argument(metavar="N", help="The version to put in force again (see `mesh config history`).")],
+    version: Annotated[
+        int, typer.Argument(metavar="N", help="The version to put in force again (see `mesh config history`).")
+    ],
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Put config version N in force again, as a new version (history is never rewritten)."""
-    from mesh.net import controller_request, raise_for_status
     from mesh.cli._state import state
+    from mesh.net import controller_request, raise_for_status
 
     response = controller_request(state(ctx).home, "POST", "/v1/config/rollback", {"version": version})
     data = raise_for_status(response, f"mesh config rollback {version}")

@@ -27,17 +27,17 @@ def controller(
     the embedded store under MESH_HOME/state, or with --store etcd://... on an etcd v3
     cluster, where several controllers serve one mesh (docs/operations.md).
     """
-    import trio
-
     import json
     import logging
+
+    import trio
 
     from mesh import sd_notify
     from mesh._logging import setup_logging
     from mesh.cli.up import join_line
-    from mesh.errors import MeshError
-    from mesh.controller import ControllerSettings, run_controller
     from mesh.config import DiscoveryConfig
+    from mesh.controller import ControllerSettings, run_controller
+    from mesh.errors import MeshError
     from mesh.inject import plan_reach, zeroconf_interfaces
     from mesh.proxy import parse_listen_address
 

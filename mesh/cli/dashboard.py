@@ -19,9 +19,16 @@ def dashboard(
     ctx: typer.Context,
     port: Annotated[
         Optional[int],
-        typer.Option(help="Port on 127.0.0.1 (default 50750, or a free one if taken; 0: any free port).", min=0, max=65535, show_default=False),
+        typer.Option(
+            help="Port on 127.0.0.1 (default 50750, or a free one if taken; 0: any free port).",
+            min=0,
+            max=65535,
+            show_default=False,
+        ),
     ] = None,
-    no_browser: Annotated[bool, typer.Option("--no-browser", help="Print the URL only; do not open a browser.")] = False,
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="Print the URL only; do not open a browser.")
+    ] = False,
 ) -> None:
     """Serve a web dashboard on 127.0.0.1 until Ctrl-C; its first line is the URL (with a per-run token).
 
@@ -57,11 +64,11 @@ def controller_access(home: MeshHome) -> ControllerAccess:
     `mesh stat` and `mesh tap`, and `mesh check --proxy` for its check view."""
     import warnings
 
-    from mesh.net import controller_client, raise_for_status
     from mesh.cli.tap import tap_stream
     from mesh.dashboard import ControllerAccess
     from mesh.debug.check import build_categories, report_to_json, run_checks
     from mesh.identity import InsecurePermissionsWarning
+    from mesh.net import controller_client, raise_for_status
 
     # The check view reports loose key permissions itself, with the chmod to run (as `mesh check`).
     warnings.simplefilter("ignore", InsecurePermissionsWarning)

@@ -22,9 +22,9 @@ def fault(
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Make calls to SERVICE slow or failing for a while (every caller's proxy applies it)."""
-    from mesh.net import controller_request, raise_for_status
     from mesh.config import parse_duration
     from mesh.errors import ConfigError
+    from mesh.net import controller_request, raise_for_status
 
     home = state(ctx).home
     if clear:
@@ -37,7 +37,13 @@ def fault(
         delay_seconds = parse_duration(delay) if delay else None
     except ValueError as exc:
         raise ConfigError(f"invalid duration: {exc}", hint="write durations like 200ms, 30s, 5m") from None
-    body = {"service": service, "delay_seconds": delay_seconds, "abort_status": abort, "percent": percent, "for_seconds": seconds}
+    body = {
+        "service": service,
+        "delay_seconds": delay_seconds,
+        "abort_status": abort,
+        "percent": percent,
+        "for_seconds": seconds,
+    }
     data = raise_for_status(controller_request(home, "POST", "/v1/faults", body), f"mesh fault {service}")
 
     def view(d: dict) -> list[str]:
@@ -47,7 +53,9 @@ def fault(
         if d["abort_status"] is not None:
             what.append(f"abort {d['abort_status']}")
         left = d["expires_at"] - time.time()
-        return [f"fault on {service}: {' and '.join(what)} for {d['delay_percent']:g}% of calls, for the next {left:.0f}s"]
+        return [
+            f"fault on {service}: {' and '.join(what)} for {d['delay_percent']:g}% of calls, for the next {left:.0f}s"
+        ]
 
     render(output, data, view)
 

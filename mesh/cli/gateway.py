@@ -18,7 +18,8 @@ GATEWAY_PROTOCOLS = ("http", "http2", "grpc")
 def gateway(
     ctx: typer.Context,
     to: Annotated[
-        Optional[str], typer.Option("--to", help="The mesh service that requests no --route takes go to (one route for everything).")
+        Optional[str],
+        typer.Option("--to", help="The mesh service that requests no --route takes go to (one route for everything)."),
     ] = None,
     route: Annotated[
         Optional[list[str]],
@@ -39,10 +40,13 @@ def gateway(
     ] = None,
     tls_cert: Annotated[
         Optional[list[Path]],
-        typer.Option("--tls-cert", metavar="FILE", help="PEM certificate (chain) for outside clients; repeatable, SNI picks one."),
+        typer.Option(
+            "--tls-cert", metavar="FILE", help="PEM certificate (chain) for outside clients; repeatable, SNI picks one."
+        ),
     ] = None,
     tls_key: Annotated[
-        Optional[list[Path]], typer.Option("--tls-key", metavar="FILE", help="PEM key of each --tls-cert, in the same order.")
+        Optional[list[Path]],
+        typer.Option("--tls-key", metavar="FILE", help="PEM key of each --tls-cert, in the same order."),
     ] = None,
     http_redirect: Annotated[
         Optional[str],
@@ -53,7 +57,8 @@ def gateway(
         typer.Option(
             "--trust-forwarded",
             metavar="CIDR",
-            help="Peers (a load balancer) whose X-Forwarded-For/-Proto/-Host are kept; from anyone else they are dropped. Repeatable.",
+            help="Peers (a load balancer) whose X-Forwarded-For/-Proto/-Host are kept; from anyone else they are "
+            "dropped. Repeatable.",
         ),
     ] = None,
     client_connections: Annotated[

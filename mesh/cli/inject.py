@@ -15,12 +15,16 @@ def inject(
     ctx: typer.Context,
     command: Annotated[list[str], typer.Argument(metavar="-- CMD [ARGS]...", help="The app to run.")],
     name: Annotated[Optional[str], typer.Option(help="Service name (default: from the command).")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port the app listens on (default: a free one, in $PORT).")] = None,
+    port: Annotated[
+        Optional[int], typer.Option(help="Port the app listens on (default: a free one, in $PORT).")
+    ] = None,
     upstream: Annotated[
         Optional[list[str]],
         typer.Option("--upstream", help="SVC or SVC=LOCALPORT: a local listener to SVC, in $MESH_UPSTREAM_<SVC>_URL."),
     ] = None,
-    health: Annotated[Optional[str], typer.Option(help="Path that must answer 2xx before the service is advertised.")] = None,
+    health: Annotated[
+        Optional[str], typer.Option(help="Path that must answer 2xx before the service is advertised.")
+    ] = None,
     ready_timeout: Annotated[float, typer.Option(help="Seconds the app has to open its port.")] = 30.0,
     **sidecar: Any,
 ) -> None:

@@ -27,9 +27,9 @@ def grant(
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """A one-time grant of an operator identity, and the `mesh join` line that redeems it on another host."""
-    from mesh.net import controller_request, raise_for_status
     from mesh.config import parse_duration
     from mesh.errors import ConfigError, MeshError
+    from mesh.net import controller_request, raise_for_status
 
     try:
         seconds = parse_duration(valid_for)

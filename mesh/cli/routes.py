@@ -30,14 +30,19 @@ def _match(route: dict[str, Any]) -> str:
 
 
 def _split(route: dict[str, Any]) -> str:
-    return " / ".join(
-        f"{','.join(f'{k}={v}' for k, v in t['labels'].items())} {t['weight']}%" for t in route.get("split") or []
-    ) or "-"
+    return (
+        " / ".join(
+            f"{','.join(f'{k}={v}' for k, v in t['labels'].items())} {t['weight']}%" for t in route.get("split") or []
+        )
+        or "-"
+    )
 
 
 def routes_view(data: dict[str, Any]) -> list[Any]:
     if not data["routes"]:
-        return [f"no routes for {data['service']} (config version {data['config_version']}): requests go to every endpoint"]
+        return [
+            f"no routes for {data['service']} (config version {data['config_version']}): requests go to every endpoint"
+        ]
     rows = []
     for row in data["routes"]:
         route = row["route"]

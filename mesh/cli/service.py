@@ -26,10 +26,14 @@ KINDS = ("controller", "up", "inject")
 # install-service's own flags, also taken where people type them: after the kind, before `--`.
 OWN_FLAGS = ("--user", "--dry-run", "--force", "--no-start")
 
-User = Annotated[bool, typer.Option("--user", help="A unit of your own systemd manager (systemctl --user), not a system one.")]
+User = Annotated[
+    bool, typer.Option("--user", help="A unit of your own systemd manager (systemctl --user), not a system one.")
+]
 Root = Annotated[
     Optional[Path],
-    typer.Option(help="Write under this directory (an image, a package build), not on this host; systemctl is not run."),
+    typer.Option(
+        help="Write under this directory (an image, a package build), not on this host; systemctl is not run."
+    ),
 ]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the unit and its environment file; write nothing.")]
 
@@ -39,8 +43,12 @@ def install_service(
     kind: Annotated[str, typer.Argument(metavar="controller|up|inject", help="What the unit runs.")],
     user: User = False,
     dry_run: DryRun = False,
-    force: Annotated[bool, typer.Option("--force", help="Write the unit again if it exists (its environment file is kept).")] = False,
-    start: Annotated[bool, typer.Option("--start/--no-start", help="Enable and start it now, where systemd runs.")] = True,
+    force: Annotated[
+        bool, typer.Option("--force", help="Write the unit again if it exists (its environment file is kept).")
+    ] = False,
+    start: Annotated[
+        bool, typer.Option("--start/--no-start", help="Enable and start it now, where systemd runs.")
+    ] = True,
     root: Root = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
@@ -79,8 +87,16 @@ def install_service(
     if dry_run:
         unit_path = layout.unit_dir / plan.unit
         text = f"# {unit_path}\n{render_unit(plan)}\n# {plan.env_file}\n{render_env(plan)}"
-        render(output, {"unit": str(unit_path), "unit_text": render_unit(plan), "env_file": str(plan.env_file),
-                        "env_text": render_env(plan)}, lambda _: [text.rstrip("\n")])
+        render(
+            output,
+            {
+                "unit": str(unit_path),
+                "unit_text": render_unit(plan),
+                "env_file": str(plan.env_file),
+                "env_text": render_env(plan),
+            },
+            lambda _: [text.rstrip("\n")],
+        )
         return
     outcome = install(plan, layout, root=root, force=force, start=start)
     render(output, outcome.view(), _outcome_view)
@@ -96,7 +112,10 @@ def _command_line(ctx: typer.Context, kind: str, args: list[str]) -> tuple[str, 
     end = args.index("--") if "--" in args else len(args)
     if kind == "inject":
         if not args or args[0].startswith("-"):
-            raise ServiceError("install-service inject needs the service's NAME first", hint="mesh install-service inject web -- ./web --port 8080")
+            raise ServiceError(
+                "install-service inject needs the service's NAME first",
+                hint="mesh install-service inject web -- ./web --port 8080",
+            )
         name, args, end = args[0], args[1:], end - 1  # `end`: where options stop, in the new args
         if not is_valid_service_name(name) or name in RESERVED_NAMES:
             raise ServiceError(
@@ -105,14 +124,19 @@ def _command_line(ctx: typer.Context, kind: str, args: list[str]) -> tuple[str, 
             )
         for option in ("--name", "--token"):
             if any(a == option or a.startswith(option + "=") for a in args[:end]):
-                why = "NAME is the name" if option == "--name" else (
-                    "a unit file is world-readable: run `mesh join` first, the host keeps its token in MESH_HOME")
+                why = (
+                    "NAME is the name"
+                    if option == "--name"
+                    else ("a unit file is world-readable: run `mesh join` first, the host keeps its token in MESH_HOME")
+                )
                 raise ServiceError(f"{option} has no place here", hint=why)
         args = ["--name", name, *args]
     else:
         name = kind
         if kind == "up" and any(a in ("--detach", "-d", "--daemon") for a in args[:end]):
-            raise ServiceError("a unit runs `mesh up` in the foreground: leave out --detach", hint="systemd keeps it running")
+            raise ServiceError(
+                "a unit runs `mesh up` in the foreground: leave out --detach", hint="systemd keeps it running"
+            )
     parsed = _parse(ctx, kind, args)
     if kind == "up" and parsed.get("config") is not None:
         config = Path(parsed["config"])
@@ -122,9 +146,13 @@ def _command_line(ctx: typer.Context, kind: str, args: list[str]) -> tuple[str, 
         after = args[args.index("--") + 1 :] if "--" in args else []
         command = [a for a in parsed.get("command") or [] if a != "--"]
         if not after:
-            raise ServiceError("no command to run after --", hint="mesh install-service inject NAME [OPTIONS] -- CMD [ARGS]...")
+            raise ServiceError(
+                "no command to run after --", hint="mesh install-service inject NAME [OPTIONS] -- CMD [ARGS]..."
+            )
         if command != after:  # `mesh inject` would take an unknown option for the app's command
-            raise ServiceError(f"mesh inject has no option {command[0]!r}", hint="`mesh inject --help` lists its options")
+            raise ServiceError(
+                f"mesh inject has no option {command[0]!r}", hint="`mesh inject --help` lists its options"
+            )
     return name, [kind, *args], float(parsed.get("ready_timeout") or 30.0)
 
 

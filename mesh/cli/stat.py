@@ -17,9 +17,9 @@ WindowOption = Annotated[
 
 def fetch_stats(home: MeshHome, window: str, what: str) -> dict[str, Any]:
     """The controller's /v1/stats answer for ``window`` (a duration)."""
-    from mesh.net import controller_request, raise_for_status
     from mesh.config import parse_duration
     from mesh.errors import MeshError
+    from mesh.net import controller_request, raise_for_status
 
     try:
         seconds = parse_duration(window)

@@ -37,7 +37,11 @@ def backup(
         raise StoreError(f"{file} exists already", hint="choose a new file name: a backup never overwrites")
     source = _store_path(state(ctx).home)
     size = copy(source, file)
-    render(output, {"store": str(source), "backup": str(file), "bytes": size}, lambda d: [f"backed up {d['store']} to {d['backup']} ({d['bytes']} bytes)"])
+    render(
+        output,
+        {"store": str(source), "backup": str(file), "bytes": size},
+        lambda d: [f"backed up {d['store']} to {d['backup']} ({d['bytes']} bytes)"],
+    )
 
 
 @store_app.command()
@@ -47,7 +51,8 @@ def restore(
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Put a backup in place of the embedded store. The controller must be stopped (`mesh down`)."""
-    from mesh.controller import home_lock, restore_store as put_back
+    from mesh.controller import home_lock
+    from mesh.controller import restore_store as put_back
     from mesh.identity import CertificateAuthority, fingerprint
 
     home = state(ctx).home
@@ -58,9 +63,11 @@ def restore(
     render(
         output,
         data,
-        lambda d: [f"restored {d['restored']} to {d['store']}"]
-        + ([f"the store it replaced is kept as {d['replaced']}"] if d["replaced"] else [])
-        + ["start the controller (`mesh up --detach`): it serves the restored config"],
+        lambda d: (
+            [f"restored {d['restored']} to {d['store']}"]
+            + ([f"the store it replaced is kept as {d['replaced']}"] if d["replaced"] else [])
+            + ["start the controller (`mesh up --detach`): it serves the restored config"]
+        ),
     )
 
 

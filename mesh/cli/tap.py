@@ -19,7 +19,9 @@ DEFAULT_MAX_RPS = 100.0
 ServiceArgument = Annotated[
     Optional[str], typer.Argument(metavar="SERVICE", help="Only requests from or to this service.", show_default=False)
 ]
-PathOption = Annotated[Optional[str], typer.Option("--path", help="Only paths starting with this prefix.", show_default=False)]
+PathOption = Annotated[
+    Optional[str], typer.Option("--path", help="Only paths starting with this prefix.", show_default=False)
+]
 MethodOption = Annotated[Optional[str], typer.Option("--method", help="Only this HTTP method.", show_default=False)]
 AuthorityOption = Annotated[
     Optional[str], typer.Option("--authority", help="Only this :authority (Host).", show_default=False)
@@ -68,8 +70,8 @@ async def tap_stream(client: Any, query: dict[str, str]) -> AsyncIterator[AsyncI
     """The /v1/tap stream on an operator client; the controller's refusals become MeshErrors."""
     from urllib.parse import urlencode
 
-    from mesh.net import ApiError
     from mesh.errors import ControllerError
+    from mesh.net import ApiError
 
     path = "/v1/tap" + (f"?{urlencode(query)}" if query else "")
     try:
@@ -125,7 +127,8 @@ def tap(
     show_query: Annotated[
         bool,
         typer.Option(
-            "--show-query", help="Show query-string values (redacted by default: they may hold tokens); logged by the controller."
+            "--show-query",
+            help="Show query-string values (redacted by default: they may hold tokens); logged by the controller.",
         ),
     ] = False,
     output: OutputOption = OutputFormat.table,

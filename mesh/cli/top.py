@@ -176,8 +176,8 @@ async def _live(
     from rich.live import Live
     from rich.text import Text
 
-    from mesh.net import controller_client
     from mesh.debug.render import top_table
+    from mesh.net import controller_client
 
     console = Console(highlight=False)
     interactive = console.is_terminal

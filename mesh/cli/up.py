@@ -18,17 +18,31 @@ DEMO_PAGE = f"http://{DEMO_GATEWAY['listen']}/productpage"  # the bookinfo page,
 def up(
     ctx: typer.Context,
     config: Annotated[
-        Optional[Path], typer.Argument(metavar="[CONFIG]", help="A mesh.toml: its services and gateways run, its config is applied.")
+        Optional[Path],
+        typer.Argument(metavar="[CONFIG]", help="A mesh.toml: its services and gateways run, its config is applied."),
     ] = None,
-    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background (pid and logs in MESH_HOME/run/).")] = False,
-    demo: Annotated[bool, typer.Option("--demo", help="Run the bundled bookinfo demo (its page: http://127.0.0.1:9080/productpage).")] = False,
-    traffic: Annotated[bool, typer.Option("--traffic/--no-traffic", help="With --demo: a gentle traffic generator.")] = True,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Run in the background (pid and logs in MESH_HOME/run/).")
+    ] = False,
+    demo: Annotated[
+        bool,
+        typer.Option("--demo", help="Run the bundled bookinfo demo (its page: http://127.0.0.1:9080/productpage)."),
+    ] = False,
+    traffic: Annotated[
+        bool, typer.Option("--traffic/--no-traffic", help="With --demo: a gentle traffic generator.")
+    ] = True,
     listen: Annotated[
-        Optional[str], typer.Option(help="HOST:PORT of the controller's API (default: port 4190 on the host address, else 127.0.0.1).")
+        Optional[str],
+        typer.Option(
+            help="HOST:PORT of the controller's API (default: port 4190 on the host address, else 127.0.0.1)."
+        ),
     ] = None,
-    lan: Annotated[bool, typer.Option("--lan", help="zeroconf on every interface (default: CONFIG's [discovery] interfaces).")] = False,
+    lan: Annotated[
+        bool, typer.Option("--lan", help="zeroconf on every interface (default: CONFIG's [discovery] interfaces).")
+    ] = False,
     advertise: Annotated[
-        Optional[str], typer.Option(help="The address other hosts dial for this host: its services bind 0.0.0.0 and advertise it.")
+        Optional[str],
+        typer.Option(help="The address other hosts dial for this host: its services bind 0.0.0.0 and advertise it."),
     ] = None,
     store: Store = None,
     otlp_endpoint: OtlpEndpoint = None,
@@ -58,7 +72,9 @@ def up(
         CertificateAuthority.init(home, trust_domain=parsed.mesh.trust_domain if parsed else "mesh.local")
         created = True
     if not daemon_mode and any(d.name == "mesh" for d in daemon.running(home)):
-        raise ControllerError(f"the mesh is already up on {home.root}", hint="`mesh status` shows it; `mesh down` stops it")
+        raise ControllerError(
+            f"the mesh is already up on {home.root}", hint="`mesh status` shows it; `mesh down` stops it"
+        )
     if detach:
         argv = ["up", "--daemon", *reach.daemon_args()]
         argv += ["--store", store] if store else []
@@ -190,7 +206,14 @@ def join_line(home: Any, record: dict[str, Any], reveal_token: bool = True) -> t
 
 
 def _summary(
-    home: Any, record: dict[str, Any], pid: int, created: bool, parsed: Any, demo: bool, reach: Any, reveal_token: bool = True
+    home: Any,
+    record: dict[str, Any],
+    pid: int,
+    created: bool,
+    parsed: Any,
+    demo: bool,
+    reach: Any,
+    reveal_token: bool = True,
 ) -> dict[str, Any]:
     from mesh.discovery import is_loopback, parse_address
 

@@ -15,9 +15,7 @@ from mesh.config._validate import parse_config
 from mesh.errors import ConfigError
 
 # tomllib (Python 3.11–3.13) puts the position at the end of its message only.
-_POSITION = re.compile(
-    r"^(?P<reason>.*) \(at (?:line (?P<line>\d+), column (?P<column>\d+)|end of document)\)$"
-)
+_POSITION = re.compile(r"^(?P<reason>.*) \(at (?:line (?P<line>\d+), column (?P<column>\d+)|end of document)\)$")
 
 
 def load_config(path: str | os.PathLike[str]) -> MeshConfig:
@@ -35,9 +33,7 @@ def load_config(path: str | os.PathLike[str]) -> MeshConfig:
     endpoints_file = config.discovery.endpoints_file
     if endpoints_file is not None and not os.path.isabs(endpoints_file):
         resolved = str(Path(source).parent / endpoints_file)
-        config = dataclasses.replace(
-            config, discovery=dataclasses.replace(config.discovery, endpoints_file=resolved)
-        )
+        config = dataclasses.replace(config, discovery=dataclasses.replace(config.discovery, endpoints_file=resolved))
     access_log = config.telemetry.access_log
     if access_log is not None and access_log != STDOUT and not os.path.isabs(access_log):
         resolved = str(Path(source).parent / access_log)
@@ -80,9 +76,7 @@ def _read_text(path: Path, source: str) -> str:
     except IsADirectoryError:
         raise ConfigError(f"{source}: is a directory, expected a mesh.toml file") from None
     except PermissionError:
-        raise ConfigError(
-            f"{source}: permission denied", hint="make the file readable by this user"
-        ) from None
+        raise ConfigError(f"{source}: permission denied", hint="make the file readable by this user") from None
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read ({exc.strerror or exc})") from None
     try:
@@ -108,9 +102,7 @@ def _syntax_issue(exc: tomllib.TOMLDecodeError, text: str, source: str) -> Confi
         # "at end of document": point just past the last character.
         lines = text.split("\n")
         line, column = len(lines), len(lines[-1]) + 1
-    return ConfigIssue(
-        source, f"line {line}, column {column}", f"invalid TOML ({_lower_first(reason)})"
-    )
+    return ConfigIssue(source, f"line {line}, column {column}", f"invalid TOML ({_lower_first(reason)})")
 
 
 def _lower_first(text: str) -> str:

@@ -5,13 +5,9 @@ from __future__ import annotations
 import ipaddress
 import re
 
-SERVICE_NAME_RULE = (
-    "lowercase letters, digits and '-', 1–63 characters, starting and ending with a letter or digit"
-)
+SERVICE_NAME_RULE = "lowercase letters, digits and '-', 1–63 characters, starting and ending with a letter or digit"
 TRUST_DOMAIN_RULE = "lowercase letters, digits, '.', '-' and '_', without a scheme or '/'"
-LABEL_RULE = (
-    "letters, digits, '.', '-' and '_', 1–63 characters, starting and ending with a letter or digit"
-)
+LABEL_RULE = "letters, digits, '.', '-' and '_', 1–63 characters, starting and ending with a letter or digit"
 ENV_NAME_RULE = "letters, digits and '_', not starting with a digit"
 
 # What a service speaks (`[[service]] protocol`, `--protocol`, discovery records). Declared HTTP
@@ -31,9 +27,7 @@ _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Z-]+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_HOSTNAME = re.compile(
-    r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
-)
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 
 
 def is_valid_service_name(name: object) -> bool:
@@ -54,10 +48,7 @@ def is_valid_spiffe_id(text: object) -> bool:
     if not is_valid_trust_domain(domain) or not slash:
         return False
     segments = path.split("/")
-    return all(
-        _SPIFFE_PATH_SEGMENT.fullmatch(segment) and segment not in (".", "..")
-        for segment in segments
-    )
+    return all(_SPIFFE_PATH_SEGMENT.fullmatch(segment) and segment not in (".", "..") for segment in segments)
 
 
 def is_valid_label(text: str) -> bool:

@@ -43,14 +43,6 @@ from mesh.config._model import (
     SplitTarget,
     TelemetryConfig,
 )
-from mesh.config._telemetry import (
-    ACCESS_LOG_EXPECTED,
-    OTLP_EXPECTED,
-    OtlpEndpointError,
-    is_valid_access_log,
-    parse_otlp_endpoint,
-)
-from mesh.config._store_url import STORE_EXPECTED, StoreUrlError, parse_store_url
 from mesh.config._names import (
     APP_PROTOCOLS,
     ENV_NAME_RULE,
@@ -70,6 +62,14 @@ from mesh.config._names import (
     is_valid_spiffe_id,
     is_valid_trust_domain,
     split_host_port,
+)
+from mesh.config._store_url import STORE_EXPECTED, StoreUrlError, parse_store_url
+from mesh.config._telemetry import (
+    ACCESS_LOG_EXPECTED,
+    OTLP_EXPECTED,
+    OtlpEndpointError,
+    is_valid_access_log,
+    parse_otlp_endpoint,
 )
 
 
@@ -206,11 +206,7 @@ def _number(low: float, high: float | None = None, *, above_low: bool = False) -
         expected = f"a number {low:g}–{high:g}"
 
     def convert(value: Any) -> float:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-        ):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise _Bad
         if value < low or (above_low and value == low) or (high is not None and value > high):
             raise _Bad
@@ -256,22 +252,15 @@ def _parses(text: str) -> bool:
 
 SERVICE_NAME_EXPECTED = f"a service name ({SERVICE_NAME_RULE})"
 _SERVICE_NAME = _text(SERVICE_NAME_EXPECTED, is_valid_service_name)
-_TRUST_DOMAIN = _text(
-    f'a trust domain like "mesh.local" ({TRUST_DOMAIN_RULE})', is_valid_trust_domain
-)
-_PATH = _text(
-    'a path starting with "/"', lambda v: v.startswith("/") and v.isprintable() and " " not in v
-)
+_TRUST_DOMAIN = _text(f'a trust domain like "mesh.local" ({TRUST_DOMAIN_RULE})', is_valid_trust_domain)
+_PATH = _text('a path starting with "/"', lambda v: v.startswith("/") and v.isprintable() and " " not in v)
 _PRINCIPAL = _text(
     'a service name, a SPIFFE id like "spiffe://mesh.local/svc/reviews", or "*"',
     lambda v: v == "*" or is_valid_service_name(v) or is_valid_spiffe_id(v),
 )
 _RETRY_CONDITION = _text(
     ", ".join(f'"{c}"' for c in RETRY_CONDITIONS) + ' or a status code like "503"',
-    lambda v: (
-        v in RETRY_CONDITIONS
-        or (len(v) == 3 and v.isascii() and v.isdigit() and 100 <= int(v) <= 599)
-    ),
+    lambda v: v in RETRY_CONDITIONS or (len(v) == 3 and v.isascii() and v.isdigit() and 100 <= int(v) <= 599),
 )
 
 
@@ -409,9 +398,7 @@ def _check_interfaces(items: tuple[str, ...]) -> None:
 
 
 _INTERFACES = _list(
-    _text(
-        '"all" or an IP address like "127.0.0.1"', lambda v: v == "all" or is_valid_ip_address(v)
-    ),
+    _text('"all" or an IP address like "127.0.0.1"', lambda v: v == "all" or is_valid_ip_address(v)),
     'a non-empty list of IP addresses, or ["all"]',
     non_empty=True,
     check=_check_interfaces,
@@ -422,9 +409,7 @@ _INTERFACES = _list(
 _Finish = Callable[[dict[str, Any], str, _Issues], bool]
 
 
-def _fields(
-    data: Any, path: str, issues: _Issues, keys: Mapping[str, _Key], expected: str
-) -> dict[str, Any] | None:
+def _fields(data: Any, path: str, issues: _Issues, keys: Mapping[str, _Key], expected: str) -> dict[str, Any] | None:
     """Read the known keys of one table; report unknown and missing ones. None if not a table."""
     if not isinstance(data, Mapping):
         issues.expected(path, expected, render_value(data))
@@ -485,9 +470,7 @@ def _finish_discovery(values: dict[str, Any], path: str, issues: _Issues) -> boo
 def _finish_match(values: dict[str, Any], path: str, issues: _Issues) -> bool:
     given = [key for key in ("path_exact", "path_prefix", "path_regex") if key in values]
     if len(given) > 1:
-        issues.expected(
-            path, "at most one of path_exact, path_prefix, path_regex", " and ".join(given)
-        )
+        issues.expected(path, "at most one of path_exact, path_prefix, path_regex", " and ".join(given))
         return False
     return True
 
@@ -554,6 +537,7 @@ _DISCOVERY = _table(
     finish=_finish_discovery,
 )
 
+
 def _convert_store(value: Any) -> str:
     if not isinstance(value, str):
         raise _Bad
@@ -565,6 +549,7 @@ def _convert_store(value: Any) -> str:
 
 
 _CONTROL = _table(ControlConfig, {"store": _Key(_Value(STORE_EXPECTED, _convert_store))})
+
 
 def _convert_otlp_endpoint(value: Any) -> str:
     if not isinstance(value, str):
@@ -599,6 +584,7 @@ _SERVICE = _table(
         "protocol": _Key(_one_of(*APP_PROTOCOLS)),
     },
 )
+
 
 def _finish_gateway(values: dict[str, Any], path: str, issues: _Issues) -> bool:
     ok = True
@@ -814,9 +800,7 @@ def _read_array(key: str, value: Any, reader: _Reader, issues: _Issues) -> list[
     return [reader.read(item, f"{key}[{i}]", issues) for i, item in enumerate(value)]
 
 
-def _check_unique(
-    items: list[Any], section: str, attribute: str, expected: str, issues: _Issues
-) -> None:
+def _check_unique(items: list[Any], section: str, attribute: str, expected: str, issues: _Issues) -> None:
     first_at: dict[str, int] = {}
     for i, item in enumerate(items):
         if item is _INVALID:

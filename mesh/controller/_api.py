@@ -9,7 +9,6 @@ soon as it is produced). One reader task per connection, one task per stream.
 
 from __future__ import annotations
 
-
 import contextlib
 import json
 import logging
@@ -82,8 +81,6 @@ class ApiRequest:
             raise ApiError(400, f"invalid JSON: {exc}") from None
 
 
-
-
 Handler = Callable[[ApiRequest], Awaitable[ApiResponse | AsyncIterator[Any]]]
 
 _INTERNAL_ERROR = ApiError(500, "internal error")
@@ -139,9 +136,7 @@ def _remote_address(tcp: trio.SocketStream) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def _serve_connection(
-    tcp: trio.SocketStream, context: ssl.SSLContext, handler: Handler
-) -> None:
+async def _serve_connection(tcp: trio.SocketStream, context: ssl.SSLContext, handler: Handler) -> None:
     address = _remote_address(tcp)
     tls = TLSStream(tcp, context, server_side=True)
     try:
@@ -240,9 +235,7 @@ class _ServerConnection(H2ApiEndpoint):
             try:
                 events = self._h2.receive_data(data)
             except h2.exceptions.ProtocolError as exc:
-                log.info(
-                    "closing the connection from %s: HTTP/2 protocol error: %s", self._address, exc
-                )
+                log.info("closing the connection from %s: HTTP/2 protocol error: %s", self._address, exc)
                 await self._flush()  # h2 queued the GOAWAY that says why
                 return
             for event in events:
@@ -346,9 +339,7 @@ class _ServerConnection(H2ApiEndpoint):
         assert self._nursery is not None
         self._nursery.start_soon(run)
 
-    async def _send_rejection(
-        self, stream_id: int, stream: _InboundStream, error: ApiError
-    ) -> None:
+    async def _send_rejection(self, stream_id: int, stream: _InboundStream, error: ApiError) -> None:
         await self._send_response(stream_id, *_encode_response(error.to_response()))
         if not stream.remote_ended:
             # We answered before the body ended: tell the client to stop sending.
@@ -362,9 +353,7 @@ class _ServerConnection(H2ApiEndpoint):
         else:
             await self._send_event_stream(stream_id, request, outcome)
 
-    async def _call_handler(
-        self, request: ApiRequest
-    ) -> tuple[list[tuple[str, str]], bytes] | AsyncIterator[Any]:
+    async def _call_handler(self, request: ApiRequest) -> tuple[list[tuple[str, str]], bytes] | AsyncIterator[Any]:
         """The handler's answer, encoded; or its iterator. Never raises (but Cancelled)."""
         try:
             outcome: Any = self._handler(request)
@@ -373,32 +362,26 @@ class _ServerConnection(H2ApiEndpoint):
             if isinstance(outcome, AsyncIterator):
                 return outcome
             if not isinstance(outcome, ApiResponse):
-                raise TypeError(
-                    f"the handler returned {type(outcome).__name__}, "
-                    "not ApiResponse or an async iterator"
-                )
+                raise TypeError(f"the handler returned {type(outcome).__name__}, not ApiResponse or an async iterator")
             return _encode_response(outcome)  # here, so a body json.dumps refuses is a 500
         except ApiError as error:
             return _encode_response(error.to_response())
         except Exception:  # noqa: BLE001 - a handler bug is a 500, logged; the server goes on
             log.exception(
-                "%s %s from %s failed", request.method, request.path, (self._peer.identity if self._peer else self._address)
+                "%s %s from %s failed",
+                request.method,
+                request.path,
+                (self._peer.identity if self._peer else self._address),
             )
             return _encode_response(_INTERNAL_ERROR.to_response())
 
-    async def _send_response(
-        self, stream_id: int, headers: list[tuple[str, str]], payload: bytes
-    ) -> None:
+    async def _send_response(self, stream_id: int, headers: list[tuple[str, str]], payload: bytes) -> None:
         self._h2.send_headers(stream_id, headers, end_stream=not payload)
         await self._flush()
         if payload:
-            await self._send_data(
-                stream_id, payload, end_stream=True, stopped=self._gone(stream_id)
-            )
+            await self._send_data(stream_id, payload, end_stream=True, stopped=self._gone(stream_id))
 
-    async def _send_event_stream(
-        self, stream_id: int, request: ApiRequest, events: AsyncIterator[Any]
-    ) -> None:
+    async def _send_event_stream(self, stream_id: int, request: ApiRequest, events: AsyncIterator[Any]) -> None:
         try:
             self._h2.send_headers(stream_id, [(":status", "200"), ("content-type", NDJSON_TYPE)])
             await self._flush()
@@ -436,9 +419,7 @@ class _ServerConnection(H2ApiEndpoint):
         return lambda: stream_id not in self._streams
 
     async def _reset_quietly(self, stream_id: int, code: ErrorCodes) -> None:
-        with contextlib.suppress(
-            h2.exceptions.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError
-        ):
+        with contextlib.suppress(h2.exceptions.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
             self._h2.reset_stream(stream_id, code)
             await self._flush()
 
@@ -469,6 +450,3 @@ def _encode_response(response: ApiResponse) -> tuple[list[tuple[str, str]], byte
         headers.append(("content-type", JSON_TYPE))
     headers.extend((name.lower(), value) for name, value in response.headers)
     return headers, payload
-
-
-

@@ -23,14 +23,16 @@ class ConfigHandlers(HandlerBase):
         body = _object(request.json())
         data = body.get("config")
         if not isinstance(data, dict):
-            raise ApiError(400, "expected {\"config\": {...}}")
+            raise ApiError(400, 'expected {"config": {...}}')
         source = str(body.get("source") or "applied config")
         try:
             config = self.state.check_config(data, source)
         except ConfigError as exc:
             issues = [str(i) for i in getattr(exc, "issues", ())] or [exc.message]
             log.warning("rejected a config from %s: %s", operator, "; ".join(issues))
-            return ApiResponse(400, {"error": "the config is invalid; the previous one stays in force", "issues": issues})
+            return ApiResponse(
+                400, {"error": "the config is invalid; the previous one stays in force", "issues": issues}
+            )
         version, changed = await self._write_config(config, source, str(operator))
         return ApiResponse(200, {"version": version, "changed": changed})
 
@@ -75,7 +77,7 @@ class ConfigHandlers(HandlerBase):
         body = _object(request.json())
         target = body.get("version")
         if isinstance(target, bool) or not isinstance(target, int) or target < 1:
-            raise ApiError(400, "expected {\"version\": N} with N a config version (1 or more)")
+            raise ApiError(400, 'expected {"version": N} with N a config version (1 or more)')
         try:
             record = await self.durable.config_at(target)
         except StoreError as exc:

@@ -98,7 +98,9 @@ class ProxyHandlers(HandlerBase):
             return
         if withdrawn:
             log.info(
-                "withdrew %s (%s at %s): its proxy went away without a word", instance, entry.endpoint.service,
+                "withdrew %s (%s at %s): its proxy went away without a word",
+                instance,
+                entry.endpoint.service,
                 entry.endpoint.address,
             )
             self.changed()

@@ -35,7 +35,6 @@ from typing import Any
 import trio
 
 from mesh.controller._state import ROLES, ControllerState, EndpointEntry, TemporaryFault
-from mesh.discovery import endpoint_from_dict, endpoint_to_dict
 from mesh.controller._store import (
     Compare,
     KeyValue,
@@ -46,6 +45,7 @@ from mesh.controller._store import (
     StoreHealth,
     StoreUnavailable,
 )
+from mesh.discovery import endpoint_from_dict, endpoint_to_dict
 from mesh.errors import StoreError
 
 log = logging.getLogger("mesh.controller.store")
@@ -106,7 +106,9 @@ class ConfigRecord:
 class Durable:
     """The controller's state, kept in a ``Store`` and followed from it."""
 
-    def __init__(self, store: Store, state: ControllerState, prefix: str = "", on_change: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self, store: Store, state: ControllerState, prefix: str = "", on_change: Callable[[], None] = lambda: None
+    ) -> None:
         self.store = store
         self.state = state
         self.prefix = prefix
@@ -266,7 +268,9 @@ class Durable:
                     log.warning("cannot read %s: %s", self.location, load_error.message)
             except StoreError as exc:
                 if not outage:
-                    log.warning("lost the watch on %s (%s); serving the last state, retrying", self.location, exc.message)
+                    log.warning(
+                        "lost the watch on %s (%s); serving the last state, retrying", self.location, exc.message
+                    )
                     outage = True
             await trio.sleep(WATCH_RETRY)
 
@@ -293,7 +297,9 @@ class Durable:
                 return False
             record = ConfigRecord.from_json(event.value)
             if self._adopt_config(record):
-                log.info("config version %d applied by %s through another controller", record.version, record.applied_by)
+                log.info(
+                    "config version %d applied by %s through another controller", record.version, record.applied_by
+                )
                 return True
             return False
         if kind == "registrations":
@@ -449,7 +455,9 @@ class Durable:
         """A registration or its heartbeat: written when new or changed, else its lease kept alive.
         Returns True when the state changed."""
         entry = replace(entry, expires_at=None)
-        current = next((e for e in self.state.entries() if e.instance == entry.instance and e.source == "registration"), None)
+        current = next(
+            (e for e in self.state.entries() if e.instance == entry.instance and e.source == "registration"), None
+        )
         lease = self._leases.get(entry.instance, 0)
         if current == entry and lease and await self.store.keepalive(lease):
             return False
@@ -533,7 +541,13 @@ class Durable:
     async def record_certificate(self, serial: str, identity: str, not_after: float, controller: str) -> None:
         """Every certificate the CA signs, kept until it expires (`mesh ca issued`, audits)."""
         lease = await self.store.grant(max(60.0, not_after - time.time()))
-        value = {"serial": serial, "identity": identity, "not_after": not_after, "issued_at": time.time(), "controller": controller}
+        value = {
+            "serial": serial,
+            "identity": identity,
+            "not_after": not_after,
+            "issued_at": time.time(),
+            "controller": controller,
+        }
         await self._commit([Put(self._key("certificates", serial), json.dumps(value).encode(), lease)])
 
     async def certificates(self) -> list[dict[str, Any]]:

@@ -108,9 +108,7 @@ def choose_baseline(history: Iterable[ProxySnapshot], current: ProxySnapshot, wi
     None when nothing qualifies (no start time, no history).
     """
     target = current.at - window
-    candidates = [
-        s for s in history if s.at <= current.at - MIN_SPAN and s.start_time == current.start_time
-    ]
+    candidates = [s for s in history if s.at <= current.at - MIN_SPAN and s.start_time == current.start_time]
     if current.start_time is not None and current.start_time <= current.at - MIN_SPAN:
         candidates.append(ProxySnapshot.zero(current.start_time))
     if not candidates:

@@ -70,9 +70,9 @@ async def join_mesh(
     advertise: str | None = None,
     operator_grant: str | None = None,
 ) -> dict[str, Any]:
-    from mesh.net import ApiClient, bootstrap_client_context
     from mesh.discovery import parse_address
     from mesh.identity import fingerprint, host_identity, host_name_from, load_certificates, parse_fingerprint
+    from mesh.net import ApiClient, bootstrap_client_context
 
     refuse_a_controllers_home(home)
     host, port = parse_address(address)
@@ -118,7 +118,12 @@ async def join_mesh(
     home.ensure_dir(home.ca_dir)
     atomic_write(home.bundle, bundle, mode=0o644)
     atomic_write(home.join_token, token.strip() + "\n", mode=0o600)
-    record = {"address": f"{host}:{port}", "trust_domain": trust_domain, "bundle": "ca/bundle.pem", "identity": identity}
+    record = {
+        "address": f"{host}:{port}",
+        "trust_domain": trust_domain,
+        "bundle": "ca/bundle.pem",
+        "identity": identity,
+    }
     atomic_write(home.controller_json, json.dumps(record, indent=2) + "\n", mode=0o644)
     home.ensure_dir(home.host_dir)
     host_creds.write(home.host_dir)

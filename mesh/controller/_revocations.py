@@ -49,8 +49,12 @@ class Revocations:
         record = revoked.get(serial)
         if record is None:
             return
-        log.warning("refused %s %s from %s: its certificate %s is revoked", request.method, request.path, request.peer, serial)
-        raise ApiError(403, f"the certificate {serial} of {request.peer} was revoked ({describe(record)})", NEW_CERTIFICATE_HINT)
+        log.warning(
+            "refused %s %s from %s: its certificate %s is revoked", request.method, request.path, request.peer, serial
+        )
+        raise ApiError(
+            403, f"the certificate {serial} of {request.peer} was revoked ({describe(record)})", NEW_CERTIFICATE_HINT
+        )
 
     async def until_revoked(self, request: ApiRequest, stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
         """A proxy's watch, ended after the snapshot that revokes its certificate (which it gets, to
@@ -108,7 +112,10 @@ class Revocations:
                 raise app._read_only_error("revoke a certificate", exc.message) from None
             for record in records:
                 log.warning(
-                    "%s revoked certificate %s of %s%s", operator, record["serial"], record["identity"],
+                    "%s revoked certificate %s of %s%s",
+                    operator,
+                    record["serial"],
+                    record["identity"],
                     f": {reason}" if reason else "",
                 )
             app.changed()
@@ -146,7 +153,8 @@ class Revocations:
             raise ApiError(400, f"{identity} is not of this mesh's trust domain {trust_domain}")
         now = time.time()
         found = [
-            c for c in await self.app.durable.certificates()
+            c
+            for c in await self.app.durable.certificates()
             if c.get("identity") == str(identity) and float(c.get("not_after", 0)) > now
         ]
         if not found:

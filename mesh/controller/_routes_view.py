@@ -15,7 +15,9 @@ from mesh.telemetry import histogram_quantile, parse_prometheus_text
 
 
 def routes_in_force(config: Any, service: str) -> list[tuple[str, Any]]:
-    return [(route.name or f"route-{index}", route) for index, route in enumerate(config.routes) if route.service == service]
+    return [
+        (route.name or f"route-{index}", route) for index, route in enumerate(config.routes) if route.service == service
+    ]
 
 
 async def routes_view(state: Any, service: str, dialer: Any) -> dict[str, Any]:

@@ -31,12 +31,12 @@ import trio
 from mesh import __version__
 from mesh.config import StoreUrl, parse_store_url
 from mesh.controller._app import ControllerApp
-from mesh.identity import CONTROLLER_SERVICE
 from mesh.controller._durable import Durable
 from mesh.controller._state import ControllerState, EndpointEntry
 from mesh.controller._store import Store, open_store
 from mesh.errors import ControllerError
 from mesh.home import HostRecord, MeshHome, atomic_write, write_host_record
+from mesh.identity import CONTROLLER_SERVICE
 
 log = logging.getLogger("mesh.controller")
 
@@ -175,7 +175,9 @@ async def run_controller(
                 listener = (await trio.open_tcp_listeners(port, host=listen_host))[0]
             except OSError as exc:
                 hint = "stop what holds it, or pick another with --listen HOST:PORT" if exc.errno == 98 else None
-                raise ControllerError(f"cannot listen on {listen_host}:{port}: {exc.strerror or exc}", hint=hint) from None
+                raise ControllerError(
+                    f"cannot listen on {listen_host}:{port}: {exc.strerror or exc}", hint=hint
+                ) from None
             bound = listener.socket.getsockname()[:2]
             local, public = dial_addresses(bound, settings.advertise)
             host = settings.host or _controller_host(public[0])

@@ -267,9 +267,7 @@ class ControllerState:
             "config_version": self.config_version,
             "trust_domain": self.trust_domain,
             "authz_default": config.mesh.authz_default,
-            "endpoints": {
-                svc: [endpoint_to_dict(e) for e in eps] for svc, eps in self.endpoints().items()
-            },
+            "endpoints": {svc: [endpoint_to_dict(e) for e in eps] for svc, eps in self.endpoints().items()},
             "routes": [r.to_dict() for r in config.routes],
             "policies": [p.to_dict() for p in config.policies],
             "faults": [f.to_dict() for f in self.faults.values()],

@@ -221,7 +221,13 @@ class EtcdStore:
         self, puts: Sequence[Put] = (), deletes: Sequence[str] = (), compares: Sequence[Compare] = ()
     ) -> int | None:
         success: list[dict[str, Any]] = [
-            {"request_put": {"key": _b64(p.key), "value": _b64(p.value), **({"lease": str(p.lease)} if p.lease else {})}}
+            {
+                "request_put": {
+                    "key": _b64(p.key),
+                    "value": _b64(p.value),
+                    **({"lease": str(p.lease)} if p.lease else {}),
+                }
+            }
             for p in puts
         ]
         success += [{"request_delete_range": {"key": _b64(key)}} for key in deletes]

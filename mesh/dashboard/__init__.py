@@ -38,7 +38,9 @@ async def _listen(port: int | None) -> list[trio.SocketListener]:
         return await trio.open_tcp_listeners(DEFAULT_PORT if port is None else port, host="127.0.0.1")
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
-            raise MeshError(f"cannot listen on 127.0.0.1:{port if port is not None else DEFAULT_PORT}: {exc.strerror}") from None
+            raise MeshError(
+                f"cannot listen on 127.0.0.1:{port if port is not None else DEFAULT_PORT}: {exc.strerror}"
+            ) from None
         if port is not None:
             raise MeshError(
                 f"127.0.0.1:{port} is in use", hint="choose another with --port N, or --port 0 for any free port"

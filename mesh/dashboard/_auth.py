@@ -65,20 +65,26 @@ class Gate:
     def decide(self, host: str | None, target: str, cookie_header: str | None) -> Access:
         """``host``: the Host header; ``target``: the request target (path and query)."""
         if host is None or host.lower() not in self.allowed_hosts:
-            return Refuse(403, f"Host {host!r} is not served: open http://127.0.0.1:{self.port}/ (DNS rebinding protection)")
+            return Refuse(
+                403, f"Host {host!r} is not served: open http://127.0.0.1:{self.port}/ (DNS rebinding protection)"
+            )
         path, _, query = target.partition("?")
         params = parse_qsl(query, keep_blank_values=True)
         offered = [value for name, value in params if name == "token"]
         if offered:
             if not self._matches(offered[0]):
-                return Refuse(403, "wrong token: use the URL that `mesh dashboard` printed (the token changes every run)")
+                return Refuse(
+                    403, "wrong token: use the URL that `mesh dashboard` printed (the token changes every run)"
+                )
             rest = urlencode([(name, value) for name, value in params if name != "token"])
             return Login(path + (f"?{rest}" if rest else ""), self._cookie())
         cookie = _cookie_value(cookie_header, self.cookie_name)
         if cookie is None:
             return Refuse(401, "no token: open the URL that `mesh dashboard` printed")
         if not self._matches(cookie):
-            return Refuse(403, "stale or wrong token: open the URL that `mesh dashboard` printed (it changes every run)")
+            return Refuse(
+                403, "stale or wrong token: open the URL that `mesh dashboard` printed (it changes every run)"
+            )
         return Allow()
 
     def _matches(self, offered: str) -> bool:

@@ -160,7 +160,9 @@ class Feed:
             except MeshError as exc:
                 self._step_done(name, False, exc.message)
             except Exception as exc:  # noqa: BLE001 - an answer we did not expect: say so, keep serving
-                log.warning("%s failed: %s: %s", name, type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+                log.warning(
+                    "%s failed: %s: %s", name, type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG)
+                )
             else:
                 if asks_controller:
                     self._step_done(name, True, None)
@@ -209,4 +211,6 @@ class Feed:
         except MeshError as exc:  # a check that cannot run at all says why; the link is not at fault
             self._topics.publish("check", {"ran_at": started, "error": exc.message, "hint": exc.hint})
             return
-        self._topics.publish("check", {"ran_at": started, "seconds": round(self._clock() - started, 1), "report": report})
+        self._topics.publish(
+            "check", {"ran_at": started, "seconds": round(self._clock() - started, 1), "report": report}
+        )

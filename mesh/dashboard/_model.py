@@ -82,7 +82,11 @@ class Topics:
 
     def messages_since(self, seen: dict[str, int]) -> list[bytes]:
         """The SSE messages of topics newer than ``seen`` (updated in place), oldest first."""
-        fresh = sorted((version, name, message) for name, (version, _, message) in self._values.items() if version > seen.get(name, 0))
+        fresh = sorted(
+            (version, name, message)
+            for name, (version, _, message) in self._values.items()
+            if version > seen.get(name, 0)
+        )
         for version, name, _ in fresh:
             seen[name] = version
         return [message for _, _, message in fresh]
@@ -112,7 +116,22 @@ def stats_topic(stats: Mapping[str, Any]) -> dict[str, Any]:
     return {
         **stat_json(stats),
         "edges": [
-            {key: edge.get(key) for key in ("src", "dst", "mtls", "rps", "requests", "success_rate", "latency_ms", "total_requests", "src_identities", "dst_identities", "seen_by")}
+            {
+                key: edge.get(key)
+                for key in (
+                    "src",
+                    "dst",
+                    "mtls",
+                    "rps",
+                    "requests",
+                    "success_rate",
+                    "latency_ms",
+                    "total_requests",
+                    "src_identities",
+                    "dst_identities",
+                    "seen_by",
+                )
+            }
             for edge in stats.get("edges") or []
         ],
         "time": stats.get("time"),
@@ -133,7 +152,9 @@ def routes_topic(config_answer: Mapping[str, Any], routes: Mapping[str, Mapping[
 
 
 def routed_services(config_answer: Mapping[str, Any]) -> list[str]:
-    return sorted({str(r.get("service")) for r in (config_answer.get("config") or {}).get("route") or [] if r.get("service")})
+    return sorted(
+        {str(r.get("service")) for r in (config_answer.get("config") or {}).get("route") or [] if r.get("service")}
+    )
 
 
 def faults_topic(status: Mapping[str, Any], config_answer: Mapping[str, Any] | None, now: float) -> dict[str, Any]:

@@ -213,7 +213,9 @@ class DashboardServer:
         return True
 
 
-async def _read_request(stream: trio.abc.Stream, reader: RequestReader, pending: list[Any]) -> tuple[RequestHead, list[Any]]:
+async def _read_request(
+    stream: trio.abc.Stream, reader: RequestReader, pending: list[Any]
+) -> tuple[RequestHead, list[Any]]:
     """The next request's head, its body read and dropped; returns the events that follow it."""
     events = pending
     head: RequestHead | None = None

@@ -49,7 +49,9 @@ def endpoint_health(
     return "ok", "serving" if reachable else "registered"
 
 
-def endpoint_rows(status: Mapping[str, Any], stats: Mapping[str, Any] | None, now: float) -> dict[str, list[dict[str, Any]]]:
+def endpoint_rows(
+    status: Mapping[str, Any], stats: Mapping[str, Any] | None, now: float
+) -> dict[str, list[dict[str, Any]]]:
     """Service → its endpoints (by address), each with sync, certificate time left and health."""
     current = int((status.get("controller") or {}).get("state_version") or 0)
     scraped: dict[str, dict[str, Any]] = {p.get("instance", ""): p for p in (stats or {}).get("proxies") or []}

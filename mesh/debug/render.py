@@ -189,7 +189,10 @@ def top_layout(rows: Sequence[TopRow], width: int) -> tuple[list[_Column], list[
     widths["path"] = max(len("PATH"), min(widths["path"], width - fixed))
     final = [widths[c.name] for c in columns]
     body = [
-        [(truncate_middle if col.name == "path" else truncate)(c[col.name], w) for col, w in zip(columns, final)]
+        [
+            (truncate_middle if col.name == "path" else truncate)(c[col.name], w)
+            for col, w in zip(columns, final, strict=True)
+        ]
         for c in cells
     ]
     return columns, final, body
@@ -210,7 +213,7 @@ def top_table(rows: Sequence[TopRow], width: int = 80, title: str | None = None)
         padding=(0, COLUMN_GAP // 2),
         collapse_padding=True,
     )
-    for column, column_width in zip(columns, widths):
+    for column, column_width in zip(columns, widths, strict=True):
         table.add_column(
             column.header,
             justify=column.justify,  # type: ignore[arg-type]
@@ -247,7 +250,9 @@ def stat_table(rows: Sequence[StatRow], title: str | None = None) -> Any:
     from rich import box
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table = Table(
+        title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
+    )
     for index, header in enumerate(STAT_HEADERS):
         table.add_column(header, justify="left" if index < 2 else "right", no_wrap=True, overflow="ellipsis")
     for row in rows:
@@ -273,7 +278,9 @@ def edges_table(rows: Sequence[EdgeRow], title: str | None = None) -> Any:
     from rich import box
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table = Table(
+        title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
+    )
     for index, header in enumerate(EDGE_HEADERS):
         table.add_column(header, justify="right" if index == 5 else "left", overflow="fold")
     for row in rows:

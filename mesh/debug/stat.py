@@ -83,7 +83,5 @@ def stat_json(stats: Mapping[str, Any], service: str | None = None) -> dict[str,
         "window_seconds": stats.get("window_seconds"),
         "covered_seconds": covered_window(stats),
         "rows": [row.to_dict() for row in stat_rows(stats, service)],
-        "unreachable": [
-            u for u in stats.get("unreachable") or [] if service is None or u.get("service") == service
-        ],
+        "unreachable": [u for u in stats.get("unreachable") or [] if service is None or u.get("service") == service],
     }

@@ -40,9 +40,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="SERVICE", required=True)
     for app in APPS:
         sub = commands.add_parser(app, help=f"run the {app} app")
-        sub.add_argument(
-            "--port", type=int, default=None, help="port to listen on (default: $PORT)"
-        )
+        sub.add_argument("--port", type=int, default=None, help="port to listen on (default: $PORT)")
         sub.add_argument(
             "--version",
             default=None,
@@ -50,9 +48,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         )
     traffic = commands.add_parser("traffic", help="GET a URL at a gentle rate until stopped")
     traffic.add_argument("--url", default="http://127.0.0.1:9080/productpage", help="URL to GET")
-    traffic.add_argument(
-        "--rate", type=_rate, default=2.0, help="requests per second at most (default 2)"
-    )
+    traffic.add_argument("--rate", type=_rate, default=2.0, help="requests per second at most (default 2)")
     traffic.add_argument("--count", type=int, default=None, help="stop after this many requests")
     traffic.add_argument(
         "--header",

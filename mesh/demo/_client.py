@@ -176,14 +176,11 @@ class Client:
         except UpstreamError as exc:
             if "cannot resolve" in exc.summary and not self.proxy:
                 raise UpstreamError(
-                    f"{exc.summary} (no HTTP_PROXY set: run it with `mesh inject`, "
-                    f"or set {upstream_env_name(service)})"
+                    f"{exc.summary} (no HTTP_PROXY set: run it with `mesh inject`, or set {upstream_env_name(service)})"
                 ) from None
             raise
 
-    def get(
-        self, url: str, headers: Mapping[str, str] | None = None, timeout: float = 10.0
-    ) -> Reply:
+    def get(self, url: str, headers: Mapping[str, str] | None = None, timeout: float = 10.0) -> Reply:
         return self._exchange(self.plan_url(url), headers or {}, timeout)
 
     def _exchange(self, target: Target, headers: Mapping[str, str], timeout: float) -> Reply:
@@ -199,16 +196,12 @@ class Client:
                 raise UpstreamError(f"timed out after {timeout:g}s") from None
             except ConnectionRefusedError:
                 conn.close()
-                raise UpstreamError(
-                    f"cannot connect to {target.via} (connection refused)"
-                ) from None
+                raise UpstreamError(f"cannot connect to {target.via} (connection refused)") from None
             except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
                 conn.close()
                 if reused and attempt == 0:
                     continue  # the pooled connection had been closed by the other side
-                raise UpstreamError(
-                    f"connection to {target.via} closed without a response"
-                ) from None
+                raise UpstreamError(f"connection to {target.via} closed without a response") from None
             except socket.gaierror:
                 conn.close()
                 raise UpstreamError(f"cannot resolve {target.host!r}") from None

@@ -165,9 +165,7 @@ class _Handler(BaseHTTPRequestHandler):
                 try:
                     response = server.app(request_or_error)
                 except Exception as exc:  # noqa: BLE001 - a bug in the app: say so, keep serving
-                    log(
-                        f"{server.name}: error in handler: {exc!r}\n{traceback.format_exc().rstrip()}"
-                    )
+                    log(f"{server.name}: error in handler: {exc!r}\n{traceback.format_exc().rstrip()}")
                     response = json_response({"error": "internal error in the demo app"}, 500)
             self._send(response)
         finally:
@@ -281,9 +279,7 @@ def serve(name: str, app: App, port: int | None = None) -> int:
         else:
             log(f"{name}: cannot listen on {HOST}:{port}: {exc.strerror or exc}")
         return 1
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
-    )
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()
     log(f"{name} listening on {HOST}:{server.server_address[1]}")
     while not stop.event.wait(0.5):

@@ -133,9 +133,7 @@ def render_details(details: Fetched) -> str:
         ("Author", "author"),
         ("Year", "year"),
     )
-    rows = "".join(
-        f"<dt>{label}</dt><dd>{_e(data[key])}</dd>" for label, key in fields if key in data
-    )
+    rows = "".join(f"<dt>{label}</dt><dd>{_e(data[key])}</dd>" for label, key in fields if key in data)
     return f'<dl id="details">{rows}</dl>'
 
 
@@ -148,10 +146,7 @@ def render_stars(rating: dict[str, Any]) -> str:
         stars = 0
     color = "red" if rating.get("color") == "red" else "black"
     glyphs = "★" * stars + "☆" * (5 - stars)
-    return (
-        f'<span class="stars" data-color="{color}" style="color: {color}" '
-        f'title="{stars} of 5 stars">{glyphs}</span>'
-    )
+    return f'<span class="stars" data-color="{color}" style="color: {color}" title="{stars} of 5 stars">{glyphs}</span>'
 
 
 def render_reviews(reviews: Fetched) -> str:
@@ -172,15 +167,11 @@ def render_reviews(reviews: Fetched) -> str:
     if version:
         pod = data.get("podname")
         title = f' title="{_e(pod)}"' if pod else ""
-        parts.append(
-            f'<span class="version" id="reviews-version"{title}>reviews-{_e(version)}</span>'
-        )
+        parts.append(f'<span class="version" id="reviews-version"{title}>reviews-{_e(version)}</span>')
     return "".join(parts) or "<p>No reviews yet.</p>"
 
 
-def render_page(
-    product: dict[str, Any], details: Fetched, reviews: Fetched, user: str | None
-) -> str:
+def render_page(product: dict[str, Any], details: Fetched, reviews: Fetched, user: str | None) -> str:
     if user:
         account = f'signed in as <b>{_e(user)}</b> · <a href="/logout">sign out</a>'
     else:
@@ -235,9 +226,7 @@ def api_product(request: Request, product_id: int, part: str | None) -> Response
     else:
         result = fetch("ratings", f"/ratings/{product_id}", "ratings", headers)
     if result.error:
-        return json_response(
-            {"error": result.message}, result.status, note=f"{result.what}: {result.error}"
-        )
+        return json_response({"error": result.message}, result.status, note=f"{result.what}: {result.error}")
     return json_response(result.data)
 
 
@@ -245,9 +234,7 @@ def login(request: Request) -> Response:
     values = request.form().get("user") or request.query.get("user") or [""]
     user = values[0].strip()
     if not _USER.fullmatch(user):
-        return html_response(
-            "<p>Sign in with a user name of letters, digits, <code>._@-</code>.</p>", 400
-        )
+        return html_response("<p>Sign in with a user name of letters, digits, <code>._@-</code>.</p>", 400)
     return _redirect("/productpage", f"user={quote(user)}; Path=/; SameSite=Lax")
 
 

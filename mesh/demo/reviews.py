@@ -37,9 +37,7 @@ REVIEWS = (
 _REVIEWS = re.compile(r"/reviews/(\d+)")
 
 
-def fetch_ratings(
-    request: Request, book_id: str, version: str
-) -> tuple[dict[str, int] | None, str]:
+def fetch_ratings(request: Request, book_id: str, version: str) -> tuple[dict[str, int] | None, str]:
     """Stars per reviewer from the ratings service, or (None, why it failed)."""
     try:
         reply: Reply = client().call(
@@ -59,9 +57,7 @@ def fetch_ratings(
         return None, "ratings: unexpected response body"
 
 
-def reviews_body(
-    book_id: str, version: str, podname: str, ratings: dict[str, int] | None
-) -> dict[str, Any]:
+def reviews_body(book_id: str, version: str, podname: str, ratings: dict[str, int] | None) -> dict[str, Any]:
     reviews: list[dict[str, Any]] = []
     for reviewer, text in REVIEWS:
         review: dict[str, Any] = {"reviewer": reviewer, "text": text}

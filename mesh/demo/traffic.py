@@ -55,9 +55,7 @@ class ErrorReporter:
         self.suppressed = 0
 
 
-def run(
-    url: str, rate: float, count: int | None = None, headers: dict[str, str] | None = None
-) -> int:
+def run(url: str, rate: float, count: int | None = None, headers: dict[str, str] | None = None) -> int:
     interval = 1.0 / rate
     timeout = max(5.0, interval)
     http = Client()

@@ -14,12 +14,9 @@ from mesh.errors import DiscoveryError
 # A DNS label (RFC 1123), lowercase: a service name is also a host name (`reviews.mesh`).
 SERVICE_NAME_PATTERN = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 SERVICE_NAME_RULE = (
-    "a service name (lowercase letters, digits and '-'; 1 to 63 characters; "
-    "starting and ending with a letter or digit)"
+    "a service name (lowercase letters, digits and '-'; 1 to 63 characters; starting and ending with a letter or digit)"
 )
-_HOST_NAME = re.compile(
-    r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?"
-)
+_HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?")
 ADDRESS_FORMAT = "host:port, e.g. 127.0.0.1:8443, localhost:8443 or [::1]:8443"
 
 
@@ -158,9 +155,7 @@ def parse_address(text: str) -> tuple[str, int]:
     try:
         return split_address(text)
     except AddressProblem as exc:
-        raise DiscoveryError(
-            f"invalid address {text!r}: {exc}", hint=f"write it as {ADDRESS_FORMAT}"
-        ) from None
+        raise DiscoveryError(f"invalid address {text!r}: {exc}", hint=f"write it as {ADDRESS_FORMAT}") from None
 
 
 def endpoint_to_dict(endpoint: Endpoint) -> dict[str, Any]:

@@ -119,9 +119,7 @@ class MemoryRegistry:
 
     async def wait_changed(self, version: int) -> int:
         if self._version != version:
-            await (
-                trio.lowlevel.checkpoint()
-            )  # an async call always yields, even when it need not wait
+            await trio.lowlevel.checkpoint()  # an async call always yields, even when it need not wait
             return self._version
         while self._version == version:
             if self._changed is None:
@@ -130,16 +128,11 @@ class MemoryRegistry:
         return self._version
 
 
-def _put(
-    table: dict[str, tuple[Endpoint, ...]], service: str, endpoints: Iterable[Endpoint]
-) -> None:
+def _put(table: dict[str, tuple[Endpoint, ...]], service: str, endpoints: Iterable[Endpoint]) -> None:
     endpoints = tuple(endpoints)
     for endpoint in endpoints:
         if endpoint.service != service:
-            raise ValueError(
-                f"endpoint {endpoint.address} of service {endpoint.service!r} "
-                f"listed under {service!r}"
-            )
+            raise ValueError(f"endpoint {endpoint.address} of service {endpoint.service!r} listed under {service!r}")
     if endpoints:
         table[service] = endpoints
     else:

@@ -27,6 +27,7 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
+from mesh.config import APP_PROTOCOLS, DEFAULT_PROTOCOL
 from mesh.discovery._endpoint import (
     ADDRESS_FORMAT,
     SERVICE_NAME_RULE,
@@ -35,7 +36,6 @@ from mesh.discovery._endpoint import (
     is_valid_service_name,
     split_address,
 )
-from mesh.config import APP_PROTOCOLS, DEFAULT_PROTOCOL
 from mesh.errors import DiscoveryError
 
 FORMAT_HINT = "the endpoints file format is described in docs/discovery.md"
@@ -48,8 +48,7 @@ _SPIFFE_ID = re.compile(r"spiffe://[a-z0-9._-]+(/[A-Za-z0-9._-]+)+")
 _LABEL_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?")
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?")
 _LABEL_KEY_RULE = (
-    "a label name (letters, digits, '-', '_' and '.'; 1 to 63 characters; "
-    "starting and ending with a letter or digit)"
+    "a label name (letters, digits, '-', '_' and '.'; 1 to 63 characters; starting and ending with a letter or digit)"
 )
 _LABEL_VALUE_RULE = (
     "a label value string (letters, digits, '-', '_' and '.'; at most 63 characters; "
@@ -75,9 +74,7 @@ def read_endpoints_file(path: str | os.PathLike[str]) -> bytes:
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
-        raise DiscoveryError(
-            f"{source}: endpoints file not found", hint=f"create it; {FORMAT_HINT}"
-        ) from None
+        raise DiscoveryError(f"{source}: endpoints file not found", hint=f"create it; {FORMAT_HINT}") from None
     except IsADirectoryError:
         raise DiscoveryError(f"{source}: is a directory, expected an endpoints file") from None
     except PermissionError:
@@ -92,9 +89,7 @@ def parse_endpoints_bytes(data: bytes, source: str) -> dict[str, tuple[Endpoint,
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DiscoveryError(
-            f"{source}: expected UTF-8 text, found a byte that is not (offset {exc.start})"
-        ) from None
+        raise DiscoveryError(f"{source}: expected UTF-8 text, found a byte that is not (offset {exc.start})") from None
     return parse_endpoints_text(text, source)
 
 
@@ -148,9 +143,7 @@ def parse_endpoints_text(text: str, source: str = "<endpoints>") -> dict[str, tu
         labels = _labels(entry.get("labels", {}), f"{where}.labels", problem)
 
         identity = entry.get("identity")
-        if identity is not None and (
-            not isinstance(identity, str) or not _SPIFFE_ID.fullmatch(identity)
-        ):
+        if identity is not None and (not isinstance(identity, str) or not _SPIFFE_ID.fullmatch(identity)):
             problem(
                 f"{where}.identity",
                 "a SPIFFE id like spiffe://mesh.local/svc/web",
@@ -159,9 +152,7 @@ def parse_endpoints_text(text: str, source: str = "<endpoints>") -> dict[str, tu
 
         admin_port = entry.get("admin_port")
         if admin_port is not None and (
-            isinstance(admin_port, bool)
-            or not isinstance(admin_port, int)
-            or not 1 <= admin_port <= 65535
+            isinstance(admin_port, bool) or not isinstance(admin_port, int) or not 1 <= admin_port <= 65535
         ):
             problem(f"{where}.admin_port", "a port number from 1 to 65535", _describe(admin_port))
 

@@ -48,9 +48,7 @@ class StaticFileRegistry(MemoryRegistry):
             raise ValueError(f"poll_interval must be positive, got {poll_interval}")
         self._path = Path(path)
         self._poll_interval = poll_interval
-        self._problem: str | None = (
-            None  # what was last logged as wrong; None while the file is good
-        )
+        self._problem: str | None = None  # what was last logged as wrong; None while the file is good
         try:
             stat = os.stat(self._path)
         except OSError:
@@ -132,10 +130,7 @@ class StaticFileRegistry(MemoryRegistry):
     def _summary(self) -> str:
         table = self.snapshot()
         count = sum(len(endpoints) for endpoints in table.values())
-        return (
-            f"{count} endpoint{'' if count == 1 else 's'} of "
-            f"{len(table)} service{'' if len(table) == 1 else 's'}"
-        )
+        return f"{count} endpoint{'' if count == 1 else 's'} of {len(table)} service{'' if len(table) == 1 else 's'}"
 
 
 def _signature_of(stat: os.stat_result) -> _Signature:

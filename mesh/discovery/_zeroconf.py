@@ -337,10 +337,7 @@ async def _fresh_names(zc: Zeroconf, names: Iterable[str]) -> set[str]:
     return {
         name
         for name in names
-        if any(
-            not record.is_expired(now)
-            for record in zc.cache.async_all_by_details(name, _TYPE_SRV, _CLASS_IN)
-        )
+        if any(not record.is_expired(now) for record in zc.cache.async_all_by_details(name, _TYPE_SRV, _CLASS_IN))
     }
 
 

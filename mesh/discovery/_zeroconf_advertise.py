@@ -21,9 +21,9 @@ from zeroconf import ServiceInfo, Zeroconf
 from mesh.discovery._zeroconf_io import (
     DEFAULT_INTERFACES,
     _as_tuple,
+    _close,
     _on_loop,
     _open,
-    _close,
     interface_choice,
     loopback_on_lan,
 )
@@ -146,13 +146,9 @@ class ZeroconfAdvertiser:
             if self._zc is None:
                 self._zc = await _open(self._interfaces)
                 assert self._zc.loop is not None
-                self._reannouncing = asyncio.run_coroutine_threadsafe(
-                    _reannounce(self._zc), self._zc.loop
-                )
+                self._reannouncing = asyncio.run_coroutine_threadsafe(_reannounce(self._zc), self._zc.loop)
             zc = self._zc
-            advertised = (
-                record if record.instance else replace(record, instance=self._instance(record))
-            )
+            advertised = record if record.instance else replace(record, instance=self._instance(record))
             old = self._advertised.get(_full_name(advertised))
             if old is not None and old.info.server:
                 server = old.info.server  # an update keeps the host name

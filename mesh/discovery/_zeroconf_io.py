@@ -40,9 +40,7 @@ def interface_choice(interfaces: Sequence[str]) -> list[str] | InterfaceChoice:
     """
     chosen = list(_as_tuple(interfaces))
     if not chosen:
-        raise DiscoveryError(
-            "zeroconf needs at least one interface", hint='use ["127.0.0.1"] (loopback)'
-        )
+        raise DiscoveryError("zeroconf needs at least one interface", hint='use ["127.0.0.1"] (loopback)')
     if "all" in chosen:
         if len(chosen) > 1:
             raise DiscoveryError('zeroconf interfaces: ["all"] alone or a list of IP addresses')
@@ -74,9 +72,7 @@ def _as_tuple(interfaces: Sequence[str]) -> tuple[str, ...]:
 
 
 def _local_ipv4_addresses() -> set[str]:
-    return {
-        ip.ip for adapter in ifaddr.get_adapters() for ip in adapter.ips if isinstance(ip.ip, str)
-    }
+    return {ip.ip for adapter in ifaddr.get_adapters() for ip in adapter.ips if isinstance(ip.ip, str)}
 
 
 def loopback_on_lan(host: str, interfaces: Sequence[str]) -> str | None:
@@ -89,9 +85,7 @@ def loopback_on_lan(host: str, interfaces: Sequence[str]) -> str | None:
     """
     if not ipaddress.IPv4Address(host).is_loopback:
         return None
-    lan = [
-        i for i in _as_tuple(interfaces) if i == "all" or not ipaddress.ip_address(i).is_loopback
-    ]
+    lan = [i for i in _as_tuple(interfaces) if i == "all" or not ipaddress.ip_address(i).is_loopback]
     if not lan:
         return None
     return (
@@ -174,9 +168,7 @@ def _start_browser(zc: Zeroconf, type_: str, callback: _Callback) -> ServiceBrow
     """Browse ``type_``; ``callback(name, change)`` runs in the trio thread."""
     token = trio.lowlevel.current_trio_token()
 
-    def handler(
-        zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
-    ) -> None:
+    def handler(zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
         # On zeroconf's browser thread: hand over, never touch trio state here.
         try:
             token.run_sync_soon(callback, name, state_change)

@@ -23,9 +23,7 @@ from mesh.errors import DiscoveryError
 PROBE_SERVICE_TYPE = "_mesh-probe._tcp.local."
 
 
-def zeroconf_works(
-    interfaces: Sequence[str] = DEFAULT_INTERFACES, timeout: float = 3.0
-) -> tuple[bool, str]:
+def zeroconf_works(interfaces: Sequence[str] = DEFAULT_INTERFACES, timeout: float = 3.0) -> tuple[bool, str]:
     """Advertise a probe record and find it with a second zeroconf: ``(ok, what happened)``.
 
     For ``mesh check``. Blocking (up to about ``timeout`` s plus half a second):
@@ -51,9 +49,7 @@ def zeroconf_works(
             seen_at: list[float] = []
             seen = threading.Event()
 
-            def handler(
-                zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
-            ) -> None:
+            def handler(zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
                 if name == f"probe-{token}.{PROBE_SERVICE_TYPE}" and not seen.is_set():
                     seen_at.append(time.monotonic())
                     seen.set()
@@ -80,9 +76,7 @@ def zeroconf_works(
                     f"{timeout:g} s: multicast to 224.0.0.251:5353 does not come back "
                     "(a firewall, or an interface without multicast?)"
                 )
-            found = browser_zc.get_service_info(
-                PROBE_SERVICE_TYPE, name, timeout=int(timeout * 1000)
-            )
+            found = browser_zc.get_service_info(PROBE_SERVICE_TYPE, name, timeout=int(timeout * 1000))
             if found is None:
                 return False, f"saw the probe record on {where} but could not resolve its SRV/TXT/A"
             if found.properties.get(b"probe") != token.encode() or found.port != 9:

@@ -76,9 +76,7 @@ class MeshServiceRecord:
         _check_txt(_service_txt(self))
 
     def endpoint(self) -> Endpoint:
-        return Endpoint(
-            self.service, self.host, self.port, self.identity, self.labels, self.admin_port, self.protocol
-        )
+        return Endpoint(self.service, self.host, self.port, self.identity, self.labels, self.admin_port, self.protocol)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +109,7 @@ AnyRecord = MeshServiceRecord | ControllerRecord
 
 def _check_identity(identity: object) -> None:
     if not isinstance(identity, str) or not _SPIFFE_ID.fullmatch(identity):
-        raise ValueError(
-            f"identity must be a SPIFFE id like spiffe://mesh.local/svc/web, got {identity!r}"
-        )
+        raise ValueError(f"identity must be a SPIFFE id like spiffe://mesh.local/svc/web, got {identity!r}")
 
 
 def _check_host(host: object) -> None:
@@ -146,9 +142,7 @@ def _check_version(version: object) -> None:
 
 
 def _check_instance(instance: object) -> None:
-    if instance is not None and (
-        not isinstance(instance, str) or not _INSTANCE.fullmatch(instance)
-    ):
+    if instance is not None and (not isinstance(instance, str) or not _INSTANCE.fullmatch(instance)):
         raise ValueError(
             "instance must be 1 to 63 letters, digits and '-', "
             f"starting and ending with a letter or digit, got {instance!r}"
@@ -159,9 +153,7 @@ def _check_txt(txt: Mapping[str, str]) -> None:
     for key, value in txt.items():
         size = len(key.encode()) + 1 + len(value.encode())
         if size > _TXT_MAX:
-            raise ValueError(
-                f"TXT entry {key!r} takes {size} bytes; a TXT string holds at most {_TXT_MAX}"
-            )
+            raise ValueError(f"TXT entry {key!r} takes {size} bytes; a TXT string holds at most {_TXT_MAX}")
 
 
 def _service_txt(record: MeshServiceRecord) -> dict[str, str]:

@@ -128,12 +128,8 @@ class CertificateAuthority:
         warn_if_loose(home.root_key)
         warn_if_loose(home.issuer_key)
 
-        root_cert = load_certificate(
-            read_file(home.root_cert, "root certificate"), source=str(home.root_cert)
-        )
-        issuer_cert = load_certificate(
-            read_file(home.issuer_cert, "issuer certificate"), source=str(home.issuer_cert)
-        )
+        root_cert = load_certificate(read_file(home.root_cert, "root certificate"), source=str(home.root_cert))
+        issuer_cert = load_certificate(read_file(home.issuer_cert, "issuer certificate"), source=str(home.issuer_cert))
         issuer_key = load_key(read_file(home.issuer_key, "issuer key"), str(home.issuer_key))
         bundle_pem = read_file(home.bundle, "trust bundle")
         anchors = load_certificates(bundle_pem, source=str(home.bundle))
@@ -146,13 +142,9 @@ class CertificateAuthority:
         try:
             issuer_cert.verify_directly_issued_by(root_cert)
         except Exception:  # noqa: BLE001 - InvalidSignature, ValueError, TypeError: same verdict
-            raise IdentityError(
-                f"{home.issuer_cert} was not signed by {home.root_cert}", hint=_RESTORE_HINT
-            ) from None
+            raise IdentityError(f"{home.issuer_cert} was not signed by {home.root_cert}", hint=_RESTORE_HINT) from None
         if root_cert not in anchors:
-            raise IdentityError(
-                f"{home.bundle} does not contain {home.root_cert}", hint=_RESTORE_HINT
-            )
+            raise IdentityError(f"{home.bundle} does not contain {home.root_cert}", hint=_RESTORE_HINT)
         return cls(home, root_cert, issuer_cert, issuer_key, bundle_pem)
 
     # ------------------------------------------------------------ properties
@@ -277,13 +269,9 @@ class CertificateAuthority:
         home = self._home
         warn_if_loose(home.root_key)
         # The root key is read only here: the only operation that needs it.
-        root_key = load_key(
-            read_file(home.root_key, "root key", hint=_RESTORE_HINT), str(home.root_key)
-        )
+        root_key = load_key(read_file(home.root_key, "root key", hint=_RESTORE_HINT), str(home.root_key))
         if not key_matches_cert(root_key, self._root_cert):
-            raise IdentityError(
-                f"{home.root_key} does not belong to {home.root_cert}", hint=_RESTORE_HINT
-            )
+            raise IdentityError(f"{home.root_key} does not belong to {home.root_cert}", hint=_RESTORE_HINT)
         issuer_key = generate_key()
         issuer_cert = make_issuer(issuer_key, self._root_cert, root_key, label=_issuer_label())
         atomic_write(home.issuer_key, key_to_pem(issuer_key), mode=0o600)

@@ -82,9 +82,7 @@ def load_key(pem: bytes, source: str) -> PrivateKey:
 
 
 def _public_der(public_key: PublicKeyTypes) -> bytes:
-    return public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def key_matches_cert(key: PrivateKey, cert: x509.Certificate) -> bool:
@@ -138,14 +136,12 @@ def spiffe_id_of(cert: x509.Certificate) -> SpiffeId:
     uris = [u for u in uri_sans(cert) if u.startswith("spiffe://")]
     if not uris:
         raise IdentityError(
-            f"certificate {cert.subject.rfc4514_string()!r} carries no SPIFFE id "
-            "(no spiffe:// URI SAN)",
+            f"certificate {cert.subject.rfc4514_string()!r} carries no SPIFFE id (no spiffe:// URI SAN)",
             hint="use a certificate issued by `mesh ca issue` or the mesh controller",
         )
     if len(uris) > 1:
         raise IdentityError(
-            f"certificate {cert.subject.rfc4514_string()!r} carries {len(uris)} SPIFFE ids, "
-            "expected one"
+            f"certificate {cert.subject.rfc4514_string()!r} carries {len(uris)} SPIFFE ids, expected one"
         )
     return SpiffeId.parse(uris[0])
 
@@ -231,9 +227,7 @@ _LEAF_KEY_USAGE = x509.KeyUsage(
 )
 
 
-def _validity(
-    not_before: datetime | None, lifetime: timedelta, cap: datetime | None
-) -> tuple[datetime, datetime]:
+def _validity(not_before: datetime | None, lifetime: timedelta, cap: datetime | None) -> tuple[datetime, datetime]:
     if lifetime <= timedelta(0):
         raise IdentityError(f"certificate lifetime must be positive, got {lifetime}")
     if not_before is None:
@@ -246,15 +240,11 @@ def _validity(
     if cap is not None and end > cap:
         end = cap  # never outlive the certificate that signs us
     if end <= start:
-        raise IdentityError(
-            "the signing certificate expires before the new certificate would start"
-        )
+        raise IdentityError("the signing certificate expires before the new certificate would start")
     return start, end
 
 
-def make_root(
-    key: PrivateKey, trust_domain: str, *, lifetime: timedelta = ROOT_LIFETIME
-) -> x509.Certificate:
+def make_root(key: PrivateKey, trust_domain: str, *, lifetime: timedelta = ROOT_LIFETIME) -> x509.Certificate:
     start, end = _validity(None, lifetime, None)
     subject = _name("mesh root CA", trust_domain)
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
@@ -269,13 +259,9 @@ def make_root(
         .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
         .add_extension(_CA_KEY_USAGE, critical=True)
         .add_extension(ski, critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
-        )
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.UniformResourceIdentifier(trust_domain_uri(trust_domain))]
-            ),
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(trust_domain_uri(trust_domain))]),
             critical=False,
         )
         .sign(key, hashes.SHA256())
@@ -333,9 +319,7 @@ def make_leaf(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_LEAF_KEY_USAGE, critical=True)
         .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
             critical=False,
         )
         .add_extension(
@@ -387,10 +371,6 @@ def csr_public_key(csr_pem: bytes) -> ec.EllipticCurvePublicKey:
             "the certificate signing request's signature does not verify",
             hint="the CSR was altered or signed with another key; make a new one",
         )
-    if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
-        public_key.curve, ec.SECP256R1
-    ):
-        raise IdentityError(
-            "the certificate signing request's key is not ECDSA P-256 (mesh uses only P-256)"
-        )
+    if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(public_key.curve, ec.SECP256R1):
+        raise IdentityError("the certificate signing request's key is not ECDSA P-256 (mesh uses only P-256)")
     return public_key

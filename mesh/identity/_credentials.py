@@ -58,9 +58,7 @@ class IssuedCredentials:
                 directory.mkdir(parents=True, mode=0o700)
             except OSError as exc:
                 raise IdentityError(f"cannot create {directory}: {exc.strerror}") from None
-        paths = CredentialPaths(
-            directory / CERT_FILE, directory / KEY_FILE, directory / BUNDLE_FILE
-        )
+        paths = CredentialPaths(directory / CERT_FILE, directory / KEY_FILE, directory / BUNDLE_FILE)
         atomic_write(paths.key, self.key_pem, mode=0o600)
         atomic_write(paths.cert, self.cert_chain_pem, mode=0o644)
         atomic_write(paths.bundle, self.bundle_pem, mode=0o644)

@@ -21,9 +21,7 @@ def read_file(
     except FileNotFoundError:
         raise IdentityError(f"{what} {path} does not exist", hint=hint) from None
     except IsADirectoryError:
-        raise IdentityError(
-            f"{what} {path} is a directory, expected a PEM file", hint=hint
-        ) from None
+        raise IdentityError(f"{what} {path} is a directory, expected a PEM file", hint=hint) from None
     except PermissionError:
         raise IdentityError(
             f"cannot read {what} {path}: permission denied",

@@ -105,13 +105,9 @@ def time_left(cert: x509.Certificate, now: datetime | None = None) -> str:
     return human_duration(remaining)
 
 
-def describe_certificate(
-    pem_or_cert: x509.Certificate | bytes | str, now: datetime | None = None
-) -> dict[str, Any]:
+def describe_certificate(pem_or_cert: x509.Certificate | bytes | str, now: datetime | None = None) -> dict[str, Any]:
     """Plain data about one certificate (the first one when given PEM), for people and JSON."""
-    cert = (
-        pem_or_cert if isinstance(pem_or_cert, x509.Certificate) else load_certificate(pem_or_cert)
-    )
+    cert = pem_or_cert if isinstance(pem_or_cert, x509.Certificate) else load_certificate(pem_or_cert)
     spiffe = [u for u in uri_sans(cert) if u.startswith("spiffe://")]
     return {
         "subject": cert.subject.rfc4514_string(),
@@ -146,10 +142,7 @@ def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 def _validity_problem(cert: x509.Certificate, now: datetime, role: str) -> str | None:
     if now < cert.not_valid_before_utc:
-        return (
-            f"{role} {_label(cert)} is not valid before {iso_utc(cert.not_valid_before_utc)} "
-            "(check the clocks)"
-        )
+        return f"{role} {_label(cert)} is not valid before {iso_utc(cert.not_valid_before_utc)} (check the clocks)"
     if now > cert.not_valid_after_utc:
         return (
             f"{role} {_label(cert)} expired {human_duration(now - cert.not_valid_after_utc)} ago "
@@ -167,10 +160,7 @@ def _ca_problem(cert: x509.Certificate, below: int, role: str) -> str | None:
     if not constraints.ca:
         return f"{role} {_label(cert)} is not a CA certificate"
     if constraints.path_length is not None and below > constraints.path_length:
-        return (
-            f"{role} {_label(cert)} may not sign {below} levels of CAs "
-            f"(pathlen {constraints.path_length})"
-        )
+        return f"{role} {_label(cert)} may not sign {below} levels of CAs (pathlen {constraints.path_length})"
     try:
         usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
@@ -217,9 +207,7 @@ def verify_chain(
         named = [a for a in anchors if a.subject == current.issuer]
         anchor = next((a for a in named if _signed_by(current, a)), None)
         if anchor is not None:
-            problem = _ca_problem(anchor, below, "trust anchor") or _validity_problem(
-                anchor, now, "trust anchor"
-            )
+            problem = _ca_problem(anchor, below, "trust anchor") or _validity_problem(anchor, now, "trust anchor")
             if problem:
                 return False, problem
             path.append(anchor)

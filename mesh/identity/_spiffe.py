@@ -35,8 +35,7 @@ def validate_trust_domain(trust_domain: str) -> str:
     """Return ``trust_domain`` unchanged, or raise IdentityError saying what is allowed."""
     if not isinstance(trust_domain, str) or not _TRUST_DOMAIN_RE.match(trust_domain):
         raise IdentityError(
-            f"invalid trust domain {trust_domain!r}: "
-            "use lowercase letters, digits, '.', '-' and '_'",
+            f"invalid trust domain {trust_domain!r}: use lowercase letters, digits, '.', '-' and '_'",
             hint=f"for example --trust-domain {DEFAULT_TRUST_DOMAIN}",
         )
     return trust_domain
@@ -65,9 +64,7 @@ class SpiffeId:
     def __post_init__(self) -> None:
         validate_trust_domain(self.trust_domain)
         if self.kind not in IDENTITY_KINDS:
-            raise IdentityError(
-                f"invalid identity kind {self.kind!r}: expected one of {', '.join(IDENTITY_KINDS)}"
-            )
+            raise IdentityError(f"invalid identity kind {self.kind!r}: expected one of {', '.join(IDENTITY_KINDS)}")
         validate_name(self.name, self.kind)
 
     def __str__(self) -> str:
@@ -81,9 +78,7 @@ class SpiffeId:
     def parse(cls, uri: str) -> SpiffeId:
         """Parse ``spiffe://<td>/svc/<name>``, ``…/operator/<name>`` or ``…/host/<name>``; nothing else."""
         if not isinstance(uri, str) or not uri.startswith(SCHEME):
-            raise IdentityError(
-                f"invalid SPIFFE id {uri!r}: expected spiffe://<trust-domain>/svc/<name>"
-            )
+            raise IdentityError(f"invalid SPIFFE id {uri!r}: expected spiffe://<trust-domain>/svc/<name>")
         trust_domain, _, path = uri[len(SCHEME) :].partition("/")
         parts = path.split("/")
         if len(parts) != 2 or parts[0] not in IDENTITY_KINDS:

@@ -120,9 +120,7 @@ class VerifiedPeer:
     serial: int
 
 
-def _verifying_context(
-    protocol: int, bundle_pem: bytes, owner: str, alpn: Sequence[str]
-) -> MeshContext:
+def _verifying_context(protocol: int, bundle_pem: bytes, owner: str, alpn: Sequence[str]) -> MeshContext:
     """TLS 1.3 only, peers verified against ``bundle_pem``; no certificate of our own (yet)."""
     context = MeshContext(protocol)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
@@ -240,10 +238,7 @@ def check_peer_identity(ssl_object: PeerCertSource, expected: SpiffeId | str) ->
 
 # ------------------------------------------------------------ failure reasons
 
-_FOREIGN = (
-    "the peer certificate was not issued by this mesh's CA "
-    "(another CA or trust domain, or a stale bundle)"
-)
+_FOREIGN = "the peer certificate was not issued by this mesh's CA (another CA or trust domain, or a stale bundle)"
 # OpenSSL X509_V_ERR_* codes we explain in mesh's words.
 _VERIFY_REASONS = {
     2: _FOREIGN,  # unable to get issuer certificate
@@ -261,9 +256,7 @@ _SSL_REASONS = {
     "PEER_DID_NOT_RETURN_A_CERTIFICATE": "the peer presented no client certificate",
     "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the peer requires a client certificate and we sent none",
     "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the peer refused our certificate: it has expired",
-    "TLSV1_ALERT_UNKNOWN_CA": (
-        "the peer does not trust our certificate's CA (another mesh, or a stale bundle)"
-    ),
+    "TLSV1_ALERT_UNKNOWN_CA": ("the peer does not trust our certificate's CA (another mesh, or a stale bundle)"),
     "SSLV3_ALERT_BAD_CERTIFICATE": "the peer refused our certificate",
     "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "the peer refused our certificate",
     "TLSV1_ALERT_PROTOCOL_VERSION": "TLS version mismatch: mesh speaks TLS 1.3 only",

@@ -60,7 +60,9 @@ class Unit:
             "pid": self.pid,
             "restarts": self.restarts,
             "last_exit": self.last_exit,
-            "uptime_seconds": round(time.time() - self.started_at, 1) if self.started_at and self.state == "running" else None,
+            "uptime_seconds": round(time.time() - self.started_at, 1)
+            if self.started_at and self.state == "running"
+            else None,
             "log": str(self.log_path),
             "last_lines": app_lines(tail(self.log_path, 30))[-3:] if self.restarts else [],
         }
@@ -165,7 +167,9 @@ def demo_units(home: MeshHome, traffic: bool, reach: Reach | None = None, teleme
     from mesh.demo import DEMO_GATEWAY, DEMO_SERVICES, instance_name
 
     specs = [
-        UnitSpec(instance_name(entry), inject_argv(home, ServiceConfig(**entry), reach, telemetry=telemetry), entry["name"])
+        UnitSpec(
+            instance_name(entry), inject_argv(home, ServiceConfig(**entry), reach, telemetry=telemetry), entry["name"]
+        )
         for entry in DEMO_SERVICES
     ]
     gateway = GatewayConfig(**DEMO_GATEWAY)

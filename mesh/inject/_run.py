@@ -196,4 +196,3 @@ async def _answers(port: int, health: str | None) -> bool:
 
 def run_inject_command(options: InjectOptions) -> int:
     return trio.run(run_injected, options)
-

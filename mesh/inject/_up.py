@@ -56,7 +56,9 @@ async def run_up(plan: UpPlan, panel: Callable[[Any, Fleet], Any] | None = None)
             source = plan.config_source or "mesh.toml"
             try:
                 version, changed = await app.apply_file(plan.config.to_dict(), source)
-                log.info("%s: %s config version %d", source, "applied as" if changed else "already in force as", version)
+                log.info(
+                    "%s: %s config version %d", source, "applied as" if changed else "already in force as", version
+                )
             except ApiError as exc:  # the store cannot write: what it holds stays in force
                 log.warning("%s was not applied: %s", source, exc.message)
         fleet = Fleet(plan.home, plan.units)

@@ -24,8 +24,14 @@ from mesh.net._api_base import (
     header_dict,
 )
 from mesh.net._api_client import ApiClient
+from mesh.net._cli_link import (
+    cli_credentials,
+    cli_identity_dir,
+    controller_client,
+    controller_request,
+    raise_for_status,
+)
 from mesh.net._http1_client import HttpConnection, HttpFailure, failure_reason
-from mesh.net._cli_link import cli_credentials, cli_identity_dir, controller_client, controller_request, raise_for_status
 from mesh.net._socket import FastSocketStream
 from mesh.net._streams import LINGER, RECEIVE_SIZE, cancel_on_eof, linger, receive_or_eof, relay_bytes, send_now
 from mesh.net._tls import TLSStream

@@ -10,13 +10,12 @@ proxies, the CLI and the dashboard talk to it with.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-
 import contextlib
 import json
 import logging
 import os
 import ssl
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,8 +29,8 @@ import trio
 from h2.errors import ErrorCodes
 
 from mesh.identity import (
-    bundle_client_context,
     IssuedCredentials,
+    bundle_client_context,
     client_context,
 )
 from mesh.net._tls import TLSStream
@@ -147,15 +146,11 @@ class H2ApiEndpoint(ABC):
         if not self._write_lock.locked():
             await self._flush()
 
-    async def _send_data(
-        self, stream_id: int, data: bytes, *, end_stream: bool, stopped: Callable[[], bool]
-    ) -> bool:
+    async def _send_data(self, stream_id: int, data: bytes, *, end_stream: bool, stopped: Callable[[], bool]) -> bool:
         """Send ``data`` as the peer's flow-control windows allow; False if ``stopped()`` first."""
         view = memoryview(data)
         while view:
-            await self._wait_until(
-                lambda: stopped() or self._h2.local_flow_control_window(stream_id) > 0
-            )
+            await self._wait_until(lambda: stopped() or self._h2.local_flow_control_window(stream_id) > 0)
             if stopped():
                 return False
             window = self._h2.local_flow_control_window(stream_id)
@@ -253,7 +248,4 @@ def api_error(status: int, body: Any) -> ApiError:
     if isinstance(body, dict) and isinstance(body.get("error"), str):
         hint = body.get("hint")
         return ApiError(status, body["error"], hint if isinstance(hint, str) else None)
-    return ApiError(
-        status, f"the controller answered {status}" + (f": {body}" if isinstance(body, str) else "")
-    )
-
+    return ApiError(status, f"the controller answered {status}" + (f": {body}" if isinstance(body, str) else ""))

@@ -6,7 +6,6 @@ reads for everyone (like httpcore), so an ``ApiClient`` needs no nursery.
 
 from __future__ import annotations
 
-
 import contextlib
 import json
 import logging
@@ -152,9 +151,7 @@ class ApiClient(H2ApiEndpoint):
             raise ControllerError(f"{where}: HTTP/2 protocol error: {exc}") from None
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError) as exc:
             await client._abort()
-            raise ControllerError(
-                f"{where}: TLS handshake failed: {handshake_failure_reason(exc)}"
-            ) from None
+            raise ControllerError(f"{where}: TLS handshake failed: {handshake_failure_reason(exc)}") from None
         return client
 
     async def _start(self) -> None:
@@ -178,9 +175,7 @@ class ApiClient(H2ApiEndpoint):
     def closed(self) -> bool:
         return self._closed or self._failure is not None or self._goaway is not None
 
-    async def request(
-        self, method: str, path: str, body: Any = None, timeout: float = 10.0
-    ) -> ApiResponse:
+    async def request(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> ApiResponse:
         """One request and its whole response. Non-2xx is returned; a dead connection raises."""
         try:
             with trio.fail_after(timeout):
@@ -198,8 +193,7 @@ class ApiClient(H2ApiEndpoint):
                     await self._release(stream)
         except trio.TooSlowError:
             raise ControllerError(
-                f"the controller at {self._address} did not answer {method} {path} "
-                f"within {timeout:g}s"
+                f"the controller at {self._address} did not answer {method} {path} within {timeout:g}s"
             ) from None
 
     @contextlib.asynccontextmanager
@@ -260,9 +254,7 @@ class ApiClient(H2ApiEndpoint):
 
     # -- streams -----------------------------------------------------------------------
 
-    async def _open_stream(
-        self, method: str, path: str, body: Any, *, streaming: bool
-    ) -> _OutboundStream:
+    async def _open_stream(self, method: str, path: str, body: Any, *, streaming: bool) -> _OutboundStream:
         if not path.startswith("/"):
             raise ValueError(f"the path must start with '/': {path!r}")
         payload = encode_json(body)
@@ -307,9 +299,7 @@ class ApiClient(H2ApiEndpoint):
     async def _send_body(self, stream: _OutboundStream, payload: bytes) -> None:
         try:
             # Stops early when the server has answered already (a 413, say).
-            if await self._send_data(
-                stream.id, payload, end_stream=True, stopped=lambda: stream.complete
-            ):
+            if await self._send_data(stream.id, payload, end_stream=True, stopped=lambda: stream.complete):
                 stream.local_ended = True
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise self._fail(f"the connection broke: {exc}") from None
@@ -342,9 +332,7 @@ class ApiClient(H2ApiEndpoint):
             await self._send_pending()
 
     def _stream_failure(self, stream: _OutboundStream, what: str) -> ControllerError:
-        if self._failure is not None or (
-            self._goaway and stream.reset_code == ErrorCodes.REFUSED_STREAM
-        ):
+        if self._failure is not None or (self._goaway and stream.reset_code == ErrorCodes.REFUSED_STREAM):
             return self._lost()
         if stream.reset_code == ErrorCodes.REFUSED_STREAM:
             return ControllerError(f"the controller at {self._address} refused {what}; try again")
@@ -403,9 +391,7 @@ class ApiClient(H2ApiEndpoint):
                 # Whole responses are kept anyway; a forgotten stream's data is dropped.
                 self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             if stream is not None:
-                stream.chunks.append(
-                    (event.data or b"", event.flow_controlled_length if stream.streaming else 0)
-                )
+                stream.chunks.append((event.data or b"", event.flow_controlled_length if stream.streaming else 0))
         elif stream is None:
             return
         elif isinstance(event, h2.events.ResponseReceived):
@@ -433,9 +419,7 @@ class ApiClient(H2ApiEndpoint):
         try:
             await self._flush()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise self._fail(
-                f"the connection broke: {exc}" if str(exc) else "the connection broke"
-            ) from None
+            raise self._fail(f"the connection broke: {exc}" if str(exc) else "the connection broke") from None
 
     def _fail(self, reason: str) -> ControllerError:
         if self._failure is None:
@@ -488,9 +472,7 @@ class _EventStream:
                     self._buffer += data
                     size += flow_size
                 if len(self._buffer) > MAX_EVENT_LINE:
-                    raise ControllerError(
-                        f"{self._what}: an event is larger than {MAX_EVENT_LINE} bytes"
-                    )
+                    raise ControllerError(f"{self._what}: an event is larger than {MAX_EVENT_LINE} bytes")
                 await self._client._acknowledge(stream, size)
                 continue
             if stream.remote_ended:
@@ -506,11 +488,7 @@ class _EventStream:
         try:
             return json.loads(line)
         except ValueError as exc:
-            raise ControllerError(
-                f"{self._what}: the controller sent a line that is not JSON: {exc}"
-            ) from None
-
-
+            raise ControllerError(f"{self._what}: the controller sent a line that is not JSON: {exc}") from None
 
 
 def _take_window_credit(stream: _OutboundStream) -> int:
@@ -518,5 +496,3 @@ def _take_window_credit(stream: _OutboundStream) -> int:
     size = sum(n for _, n in stream.chunks)
     stream.chunks = deque((data, 0) for data, _ in stream.chunks)
     return size
-
-

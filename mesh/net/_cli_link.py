@@ -53,9 +53,9 @@ async def _controller_request(home: MeshHome, method: str, path: str, body: Any,
 @asynccontextmanager
 async def controller_client(home: MeshHome, timeout: float = 10.0) -> AsyncIterator[Any]:
     """An ApiClient connected with the CLI's identity (for streams: ``client.stream(...)``)."""
-    from mesh.net._api_client import ApiClient
-    from mesh.identity import client_context
     from mesh.discovery import controller_from_home
+    from mesh.identity import client_context
+    from mesh.net._api_client import ApiClient
 
     controller = controller_from_home(home)
     if controller is None:

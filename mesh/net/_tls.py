@@ -56,7 +56,7 @@ class TLSStream(trio.abc.Stream):
                 await self._flush()
                 data = await self._receive_raw()
                 if not data:
-                    raise trio.BrokenResourceError("the peer closed the connection during the TLS handshake")
+                    raise trio.BrokenResourceError("the peer closed the connection during the TLS handshake") from None
                 self._incoming.write(data)
             except ssl.SSLError as exc:
                 # Best effort: the alert OpenSSL queued tells the peer why.

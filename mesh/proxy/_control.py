@@ -17,20 +17,18 @@ config. The proxy keeps what it has, says so in its log and in /config
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from mesh import __version__
-from mesh.discovery import ControllerAddress, controller_from_home, controllers_from_home
+from mesh.discovery import ControllerAddress
 from mesh.errors import ControllerError, IdentityError, MeshError, first_leaf
 
 if TYPE_CHECKING:
@@ -68,7 +66,6 @@ async def request_certificate(
     ttl: timedelta | None = None,
 ) -> Any:
     """A fresh key (never leaves this process) and a leaf signed by the controller."""
-    from mesh.net import ApiClient, bootstrap_client_context
     from mesh.identity import (
         IssuedCredentials,
         SpiffeId,
@@ -78,6 +75,7 @@ async def request_certificate(
         load_certificates,
         make_csr,
     )
+    from mesh.net import ApiClient, bootstrap_client_context
 
     trust_domain = SpiffeId.parse(controller.identity).trust_domain
     identity = SpiffeId(trust_domain, "svc", service)
@@ -117,7 +115,7 @@ async def request_certificate(
 async def keep_renewed(
     proxy: Proxy,
     obtain: Callable[[Any], Awaitable[Any]],
-    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> None:
     """Renew the proxy's certificate forever, on the one schedule (``mesh.identity.renew_at``).
 
@@ -229,8 +227,8 @@ class ControlLink:
     # -- watch and registration ---------------------------------------------------
 
     async def _watch_loop(self) -> None:
-        from mesh.net import ApiClient
         from mesh.identity import client_context
+        from mesh.net import ApiClient
 
         backoff = BACKOFF_START
         outage_logged = False

@@ -157,4 +157,5 @@ class Drain:
         self._idle_scopes.discard(scope)
 
     def __repr__(self) -> str:
-        return f"<Drain {'draining' if self.draining else 'serving'} idle={len(self._idle_scopes)} connections={len(self._deadlines)}>"
+        state = "draining" if self.draining else "serving"
+        return f"<Drain {state} idle={len(self._idle_scopes)} connections={len(self._deadlines)}>"

@@ -37,7 +37,9 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 X_FORWARDED_FOR = b"x-forwarded-for"
 X_FORWARDED_PROTO = b"x-forwarded-proto"
 X_FORWARDED_HOST = b"x-forwarded-host"
-UNTRUSTED_FORWARDING = frozenset({X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST, b"x-forwarded-port", b"forwarded", b"x-real-ip"})
+UNTRUSTED_FORWARDING = frozenset(
+    {X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST, b"x-forwarded-port", b"forwarded", b"x-real-ip"}
+)
 
 DEFAULT_CLIENT_CONNECTIONS = 100  # open connections per client address (0: no limit)
 # Per-client state kept at most for this many clients (least recently seen forgotten first):
@@ -215,7 +217,9 @@ def forwarded_client(peer: IPAddress, values: Sequence[bytes], trusted: TrustedN
     return client
 
 
-def forwarding_headers(client: EdgeClient, head: RequestHead, authority: bytes) -> tuple[list[tuple[bytes, bytes]], frozenset[bytes]]:
+def forwarding_headers(
+    client: EdgeClient, head: RequestHead, authority: bytes
+) -> tuple[list[tuple[bytes, bytes]], frozenset[bytes]]:
     """(headers to add, headers to drop) for the app: who called, over what, for which host.
 
     From an untrusted peer every incoming forwarding header is dropped and the gateway's own are
@@ -266,7 +270,10 @@ class ClientLimits:
     __slots__ = ("settings", "max_clients", "_clock", "_open", "_buckets")
 
     def __init__(
-        self, settings: LimitSettings, max_clients: int = MAX_TRACKED_CLIENTS, clock: Callable[[], float] = time.monotonic
+        self,
+        settings: LimitSettings,
+        max_clients: int = MAX_TRACKED_CLIENTS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.max_clients = max_clients

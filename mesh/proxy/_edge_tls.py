@@ -76,7 +76,9 @@ def load_checked(cert_path: Path, key_path: Path, now: datetime) -> ServerCertif
     certificate = read_server_certificate(cert_path, key_path)
     problem = certificate.validity_problem(now)
     if problem is not None:
-        raise IdentityError(problem, hint="renew the certificate, or give the gateway another --tls-cert/--tls-key pair")
+        raise IdentityError(
+            problem, hint="renew the certificate, or give the gateway another --tls-cert/--tls-key pair"
+        )
     return certificate
 
 
@@ -157,7 +159,11 @@ class EdgeCertificates:
                 context = edge_server_context(certificate)
             except IdentityError as exc:
                 self._refused[index] = stamp
-                lines.append(Reloaded(True, f"kept serving {current.certificate.label}: the new files do not check out: {exc.message}"))
+                lines.append(
+                    Reloaded(
+                        True, f"kept serving {current.certificate.label}: the new files do not check out: {exc.message}"
+                    )
+                )
                 continue
             self._refused.pop(index, None)
             if certificate.fingerprint == current.certificate.fingerprint:

@@ -100,7 +100,9 @@ class Failure(Exception):
     """An exchange that ends without the endpoint's answer: ``status`` is what the client gets
     when nothing of a response reached it yet (0: nothing to send, the client is gone)."""
 
-    def __init__(self, reason: Reason, status: int, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    def __init__(
+        self, reason: Reason, status: int, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.status = status
@@ -340,8 +342,17 @@ class AttemptPlan:
     replayable body: nothing reached the endpoint.
     """
 
-    __slots__ = ("router", "current", "retries", "delay", "_retries_left", "_retry_on", "_failed_over",
-                 "_stale_replayed", "_refused")
+    __slots__ = (
+        "router",
+        "current",
+        "retries",
+        "delay",
+        "_retries_left",
+        "_retry_on",
+        "_failed_over",
+        "_stale_replayed",
+        "_refused",
+    )
 
     def __init__(self, router: AttemptRouter, forward: Forward, *, retryable: bool) -> None:
         self.router = router

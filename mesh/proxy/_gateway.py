@@ -43,10 +43,10 @@ from mesh.proxy._edge import (
 )
 from mesh.proxy._edge_tls import EXPIRY_WARNING, EdgeCertificates
 from mesh.proxy._exchange import Failure, Reason
+from mesh.proxy._server import Detected, _close, _fmt
 from mesh.proxy.protocol.detect import Mode, Protocol
 from mesh.proxy.protocol.errors import RemoteProtocolError
 from mesh.proxy.protocol.http1 import RequestHead, RequestReader, simple_response
-from mesh.proxy._server import Detected, _close, _fmt
 
 if TYPE_CHECKING:
     from mesh.proxy._server import Proxy
@@ -96,15 +96,20 @@ def gateway_settings(
         try:
             table.append(parse_route(text))
         except ValueError as exc:
-            raise ProxyError(f"--route {text}: {exc}", hint="e.g. --route shop.example/api=api --route shop.example=web") from None
+            raise ProxyError(
+                f"--route {text}: {exc}", hint="e.g. --route shop.example/api=api --route shop.example=web"
+            ) from None
     if to is not None:
         table.append(EdgeRoute(to))  # --to: everything no other route took
     if not table:
-        raise ProxyError("a gateway needs somewhere to send requests", hint="give --to SERVICE, or --route HOST[/PREFIX]=SERVICE")
+        raise ProxyError(
+            "a gateway needs somewhere to send requests", hint="give --to SERVICE, or --route HOST[/PREFIX]=SERVICE"
+        )
     if len(tls_cert) != len(tls_key):
         raise ProxyError(
             f"{len(tls_cert)} --tls-cert but {len(tls_key)} --tls-key: they go in pairs",
-            hint="give each certificate its key, in the same order: --tls-cert a.pem --tls-key a.key --tls-cert b.pem --tls-key b.key",
+            hint="give each certificate its key, in the same order: --tls-cert a.pem --tls-key a.key --tls-cert "
+            "b.pem --tls-key b.key",
         )
     if http_redirect is not None and not tls_cert:
         raise ProxyError(
@@ -112,15 +117,21 @@ def gateway_settings(
             hint="give --tls-cert and --tls-key, or leave out --http-redirect",
         )
     if http_redirect is not None and http_redirect == listen and listen[1] != 0:
-        raise ProxyError(f"--http-redirect {_fmt(http_redirect)} is the --listen address", hint="give the redirect listener a port of its own")
+        raise ProxyError(
+            f"--http-redirect {_fmt(http_redirect)} is the --listen address",
+            hint="give the redirect listener a port of its own",
+        )
     bad = [cidr for cidr in trust_forwarded if not is_valid_cidr(cidr)]
     if bad:
         raise ProxyError(
-            f"--trust-forwarded {bad[0]}: not a network", hint="write networks like 10.0.0.0/8, 192.0.2.7/32 or 2001:db8::/32"
+            f"--trust-forwarded {bad[0]}: not a network",
+            hint="write networks like 10.0.0.0/8, 192.0.2.7/32 or 2001:db8::/32",
         )
     if client_connections < 0 or not 0 <= client_rps < float("inf") or client_burst < 0:
         raise ProxyError("--client-connections, --client-rps and --client-burst are 0 (no limit) or more, and finite")
-    certificates = EdgeCertificates(list(zip(map(Path, tls_cert), map(Path, tls_key)))) if tls_cert else None
+    certificates = (
+        EdgeCertificates(list(zip(map(Path, tls_cert), map(Path, tls_key), strict=True))) if tls_cert else None
+    )
     return GatewaySettings(
         listen=listen,
         routes=tuple(table),
@@ -151,7 +162,9 @@ class Gateway:
         tracked.set_function(lambda: self.limits.tracked)
         if settings.certificates is not None:
             expiry = registry.gauge(
-                "gateway_tls_cert_expiry_timestamp_seconds", "Expiry of each certificate the gateway serves (Unix time).", ("cert",)
+                "gateway_tls_cert_expiry_timestamp_seconds",
+                "Expiry of each certificate the gateway serves (Unix time).",
+                ("cert",),
             )
             for index, certificate in enumerate(settings.certificates.certificates):
                 expiry.labels(str(certificate.cert_path)).set_function(self._expiry_of(index))
@@ -179,7 +192,12 @@ class Gateway:
             "scheme": settings.scheme,
             "routes": [route.describe() for route in self.routes.routes],
             "certificates": [
-                {"cert": str(c.cert_path), "names": list(c.names), "not_after": c.not_after.isoformat(), "fingerprint": c.fingerprint}
+                {
+                    "cert": str(c.cert_path),
+                    "names": list(c.names),
+                    "not_after": c.not_after.isoformat(),
+                    "fingerprint": c.fingerprint,
+                }
                 for c in certificates
             ],
             "http_redirect": _fmt(settings.http_redirect) if settings.http_redirect else None,
@@ -326,7 +344,9 @@ class Gateway:
                 for event in events:
                     if isinstance(event, RequestHead):
                         return event
-        await self.proxy._answer_local(tcp, DIRECTION, Failure(Reason.HEAD_TIMEOUT, 408, "request head not received in time"))
+        await self.proxy._answer_local(
+            tcp, DIRECTION, Failure(Reason.HEAD_TIMEOUT, 408, "request head not received in time")
+        )
         return None
 
     # -- certificates -----------------------------------------------------------------
@@ -344,12 +364,11 @@ class Gateway:
             if now - reminded >= EXPIRY_REMINDER:
                 for certificate in certificates.expiring(EXPIRY_WARNING):
                     log.warning(
-                        "gateway: the certificate for %s (%s) expires on %s: renew it; the gateway reloads it when the file changes",
+                        "gateway: the certificate for %s (%s) expires on %s: renew it; the gateway reloads it when "
+                        "the file changes",
                         certificate.label,
                         certificate.cert_path,
                         certificate.not_after.strftime("%Y-%m-%d %H:%M UTC"),
                     )
                 reminded = now
             await trio.sleep(CERTIFICATE_POLL)
-
-

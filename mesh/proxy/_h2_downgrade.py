@@ -154,7 +154,12 @@ class _Attempt:
     ``_Again`` for another attempt and ``Failure`` when the client should get a mesh-made answer."""
 
     def __init__(
-        self, exchange: _StreamExchange, upstream: UpstreamConnection, forward: Forward, body: bytes | None, plan: AttemptPlan
+        self,
+        exchange: _StreamExchange,
+        upstream: UpstreamConnection,
+        forward: Forward,
+        body: bytes | None,
+        plan: AttemptPlan,
     ) -> None:
         self.exchange = exchange
         self.upstream = upstream
@@ -201,7 +206,9 @@ class _Attempt:
         on a fresh one), or an endpoint that dropped the request."""
         if not isinstance(self.plan.stale(reused=self.upstream.uses > 1), GiveUp):
             raise _Again()
-        raise Failure(Reason.UPSTREAM_CLOSED, 502, f"{self.upstream.key.address} closed the connection without answering")
+        raise Failure(
+            Reason.UPSTREAM_CLOSED, 502, f"{self.upstream.key.address} closed the connection without answering"
+        )
 
     async def _pump(self, head_bytes: bytes, framing: Framing, nursery: trio.Nursery) -> None:
         """Send the head, then the body as the client sends it; a stall either way ends the exchange."""
@@ -215,7 +222,9 @@ class _Attempt:
                 with trio.move_on_after(stall) as waited:
                     item = await st.queue.get()
                 if waited.cancelled_caught:
-                    self._pump_failed(Failure(Reason.BODY_TIMEOUT, 408, f"the request body stalled for {stall:g}s"), nursery)
+                    self._pump_failed(
+                        Failure(Reason.BODY_TIMEOUT, 408, f"the request body stalled for {stall:g}s"), nursery
+                    )
                     return
                 if isinstance(item, Body):
                     out = encode_chunk(item.data) if chunked else item.data
@@ -230,7 +239,11 @@ class _Attempt:
                     with trio.move_on_after(stall) as waited:
                         await upstream.send(out)
                     if waited.cancelled_caught:
-                        failure = Failure(Reason.UPSTREAM_BODY_TIMEOUT, 504, f"{upstream.key.address} stopped reading the request body")
+                        failure = Failure(
+                            Reason.UPSTREAM_BODY_TIMEOUT,
+                            504,
+                            f"{upstream.key.address} stopped reading the request body",
+                        )
                         self._pump_failed(failure, nursery)
                         return
                 if isinstance(item, Body):

@@ -147,4 +147,5 @@ class Guard:
         return why
 
     def __repr__(self) -> str:
-        return f"<Guard resets={self._resets.level():.0f} idle-frames={self._idle_frames.level():.0f}{' spent' if self.spent else ''}>"
+        spent = " spent" if self.spent else ""
+        return f"<Guard resets={self._resets.level():.0f} idle-frames={self._idle_frames.level():.0f}{spent}>"

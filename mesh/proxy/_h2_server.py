@@ -56,6 +56,7 @@ from mesh.proxy._exchange import (
     UpstreamKey,
 )
 from mesh.proxy._grpc import failure_response, grpc_status_of, parse_grpc_timeout, status_for_retry
+from mesh.proxy._h2_downgrade import forward_http1
 from mesh.proxy._h2_guard import IDLE_EVENTS, Guard, ServerConnection
 from mesh.proxy._h2_transport import (
     CONNECTION_WINDOW,
@@ -78,10 +79,9 @@ from mesh.proxy._h2_transport import (
     Trailers,
     h2_config,
 )
-from mesh.proxy._h2_downgrade import forward_http1
 from mesh.proxy._h2_upstream import GoingAway, H2Pool, H2Upstream
-from mesh.proxy._pool import ConnectionPool
 from mesh.proxy._policy import may_retry
+from mesh.proxy._pool import ConnectionPool
 from mesh.proxy.protocol.http1 import HOP_BY_HOP, Framing, RequestHead
 
 log = logging.getLogger("mesh.proxy")
@@ -121,7 +121,18 @@ def clean_headers(headers: Headers) -> Headers:
 class _ClientStream:
     """One client stream: its events, its task's scope, and what was forwarded of its request."""
 
-    __slots__ = ("id", "headers", "queue", "scope", "reset_code", "done", "sent", "sent_bytes", "request_ended", "received")
+    __slots__ = (
+        "id",
+        "headers",
+        "queue",
+        "scope",
+        "reset_code",
+        "done",
+        "sent",
+        "sent_bytes",
+        "request_ended",
+        "received",
+    )
 
     def __init__(self, stream_id: int, headers: Headers) -> None:
         self.id = stream_id
@@ -137,7 +148,8 @@ class _ClientStream:
         self.received = 0  # request DATA bytes from the client
 
     def __repr__(self) -> str:
-        return f"<ClientStream {self.id} queued={len(self.queue.items)} kept={self.sent_bytes}{' reset' if self.reset_code is not None else ''}>"
+        reset = " reset" if self.reset_code is not None else ""
+        return f"<ClientStream {self.id} queued={len(self.queue.items)} kept={self.sent_bytes}{reset}>"
 
     @property
     def replayable(self) -> bool:
@@ -282,8 +294,11 @@ class H2ProxyConnection:
                 if ep.broken:
                     return
                 if idle and not self.streams and head_due is not None and trio.current_time() >= head_due:
-                    log.info("%s: a partial HTTP/2 frame waited %gs for its end; closed",
-                             self.router.direction, self.timeouts.head_timeout)
+                    log.info(
+                        "%s: a partial HTTP/2 frame waited %gs for its end; closed",
+                        self.router.direction,
+                        self.timeouts.head_timeout,
+                    )
                     ep.h2.close_connection()
                     return
                 # Idle timeout, or draining. Not when the last stream's clean-up interrupted a read
@@ -580,7 +595,9 @@ class _StreamExchange:
                     # Refused unprocessed (e.g. the upstream's GOAWAY crossed our new stream): what was
                     # forwarded (kept while small) goes again on a fresh connection.
                     avoid = upstream
-                    log.debug("%s: %s refused a stream; sending it again", self.conn.router.direction, current.key.address)
+                    log.debug(
+                        "%s: %s refused a stream; sending it again", self.conn.router.direction, current.key.address
+                    )
                 st.requeue()
         finally:
             outcome.retries = plan.retries
@@ -635,7 +652,9 @@ class _StreamExchange:
                             status = next((v for k, v in resp if k == b":status"), b"")
                             if len(status) != 3 or not status.isdigit():  # h2 does not check it
                                 nursery.cancel_scope.cancel()
-                                await self.fail(Failure(Reason.UPSTREAM_PROTOCOL, 502, f"{key.address} sent :status {status!r}"))
+                                await self.fail(
+                                    Failure(Reason.UPSTREAM_PROTOCOL, 502, f"{key.address} sent :status {status!r}")
+                                )
                                 response_complete = True
                                 return None
                             outcome.status = int(status)
@@ -693,7 +712,9 @@ class _StreamExchange:
                             if not response_started:
                                 reason = Reason.UPSTREAM_RESET if isinstance(item, Reset) else Reason.UPSTREAM_CLOSED
                                 nursery.cancel_scope.cancel()
-                                await self.fail(Failure(reason, 502, f"{key.address} ended the stream (error code {int(code)})"))
+                                await self.fail(
+                                    Failure(reason, 502, f"{key.address} ended the stream (error code {int(code)})")
+                                )
                                 response_complete = True
                                 return None
                             outcome.mesh_error = Reason.UPSTREAM_RESET
@@ -707,7 +728,10 @@ class _StreamExchange:
         except* StreamStalled:
             outcome.mesh_error = Reason.STREAM_IDLE
             log.info(
-                "%s: stream %d waited on its reader for %gs; reset", self.conn.router.direction, st.id, client.stall_timeout
+                "%s: stream %d waited on its reader for %gs; reset",
+                self.conn.router.direction,
+                st.id,
+                client.stall_timeout,
             )
         except* StreamGone:
             pass  # the client went away or reset (raised in the nursery, so grouped): the finally resets upstream

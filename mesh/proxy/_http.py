@@ -476,7 +476,6 @@ class HttpProxyConnection:
         The response head must arrive by ``self._response_deadline`` (moved while the body streams):
         past it, the connection's deadline fires (``Wait.RESPONSE``). With a ``plan``, a final head
         that nothing of was sent yet is offered to it for a retry."""
-        client = self.client
         response: ResponseHead | None = None
         framing = Framing.NONE  # how the body goes to the client
         keep = False
@@ -528,7 +527,12 @@ class HttpProxyConnection:
                         if length is not None:
                             framing = Framing.LENGTH
                             headers.append((b"Content-Length", b"%d" % length))
-                    keep = head.keep_alive and event.keep_alive and framing is not Framing.CLOSE and not self.drain.draining
+                    keep = (
+                        head.keep_alive
+                        and event.keep_alive
+                        and framing is not Framing.CLOSE
+                        and not self.drain.draining
+                    )
                     out.append(encode_response_head(event.status, event.reason, headers, framing, keep, http10=http10))
                 elif isinstance(event, Data):
                     out.append(encode_chunk(event.data) if framing is Framing.CHUNKED else event.data)

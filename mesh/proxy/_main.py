@@ -125,7 +125,7 @@ def parse_pairs(items: list[str] | tuple[str, ...], what: str, example: str) -> 
 
 
 def settings_from(options: ProxyOptions) -> ProxySettings:
-    from mesh.config import APP_PROTOCOLS, is_valid_service_name, parse_duration, SERVICE_NAME_RULE
+    from mesh.config import APP_PROTOCOLS, SERVICE_NAME_RULE, is_valid_service_name, parse_duration
 
     options = with_host_defaults(options)
     assert options.inbound is not None
@@ -141,7 +141,9 @@ def settings_from(options: ProxyOptions) -> ProxySettings:
         if not is_valid_service_name(name):
             raise ProxyError(f"--upstream: invalid service name {name!r}", hint=f"use {SERVICE_NAME_RULE}")
         if not port.isdigit() or int(port) > 65535:
-            raise ProxyError(f"--upstream: invalid port {port!r} for {name}", hint="a port is 1-65535 (0: any free port)")
+            raise ProxyError(
+                f"--upstream: invalid port {port!r} for {name}", hint="a port is 1-65535 (0: any free port)"
+            )
         upstreams[name] = ("127.0.0.1", int(port))
     durations: dict[str, float] = {}
     for option in ("request_timeout", "idle_timeout", "head_timeout", "body_timeout", "drain_timeout"):
@@ -200,8 +202,15 @@ def telemetry_settings(otlp_endpoint: str | None, trace_sample: str, access_log:
 
 def issue_locally(options: ProxyOptions, ttl: timedelta) -> Any:
     """No controller: sign our own CSR with MESH_HOME's CA (single-host development)."""
-    from mesh.identity import CertificateAuthority, IssuedCredentials, generate_key, key_to_pem
-    from mesh.identity import load_certificates, make_csr, service_identity
+    from mesh.identity import (
+        CertificateAuthority,
+        IssuedCredentials,
+        generate_key,
+        key_to_pem,
+        load_certificates,
+        make_csr,
+        service_identity,
+    )
 
     if not options.home.has_ca():
         raise IdentityError(
@@ -331,9 +340,8 @@ def _cert_ttl(options: ProxyOptions) -> timedelta | None:
 
 async def build_proxy(options: ProxyOptions, settings: ProxySettings) -> Proxy:
     """Identity, registries, controller link and zeroconf, wired into a Proxy (not yet running)."""
-    from mesh.discovery import CompositeRegistry, MemoryRegistry, StaticFileRegistry
+    from mesh.discovery import CompositeRegistry, MemoryRegistry, StaticFileRegistry, controllers_from_home
     from mesh.identity import mesh_ids
-    from mesh.discovery import controllers_from_home
     from mesh.proxy._control import ControlLink
 
     options = with_host_defaults(options)
@@ -379,11 +387,8 @@ async def build_proxy(options: ProxyOptions, settings: ProxySettings) -> Proxy:
 
 async def _controller_by_zeroconf(options: ProxyOptions) -> Any:
     """No controller.json: look for `_mesh-ctl._tcp`, trusting it only through the bundle we hold."""
-    from mesh.discovery import find_controller
-    from mesh.identity import SpiffeId
-    from mesh.discovery import ControllerAddress
-
-    from mesh.identity import load_certificates, mesh_ids, trust_domain_of
+    from mesh.discovery import ControllerAddress, find_controller
+    from mesh.identity import SpiffeId, load_certificates, mesh_ids, trust_domain_of
 
     bundle_path = options.home.bundle
     if not bundle_path.exists():

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import time
 
-from mesh.proxy._exchange import classify
-from mesh.proxy._exchange import RequestRecord
+from mesh.proxy._exchange import RequestRecord, classify
 from mesh.telemetry import MetricsRegistry
 
 
@@ -32,14 +31,14 @@ class ProxyMetrics:
             ("direction", "peer_service"),
         )
         self.route_responses = registry.counter(
-            "route_response_total", "Responses per route of the caller's route table.", ("peer_service", "route", "classification")
+            "route_response_total",
+            "Responses per route of the caller's route table.",
+            ("peer_service", "route", "classification"),
         )
         self.route_latency = registry.histogram(
             "route_response_latency_ms", "Latency per route, in milliseconds.", ("peer_service", "route")
         )
-        self.tcp_open = registry.gauge(
-            "tcp_open_connections", "Connections accepted and still open.", ("direction",)
-        )
+        self.tcp_open = registry.gauge("tcp_open_connections", "Connections accepted and still open.", ("direction",))
         self.tcp_read = registry.counter(
             "tcp_read_bytes_total", "Bytes read from accepted connections.", ("direction",)
         )
@@ -71,9 +70,7 @@ class ProxyMetrics:
         )
         self.tap_listeners = registry.gauge("tap_listeners", "Open /tap streams (0: no tap events are built).")
         # Spans and access logs (each off unless configured; mesh.proxy._export).
-        self.spans_exported = registry.counter(
-            "trace_spans_exported_total", "Spans the OTLP collector accepted."
-        )
+        self.spans_exported = registry.counter("trace_spans_exported_total", "Spans the OTLP collector accepted.")
         self.spans_dropped = registry.counter(
             "trace_spans_dropped_total",
             "Spans dropped: the queue was full (queue-full) or the collector did not take them (export-failed).",
@@ -112,9 +109,7 @@ class ProxyMetrics:
     ) -> tuple:
         return (
             self.requests.labels(direction, peer),
-            self.responses.labels(
-                direction, peer, status, classify(status, mesh_error, grpc_status), mesh_error or ""
-            ),
+            self.responses.labels(direction, peer, status, classify(status, mesh_error, grpc_status), mesh_error or ""),
             self.latency.labels(direction, peer, f"{status // 100}xx"),
         )
 

@@ -58,13 +58,24 @@ _HOST_DEFAULT = "Default: port 0 on this host's address (recorded by `mesh join`
 
 SIDECAR_OPTIONS: tuple[SidecarOption, ...] = (
     SidecarOption("service", "str", None, "Name of the service this sidecar serves.", PROXY, required=True),
-    SidecarOption("app", "str", None, "HOST:PORT where the app listens (inbound traffic goes there).", PROXY, required=True),
     SidecarOption(
-        "inbound", "str", None, f"Inbound mTLS listener, HOST:PORT (port 0: any). {_HOST_DEFAULT}", SIDECARS, show_default=False
+        "app", "str", None, "HOST:PORT where the app listens (inbound traffic goes there).", PROXY, required=True
+    ),
+    SidecarOption(
+        "inbound",
+        "str",
+        None,
+        f"Inbound mTLS listener, HOST:PORT (port 0: any). {_HOST_DEFAULT}",
+        SIDECARS,
+        show_default=False,
     ),
     SidecarOption("outbound", "str", "127.0.0.1:0", "Outbound listener for the app, HOST:PORT.", PROXY),
-    SidecarOption("admin", "str", "127.0.0.1:0", "Admin server (/metrics, /ready, /live, /config, /tap), HOST:PORT on loopback."),
-    SidecarOption("endpoints", "path", None, "Static endpoints file (TOML, docs/discovery.md), re-read when it changes."),
+    SidecarOption(
+        "admin", "str", "127.0.0.1:0", "Admin server (/metrics, /ready, /live, /config, /tap), HOST:PORT on loopback."
+    ),
+    SidecarOption(
+        "endpoints", "path", None, "Static endpoints file (TOML, docs/discovery.md), re-read when it changes."
+    ),
     SidecarOption(
         "upstream", "multi", None, "SVC=PORT: a local listener on PORT that carries any protocol to SVC.", PROXY
     ),
@@ -76,12 +87,19 @@ SIDECAR_OPTIONS: tuple[SidecarOption, ...] = (
     SidecarOption("idle_timeout", "str", "5m", "Close client connections idle this long.", PROXY),
     SidecarOption("head_timeout", "str", "10s", "A whole request head must arrive within this (408 after).", PROXY),
     SidecarOption(
-        "body_timeout", "str", "30s", "A request body that stalls this long is cut (408, or 504 when the app stops reading).", PROXY
+        "body_timeout",
+        "str",
+        "30s",
+        "A request body that stalls this long is cut (408, or 504 when the app stops reading).",
+        PROXY,
     ),
     SidecarOption("drain_timeout", "str", "10s", "On SIGTERM, let in-flight requests finish for this long.", PROXY),
     SidecarOption("controller", "str", None, "Controller HOST:PORT (default: from MESH_HOME/controller.json)."),
     SidecarOption(
-        "token", "str", None, "Join token for the first certificate (default: $MESH_JOIN_TOKEN or MESH_HOME/join-token)."
+        "token",
+        "str",
+        None,
+        "Join token for the first certificate (default: $MESH_JOIN_TOKEN or MESH_HOME/join-token).",
     ),
     SidecarOption("cert_ttl", "str", None, "Lifetime of the certificates to ask for (default 24h, at least 60s)."),
     SidecarOption(

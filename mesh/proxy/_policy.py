@@ -89,7 +89,9 @@ class RetryBudget:
     seconds, plus ``min_per_second`` (Linkerd/Finagle's budget), so retries can
     never multiply an outage."""
 
-    def __init__(self, ratio: float, min_per_second: float, window: float = 10.0, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, ratio: float, min_per_second: float, window: float = 10.0, clock: Clock = time.monotonic
+    ) -> None:
         self.ratio = ratio
         self.min_per_second = min_per_second
         self.window = window
@@ -312,7 +314,10 @@ class PolicySet:
             routes.setdefault(route.service, []).append(CompiledRoute.compile(route, index))
         faults = {
             str(f["service"]): Fault(
-                f.get("delay_seconds"), float(f.get("delay_percent", 100)), f.get("abort_status"), float(f.get("abort_percent", 100))
+                f.get("delay_seconds"),
+                float(f.get("delay_percent", 100)),
+                f.get("abort_status"),
+                float(f.get("abort_percent", 100)),
             )
             for f in snapshot.get("faults", [])
         }
@@ -325,7 +330,9 @@ class PolicySet:
             version=int(snapshot.get("version", 0)),
         )
 
-    def route_for(self, service: str, method: bytes, path: bytes, headers: Mapping[bytes, bytes]) -> CompiledRoute | None:
+    def route_for(
+        self, service: str, method: bytes, path: bytes, headers: Mapping[bytes, bytes]
+    ) -> CompiledRoute | None:
         for route in self.routes.get(service, ()):
             if route.matches(method, path, headers):
                 return route

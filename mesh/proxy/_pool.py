@@ -14,13 +14,12 @@ from typing import Protocol
 import trio
 
 from mesh.errors import IdentityError
+from mesh.net import FastSocketStream, TLSStream
 from mesh.proxy._conn import HttpConnection
 from mesh.proxy._exchange import ConnectFailure, Reason, UpstreamKey
-from mesh.net import FastSocketStream, TLSStream
 from mesh.proxy.protocol.http1 import ResponseReader
 
 log = logging.getLogger("mesh.proxy")
-
 
 
 class ContextProvider(Protocol):
@@ -35,9 +34,7 @@ class ContextProvider(Protocol):
         """A handshake with the peer whose certificate has ``serial`` succeeded over ``stream``."""
 
 
-async def open_upstream(
-    key: UpstreamKey, contexts: ContextProvider | None, timeout: float
-) -> trio.abc.Stream:
+async def open_upstream(key: UpstreamKey, contexts: ContextProvider | None, timeout: float) -> trio.abc.Stream:
     """Connect (and for mTLS: handshake and check the peer's identity and that it is not revoked)."""
     from mesh.identity import check_peer, handshake_failure_reason, verified_peer
 

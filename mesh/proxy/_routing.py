@@ -5,16 +5,16 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
-from dataclasses import replace
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 from typing import Any
 
 import httptools
 
-from mesh.proxy._balancer import Balancer
-from mesh.proxy._policy import Fault, PolicyState, choose_subset, in_subset
-from mesh.proxy._exchange import Forward, Reason, Reject, UpstreamKey, new_request_id
 from mesh.net import ALPN_HTTP1, ALPN_TCP
+from mesh.proxy._balancer import Balancer
+from mesh.proxy._exchange import Forward, Reason, Reject, UpstreamKey, new_request_id
+from mesh.proxy._policy import Fault, PolicyState, choose_subset, in_subset
 from mesh.proxy.protocol.http1 import RequestHead
 
 log = logging.getLogger("mesh.proxy")
@@ -127,7 +127,9 @@ class OutboundRouter:
         else:
             host_port = split_authority(authority, default_port)
             if host_port is None:
-                return Reject(400, Reason.BAD_REQUEST, "request has no valid host to route to (Host header or absolute URL)")
+                return Reject(
+                    400, Reason.BAD_REQUEST, "request has no valid host to route to (Host header or absolute URL)"
+                )
             service, is_mesh = mesh_service_name(host_port[0])
 
         endpoints = self._endpoints(service)
@@ -155,7 +157,9 @@ class OutboundRouter:
             return Reject(503, Reason.NO_ENDPOINTS, f"no endpoints for service {service!r}", service)
         return self._to_mesh(head, service, path, endpoints, False)
 
-    def _to_mesh(self, head: RequestHead, service: str, path: bytes, endpoints: tuple, connect: bool) -> Forward | Reject:
+    def _to_mesh(
+        self, head: RequestHead, service: str, path: bytes, endpoints: tuple, connect: bool
+    ) -> Forward | Reject:
         """Route (first match), fault, split subset, outlier ejection, then one endpoint."""
         state = self.policy
         policies = state.current
@@ -320,7 +324,9 @@ class InboundRouter:
         if state is not None:
             # The callee decides who may call it, and how fast: enforced here, not at the caller.
             if not state.current.authorize(self._service, self._caller_id):
-                return Reject(403, Reason.FORBIDDEN, f"{self._caller_id} may not call {self._service}", self._caller_service)
+                return Reject(
+                    403, Reason.FORBIDDEN, f"{self._caller_id} may not call {self._service}", self._caller_service
+                )
             route = None
             if state.current.routes.get(self._service):
                 headers = {k.lower(): v for k, v in head.headers}

@@ -1,15 +1,15 @@
 """`mesh proxy`: the sidecar's listeners, composed top-down.
 
-    outbound (127.0.0.1)  app ──plain──▶ detect ─▶ HTTP/1 loop ─▶ OutboundRouter ─▶ mTLS pool ─▶ peer
-                                       ─▶ h2 preface ─▶ HTTP/2 loop (_h2_server.py) ─▶ shared mTLS h2 connection ─▶ peer
-    --upstream SVC=PORT   app ──any────▶ detect ─▶ HTTP/1 loop, HTTP/2 loop, or opaque relay (mesh-tcp) ─▶ peer
-    inbound               peer ──mTLS──▶ ALPN http/1.1 ─▶ HTTP/1 loop ─▶ InboundRouter ─▶ app pool
-                                       ─▶ ALPN h2 ─▶ HTTP/2 loop ─▶ InboundRouter ─▶ app over h2c
-                                       ─▶ ALPN mesh-tcp ─▶ opaque relay ─▶ app
-                                       ─▶ ALPN mesh-admin ─▶ admin pages (the controller, operators, hosts)
-    admin (loopback only) /metrics /ready /live /config /tap
-    a gateway: its edge listener (an --upstream listener, HTTP only), the admin server, and an mTLS
-    listener that serves only ALPN mesh-admin (``admin-mtls``), where the controller reads it
+outbound (127.0.0.1)  app ──plain──▶ detect ─▶ HTTP/1 loop ─▶ OutboundRouter ─▶ mTLS pool ─▶ peer
+                                   ─▶ h2 preface ─▶ HTTP/2 loop (_h2_server.py) ─▶ shared mTLS h2 connection ─▶ peer
+--upstream SVC=PORT   app ──any────▶ detect ─▶ HTTP/1 loop, HTTP/2 loop, or opaque relay (mesh-tcp) ─▶ peer
+inbound               peer ──mTLS──▶ ALPN http/1.1 ─▶ HTTP/1 loop ─▶ InboundRouter ─▶ app pool
+                                   ─▶ ALPN h2 ─▶ HTTP/2 loop ─▶ InboundRouter ─▶ app over h2c
+                                   ─▶ ALPN mesh-tcp ─▶ opaque relay ─▶ app
+                                   ─▶ ALPN mesh-admin ─▶ admin pages (the controller, operators, hosts)
+admin (loopback only) /metrics /ready /live /config /tap
+a gateway: its edge listener (an --upstream listener, HTTP only), the admin server, and an mTLS
+listener that serves only ALPN mesh-admin (``admin-mtls``), where the controller reads it
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -30,18 +30,26 @@ import trio
 
 from mesh import __version__
 from mesh.errors import ProxyError
+from mesh.net import ALPN_ADMIN, ALPN_H2, ALPN_HTTP1, ALPN_TCP, FastSocketStream, TLSStream, receive_or_eof, relay_bytes
 from mesh.proxy._admin import AdminApp, tap_handler
 from mesh.proxy._balancer import Balancer
 from mesh.proxy._drain import Drain
-from mesh.proxy._exchange import ConnectFailure, Failure, Reason, RequestRecord, Timeouts, UpstreamKey, mesh_error_response
-from mesh.proxy._http import HttpProxyConnection
-from mesh.proxy._metrics import ProxyMetrics
-from mesh.proxy._policy import PolicyState
-from mesh.proxy._observe import observe
+from mesh.proxy._exchange import (
+    ConnectFailure,
+    Failure,
+    Reason,
+    RequestRecord,
+    Timeouts,
+    UpstreamKey,
+    mesh_error_response,
+)
 from mesh.proxy._export import Telemetry, TelemetrySettings
 from mesh.proxy._h2_server import H2ProxyConnection
 from mesh.proxy._h2_upstream import H2Pool
-from mesh.net import ALPN_ADMIN, ALPN_H2, ALPN_HTTP1, ALPN_TCP, FastSocketStream, TLSStream, receive_or_eof, relay_bytes
+from mesh.proxy._http import HttpProxyConnection
+from mesh.proxy._metrics import ProxyMetrics
+from mesh.proxy._observe import observe
+from mesh.proxy._policy import PolicyState
 from mesh.proxy._pool import ConnectionPool, open_upstream
 from mesh.proxy._revocation import PeerConnections
 from mesh.proxy._routing import InboundRouter, OutboundRouter, declared_protocol, tcp_key_for
@@ -88,7 +96,7 @@ class Identity:
         self.creds = creds
         self.serial: int = creds.leaf.serial_number
         # When the certificate arrived, by our clock: renewal counts its lifetime from here.
-        self.received_at = received_at or datetime.now(timezone.utc)
+        self.received_at = received_at or datetime.now(UTC)
         # One list for every context, kept across renewals: the controller's snapshots replace it.
         self.revoked = revoked if revoked is not None else RevocationList()
         self.server = server_context(creds, alpn=(ALPN_HTTP1, ALPN_TCP, ALPN_H2, ALPN_ADMIN), revoked=self.revoked)
@@ -144,6 +152,7 @@ class BoundAddresses:
         """The listener registered with the controller: where other proxies, or the controller
         reading a gateway's pages, dial this one."""
         return self.inbound or self.admin_mtls
+
     edge: dict[str, tuple[str, int]] = field(default_factory=dict)  # a gateway's: "listen https", "redirect"
 
     def describe(self) -> str:
@@ -232,7 +241,9 @@ class Proxy:
             cut = self.peers.cut(added)
         log.warning(
             "%d certificate(s) revoked (%s): closed %d open connection(s) with them",
-            len(added), ", ".join(f"{serial:x}" for serial in sorted(added)), cut,
+            len(added),
+            ", ".join(f"{serial:x}" for serial in sorted(added)),
+            cut,
         )
         self.metrics.revoked_closed.inc(cut)
 
@@ -275,7 +286,9 @@ class Proxy:
         # A gateway's admin pages over mTLS: where a sidecar's inbound listener would be, ALPN mesh-admin only
         # (with --workers, worker 0's; the others', like their admin, on a port of their own).
         admin_mtls = await _listen(s.inbound, "admin over mTLS") if gateway else None
-        upstream_listeners = {svc: await _listen(address, f"upstream {svc}", shared) for svc, address in s.upstreams.items()}
+        upstream_listeners = {
+            svc: await _listen(address, f"upstream {svc}", shared) for svc, address in s.upstreams.items()
+        }
         edge_listeners = [
             (name, await _listen(address, f"the gateway ({name})", shared), handler)
             for address, name, handler in (self.gateway.listeners() if self.gateway else ())
@@ -284,16 +297,21 @@ class Proxy:
             _bound(inbound) if inbound else None,
             _bound(outbound) if outbound else None,
             _bound(admin),
-            {svc: _bound(l) for svc, l in upstream_listeners.items()},
+            {svc: _bound(listener) for svc, listener in upstream_listeners.items()},
             _bound(admin_mtls) if admin_mtls else None,
-            {name: _bound(l) for name, l, _ in edge_listeners},
+            {name: _bound(listener) for name, listener, _ in edge_listeners},
         )
         if self.gateway:
             self.gateway.bound(self.bound.edge)
             self.background.append(self.gateway.keep_certificates)
         own = {self.bound.outbound, *self.bound.upstreams.values(), self.bound.inbound, self.bound.admin} - {None}
         self.outbound_router = OutboundRouter(
-            self.registry.endpoints, self.balancer, self.identity.trust_domain, s.timeouts.request_timeout, own, policy=self.policy
+            self.registry.endpoints,
+            self.balancer,
+            self.identity.trust_domain,
+            s.timeouts.request_timeout,
+            own,
+            policy=self.policy,
         )
         admin_app = self._admin_app(query_values=False)
 
@@ -309,8 +327,8 @@ class Proxy:
                     (admin_mtls, self._serve_inbound, ()),  # answers ALPN mesh-admin only, see there
                 ]
                 data_plane = [entry for entry in data_plane if entry[0] is not None]
-                data_plane += [(l, self._serve_outbound, (svc,)) for svc, l in upstream_listeners.items()]
-                data_plane += [(l, handler, ()) for _, l, handler in edge_listeners]
+                data_plane += [(listener, self._serve_outbound, (svc,)) for svc, listener in upstream_listeners.items()]
+                data_plane += [(listener, handler, ()) for _, listener, handler in edge_listeners]
                 accept_scopes = [
                     await connections.start(_accept_loop, listener, connections, handler, args)
                     for listener, handler, args in data_plane
@@ -575,7 +593,9 @@ class Proxy:
             log.warning("outbound: no endpoints for %s; closing a TCP connection", fixed_service)
             return
         endpoint = self.balancer.choose(endpoints)
-        await self._relay_to(stream, prefix, tcp_key_for(fixed_service, endpoint, self.identity.trust_domain), "outbound")
+        await self._relay_to(
+            stream, prefix, tcp_key_for(fixed_service, endpoint, self.identity.trust_domain), "outbound"
+        )
 
     async def _detect(
         self, stream: trio.abc.Stream, mode: Mode, direction: str, prefix: bytes = b""
@@ -598,7 +618,9 @@ class Proxy:
             if data is None:  # the deadline passed
                 if mode is Mode.AUTO and not prefix:
                     return Detected(b"", Protocol.OPAQUE, head_deadline)
-                await self._answer_local(stream, direction, Failure(Reason.HEAD_TIMEOUT, 408, "request head not received in time"))
+                await self._answer_local(
+                    stream, direction, Failure(Reason.HEAD_TIMEOUT, 408, "request head not received in time")
+                )
                 return None
             if not data:  # the client closed (or half-closed)
                 if prefix or mode is Mode.HTTP:
@@ -607,7 +629,9 @@ class Proxy:
             prefix += data
             protocol = detect(prefix)
         if protocol is Protocol.OPAQUE and mode is Mode.HTTP:
-            await self._answer_local(stream, direction, Failure(Reason.BAD_REQUEST, 400, "this listener speaks HTTP only"))
+            await self._answer_local(
+                stream, direction, Failure(Reason.BAD_REQUEST, 400, "this listener speaks HTTP only")
+            )
             return None
         return Detected(prefix, protocol, head_deadline)
 
@@ -633,7 +657,12 @@ class Proxy:
             await _close(upstream)
 
     async def _count_relay(
-        self, client: trio.abc.Stream, upstream: trio.abc.Stream, client_first: bytes, upstream_first: bytes, direction: str
+        self,
+        client: trio.abc.Stream,
+        upstream: trio.abc.Stream,
+        client_first: bytes,
+        upstream_first: bytes,
+        direction: str,
     ) -> None:
         sent, received = await relay_bytes(client, upstream, client_first, upstream_first)
         self.metrics.tcp_read.labels(direction).inc(sent)

@@ -145,7 +145,9 @@ def uninstall(name: str, layout: Layout, *, root: Path | None, dry_run: bool) ->
         where = "--user " if layout.user else ""
         raise ServiceError(
             f"no unit {unit} written by `mesh install-service` in {unit_path.parent}",
-            hint=("installed: " + ", ".join(others)) if others else f"`mesh install-service {where}...` writes one"
+            hint=("installed: " + ", ".join(others))
+            if others
+            else f"`mesh install-service {where}...` writes one"
             + ("" if layout.user else "; --user for a user's units"),
         )
     env_path = _under(root, layout.env_file(unit))

@@ -144,7 +144,7 @@ def render_unit(plan: ServicePlan) -> str:
 
 def render_env(plan: ServicePlan) -> str:
     lines = [
-        f"# Environment of {plan.unit} (and of the app it runs): KEY=\"VALUE\" lines.",
+        f'# Environment of {plan.unit} (and of the app it runs): KEY="VALUE" lines.',
         "# Yours to edit: `mesh install-service --force` keeps this file; restart the unit to apply.",
         f"MESH_HOME={env_value(str(plan.home))}",
         f"PATH={env_value(plan.path)}",

@@ -17,10 +17,9 @@ refused because they compare equal to ints (``True == 1``) and would alias.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-
 import math
 import re
+from abc import ABC, abstractmethod
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from itertools import pairwise
@@ -181,14 +180,8 @@ class _MetricFamily(Generic[ChildT], ABC):
     def _add_child(self, values: tuple[LabelValue, ...]) -> ChildT:
         if len(values) != len(self._labelnames):
             expected = ", ".join(self._labelnames) or "none"
-            raise ValueError(
-                f"{self._name} takes {len(self._labelnames)} label values ({expected}), "
-                f"got {len(values)}"
-            )
-        key = tuple(
-            self._label_text(name, value)
-            for name, value in zip(self._labelnames, values, strict=True)
-        )
+            raise ValueError(f"{self._name} takes {len(self._labelnames)} label values ({expected}), got {len(values)}")
+        key = tuple(self._label_text(name, value) for name, value in zip(self._labelnames, values, strict=True))
         child = self._series.get(key)
         if child is None:
             child = self._new_child()
@@ -202,15 +195,13 @@ class _MetricFamily(Generic[ChildT], ABC):
         if isinstance(value, int) and not isinstance(value, bool):
             return int.__repr__(value)
         raise TypeError(
-            f"{self._name}: label {labelname} takes a str or int value, "
-            f"got {type(value).__name__} {value!r}"
+            f"{self._name}: label {labelname} takes a str or int value, got {type(value).__name__} {value!r}"
         )
 
     def _require_unlabelled(self) -> ChildT:
         if self._unlabelled is None:
             raise ValueError(
-                f"{self._name} has labels ({', '.join(self._labelnames)}); "
-                f"pick a series with .labels(...) first"
+                f"{self._name} has labels ({', '.join(self._labelnames)}); pick a series with .labels(...) first"
             )
         return self._unlabelled
 
@@ -333,9 +324,7 @@ class Histogram(_MetricFamily[HistogramChild]):
         samples = []
         for labels, child in self._series_items():
             for bound, cumulative in child.cumulative_buckets():
-                samples.append(
-                    Sample(bucket_name, (*labels, ("le", format_value(bound))), cumulative)
-                )
+                samples.append(Sample(bucket_name, (*labels, ("le", format_value(bound))), cumulative))
             samples.append(Sample(sum_name, labels, child.sum))
             samples.append(Sample(count_name, labels, child.count))
         return samples
@@ -346,11 +335,7 @@ def _finite_bounds(name: str, buckets: Sequence[float]) -> tuple[float, ...]:
     if bounds and math.isinf(bounds[-1]) and bounds[-1] > 0:
         bounds = bounds[:-1]  # +Inf is implicit
     for bound in bounds:
-        if (
-            isinstance(bound, bool)
-            or not isinstance(bound, (int, float))
-            or not math.isfinite(bound)
-        ):
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound):
             raise ValueError(f"{name}: bucket bounds must be finite numbers, got {bound!r}")
     if any(lower >= upper for lower, upper in pairwise(bounds)):
         raise ValueError(f"{name}: bucket bounds must be strictly increasing, got {list(bounds)}")
@@ -410,19 +395,12 @@ class MetricsRegistry:
         if not isinstance(name, str) or not _METRIC_NAME.fullmatch(name):
             raise ValueError(f"invalid metric name {name!r}: expected [a-zA-Z_:][a-zA-Z0-9_:]*")
         if isinstance(labelnames, str):
-            raise TypeError(
-                f"{name}: labelnames must be a sequence of names, not the str {labelnames!r}"
-            )
+            raise TypeError(f"{name}: labelnames must be a sequence of names, not the str {labelnames!r}")
         names = tuple(labelnames)
         for label in names:
-            if (
-                not isinstance(label, str)
-                or not _LABEL_NAME.fullmatch(label)
-                or label.startswith("__")
-            ):
+            if not isinstance(label, str) or not _LABEL_NAME.fullmatch(label) or label.startswith("__"):
                 raise ValueError(
-                    f"{name}: invalid label name {label!r}: expected [a-zA-Z_][a-zA-Z0-9_]* "
-                    f"not starting with __"
+                    f"{name}: invalid label name {label!r}: expected [a-zA-Z_][a-zA-Z0-9_]* not starting with __"
                 )
         if len(set(names)) != len(names):
             raise ValueError(f"{name}: duplicate label names in {list(names)}")
@@ -435,8 +413,7 @@ class MetricsRegistry:
                 raise ValueError(f"metric {family.name} is already registered")
             if owner is not None:
                 raise ValueError(
-                    f"metric {family.name} would write {sample_name} lines, "
-                    f"like the already registered metric {owner}"
+                    f"metric {family.name} would write {sample_name} lines, like the already registered metric {owner}"
                 )
         self._families[family.name] = family
         for sample_name in (family.name, *sample_names):

@@ -48,9 +48,7 @@ class Span:
     message: str = ""  # the status message (a mesh error's reason)
 
 
-def span_from(
-    event: TapEvent, context: SpanContext, *, route: str | None, retries: int, end_ns: int
-) -> Span:
+def span_from(event: TapEvent, context: SpanContext, *, route: str | None, retries: int, end_ns: int) -> Span:
     """The span of one request as ``event`` describes it."""
     outbound = event.direction == "outbound"
     path, mark, query = event.path.partition("?")

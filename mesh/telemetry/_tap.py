@@ -91,7 +91,15 @@ class TapEvent:
         values.setdefault("status", 0)
         values.setdefault("latency_ms", 0.0)
         values.setdefault("tls", False)
-        for name in ("request_id", "src_service", "src_identity", "dst_service", "dst_identity", "dst_address", "mesh_error"):
+        for name in (
+            "request_id",
+            "src_service",
+            "src_identity",
+            "dst_service",
+            "dst_identity",
+            "dst_address",
+            "mesh_error",
+        ):
             values.setdefault(name, None)
         return cls(**values)
 

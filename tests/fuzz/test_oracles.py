@@ -7,17 +7,15 @@ good one.
 
 from __future__ import annotations
 
-import pytest
-
 import json
 import struct
 from pathlib import Path
 
 import hpack
+import pytest
 from hyperframe import frame as hf
 
-from tests.fuzz import http1, http2
-from tests.fuzz import harness
+from tests.fuzz import harness, http1, http2
 from tests.fuzz.harness import Finding, Findings, KnownIssue, Ledger
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"

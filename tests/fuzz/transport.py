@@ -40,7 +40,7 @@ def split_writes(data: bytes, cuts: tuple[int, ...], pauses_ms: tuple[int, ...])
     if not data:
         return []
     points = sorted({c % len(data) for c in cuts} - {0})
-    pieces = [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
+    pieces = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
     pauses = [0.0] + [p / 1000 for p in pauses_ms]
     out, total = [], 0.0
     for i, piece in enumerate(pieces):
@@ -95,7 +95,7 @@ def receive(sock: socket.socket, sink: Sink, timeout: float) -> bool:
     sock.settimeout(max(timeout, 0.001))
     try:
         data = sock.recv(65536)
-    except (socket.timeout, ssl.SSLWantReadError):
+    except (TimeoutError, ssl.SSLWantReadError):
         return False
     except (ConnectionResetError, BrokenPipeError):
         sink.end(reset=True)

@@ -287,7 +287,7 @@ def raw_request(port: int, data: bytes, timeout: float = 10.0, read_all: bool = 
                 chunks.append(chunk)
                 if not read_all:
                     break
-        except socket.timeout:
+        except TimeoutError:
             pass
         return b"".join(chunks)
 

@@ -15,9 +15,9 @@ def renew_as(home_path: Path, holder: str, asks_for: str, extra: dict[str, Any] 
     (``extra``: more fields of the request, such as ``ttl_seconds``)."""
 
     async def main() -> tuple[int, Any]:
-        from mesh.net import ApiClient
-        from mesh.identity import CertificateAuthority, client_context, generate_key, make_csr, service_identity
         from mesh.discovery import controller_from_home
+        from mesh.identity import CertificateAuthority, client_context, generate_key, make_csr, service_identity
+        from mesh.net import ApiClient
 
         home = MeshHome(home_path)
         ca = CertificateAuthority.load(home)

@@ -68,11 +68,11 @@ async def client():
     c.local_settings = h2.settings.Settings(client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
     c.initiate_connection(); c.increment_flow_control_window(1 << 24); await s.send_all(c.data_to_send())
     p = Pump(c); got = {}; done = set(); errors = []
-    for i in range(STREAMS):
+    for _i in range(STREAMS):
         sid = c.get_next_available_stream_id()
         c.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"echo"), (b":path", b"/")])
         p.queue(sid, b"z" * PER, end=True); got[sid] = 0
-    t0 = trio.current_time(); last = t0
+    t0 = trio.current_time()
     async with trio.open_nursery() as n:
         async def writer():
             while True:

@@ -13,6 +13,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import trio
+import trio.lowlevel
 
 PROXY = ("127.0.0.1", int(sys.argv[1])); APP_PORT = int(sys.argv[2])
 async def serve(stream):
@@ -29,7 +30,7 @@ async def serve(stream):
             while True:
                 while c.local_flow_control_window(sid) >= 1000:
                     c.send_data(sid, b"d" * 1000)
-                await flush(); await trio.sleep(0)
+                await flush(); await trio.lowlevel.checkpoint()
         except (h2.exceptions.ProtocolError, trio.BrokenResourceError): return
     async def slow(sid):
         await trio.sleep(1.0)

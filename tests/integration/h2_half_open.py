@@ -44,7 +44,7 @@ async def main():
         for i in range(N):
             sid = c.get_next_available_stream_id()
             c.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", f"127.0.0.1:{APP_PORT}".encode()), (b":path", b"/")])
-            for j in range(4): c.send_data(sid, b"x" * 16383)
+            for _j in range(4): c.send_data(sid, b"x" * 16383)
             c.send_data(sid, b"y" * 100, end_stream=True)
             await s.send_all(c.data_to_send())
             done = False

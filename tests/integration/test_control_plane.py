@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -252,7 +250,7 @@ def test_leaves_cut_short_by_their_issuer_renew_a_bounded_number_of_times(cluste
     assert result.returncode == 0, result.stderr
     cluster.processes.append(_adopt(cluster, "mesh", json.loads(result.stdout)["pid"]))
     web = cluster.proxy("web", cluster.app("http", "web"))
-    time.sleep(max((end - datetime.now(timezone.utc)).total_seconds(), 0) + 3)
+    time.sleep(max((end - datetime.now(UTC)).total_seconds(), 0) + 3)
     renewed = web.process.log().count("renewed the certificate")
     signed = (cluster.home / "run" / "mesh.log").read_text().count(f"signed a certificate for {cluster.spiffe('web')}")
     assert 1 <= renewed <= 5, web.process.log()[-3000:]

@@ -454,7 +454,7 @@ def test_bad_certificates_are_clear_errors_at_start(edge: Edge, tmp_path: Path) 
         started = time.monotonic()
         result = edge.cluster.mesh("gateway", "--to", "shop", "--listen", "127.0.0.1:0", "--no-zeroconf", *args)
         assert result.returncode == 1, (args, result.stdout, result.stderr)
-        assert f"error: " in result.stderr and says in result.stderr, (args, result.stderr)
+        assert "error: " in result.stderr and says in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
         assert time.monotonic() - started < 15
 

@@ -8,17 +8,16 @@ with bytes (de)serializers, so no generated code is needed.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
-
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -348,7 +347,7 @@ def _read_events(sock: socket.socket, conn, until, timeout: float = 10.0) -> lis
     while time.monotonic() < deadline:
         try:
             data = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             continue
         except OSError:
             break

@@ -146,7 +146,7 @@ def _read_frames(sock: socket.socket, until: Callable[[list], bool], timeout: fl
     while time.monotonic() < deadline:
         try:
             data = sock.recv(1 << 16)
-        except socket.timeout:
+        except TimeoutError:
             continue
         except OSError:  # reset: the server closed with our flood unread
             return frames, True
@@ -687,7 +687,7 @@ class Side:
         assert _grpc_ok(_read_events(sock, conn, lambda ev: _grpc_ok(ev, 1)), 1), f"{self.name}: not served"
         return sock, conn
 
-    def raw(self) -> "RawClient":
+    def raw(self) -> RawClient:
         return RawClient(self.connect())
 
     def rss_kb(self) -> int:
@@ -861,7 +861,7 @@ def test_streams_over_the_limit_are_refused_and_the_connection_lives(side: Side)
             client.read(lambda got: any(isinstance(f, hyperframe_frame.SettingsFrame) for f in got), timeout=5)
         served_before = greeter.hellos()
         client.send([frame for i in range(count) for frame in client.unary(2 * i + 1)])
-        frames, closed = client.read(lambda got: len(_answered(got)) + len(_resets(got)) >= count or _ended(got), timeout=20)
+        frames, closed = client.read(lambda got, count=count: len(_answered(got)) + len(_resets(got)) >= count or _ended(got), timeout=20)
         refused = {f.stream_id for f in _resets(frames, 7)}
         assert _goaway(frames) is None and not closed, f"{side.name} {count}: {_goaway(frames)}"
         assert len(_answered(frames)) == 100 and len(refused) == count - 100, (
@@ -870,7 +870,7 @@ def test_streams_over_the_limit_are_refused_and_the_connection_lives(side: Side)
         assert not refused & _answered(frames)
         assert greeter.hellos() == served_before + 100  # the refused ones never reached the app
         client.send(client.unary(2 * count + 1))
-        frames, closed = client.read(lambda got: 2 * count + 1 in _answered(got), timeout=10)
+        frames, closed = client.read(lambda got, count=count: 2 * count + 1 in _answered(got), timeout=10)
         assert 2 * count + 1 in _answered(frames), f"{side.name}: the connection stopped serving"
         client.sock.close()
     _no_internal_errors(side.mesh.client_proxy, side.mesh.greeter_proxy)
@@ -901,7 +901,7 @@ def test_a_stream_stalled_by_its_reader_is_reset_after_the_idle_timeout(cluster:
     while time.monotonic() - started < 6 and not (_grpc_ok(events, 3) and any(isinstance(e, h2.events.StreamReset) for e in events)):
         try:
             data = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             data = None
         if data == b"":
             break

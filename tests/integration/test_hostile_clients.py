@@ -45,7 +45,7 @@ def read_answer(sock: socket.socket) -> bytes:
     while True:
         try:
             chunk = sock.recv(65536)
-        except (socket.timeout, ConnectionResetError):
+        except (TimeoutError, ConnectionResetError):
             return data
         if not chunk:
             return data
@@ -176,7 +176,7 @@ def test_a_service_declared_tcp_is_relayed_at_once_and_policed_at_l4(cluster: Cl
 
 def test_the_gateway_is_http_only(cluster: Cluster) -> None:
     controller_with(cluster)
-    web = cluster.proxy("web", cluster.app("http", "web"))
+    cluster.proxy("web", cluster.app("http", "web"))
     port = free_port()
     gateway = cluster.spawn("gateway", [*cluster_mesh(), "gateway", "--listen", f"127.0.0.1:{port}", "--to", "web"])
     gateway.wait_for(r"ready: ")

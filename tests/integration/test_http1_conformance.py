@@ -111,7 +111,7 @@ def _exchange(sock: socket.socket, request: bytes) -> tuple[bytes, bytes]:
             if not chunk:
                 break
             data += chunk
-    except socket.timeout:
+    except TimeoutError:
         pass
     head, _, body = data.partition(b"\r\n\r\n")
     return head, body

@@ -7,7 +7,6 @@ How to run a mesh over several hosts: docs/cli.md, "Several hosts".
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import re
@@ -630,7 +629,7 @@ def test_restarting_the_controller_leaves_no_error_in_any_proxy_log(walk: Walk) 
     for name, text in logs.items():
         assert " ERROR " not in text and "Traceback" not in text, f"{name}:\n{text}"
     # Every line of every long-running process: UTC time and component first.
-    line = next(l for l in logs["inject-web"].splitlines() if "ready:" in l)
+    line = next(text for text in logs["inject-web"].splitlines() if "ready:" in text)
     assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \[mesh inject web\] INFO ", line), line
 
 

@@ -171,7 +171,7 @@ def test_a_revocation_through_one_controller_is_enforced_through_another_on_etcd
         home_b = second_home(cluster)
         start_controller(cluster, "controller-a", cluster.home, store)
         start_controller(cluster, "controller-b", home_b, store)
-        web = cluster.proxy("web", cluster.app("http", "web"), extra=["--no-zeroconf"])
+        cluster.proxy("web", cluster.app("http", "web"), extra=["--no-zeroconf"])
         client = cluster.proxy("client", cluster.app("http", "client"), extra=["--no-zeroconf"])
         other = cluster.proxy("other", cluster.app("http", "other"), extra=["--no-zeroconf"])
         for caller in (client, other):

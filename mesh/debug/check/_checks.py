@@ -58,4 +58,3 @@ def build_categories(
     categories.append(Category(POLICY, lambda: policy_checkers(ctx), needs=(CONTROL_PLANE,)))
     categories.append(Category(GATEWAY, lambda: gateway_checkers(ctx), needs=(CONTROL_PLANE,)))
     return categories
-

@@ -49,8 +49,7 @@ def control_plane_checkers(ctx: CheckContext) -> list[Checker]:
             if ctx.joined:
                 return CheckResult.fail(
                     f"no identity in {home.host_dir} or {home.operator_dir}: this CLI cannot talk to the controller",
-                    "run the `mesh join …` line again: it gives this host its identity "
-                    "(it joined with an older mesh?)",
+                    "run the `mesh join …` line again: it gives this host its identity (it joined with an older mesh?)",
                 )
             return CheckResult.fail(
                 f"no operator identity in {home.operator_dir}: this CLI cannot talk to the controller as an operator",
@@ -210,7 +209,9 @@ def store_checkers(ctx: CheckContext) -> list[Checker]:
         )
         return [Checker(STORE, "the controller reports its store", lambda: failure)]
     checkers = [
-        Checker(STORE, "the store takes writes (else the controllers are read-only)", lambda: rules.store_writable(health)),
+        Checker(
+            STORE, "the store takes writes (else the controllers are read-only)", lambda: rules.store_writable(health)
+        ),
         Checker(STORE, "the controllers that share the store", lambda: rules.store_controllers(health)),
         Checker(STORE, "revoked certificates in force (`mesh ca revoke`)", lambda: _revocations(ctx)),
     ]
@@ -286,5 +287,3 @@ def discovery_checkers(ctx: CheckContext) -> list[Checker]:
             needs=(CONTROL_PLANE,),
         ),
     ]
-
-

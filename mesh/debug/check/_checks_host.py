@@ -226,5 +226,3 @@ def ca_checkers(ctx: CheckContext) -> list[Checker]:
         Checker(CA, "key files are private (0600, directories 0700)", permissions),
         Checker(CA, "bundle contains the root", bundle),
     ]
-
-

@@ -170,5 +170,3 @@ def gateway_checkers(ctx: CheckContext) -> list[Checker]:
         Checker(GATEWAY, f"{where} is valid (warn under 30 days left)", partial(check, where, cert, key))
         for where, cert, key in entries
     ]
-
-

@@ -28,7 +28,9 @@ NETWORK_TIMEOUT = 3.0
 ZEROCONF_TIMEOUT = 3.0
 
 CA_ROTATE_HINT = "run `mesh ca rotate` for a new issuer (leaves of the old one keep working until they expire)"
-ROOT_HINT = "the root is replaced by hand (docs/security.md, Rotation); `mesh ca init --force` starts a new trust anchor"
+ROOT_HINT = (
+    "the root is replaced by hand (docs/security.md, Rotation); `mesh ca init --force` starts a new trust anchor"
+)
 
 
 def _utcnow() -> datetime:
@@ -114,5 +116,3 @@ class CheckContext:
         interface = self.host.zeroconf_interface if self.host is not None else None
         interfaces = tuple(discovery.get("interfaces") or ((interface,) if interface else ("127.0.0.1",)))
         return mode, interfaces
-
-

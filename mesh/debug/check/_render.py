@@ -76,8 +76,11 @@ def _groups(checks: Sequence[CheckOutcome]) -> Iterator[list[CheckOutcome]]:
     """Each outcome alone, except consecutive skipped ones with the same reason: one line for them."""
     group: list[CheckOutcome] = []
     for outcome in checks:
-        if group and outcome.status is Status.SKIPPED and group[-1].status is Status.SKIPPED and (
-            outcome.message == group[-1].message
+        if (
+            group
+            and outcome.status is Status.SKIPPED
+            and group[-1].status is Status.SKIPPED
+            and (outcome.message == group[-1].message)
         ):
             group.append(outcome)
             continue

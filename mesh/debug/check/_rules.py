@@ -304,7 +304,7 @@ def zeroconf(ok: bool, line: str) -> CheckResult:
     return CheckResult.fail(
         f"zeroconf does not work: {line}",
         "proxies cannot find each other by mDNS here: allow multicast (224.0.0.251:5353) on these "
-        "interfaces, or use static discovery ([discovery] mode = \"static\" with an endpoints file)",
+        'interfaces, or use static discovery ([discovery] mode = "static" with an endpoints file)',
     )
 
 
@@ -460,7 +460,9 @@ def proxy(
                 "another process took over its address? restart the proxy",
             )
         )
-    not_after = _parse_time(config.get("certificate_expiry")) or facts.tls_not_after or _parse_time(entry.get("cert_expiry"))
+    not_after = (
+        _parse_time(config.get("certificate_expiry")) or facts.tls_not_after or _parse_time(entry.get("cert_expiry"))
+    )
     if not_after is None:
         warnings.append(("certificate expiry unknown", f"see {_config_page(entry)}"))
     else:
@@ -537,7 +539,8 @@ def proxy(
         zeroconf_only = entry.get("source") == "zeroconf"
         warnings.append(
             (
-                "not watching the controller" + (" (seen via zeroconf only)" if zeroconf_only else " (its watch stream ended)"),
+                "not watching the controller"
+                + (" (seen via zeroconf only)" if zeroconf_only else " (its watch stream ended)"),
                 "a proxy started without MESH_HOME/controller.json gets no config: start it on a host that joined the mesh"
                 if zeroconf_only
                 else "it reconnects with backoff; its log says why the stream ended",
@@ -613,7 +616,9 @@ def gateway_tls_entries(config: Mapping[str, Any]) -> list[tuple[str, str, str]]
     return entries
 
 
-def gateway_certificate(where: str, label: str, not_before: datetime, not_after: datetime, now: datetime) -> CheckResult:
+def gateway_certificate(
+    where: str, label: str, not_before: datetime, not_after: datetime, now: datetime
+) -> CheckResult:
     """A certificate a gateway serves to outside clients: invalid fails, under 30 days left warns."""
     return cert_validity(
         f"{where}: the certificate for {label}",

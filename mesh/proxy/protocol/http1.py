@@ -286,7 +286,9 @@ _H2C_HEADERS = frozenset({b"upgrade", b"http2-settings"})
 
 
 def _upgrades_only_to_h2c(headers: Headers) -> bool:
-    offers = [token.strip().lower() for name, value in headers if name.lower() == b"upgrade" for token in value.split(b",")]
+    offers = [
+        token.strip().lower() for name, value in headers if name.lower() == b"upgrade" for token in value.split(b",")
+    ]
     return bool(offers) and all(offer == b"h2c" for offer in offers)
 
 
@@ -339,7 +341,9 @@ class RequestReader(_Reader):
         framing, length = self._framing_of(headers, bodyless=upgrade)
         self._head_complete(framing)
         self._events.append(
-            RequestHead(method, self._url, headers, version.encode(), parser.should_keep_alive(), framing, length, upgrade)
+            RequestHead(
+                method, self._url, headers, version.encode(), parser.should_keep_alive(), framing, length, upgrade
+            )
         )
 
     def on_message_complete(self) -> None:

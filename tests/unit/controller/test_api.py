@@ -16,7 +16,6 @@ import pytest
 import trio
 
 from mesh.controller._api import MAX_BODY, ApiRequest, serve_api, server_context_optional_client
-from mesh.net import ApiClient, ApiError, ApiResponse, api_client_context, bootstrap_client_context
 from mesh.errors import ControllerError
 from mesh.home import MeshHome
 from mesh.identity import (
@@ -26,7 +25,7 @@ from mesh.identity import (
     server_context,
     service_identity,
 )
-from mesh.net import TLSStream
+from mesh.net import ApiClient, ApiError, ApiResponse, TLSStream, api_client_context, bootstrap_client_context
 
 pytestmark = pytest.mark.timeout(30)  # the hard stop; each test also runs under trio.fail_after
 

@@ -10,14 +10,13 @@ from typing import Any
 import pytest
 import trio
 
-from mesh.home import MeshHome
-from mesh.identity import CertificateAuthority, server_context, service_identity
-
 from mesh.controller import _fanin_stats
 from mesh.controller._fanin import StatsCollector, parse_window
 from mesh.controller._fanin_admin import AdminDialer, ProxyTarget
 from mesh.controller._fanin_stats import ProxySnapshot, Traffic, aggregate, choose_baseline
 from mesh.controller._fanin_tap import TapFanIn
+from mesh.home import MeshHome
+from mesh.identity import CertificateAuthority, server_context, service_identity
 from mesh.net import ALPN_ADMIN, TLSStream
 from mesh.proxy._admin import AdminApp, tap_handler
 from mesh.proxy._exchange import RequestRecord

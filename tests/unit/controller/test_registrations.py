@@ -12,8 +12,8 @@ from mesh.controller._api import ApiError, ApiRequest
 from mesh.controller._app import ControllerApp
 from mesh.controller._app_proxies import loopback_from_another_host
 from mesh.controller._durable import Durable
-from mesh.controller._store_embedded import EmbeddedStore
 from mesh.controller._state import ControllerState
+from mesh.controller._store_embedded import EmbeddedStore
 from mesh.identity import service_identity
 
 DOMAIN = "reg.test"

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from mesh.dashboard._model import History, Topics, faults_topic, routed_services, routes_topic, stats_topic, status_topic
+from mesh.dashboard._model import (
+    History,
+    Topics,
+    faults_topic,
+    routed_services,
+    routes_topic,
+    stats_topic,
+    status_topic,
+)
 
 
 def stats_answer(at: float, rps: float, p99: float = 10.0) -> dict:

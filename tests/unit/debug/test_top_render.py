@@ -87,7 +87,7 @@ def test_top_wide_shows_every_column_uncut() -> None:
 def test_layout_never_exceeds_the_width(width: int) -> None:
     columns, widths, body = top_layout(busy_model().rows(), width)
     assert sum(widths) + 2 * (len(columns) - 1) <= width
-    assert all(len(cell) <= w for row in body for cell, w in zip(row, widths))
+    assert all(len(cell) <= w for row in body for cell, w in zip(row, widths, strict=True))
     lines = printed(top_table(busy_model().rows(), width=width), width)
     assert max(len(line) for line in lines) <= width
 

@@ -561,7 +561,7 @@ def test_the_mesh_id_travels_in_the_txt_record() -> None:
     properties = {k.encode(): v.encode() for k, v in txt.items()}
     parsed = parse_service_record("web-1." + MESH_SERVICE_TYPE, 8443, ["127.0.0.1"], properties, "mesh.local")
     assert parsed.mesh == MESH_A
-    controller = ControllerRecord(f"spiffe://mesh.local/svc/mesh-controller", "127.0.0.1", 4190, mesh=MESH_B)
+    controller = ControllerRecord("spiffe://mesh.local/svc/mesh-controller", "127.0.0.1", 4190, mesh=MESH_B)
     assert _controller_txt(controller)["mesh"] == MESH_B
     with pytest.raises(ValueError, match="mesh id"):
         web_record("mesh.local", mesh="not-hex")

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from hypothesis import given
-from hypothesis import strategies as st
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mesh.errors import IdentityError
 from mesh.home import MeshHome
@@ -355,9 +355,10 @@ def test_sign_csr_uses_the_callers_identity_not_the_csrs(ca: CertificateAuthorit
     assert issuer == ca.issuer_cert
     assert spiffe_id_of(leaf) == REVIEWS
     assert leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "reviews"
-    pub = lambda k: k.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    def pub(k):
+        return k.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
     assert pub(leaf.public_key()) == pub(key.public_key())
     assert verify_chain(chain_pem, ca.bundle_pem)[0]
 

@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from mesh.discovery import MemoryRegistry
-from mesh.discovery import ControllerAddress
+from mesh.discovery import ControllerAddress, MemoryRegistry
 from mesh.proxy._control import ControlLink
 
 

@@ -4,8 +4,8 @@ to believe, per-client limits in bounded memory, the redirect's location, the Ed
 from __future__ import annotations
 
 import ipaddress
-import re
 import random
+import re
 
 import pytest
 

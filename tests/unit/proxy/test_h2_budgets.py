@@ -18,12 +18,12 @@ import trio.testing
 from h2.errors import ErrorCodes
 from hyperframe import frame as hf
 
+from mesh.net import ALPN_H2
 from mesh.proxy._exchange import UpstreamKey
 from mesh.proxy._h2_guard import RESET_BURST, ServerConnection
 from mesh.proxy._h2_transport import MAX_CONCURRENT_STREAMS, h2_config
 from mesh.proxy._h2_upstream import H2Upstream
 from mesh.proxy._policy import TokenBucket
-from mesh.net import ALPN_H2
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + hf.SettingsFrame(0).serialize()
 

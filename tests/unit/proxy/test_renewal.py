@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,8 +11,15 @@ import trio
 
 from mesh.errors import ControllerError
 from mesh.home import MeshHome
-from mesh.identity import CLOCK_SKEW, CertificateAuthority, IssuedCredentials, cert_to_pem, generate_key
-from mesh.identity import key_to_pem, service_identity
+from mesh.identity import (
+    CLOCK_SKEW,
+    CertificateAuthority,
+    IssuedCredentials,
+    cert_to_pem,
+    generate_key,
+    key_to_pem,
+    service_identity,
+)
 from mesh.identity._certs import make_leaf
 from mesh.proxy._control import keep_renewed
 
@@ -91,7 +99,7 @@ async def test_a_leaf_cut_short_never_turns_into_a_signing_loop(ca: CertificateA
         return sign()
 
     await run_for(holder, obtain, 400)
-    gaps = [b - a for a, b in zip(holder.renewed_at, holder.renewed_at[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(holder.renewed_at)]
     assert holder.renewed_at[0] == pytest.approx(42)
     assert min(gaps) >= 6 - 1e-6
     assert signed <= 2 + (400 - 42) / 6
@@ -113,5 +121,5 @@ async def test_failures_are_retried_with_backoff_and_the_old_certificate_kept(
 
     await run_for(holder, obtain, 60)
     assert attempts[0] == pytest.approx(42)
-    assert [round(b - a, 1) for a, b in zip(attempts, attempts[1:])] == [0.2, 0.4, 0.8, 1.6, 3.2]
+    assert [round(b - a, 1) for a, b in itertools.pairwise(attempts)] == [0.2, 0.4, 0.8, 1.6, 3.2]
     assert len(holder.renewed_at) == 1 and holder.identity.creds is not first

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mesh.discovery import Endpoint
+from mesh.net import ALPN_HTTP1, ALPN_TCP
 from mesh.proxy._balancer import Balancer
 from mesh.proxy._exchange import Forward, Reject, UpstreamKey
-from mesh.net import ALPN_HTTP1, ALPN_TCP
 from mesh.proxy._routing import InboundRouter, OutboundRouter, mesh_service_name, split_authority
 from mesh.proxy.protocol.http1 import Framing, RequestHead, RequestReader
 

@@ -11,11 +11,11 @@ import trio
 import trio.testing
 
 from mesh.identity import SpiffeId
+from mesh.net import ALPN_HTTP1
 from mesh.proxy import _observe
 from mesh.proxy._admin import AdminApp, tap_handler
 from mesh.proxy._exchange import Forward, RequestRecord, UpstreamKey
 from mesh.proxy._metrics import ProxyMetrics
-from mesh.net import ALPN_HTTP1
 from mesh.proxy.protocol.http1 import Data, EndOfMessage, Framing, RequestHead, ResponseHead, ResponseReader
 from mesh.telemetry import TapEvent, TapHub, parse_prometheus_text
 
