@@ -147,7 +147,7 @@ async def _open_admin(
                 data = await stream.receive_some(65536)
                 if not data:
                     raise AdminUnreachable(f"{where}: closed the connection without answering")
-                events += reader.feed(data)
+                events += reader.feed(bytes(data))
     except trio.TooSlowError:
         await _close(stream)
         raise AdminUnreachable(f"{where}: no answer within {timeout:g}s") from None
@@ -183,7 +183,7 @@ async def admin_get(
                     elif isinstance(event, EndOfMessage):
                         return status, bytes(body)
                 data = await stream.receive_some(65536)
-                events = reader.feed(data) if data else reader.feed_eof()
+                events = reader.feed(bytes(data)) if data else reader.feed_eof()
                 if not data and not events:
                     raise AdminUnreachable(f"{where}: closed the connection mid-answer")
         if late.cancelled_caught:
@@ -249,7 +249,7 @@ class AdminStream:
             if not data:
                 return
             try:
-                events = self._reader.feed(data)
+                events = self._reader.feed(bytes(data))
             except RemoteProtocolError as exc:
                 raise AdminUnreachable(f"{self._where}: invalid HTTP: {exc}") from None
 

@@ -81,7 +81,7 @@ class Revocations:
         if bool(serial) == bool(identity) or not isinstance(serial or identity, str):
             raise ApiError(400, 'expected {"serial": HEX} or {"identity": "spiffe://…" or a service name}')
         try:
-            found = await (self._by_serial(serial) if serial else self._by_identity(identity))
+            found = await (self._by_serial(serial) if serial else self._by_identity(str(identity)))
         except StoreError as exc:
             raise ApiError(503, f"cannot read the issued certificates: {exc.message}", exc.hint) from None
         if request.peer_serial is not None and any(_serial_int(c) == request.peer_serial for c in found):

@@ -238,7 +238,7 @@ async def _read_request(
             raise _Gone() from None
         if not data:
             raise _Gone()
-        events = reader.feed(data)
+        events = reader.feed(bytes(data))
 
 
 async def _send(stream: trio.abc.Stream, data: bytes) -> None:

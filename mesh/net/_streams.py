@@ -14,7 +14,7 @@ LINGER = 1.0  # seconds a connection we end reads off the peer's input before it
 async def receive_or_eof(stream: trio.abc.Stream) -> bytes:
     """The next bytes; b"" when the peer closed, reset, or broke TLS (all end the connection alike)."""
     try:
-        return await stream.receive_some(RECEIVE_SIZE)
+        return await stream.receive_some(RECEIVE_SIZE)  # type: ignore[return-value]  # socket streams return bytes (trio types it bytes | bytearray)
     except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
         return b""
 

@@ -184,7 +184,7 @@ class TLSStream(trio.abc.Stream):
                 self._flushed = None
 
     async def _receive_raw(self) -> bytes:
-        return await self.transport.receive_some(RECEIVE_SIZE)
+        return await self.transport.receive_some(RECEIVE_SIZE)  # type: ignore[return-value]  # socket streams return bytes (trio types it bytes | bytearray)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else self._obj.version() or "handshaking"

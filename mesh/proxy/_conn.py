@@ -27,7 +27,7 @@ class HttpConnection(Generic[R]):
 
     def __init__(self, stream: trio.abc.Stream, reader: R) -> None:
         self.stream = stream
-        self.reader = reader
+        self.reader: R = reader
         self.pending: list[Event] = []
         self.received = 0
         self.sent = 0
@@ -52,7 +52,7 @@ class HttpConnection(Generic[R]):
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
             return b""
         self.received += len(data)
-        return data
+        return data  # type: ignore[return-value]  # socket streams return bytes (trio types it bytes | bytearray)
 
     async def send(self, data: bytes) -> None:
         try:

@@ -27,7 +27,7 @@ from typing import Any
 import httptools
 
 from mesh.proxy._exchange import Forward, Reason, Reject
-from mesh.proxy._routing import declared_protocol, split_authority
+from mesh.proxy._routing import OutboundRouter, declared_protocol, split_authority
 from mesh.proxy.protocol.http1 import RequestHead
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -119,6 +119,7 @@ def request_host_and_path(head: RequestHead) -> tuple[str, bytes] | None:
     HTTP/1.0 request may) and its origin-form target; None when the host is malformed. An
     absolute-form target wins over Host (RFC 9112 3.2.2)."""
     target = head.target
+    authority: bytes | None
     lowered = target[:8].lower()
     if lowered.startswith(b"http://") or lowered.startswith(b"https://"):
         try:
@@ -345,7 +346,7 @@ class EdgeRouter:
 
     __slots__ = ("routes", "mesh", "client", "limits")
 
-    def __init__(self, routes: EdgeRoutes, mesh: Any, client: EdgeClient, limits: ClientLimits) -> None:
+    def __init__(self, routes: EdgeRoutes, mesh: OutboundRouter, client: EdgeClient, limits: ClientLimits) -> None:
         self.routes = routes
         self.mesh = mesh
         self.client = client

@@ -51,7 +51,7 @@ def _utcnow() -> datetime:
 
 def file_stamp(*paths: Path) -> Stamp:
     """What changes when a file is replaced or rewritten (None: cannot be looked at now)."""
-    stamps = []
+    stamps: list[tuple[int, int, int, int] | None] = []
     for path in paths:
         try:
             st = os.stat(path)  # follows symlinks: a swapped link target is a change too
@@ -141,7 +141,7 @@ class EdgeCertificates:
                 else:
                     exact.setdefault(name, index)
         self._exact, self._wildcard = exact, wildcard
-        self._served[0].context.sni_callback = self._on_sni  # type: ignore[assignment]
+        self._served[0].context.sni_callback = self._on_sni
 
     # -- reloading --------------------------------------------------------------------
 

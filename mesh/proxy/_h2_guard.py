@@ -77,7 +77,7 @@ class ServerConnection(Connection):
 
     def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[h2.events.Event]]:
         try:
-            return super()._receive_headers_frame(frame)  # type: ignore[no-any-return]
+            return super()._receive_headers_frame(frame)
         except h2.exceptions.TooManyStreamsError:
             if frame.stream_id <= self.highest_inbound_stream_id:
                 raise
@@ -86,7 +86,7 @@ class ServerConnection(Connection):
         self.over_limit.add(frame.stream_id)
         self._lift_limit = True
         try:
-            return super()._receive_headers_frame(frame)  # type: ignore[no-any-return]
+            return super()._receive_headers_frame(frame)
         finally:
             self._lift_limit = False
 

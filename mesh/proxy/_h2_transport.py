@@ -148,7 +148,7 @@ class Connection(h2.connection.H2Connection):
 
     def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[h2.events.Event]]:
         if frame.error_code != ErrorCodes.NO_ERROR:
-            return super()._receive_goaway_frame(frame)  # type: ignore[no-any-return]
+            return super()._receive_goaway_frame(frame)
         event = h2.events.ConnectionTerminated()
         event.error_code = ErrorCodes.NO_ERROR
         event.last_stream_id = frame.last_stream_id
@@ -172,7 +172,7 @@ class Connection(h2.connection.H2Connection):
 
     def reset_by_us(self, stream_id: int) -> bool:
         """Whether the stream was closed by a RST_STREAM that we sent."""
-        return self._stream_closed_by(stream_id) is StreamClosedBy.SEND_RST_STREAM  # type: ignore[no-any-return]
+        return self._stream_closed_by(stream_id) is StreamClosedBy.SEND_RST_STREAM
 
 
 def h2_config(client_side: bool, peer_proxy: bool = False) -> h2.config.H2Configuration:

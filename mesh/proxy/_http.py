@@ -241,9 +241,9 @@ class HttpProxyConnection:
             if self.deadline.fired is Wait.RESPONSE:
                 # The response head did not come in time: the connection's scope was cancelled and
                 # is unwinding; serve() sends the answer once it has.
-                failure = self._response_timed_out(outcome.forward)
-                if self._failed(outcome, failure, sent_before):
-                    self._timed_out = (head, failure)
+                timed_out = self._response_timed_out(outcome.forward)
+                if self._failed(outcome, timed_out, sent_before):
+                    self._timed_out = (head, timed_out)
             outcome.bytes_out = self.client.sent - sent_before
             assert outcome.forward is not None
             self.router.finished(outcome.forward, started, outcome.verdict)
@@ -561,8 +561,9 @@ class HttpProxyConnection:
         """CONNECT or Upgrade: after the handshake the connection carries raw bytes. Never reused."""
         client = self.client
         leftover = b""
-        if client.pending and isinstance(client.pending[-1], Upgraded):
-            leftover = client.pending.pop().leftover
+        if client.pending and isinstance(last := client.pending[-1], Upgraded):
+            client.pending.pop()
+            leftover = last.leftover
         outcome = Outcome(forward=forward)
         recorded = False
 
@@ -607,10 +608,10 @@ class HttpProxyConnection:
         except (PeerClosed, Failure, _Stale, RemoteProtocolError, trio.TooSlowError) as exc:
             log.info("%s: upgrade to %s failed: %r", self.router.direction, forward.key.address, exc)
             if not recorded:
-                failure = Failure(Reason.UPGRADE_FAILED, 502, f"upgrade failed: {exc!r}")
-                outcome.failed(failure)
-                established(failure.status)
-                await self._answer(head, failure)
+                declined = Failure(Reason.UPGRADE_FAILED, 502, f"upgrade failed: {exc!r}")
+                outcome.failed(declined)
+                established(declined.status)
+                await self._answer(head, declined)
             return False
         finally:
             await upstream.aclose()

@@ -425,7 +425,7 @@ def _advertise(proxy: Proxy, options: ProxyOptions, mesh: str) -> None:
                 identity=str(proxy.identity.creds.identity),
                 host=host,
                 port=port,
-                labels=dict(proxy.settings.labels),
+                labels=tuple(dict(proxy.settings.labels).items()),
                 admin_port=proxy.bound.admin[1],
                 version=__version__,
                 protocol=proxy.settings.protocol,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from mesh.proxy._exchange import RequestRecord, classify
 from mesh.telemetry import MetricsRegistry
@@ -11,7 +12,7 @@ from mesh.telemetry import MetricsRegistry
 class ProxyMetrics:
     def __init__(self, registry: MetricsRegistry | None = None) -> None:
         self.registry = registry = registry or MetricsRegistry()
-        self._series: dict[tuple[str, str, int, str | None, int | None], tuple] = {}
+        self._series: dict[tuple[str, str, int, str | None, int | None], tuple[Any, ...]] = {}
         self.requests = registry.counter(
             "request_total", "Requests received by the proxy.", ("direction", "peer_service")
         )
@@ -106,7 +107,7 @@ class ProxyMetrics:
 
     def _new_series(
         self, direction: str, peer: str, status: int, mesh_error: str | None, grpc_status: int | None = None
-    ) -> tuple:
+    ) -> tuple[Any, ...]:
         return (
             self.requests.labels(direction, peer),
             self.responses.labels(direction, peer, status, classify(status, mesh_error, grpc_status), mesh_error or ""),

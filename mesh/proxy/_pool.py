@@ -59,9 +59,9 @@ async def open_upstream(key: UpstreamKey, contexts: ContextProvider | None, time
         with trio.fail_after(timeout):
             await tls.do_handshake()
         if key.identity is not None:
-            peer = check_peer(tls, key.identity)  # type: ignore[arg-type]
+            peer = check_peer(tls, key.identity)
         else:
-            peer = verified_peer(tls)  # type: ignore[arg-type]
+            peer = verified_peer(tls)
     except trio.TooSlowError:
         await _abort(tls)
         contexts.refused("timeout")

@@ -76,7 +76,7 @@ class OutboundRouter:
 
     def __init__(
         self,
-        endpoints: Callable[[str], tuple],  # Registry.endpoints
+        endpoints: Callable[[str], tuple[Any, ...]],  # Registry.endpoints
         balancer: Balancer,
         trust_domain: str,
         timeout: float,
@@ -158,7 +158,7 @@ class OutboundRouter:
         return self._to_mesh(head, service, path, endpoints, False)
 
     def _to_mesh(
-        self, head: RequestHead, service: str, path: bytes, endpoints: tuple, connect: bool
+        self, head: RequestHead, service: str, path: bytes, endpoints: tuple[Any, ...], connect: bool
     ) -> Forward | Reject:
         """Route (first match), fault, split subset, outlier ejection, then one endpoint."""
         state = self.policy

@@ -109,7 +109,7 @@ class Identity:
 
     @property
     def trust_domain(self) -> str:
-        return self.creds.identity.trust_domain
+        return str(self.creds.identity.trust_domain)
 
 
 class PeerTLS:
@@ -304,7 +304,8 @@ class Proxy:
         if self.gateway:
             self.gateway.bound(self.bound.edge)
             self.background.append(self.gateway.keep_certificates)
-        own = {self.bound.outbound, *self.bound.upstreams.values(), self.bound.inbound, self.bound.admin} - {None}
+        listening = [self.bound.outbound, *self.bound.upstreams.values(), self.bound.inbound, self.bound.admin]
+        own = {address for address in listening if address is not None}
         self.outbound_router = OutboundRouter(
             self.registry.endpoints,
             self.balancer,
@@ -321,7 +322,7 @@ class Proxy:
             await system.start(self.h2_peer_pool.run)
             await system.start(self.h2_app_pool.run)
             async with trio.open_nursery() as connections:
-                data_plane = [
+                data_plane: list[tuple[Any, Callable[..., Awaitable[None]], tuple[Any, ...]]] = [
                     (inbound, self._serve_inbound, ()),
                     (outbound, self._serve_outbound, (None,)),
                     (admin_mtls, self._serve_inbound, ()),  # answers ALPN mesh-admin only, see there
@@ -386,7 +387,7 @@ class Proxy:
         try:
             with trio.fail_after(self.settings.timeouts.head_timeout):
                 await tls.do_handshake()
-            peer = verified_peer(tls)  # type: ignore[arg-type]
+            peer = verified_peer(tls)
             caller = peer.identity
         except trio.TooSlowError:
             metrics.tls_failures.labels("inbound", "timeout").inc()

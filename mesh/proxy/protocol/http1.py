@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 import httptools
 
@@ -115,6 +116,8 @@ def find_header(headers: Headers, name: bytes) -> bytes | None:
 class _Reader:
     """What request and response parsing share: limits, headers, body, trailers."""
 
+    _parser: Any  # httptools' request or response parser, set by the subclass
+
     __slots__ = (
         "_parser",
         "_events",
@@ -200,7 +203,7 @@ class _Reader:
             return (Framing.LENGTH if length else Framing.NONE), length
         return Framing.NONE, None
 
-    def _check_head_size(self, data: bytes, side_error: type[Exception], end: int) -> None:
+    def _check_head_size(self, data: bytes, side_error: type[ProtocolError], end: int) -> None:
         """Measure the head before llhttp sees it: the end of the head is the first CRLFCRLF
         (``end``, its offset in ``data`` or -1)."""
         if end < 0 and self._head_tail:
@@ -216,7 +219,7 @@ class _Reader:
         if size > MAX_HEAD_BYTES:
             raise side_error(f"message head larger than {MAX_HEAD_BYTES // 1024} KiB", status=431)
 
-    def _feed(self, data: bytes, side_error: type[Exception]) -> list[Event]:
+    def _feed(self, data: bytes, side_error: type[ProtocolError]) -> list[Event]:
         """Events of ``data``. A read that holds whole messages and then bytes that do not parse
         gives the whole messages first (each gets its answer); the error comes with the next feed."""
         if self._failed is not None:
@@ -236,7 +239,7 @@ class _Reader:
         """An error is held back: the next feed raises it."""
         return self._failed is not None
 
-    def _parse(self, data: bytes, side_error: type[Exception]) -> list[Event]:
+    def _parse(self, data: bytes, side_error: type[ProtocolError]) -> list[Event]:
         if self._upgraded:
             return [Data(data)] if data else []
         if not self._in_body:
