@@ -124,7 +124,7 @@ class Browser:
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     if not wait_until_free(9080, 60):
-        pytest.skip("127.0.0.1:9080 (the demo's gateway) stayed in use on this machine")
+        pytest.fail("127.0.0.1:9080 (the demo's gateway) stayed in use on this machine: stop what holds it (a demo of your own?)")
     tmp = tmp_path_factory.mktemp("dashboard")
     cluster = Cluster(tmp)
     try:

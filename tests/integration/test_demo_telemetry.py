@@ -87,7 +87,7 @@ def check_tree(trace: list[ReceivedSpan], cluster: Cluster) -> None:
 
 def test_the_demo_traced_and_logged(cluster: Cluster, collector: OtlpReceiver) -> None:
     if not wait_until_free(9080, 120):
-        pytest.skip("127.0.0.1:9080 (the demo's gateway) stayed in use on this machine")
+        pytest.fail("127.0.0.1:9080 (the demo's gateway) stayed in use on this machine: stop what holds it (a demo of your own?)")
     cluster.init_ca()
     log = cluster.tmp / "access.log"
     up_detached(cluster, "--demo", "--no-traffic", "--otlp-endpoint", collector.url, "--access-log", str(log))

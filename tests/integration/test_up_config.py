@@ -113,10 +113,9 @@ def test_services_and_gateway_from_mesh_toml(cluster: Cluster, tmp_path: Path) -
     wait_for(lambda: processes_of(cluster.home) == [], 10, "no process left")
 
 
-@pytest.mark.skipif(not Path(__file__).with_name("test_demo_apps.py").exists(), reason="demo apps not present")
 def test_demo_serves_product_page_with_all_review_versions(cluster: Cluster) -> None:
     if requests_port_busy(9080):
-        pytest.skip("127.0.0.1:9080 is in use on this machine")
+        pytest.fail("127.0.0.1:9080 (the demo's gateway) is in use on this machine: stop what holds it")
     cluster.init_ca()
     up_detached(cluster, "--demo", "--no-traffic")
     try:
