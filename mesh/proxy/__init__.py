@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from mesh.proxy._gateway import (
         gateway_settings as gateway_settings,
     )
+    from mesh.proxy._identity import (
+        Identity as Identity,
+    )
     from mesh.proxy._main import (
         ProxyOptions as ProxyOptions,
     )
@@ -60,9 +63,6 @@ if TYPE_CHECKING:
         BoundAddresses as BoundAddresses,
     )
     from mesh.proxy._server import (
-        Identity as Identity,
-    )
-    from mesh.proxy._server import (
         Proxy as Proxy,
     )
     from mesh.proxy._server import (
@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 
 _WHERE = {
     "BoundAddresses": "_server",
-    "Identity": "_server",
+    "Identity": "_identity",
     "Proxy": "_server",
     "ProxySettings": "_server",
     "Timeouts": "_exchange",

@@ -43,7 +43,8 @@ from mesh.proxy._edge import (
 )
 from mesh.proxy._edge_tls import EXPIRY_WARNING, EdgeCertificates
 from mesh.proxy._exchange import Failure, Reason
-from mesh.proxy._server import Detected, _close, _fmt
+from mesh.proxy._listeners import close, fmt
+from mesh.proxy._server import Detected
 from mesh.proxy.protocol.detect import Mode, Protocol
 from mesh.proxy.protocol.errors import RemoteProtocolError
 from mesh.proxy.protocol.http1 import RequestHead, RequestReader, simple_response
@@ -118,7 +119,7 @@ def gateway_settings(
         )
     if http_redirect is not None and http_redirect == listen and listen[1] != 0:
         raise ProxyError(
-            f"--http-redirect {_fmt(http_redirect)} is the --listen address",
+            f"--http-redirect {fmt(http_redirect)} is the --listen address",
             hint="give the redirect listener a port of its own",
         )
     bad = [cidr for cidr in trust_forwarded if not is_valid_cidr(cidr)]
@@ -200,7 +201,7 @@ class Gateway:
                 }
                 for c in certificates
             ],
-            "http_redirect": _fmt(settings.http_redirect) if settings.http_redirect else None,
+            "http_redirect": fmt(settings.http_redirect) if settings.http_redirect else None,
             "trust_forwarded": [str(n) for n in settings.trusted.networks],
             "client_limits": {
                 "connections": settings.limits.connections,
@@ -245,7 +246,7 @@ class Gateway:
                 if client is not None:
                     stream = await self._serve_client(tcp, client)
             finally:
-                await _close(stream)
+                await close(stream)
 
     async def _serve_client(self, tcp: Any, client: EdgeClient) -> trio.abc.Stream:
         """Serve the connection; returns the stream to close (the TLS one, once there is one)."""
@@ -301,7 +302,7 @@ class Gateway:
                 if client is not None:
                     await self._redirect(tcp)
             finally:
-                await _close(tcp)
+                await close(tcp)
 
     async def _redirect(self, tcp: Any) -> None:
         head = await self._read_head(tcp)

@@ -42,7 +42,7 @@ from mesh.proxy.protocol.http1 import (
 )
 
 if TYPE_CHECKING:
-    from mesh.proxy._h2_server import _StreamExchange
+    from mesh.proxy._h2_exchange import StreamExchange
 
 log = logging.getLogger("mesh.proxy")
 
@@ -53,7 +53,7 @@ class _Again(Exception):
     """The plan wants another attempt (nothing of this one reached the client)."""
 
 
-async def forward_http1(exchange: _StreamExchange, decision: Forward, pool: ConnectionPool) -> None:
+async def forward_http1(exchange: StreamExchange, decision: Forward, pool: ConnectionPool) -> None:
     """Forward the client stream of ``exchange`` as HTTP/1.1, attempt after attempt as its plan says."""
     outcome = exchange.outcome
     body = _whole_body(exchange)  # None: the body is still arriving (streamed, never kept)
@@ -102,7 +102,7 @@ async def forward_http1(exchange: _StreamExchange, decision: Forward, pool: Conn
             await exchange.client.flush()
 
 
-def _whole_body(exchange: _StreamExchange) -> bytes | None:
+def _whole_body(exchange: StreamExchange) -> bytes | None:
     """The request body when all of it arrived with the head (taken from the queue, acknowledged)."""
     items = exchange.st.queue.items
     count = 0
@@ -123,9 +123,9 @@ def _whole_body(exchange: _StreamExchange) -> bytes | None:
     return b"".join(parts)
 
 
-def _request_head(exchange: _StreamExchange, forward: Forward, body: bytes | None) -> tuple[bytes, Framing]:
+def _request_head(exchange: StreamExchange, forward: Forward, body: bytes | None) -> tuple[bytes, Framing]:
     """The HTTP/1.1 head of the stream's request, and how its body is framed."""
-    from mesh.proxy._h2_server import clean_headers
+    from mesh.proxy._h2_stream import clean_headers
 
     regular = exchange.regular
     headers: Headers = [(b"host", exchange.authority)]
@@ -155,7 +155,7 @@ class _Attempt:
 
     def __init__(
         self,
-        exchange: _StreamExchange,
+        exchange: StreamExchange,
         upstream: UpstreamConnection,
         forward: Forward,
         body: bytes | None,

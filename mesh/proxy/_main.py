@@ -21,8 +21,9 @@ from mesh.errors import ConfigError, ControllerError, IdentityError, ProxyError
 from mesh.home import MeshHome
 from mesh.proxy._exchange import Timeouts
 from mesh.proxy._export import TelemetrySettings
+from mesh.proxy._identity import Identity
 from mesh.proxy._options import option_default
-from mesh.proxy._server import Identity, Proxy, ProxySettings
+from mesh.proxy._server import Proxy, ProxySettings
 
 log = logging.getLogger("mesh.proxy")
 

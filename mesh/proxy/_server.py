@@ -22,15 +22,14 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import trio
 
 from mesh import __version__
-from mesh.errors import ProxyError
-from mesh.net import ALPN_ADMIN, ALPN_H2, ALPN_HTTP1, ALPN_TCP, FastSocketStream, TLSStream, receive_or_eof, relay_bytes
+from mesh.net import ALPN_ADMIN, ALPN_H2, ALPN_TCP, FastSocketStream, TLSStream, receive_or_eof, relay_bytes
 from mesh.proxy._admin import AdminApp, tap_handler
 from mesh.proxy._balancer import Balancer
 from mesh.proxy._drain import Drain
@@ -47,6 +46,17 @@ from mesh.proxy._export import Telemetry, TelemetrySettings
 from mesh.proxy._h2_server import H2ProxyConnection
 from mesh.proxy._h2_upstream import H2Pool
 from mesh.proxy._http import HttpProxyConnection
+from mesh.proxy._identity import Identity, PeerTLS
+from mesh.proxy._listeners import (
+    accept_loop,
+    bound,
+    close,
+    first_words,
+    fmt,
+    listen,
+    peer_address,
+    reason_label,
+)
 from mesh.proxy._metrics import ProxyMetrics
 from mesh.proxy._observe import observe
 from mesh.proxy._policy import PolicyState
@@ -87,58 +97,6 @@ class ProxySettings:
     gateway: Any = None  # a gateway's edge (mesh/proxy/_gateway.py GatewaySettings); its app is None
 
 
-class Identity:
-    """The proxy's current credentials and the TLS contexts built from them."""
-
-    def __init__(self, creds: Any, received_at: datetime | None = None, revoked: Any = None) -> None:
-        from mesh.identity import RevocationList, client_context, server_context
-
-        self.creds = creds
-        self.serial: int = creds.leaf.serial_number
-        # When the certificate arrived, by our clock: renewal counts its lifetime from here.
-        self.received_at = received_at or datetime.now(UTC)
-        # One list for every context, kept across renewals: the controller's snapshots replace it.
-        self.revoked = revoked if revoked is not None else RevocationList()
-        self.server = server_context(creds, alpn=(ALPN_HTTP1, ALPN_TCP, ALPN_H2, ALPN_ADMIN), revoked=self.revoked)
-        self._clients = {
-            alpn: client_context(creds, alpn=(alpn,), revoked=self.revoked) for alpn in (ALPN_HTTP1, ALPN_TCP, ALPN_H2)
-        }
-
-    def client(self, alpn: str) -> ssl.SSLContext:
-        return self._clients[alpn]
-
-    @property
-    def trust_domain(self) -> str:
-        return str(self.creds.identity.trust_domain)
-
-
-class PeerTLS:
-    """The proxy's client contexts toward peers (ContextProvider). They are read from the proxy's
-    identity at each connect, so a renewed certificate is used at once; refusals are counted."""
-
-    def __init__(self, proxy: Proxy) -> None:
-        self._proxy = proxy
-
-    def __call__(self, alpn: str) -> ssl.SSLContext:
-        identity = self._proxy.identity
-        if identity.serial in identity.revoked:
-            # Every peer would refuse it after the handshake; say why here, before a connection is made.
-            raise ConnectFailure(
-                Reason.TLS_FAILED,
-                f"this proxy's certificate ({identity.creds.identity}, {identity.serial:x}) was revoked by an "
-                "operator: peers refuse it; restart the service for a new certificate",
-                ours=True,
-            )
-        return identity.client(alpn)
-
-    def refused(self, reason: str) -> None:
-        self._proxy.metrics.tls_failures.labels("outbound", _reason_label(reason)).inc()
-
-    def connected(self, serial: int, stream: trio.abc.Stream) -> None:
-        """A peer's handshake succeeded: its connection is cut if its certificate is revoked later."""
-        self._proxy.peers.track(serial, getattr(stream, "socket", None))
-
-
 @dataclass
 class BoundAddresses:
     inbound: tuple[str, int] | None  # None: a gateway (see Proxy.run)
@@ -161,7 +119,7 @@ class BoundAddresses:
         named += [("admin-mtls", self.admin_mtls)]
         named += [(f"upstream {svc}", address) for svc, address in self.upstreams.items()]
         named += list(self.edge.items())
-        return ", ".join(f"{name} {_fmt(address)}" for name, address in named if address is not None)
+        return ", ".join(f"{name} {fmt(address)}" for name, address in named if address is not None)
 
 
 class Proxy:
@@ -280,26 +238,26 @@ class Proxy:
         # gateway, and nobody calls a gateway's inbound.
         gateway = s.app is None
         shared = s.reuse_port
-        inbound = None if gateway else await _listen(s.inbound, "inbound", shared)
-        outbound = None if gateway else await _listen(s.outbound, "outbound", shared)
-        admin = await _listen(s.admin, "admin")
+        inbound = None if gateway else await listen(s.inbound, "inbound", shared)
+        outbound = None if gateway else await listen(s.outbound, "outbound", shared)
+        admin = await listen(s.admin, "admin")
         # A gateway's admin pages over mTLS: where a sidecar's inbound listener would be, ALPN mesh-admin only
         # (with --workers, worker 0's; the others', like their admin, on a port of their own).
-        admin_mtls = await _listen(s.inbound, "admin over mTLS") if gateway else None
+        admin_mtls = await listen(s.inbound, "admin over mTLS") if gateway else None
         upstream_listeners = {
-            svc: await _listen(address, f"upstream {svc}", shared) for svc, address in s.upstreams.items()
+            svc: await listen(address, f"upstream {svc}", shared) for svc, address in s.upstreams.items()
         }
         edge_listeners = [
-            (name, await _listen(address, f"the gateway ({name})", shared), handler)
+            (name, await listen(address, f"the gateway ({name})", shared), handler)
             for address, name, handler in (self.gateway.listeners() if self.gateway else ())
         ]
         self.bound = BoundAddresses(
-            _bound(inbound) if inbound else None,
-            _bound(outbound) if outbound else None,
-            _bound(admin),
-            {svc: _bound(listener) for svc, listener in upstream_listeners.items()},
-            _bound(admin_mtls) if admin_mtls else None,
-            {name: _bound(listener) for name, listener, _ in edge_listeners},
+            bound(inbound) if inbound else None,
+            bound(outbound) if outbound else None,
+            bound(admin),
+            {svc: bound(listener) for svc, listener in upstream_listeners.items()},
+            bound(admin_mtls) if admin_mtls else None,
+            {name: bound(listener) for name, listener, _ in edge_listeners},
         )
         if self.gateway:
             self.gateway.bound(self.bound.edge)
@@ -331,11 +289,11 @@ class Proxy:
                 data_plane += [(listener, self._serve_outbound, (svc,)) for svc, listener in upstream_listeners.items()]
                 data_plane += [(listener, handler, ()) for _, listener, handler in edge_listeners]
                 accept_scopes = [
-                    await connections.start(_accept_loop, listener, connections, handler, args)
+                    await connections.start(accept_loop, listener, connections, handler, args)
                     for listener, handler, args in data_plane
                 ]
                 # The admin server stays up while draining, answering /ready with 503.
-                await system.start(_accept_loop, admin, system, admin_app.serve_connection, ())
+                await system.start(accept_loop, admin, system, admin_app.serve_connection, ())
                 task_status.started(self.bound)
                 for task in self.background:
                     system.start_soon(task)
@@ -391,13 +349,13 @@ class Proxy:
             caller = peer.identity
         except trio.TooSlowError:
             metrics.tls_failures.labels("inbound", "timeout").inc()
-            await _close(tcp)
+            await close(tcp)
             return
         except Exception as exc:  # noqa: BLE001 - every handshake failure is logged and counted
             reason = handshake_failure_reason(exc)
-            metrics.tls_failures.labels("inbound", _reason_label(reason)).inc()
-            log.warning("inbound: refused a connection from %s: %s", _peer(tcp), reason)
-            await _close(tcp)
+            metrics.tls_failures.labels("inbound", reason_label(reason)).inc()
+            log.warning("inbound: refused a connection from %s: %s", peer_address(tcp), reason)
+            await close(tcp)
             return
         self.peers.track(peer.serial, tcp.socket)
         if tls.selected_alpn_protocol() == ALPN_ADMIN:  # the controller, operators, hosts; never app traffic
@@ -411,9 +369,9 @@ class Proxy:
             else:
                 why = "host identities call no service"
             alpn = tls.selected_alpn_protocol()
-            log.warning("inbound: refused %s from %s (ALPN %s): %s", caller, _peer(tcp), alpn, why)
+            log.warning("inbound: refused %s from %s (ALPN %s): %s", caller, peer_address(tcp), alpn, why)
             metrics.tls_failures.labels("inbound", "not-allowed").inc()
-            await _close(tls)
+            await close(tls)
             return
         metrics.tcp_open.labels("inbound").inc()
         try:
@@ -451,7 +409,7 @@ class Proxy:
                 await self._relay_first_speaker(tls, router, caller)
         finally:
             metrics.tcp_open.labels("inbound").dec()
-            await _close(tls)
+            await close(tls)
 
     def _admit_tcp(self, caller: Any, tcp: FastSocketStream) -> bool:
         """L4 policy for an opaque stream: the caller's identity, and the policy's rate limit
@@ -464,7 +422,7 @@ class Proxy:
         log.warning(
             "inbound: refused an opaque TCP stream from %s (%s): the policy of %s does not allow it",
             caller_id,
-            _peer(tcp),
+            peer_address(tcp),
             service,
         )
         return False
@@ -480,12 +438,12 @@ class Proxy:
             log.warning("inbound: TCP relay to %s failed: %s", self.app_key.address, exc.message)
             return
         try:
-            client_said, app_said = await _first_words(tls, app)
+            client_said, app_said = await first_words(tls, app)
             if app_said is not None or not client_said or detect(client_said) is Protocol.OPAQUE:
                 await self._count_relay(tls, app, client_said or b"", app_said or b"", "inbound")
                 return
         finally:
-            await _close(app)  # for HTTP too: the HTTP loop takes pooled connections of its own
+            await close(app)  # for HTTP too: the HTTP loop takes pooled connections of its own
         detected = await self._detect(tls, Mode.HTTP, "inbound", client_said)
         if detected is not None:
             await self._serve_http(tls, detected, router, caller, "inbound")
@@ -512,14 +470,14 @@ class Proxy:
                 caller,
             )
             self.metrics.tls_failures.labels("inbound", "admin-not-allowed").inc()
-            await _close(tls)
+            await close(tls)
             return
         try:
             await app.serve_connection(tls)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
             pass  # the reader went away
         finally:
-            await _close(tls)
+            await close(tls)
 
     async def _serve_counted(self, conn: Any, direction: str) -> None:
         """Serve an HTTP/1 or HTTP/2 connection; its bytes are counted once it ends."""
@@ -560,7 +518,7 @@ class Proxy:
             await self._serve_http(stream, detected, self._outbound_router(fixed_service), None, "outbound")
         finally:
             metrics.tcp_open.labels("outbound").dec()
-            await _close(stream)
+            await close(stream)
 
     def _outbound_mode(self, fixed_service: str | None) -> Mode:
         """HTTP only on the shared outbound listener and on a gateway; an --upstream listener
@@ -655,7 +613,7 @@ class Proxy:
         try:
             await self._count_relay(client, upstream, prefix, b"", direction)
         finally:
-            await _close(upstream)
+            await close(upstream)
 
     async def _count_relay(
         self,
@@ -687,13 +645,13 @@ class Proxy:
             "identity": str(creds.identity),
             "certificate_expiry": creds.not_after.isoformat(),
             "labels": dict(self.settings.labels),
-            "app": _fmt(self.settings.app) if self.settings.app else None,
+            "app": fmt(self.settings.app) if self.settings.app else None,
             "listeners": {
-                "inbound": _fmt(bound.inbound) if bound and bound.inbound else None,
-                "outbound": _fmt(bound.outbound) if bound and bound.outbound else None,
-                "admin": _fmt(bound.admin) if bound else None,
-                "admin_mtls": _fmt(bound.admin_mtls) if bound and bound.admin_mtls else None,
-                "upstreams": {k: _fmt(v) for k, v in bound.upstreams.items()} if bound else {},
+                "inbound": fmt(bound.inbound) if bound and bound.inbound else None,
+                "outbound": fmt(bound.outbound) if bound and bound.outbound else None,
+                "admin": fmt(bound.admin) if bound else None,
+                "admin_mtls": fmt(bound.admin_mtls) if bound and bound.admin_mtls else None,
+                "upstreams": {k: fmt(v) for k, v in bound.upstreams.items()} if bound else {},
             },
             "endpoints": snapshot,
             "registry_version": getattr(self.registry, "version", 0),
@@ -706,122 +664,3 @@ class Proxy:
             "telemetry": self.telemetry.describe() if self.telemetry is not None else None,
             "uptime_seconds": round(time.time() - self.started, 1),
         }
-
-
-async def _accept_loop(
-    listener: trio.SocketListener,
-    nursery: trio.Nursery,
-    handler: Any,
-    args: tuple[Any, ...],
-    *,
-    task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Accept until cancelled through the scope handed to ``task_status``; then close the listener."""
-    with trio.CancelScope() as scope:
-        task_status.started(scope)
-        while True:
-            try:
-                stream = await listener.accept()
-            except trio.ClosedResourceError:
-                break
-            except OSError as exc:  # EMFILE and friends: back off, keep serving
-                log.warning("accept failed: %s", exc)
-                await trio.sleep(0.05)
-                continue
-            nursery.start_soon(_isolated, handler, FastSocketStream.adopt(stream), args)
-    with trio.CancelScope(shield=True):
-        await listener.aclose()
-
-
-async def _isolated(handler: Any, stream: FastSocketStream, args: tuple[Any, ...]) -> None:
-    """A bug met by one connection is logged and ends that connection, never the proxy."""
-    try:
-        await handler(stream, *args)
-    except Exception:  # noqa: BLE001
-        log.exception("internal error on a connection from %s (closed it; the proxy keeps serving)", _peer(stream))
-        await _close(stream)
-
-
-async def _listen(address: tuple[str, int], what: str, reuse_port: bool = False) -> trio.SocketListener:
-    host, port = address
-    try:
-        if reuse_port:  # one of several workers (mesh/proxy/_workers.py): the kernel spreads connections
-            return await _listen_shared(host, port)
-        listeners = await trio.open_tcp_listeners(port, host=host)
-    except OSError as exc:
-        hint = "choose another port, or stop the process that holds it" if exc.errno == 98 else None
-        raise ProxyError(f"cannot listen for {what} on {_fmt(address)}: {exc.strerror or exc}", hint=hint) from None
-    return listeners[0]
-
-
-async def _listen_shared(host: str, port: int) -> trio.SocketListener:
-    sock = trio.socket.socket(trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET, trio.socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
-        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
-        await sock.bind((host, port))
-        sock.listen(4096)
-    except OSError:
-        sock.close()
-        raise
-    return trio.SocketListener(sock)
-
-
-def _bound(listener: trio.SocketListener) -> tuple[str, int]:
-    sockname = listener.socket.getsockname()
-    return sockname[0], sockname[1]
-
-
-def _fmt(address: tuple[str, int]) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _peer(stream: FastSocketStream) -> str:
-    try:
-        return _fmt(stream.socket.getpeername()[:2])
-    except OSError:
-        return "?"
-
-
-# Substrings of handshake_failure_reason's lines → the `reason` label of tls_handshake_failures_total.
-_REASON_LABELS = (
-    ("revoked", "revoked"),
-    ("timeout", "timeout"),
-    ("trust domain", "trust-domain"),
-    ("expired", "expired"),
-    ("no client certificate", "no-client-certificate"),
-    ("not issued by", "not-issued-by"),
-    ("does not speak tls", "does-not-speak-tls"),
-    ("version", "version"),
-    ("expected spiffe://", "identity"),
-    ("identity", "identity"),
-)
-
-
-def _reason_label(reason: str) -> str:
-    lowered = reason.lower()
-    return next((label for key, label in _REASON_LABELS if key in lowered), "other")
-
-
-async def _close(stream: trio.abc.Stream) -> None:
-    with trio.CancelScope(shield=True), trio.move_on_after(0.5):
-        try:
-            await stream.aclose()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
-            pass
-
-
-async def _first_words(client: trio.abc.Stream, app: trio.abc.Stream) -> tuple[bytes | None, bytes | None]:
-    """What each side sends first, waiting until one of them does (b"": it closed; None: it said
-    nothing yet). Both may have spoken by the time one is seen: nothing read is dropped."""
-    said: dict[str, bytes] = {}
-
-    async def listen(side: str, stream: trio.abc.Stream) -> None:
-        said[side] = await receive_or_eof(stream)
-        nursery.cancel_scope.cancel()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(listen, "client", client)
-        nursery.start_soon(listen, "app", app)
-    return said.get("client"), said.get("app")

@@ -511,7 +511,7 @@ def test_a_slow_reader_slows_only_its_own_stream(mesh: Mesh) -> None:
 
 def test_header_cleaning_and_grpc_timeouts() -> None:
     from mesh.proxy._grpc import grpc_status_for, parse_grpc_timeout
-    from mesh.proxy._h2_server import clean_headers
+    from mesh.proxy._h2_stream import clean_headers
 
     headers = [
         (b":path", b"/x"),
