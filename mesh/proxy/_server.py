@@ -10,6 +10,11 @@ inbound               peer ──mTLS──▶ ALPN http/1.1 ─▶ HTTP/1 loop 
 admin (loopback only) /metrics /ready /live /config /tap
 a gateway: its edge listener (an --upstream listener, HTTP only), the admin server, and an mTLS
 listener that serves only ALPN mesh-admin (``admin-mtls``), where the controller reads it
+
+``Proxy`` is the one object that owns every listener, pool, router and the admin state, and its
+methods are the composition drawn above (one per arrow); it stays whole so that the picture
+and the code read in the same order. What it composes lives elsewhere: the loops (``_http``,
+``_h2_server``), routing, identity (``_identity``), listening (``_listeners``), the edge.
 """
 
 from __future__ import annotations
