@@ -51,8 +51,7 @@ def restore(
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Put a backup in place of the embedded store. The controller must be stopped (`mesh down`)."""
-    from mesh.controller import home_lock
-    from mesh.controller import restore_store as put_back
+    from mesh.controller import home_lock, restore_store as put_back
     from mesh.identity import CertificateAuthority, fingerprint
 
     home = state(ctx).home

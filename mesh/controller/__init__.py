@@ -13,8 +13,7 @@ from mesh.controller._app import ControllerApp
 from mesh.controller._join import join_mesh
 from mesh.controller._server import ControllerSettings, home_lock, run_controller
 from mesh.controller._state import ControllerState, EndpointEntry
-from mesh.controller._store_embedded import backup as backup_store
-from mesh.controller._store_embedded import restore as restore_store
+from mesh.controller._store_embedded import backup as backup_store, restore as restore_store
 from mesh.identity import CONTROLLER_SERVICE
 
 __all__ = [

@@ -10,53 +10,29 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mesh.inject._env import (
         build_app_env as build_app_env,
-    )
-    from mesh.inject._env import (
         default_service_name as default_service_name,
-    )
-    from mesh.inject._env import (
         parse_upstreams as parse_upstreams,
-    )
-    from mesh.inject._env import (
         upstream_env_name as upstream_env_name,
     )
     from mesh.inject._fleet import (
         demo_units as demo_units,
-    )
-    from mesh.inject._fleet import (
         units_from_config as units_from_config,
     )
     from mesh.inject._reach import (
         check_advertise as check_advertise,
-    )
-    from mesh.inject._reach import (
         controller_advertise as controller_advertise,
-    )
-    from mesh.inject._reach import (
         plan_reach as plan_reach,
-    )
-    from mesh.inject._reach import (
         zeroconf_interfaces as zeroconf_interfaces,
     )
     from mesh.inject._run import (
         InjectOptions as InjectOptions,
-    )
-    from mesh.inject._run import (
         exit_status as exit_status,
-    )
-    from mesh.inject._run import (
         free_port as free_port,
-    )
-    from mesh.inject._run import (
         run_inject_command as run_inject_command,
-    )
-    from mesh.inject._run import (
         run_injected as run_injected,
     )
     from mesh.inject._up import (
         UpPlan as UpPlan,
-    )
-    from mesh.inject._up import (
         run_up as run_up,
     )
 

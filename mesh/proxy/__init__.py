@@ -22,50 +22,24 @@ if TYPE_CHECKING:
     )
     from mesh.proxy._main import (
         ProxyOptions as ProxyOptions,
-    )
-    from mesh.proxy._main import (
         build_proxy as build_proxy,
-    )
-    from mesh.proxy._main import (
         parse_listen_address as parse_listen_address,
-    )
-    from mesh.proxy._main import (
         run_in_workers as run_in_workers,
-    )
-    from mesh.proxy._main import (
         run_proxy_command as run_proxy_command,
-    )
-    from mesh.proxy._main import (
         settings_from as settings_from,
-    )
-    from mesh.proxy._main import (
         telemetry_settings as telemetry_settings,
     )
     from mesh.proxy._options import (
         SIDECAR_OPTIONS as SIDECAR_OPTIONS,
-    )
-    from mesh.proxy._options import (
         SidecarOption as SidecarOption,
-    )
-    from mesh.proxy._options import (
         proxy_fields as proxy_fields,
-    )
-    from mesh.proxy._options import (
         sidecar_interfaces as sidecar_interfaces,
-    )
-    from mesh.proxy._options import (
         sidecar_option as sidecar_option,
-    )
-    from mesh.proxy._options import (
         sidecar_options as sidecar_options,
     )
     from mesh.proxy._server import (
         BoundAddresses as BoundAddresses,
-    )
-    from mesh.proxy._server import (
         Proxy as Proxy,
-    )
-    from mesh.proxy._server import (
         ProxySettings as ProxySettings,
     )
 

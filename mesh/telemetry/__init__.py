@@ -23,8 +23,13 @@ from mesh.telemetry._metrics import (
     LabelValue,
     MetricsRegistry,
 )
-from mesh.telemetry._otlp import CONTENT_TYPE as OTLP_CONTENT_TYPE
-from mesh.telemetry._otlp import encode_request, encode_resource, encode_scope, encode_span
+from mesh.telemetry._otlp import (
+    CONTENT_TYPE as OTLP_CONTENT_TYPE,
+    encode_request,
+    encode_resource,
+    encode_scope,
+    encode_span,
+)
 from mesh.telemetry._quantile import histogram_quantile
 from mesh.telemetry._sample import Sample
 from mesh.telemetry._spans import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, Span, resource_attributes, span_from

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 
 import h11
 import httptools
-from hypothesis import note
-from hypothesis import strategies as st
+from hypothesis import note, strategies as st
 
 from tests.fuzz import transport
 from tests.fuzz.harness import MARKER, Door, Finding, FrontDoors, Ledger, show, test_name

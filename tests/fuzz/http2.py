@@ -31,8 +31,7 @@ import h2.events
 import hpack
 from hyperframe import frame as hf
 from hyperframe.exceptions import HyperframeError
-from hypothesis import note
-from hypothesis import strategies as st
+from hypothesis import note, strategies as st
 
 from tests.fuzz import transport
 from tests.fuzz.harness import Door, Finding, FrontDoors, Ledger, show, test_name

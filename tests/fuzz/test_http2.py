@@ -6,8 +6,7 @@ ALPN h2 over mTLS with the fuzzer's mesh certificate.
 
 from __future__ import annotations
 
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from tests.fuzz import http2
 from tests.fuzz.harness import Door, FrontDoors, budget, fuzz

@@ -161,8 +161,7 @@ def test_controller_refuses_a_foreign_trust_domain_at_the_handshake(cluster: Clu
 
     async def ask() -> str:
         from mesh.errors import ControllerError
-        from mesh.identity import client_context as mesh_client_context
-        from mesh.identity import load_credentials
+        from mesh.identity import client_context as mesh_client_context, load_credentials
         from mesh.net import ApiClient
 
         context = mesh_client_context(load_credentials(*creds), alpn=("h2",))

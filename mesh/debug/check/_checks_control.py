@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from mesh.debug.check import _probes as probes
-from mesh.debug.check import _rules as rules
+from mesh.debug.check import _probes as probes, _rules as rules
 from mesh.debug.check._context import (
     CONNECT_RETRY,
     CONTROL_PLANE,

@@ -8,8 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from mesh.debug.check import _probes as probes
-from mesh.debug.check import _rules as rules
+from mesh.debug.check import _probes as probes, _rules as rules
 from mesh.debug.check._context import (
     CA,
     CA_ROTATE_HINT,

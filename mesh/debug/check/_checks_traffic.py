@@ -8,8 +8,7 @@ import ssl
 from functools import partial
 from typing import Any
 
-from mesh.debug.check import _probes as probes
-from mesh.debug.check import _rules as rules
+from mesh.debug.check import _probes as probes, _rules as rules
 from mesh.debug.check._context import (
     DATA_PLANE,
     GATEWAY,

@@ -25,9 +25,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from mesh import __version__
-from mesh.debug.check import CheckContext, Report, Status, build_categories, run_checks
-from mesh.debug.check import _checks_host as host_checks
-from mesh.debug.check import _probes as probes
+from mesh.debug.check import (
+    CheckContext,
+    Report,
+    Status,
+    _checks_host as host_checks,
+    _probes as probes,
+    build_categories,
+    run_checks,
+)
 from mesh.home import MeshHome, atomic_write
 from mesh.identity import (
     CertificateAuthority,

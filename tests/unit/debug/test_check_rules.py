@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh.debug.check import Status
-from mesh.debug.check import _rules as rules
+from mesh.debug.check import Status, _rules as rules
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from mesh.proxy.protocol.detect import H2_PREFACE, Mode, Protocol, detect, listener_mode
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import hpack
 import pytest
 from hpack import HeaderTuple, NeverIndexedHeaderTuple
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from mesh.proxy._h2_encoder import CACHE_ENTRIES, ProxyEncoder, encode_field
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from mesh.proxy.protocol.errors import RemoteProtocolError
 from mesh.proxy.protocol.http1 import (

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from mesh.telemetry import TRACE_HEADERS, Tracer, extract, parse_traceparent, trace_id_of
 from mesh.telemetry._trace import B3_MULTI_FORM, B3_SINGLE_FORM, parse_b3_single
