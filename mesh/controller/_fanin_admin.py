@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,15 +86,17 @@ class AdminDialer:
     """Opens the admin pages of a proxy: mTLS to its inbound listener, ALPN ``mesh-admin``,
     the proxy's identity checked against the registry's, then one HTTP/1.1 GET."""
 
-    def __init__(self, context: ssl.SSLContext) -> None:
+    def __init__(self, context: ssl.SSLContext, revoked_now: Callable[[], Iterable[str]] | None = None) -> None:
         self.context = context  # the controller's client context, ALPN mesh-admin
+        # The revoked serials in force (hex), read at each connect: a revoked proxy's pages are not read.
+        self._revoked_now = revoked_now
 
     @classmethod
-    def for_credentials(cls, creds: Any) -> AdminDialer:
-        from mesh.identity import client_context
+    def for_credentials(cls, creds: Any, revoked_now: Callable[[], Iterable[str]] | None = None) -> AdminDialer:
+        from mesh.identity import RevocationList, client_context
         from mesh.net import ALPN_ADMIN
 
-        return cls(client_context(creds, alpn=(ALPN_ADMIN,)))
+        return cls(client_context(creds, alpn=(ALPN_ADMIN,), revoked=RevocationList()), revoked_now)
 
     async def connect(self, target: ProxyTarget, timeout: float) -> trio.abc.Stream:
         """An mTLS stream to ``target`` that speaks the admin pages; AdminUnreachable otherwise."""
@@ -109,6 +111,10 @@ class AdminDialer:
             raise AdminUnreachable(f"{where}: no connection within {timeout:g}s") from None
         except OSError as exc:
             raise AdminUnreachable(f"{where}: {_os_reason(exc)}") from None
+        if self._revoked_now is not None:
+            from mesh.identity import serials_from
+
+            self.context.revoked.replace(serials_from(self._revoked_now()))  # type: ignore[attr-defined]
         tls = TLSStream(tcp, self.context, server_side=False)
         try:
             with trio.fail_after(timeout):

@@ -184,7 +184,7 @@ async def run_controller(
             app = ControllerApp(
                 state, ca, token, format_address(*public), durable, host_address=host.address or public[0]
             )
-            app.admin_dialer = AdminDialer.for_credentials(creds)
+            app.admin_dialer = AdminDialer.for_credentials(creds, revoked_now=lambda: state.revoked)
             others = sorted(set(state.controllers) | {format_address(*public)})
             write_controller_json(home, local, ca.trust_domain, str(identity), public, others)
             write_host_record(home, host)

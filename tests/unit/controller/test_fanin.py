@@ -12,7 +12,7 @@ import trio
 
 from mesh.controller import _fanin_stats
 from mesh.controller._fanin import StatsCollector, parse_window
-from mesh.controller._fanin_admin import AdminDialer, ProxyTarget
+from mesh.controller._fanin_admin import AdminDialer, AdminUnreachable, ProxyTarget
 from mesh.controller._fanin_stats import ProxySnapshot, Traffic, aggregate, choose_baseline
 from mesh.controller._fanin_tap import TapFanIn
 from mesh.home import MeshHome
@@ -188,11 +188,11 @@ def dialer(ca: CertificateAuthority) -> AdminDialer:
 
 
 async def admin_server(
-    nursery: trio.Nursery, ca: CertificateAuthority, service: str, metrics: ProxyMetrics, hub: TapHub
+    nursery: trio.Nursery, ca: CertificateAuthority, service: str, metrics: ProxyMetrics, hub: TapHub, creds: Any = None
 ) -> int:
     """A proxy's admin pages as the controller reads them: mTLS as spiffe://TD/svc/SERVICE, ALPN mesh-admin."""
     app = AdminApp(metrics.render, dict, lambda: True, {b"/tap": tap_handler(hub, query_values=True)})
-    context = server_context(ca.issue(service_identity(TD, service)), alpn=(ALPN_ADMIN,))
+    context = server_context(creds or ca.issue(service_identity(TD, service)), alpn=(ALPN_ADMIN,))
 
     async def serve(tcp: trio.SocketStream) -> None:
         tls = TLSStream(tcp, context, server_side=True)
@@ -297,6 +297,23 @@ async def test_stats_scrape_concurrently_and_skip_the_dead(ca: CertificateAuthor
             web_row = next(s for s in stats["services"] if s["service"] == "web")
             assert web_row["requests"] == 2
             assert web_row["window_seconds"] < 2
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_revoked_proxy_is_not_read(ca: CertificateAuthority) -> None:
+    """The controller reads no pages of a proxy whose certificate an operator revoked (its list is
+    read at each connect, so a revocation counts from the next one)."""
+    web = ca.issue(service_identity(TD, "web"))
+    revoked: list[str] = []
+    dialer = AdminDialer.for_credentials(ca.issue(service_identity(TD, "mesh-controller")), revoked_now=lambda: revoked)
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+            port = await admin_server(nursery, ca, "web", ProxyMetrics(), TapHub(), creds=web)
+            stream = await dialer.connect(target("web", port), 5.0)
+            await stream.aclose()
+            revoked.append(format(web.leaf.serial_number, "x"))
+            with pytest.raises(AdminUnreachable, match="revoked"):
+                await dialer.connect(target("web", port), 5.0)
             nursery.cancel_scope.cancel()
 
 
