@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -101,7 +100,7 @@ class AdminDialer:
     async def connect(self, target: ProxyTarget, timeout: float) -> trio.abc.Stream:
         """An mTLS stream to ``target`` that speaks the admin pages; AdminUnreachable otherwise."""
         from mesh.identity import check_peer_identity, handshake_failure_reason
-        from mesh.net import ALPN_ADMIN, TLSStream
+        from mesh.net import ALPN_ADMIN, TLSStream, os_reason
 
         where = target.address
         try:
@@ -110,7 +109,7 @@ class AdminDialer:
         except trio.TooSlowError:
             raise AdminUnreachable(f"{where}: no connection within {timeout:g}s") from None
         except OSError as exc:
-            raise AdminUnreachable(f"{where}: {_os_reason(exc)}") from None
+            raise AdminUnreachable(f"{where}: {os_reason(exc)}") from None
         if self._revoked_now is not None:
             from mesh.identity import serials_from
 
@@ -269,16 +268,6 @@ async def _close(stream: trio.abc.Stream) -> None:
             await stream.aclose()
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
-
-
-def _os_reason(exc: OSError) -> str:
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, OSError) and cause.errno:
-            return os.strerror(cause.errno).lower()
-        group = getattr(cause, "exceptions", None)
-        cause = group[0] if group else cause.__cause__ or cause.__context__
-    return str(exc) or type(exc).__name__
 
 
 def _spawn_guarded(fn: Callable[[], Any], name: str) -> None:

@@ -33,7 +33,16 @@ from mesh.net._cli_link import (
 )
 from mesh.net._http1_client import HttpConnection, HttpFailure, failure_reason
 from mesh.net._socket import FastSocketStream
-from mesh.net._streams import LINGER, RECEIVE_SIZE, cancel_on_eof, linger, receive_or_eof, relay_bytes, send_now
+from mesh.net._streams import (
+    LINGER,
+    RECEIVE_SIZE,
+    cancel_on_eof,
+    linger,
+    os_reason,
+    receive_or_eof,
+    relay_bytes,
+    send_now,
+)
 from mesh.net._tls import TLSStream
 
 __all__ = [
@@ -70,6 +79,7 @@ __all__ = [
     "TLSStream",
     "cancel_on_eof",
     "linger",
+    "os_reason",
     "receive_or_eof",
     "relay_bytes",
     "send_now",

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import ssl
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -222,17 +221,6 @@ async def close_quietly(stream: trio.abc.AsyncResource) -> None:
     quietly = contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError)
     with trio.CancelScope(shield=True), quietly:
         await stream.aclose()
-
-
-def os_reason(exc: OSError) -> str:
-    """ "connection refused": trio wraps each address's failure; the errno says it best."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, OSError) and cause.errno:
-            return os.strerror(cause.errno).lower()
-        group = getattr(cause, "exceptions", None)
-        cause = group[0] if group else cause.__cause__ or cause.__context__
-    return str(exc)
 
 
 def code_name(code: int | None) -> str:

@@ -44,8 +44,8 @@ from mesh.net._api_base import (
     decode_headers,
     decode_json,
     encode_json,
-    os_reason,
 )
+from mesh.net._streams import os_reason
 from mesh.net._tls import TLSStream
 
 log = logging.getLogger("mesh.api")

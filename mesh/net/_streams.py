@@ -3,12 +3,24 @@ a relay both ways, and the watch on a one-way stream's reader."""
 
 from __future__ import annotations
 
+import os
 import ssl
 
 import trio
 
 RECEIVE_SIZE = 64 * 1024
 LINGER = 1.0  # seconds a connection we end reads off the peer's input before it is closed
+
+
+def os_reason(exc: OSError) -> str:
+    """ "connection refused": trio wraps each address's failure; the errno says it best."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno:
+            return os.strerror(cause.errno).lower()
+        group = getattr(cause, "exceptions", None)
+        cause = group[0] if group else cause.__cause__ or cause.__context__
+    return str(exc) or type(exc).__name__
 
 
 async def receive_or_eof(stream: trio.abc.Stream) -> bytes:

@@ -14,9 +14,10 @@ from typing import Protocol
 import trio
 
 from mesh.errors import IdentityError
-from mesh.net import FastSocketStream, TLSStream
+from mesh.net import FastSocketStream, TLSStream, os_reason
 from mesh.proxy._conn import HttpConnection
 from mesh.proxy._exchange import ConnectFailure, Reason, UpstreamKey
+from mesh.proxy._listeners import close
 from mesh.proxy.protocol.http1 import ResponseReader
 
 log = logging.getLogger("mesh.proxy")
@@ -51,7 +52,7 @@ async def open_upstream(key: UpstreamKey, contexts: ContextProvider | None, time
             Reason.CONNECT_TIMEOUT, f"connecting to {key.address} timed out after {timeout:g}s"
         ) from None
     except OSError as exc:
-        raise ConnectFailure(Reason.CONNECT_FAILED, f"cannot connect to {key.address}: {_os_reason(exc)}") from None
+        raise ConnectFailure(Reason.CONNECT_FAILED, f"cannot connect to {key.address}: {os_reason(exc)}") from None
     if context is None or contexts is None:
         return stream
     tls = TLSStream(stream, context, server_side=False)
@@ -63,43 +64,24 @@ async def open_upstream(key: UpstreamKey, contexts: ContextProvider | None, time
         else:
             peer = verified_peer(tls)
     except trio.TooSlowError:
-        await _abort(tls)
+        await close(tls)
         contexts.refused("timeout")
         raise ConnectFailure(
             Reason.TLS_TIMEOUT, f"TLS handshake with {key.address} timed out after {timeout:g}s"
         ) from None
     except IdentityError as exc:
-        await _abort(tls)
+        await close(tls)
         log.warning("refused peer %s: %s", key.address, exc)
         contexts.refused(exc.message)
         raise ConnectFailure(Reason.IDENTITY_MISMATCH, f"{key.address}: {exc}") from None
     except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
-        await _abort(tls)
+        await close(tls)
         reason = handshake_failure_reason(exc)
         log.warning("TLS handshake with %s failed: %s", key.address, reason)
         contexts.refused(reason)
         raise ConnectFailure(Reason.TLS_FAILED, f"TLS handshake with {key.address} failed: {reason}") from None
     contexts.connected(peer.serial, stream)
     return tls
-
-
-def _os_reason(exc: OSError) -> str:
-    """trio wraps the per-address failures; the first one with an errno says it best."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, OSError) and cause.strerror:
-            return cause.strerror.lower()
-        group = getattr(cause, "exceptions", None)
-        cause = group[0] if group else cause.__cause__
-    return str(exc)
-
-
-async def _abort(stream: trio.abc.Stream) -> None:
-    with trio.CancelScope(shield=True), trio.move_on_after(0.5):
-        try:
-            await stream.aclose()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
-            pass
 
 
 class UpstreamConnection(HttpConnection[ResponseReader]):

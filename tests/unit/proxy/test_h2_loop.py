@@ -19,13 +19,11 @@ import trio
 import trio.testing
 
 from mesh.proxy._drain import Drain
-from mesh.proxy._exchange import ConnectFailure, Forward, Reason, Reject, RequestRecord, Timeouts, UpstreamKey
+from mesh.proxy._exchange import ConnectFailure, Reason, Reject, RequestRecord, Timeouts, UpstreamKey
 from mesh.proxy._h2_server import H2ProxyConnection
 from mesh.proxy._h2_upstream import H2Pool
-from mesh.proxy.protocol.http1 import RequestHead
+from tests.unit.proxy._scripted import ONE, TWO, ScriptedRouter
 
-ONE = UpstreamKey("10.0.0.1", 80, None, None)
-TWO = UpstreamKey("10.0.0.2", 80, None, None)
 REQUEST = [(":method", "GET"), (":path", "/x"), (":scheme", "http"), (":authority", "web")]
 
 
@@ -109,36 +107,6 @@ class Upstreams:
         ours, theirs = trio.testing.memory_stream_pair()
         self.nursery.start_soon(self.scripts[key].pop(0), Peer(theirs, client=False))
         return ours
-
-
-class ScriptedRouter:
-    """Every request to ONE (TWO as the other endpoint), or the refusal it is given."""
-
-    direction = "outbound"
-
-    def __init__(self, reject: Reject | None = None) -> None:
-        self.reject = reject
-
-    def route(self, head: RequestHead) -> Forward | Reject:
-        if self.reject is not None:
-            return self.reject
-        return Forward(ONE, "web", head.target, timeout=5.0, endpoint=ONE.address)
-
-    def finished(self, forward: Forward, started: float, success: bool | None) -> None:
-        pass
-
-    def requested(self, forward: Forward) -> None:
-        pass
-
-    def _other(self, forward: Forward) -> Forward:
-        other = TWO if forward.key == ONE else ONE
-        return Forward(other, "web", forward.target, timeout=forward.timeout, endpoint=other.address)
-
-    def retry_to(self, forward: Forward) -> Forward | None:
-        return self._other(forward)
-
-    def failover_to(self, forward: Forward) -> Forward | None:
-        return self._other(forward)
 
 
 @dataclass
