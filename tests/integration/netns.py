@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mesh.controller._daemon import alive
 from tests.integration.conftest import Cluster, Process
 
@@ -54,8 +56,18 @@ def ip(*args: str, check: bool = True, timeout: float = 10) -> subprocess.Comple
 
 def unavailable() -> str | None:
     """Why network namespaces cannot be used here, or None when they can."""
+    return not_root() or broken()
+
+
+def not_root() -> str | None:
+    """The one reason these tests skip: creating namespaces takes root (CI runs as root)."""
     if os.geteuid() != 0:
         return "multi-host tests need root to create network namespaces (CI runs as root)"
+    return None
+
+
+def broken() -> str | None:
+    """As root, what keeps namespaces from working: a missing part, which fails the tests."""
     if shutil.which("ip") is None:
         return "`ip` (iproute2) is not installed: apt-get install iproute2 (.ci/run does)"
     probe = f"{NS_PREFIX}-{os.getpid()}-0-probe{secrets.token_hex(2)}"
@@ -64,6 +76,17 @@ def unavailable() -> str | None:
         return f"`ip netns add` does not work here: {added.stderr.strip()}"
     ip("netns", "delete", probe, check=False)
     return None
+
+
+def marks(timeout: float) -> list[pytest.MarkDecorator]:
+    """A namespace test module's marks: skipped when not root, failed (at each test's setup,
+    naming the missing part) when root cannot make namespaces, and a timeout."""
+    why_not_root = not_root()
+    return [
+        pytest.mark.skipif(why_not_root is not None, reason=why_not_root or ""),
+        pytest.mark.usefixtures("_namespaces_work"),
+        pytest.mark.timeout(timeout),
+    ]
 
 
 def _our_namespaces() -> list[str]:

@@ -17,8 +17,7 @@ from tests.integration import netns
 from tests.integration.conftest import Process
 from tests.integration.test_multihost import eventually, network  # noqa: F401 - the fixture
 
-_why = netns.unavailable()
-pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.timeout(180)]
+pytestmark = netns.marks(timeout=180)
 
 PAGE = "http://127.0.0.1:9080/productpage"
 # What `mesh install.sh` links into ~/.local/bin: the venv's console script.

@@ -24,8 +24,7 @@ import pytest
 from tests.integration import netns
 from tests.integration.conftest import APPS, READY, Cluster, ProxyInfo, port_of
 
-_why = netns.unavailable()
-pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.timeout(90)]
+pytestmark = netns.marks(timeout=90)
 
 MESH = [sys.executable, "-m", "mesh"]
 T = TypeVar("T")

@@ -20,8 +20,7 @@ from tests.integration.conftest import APPS, READY, ProxyInfo, bare_host_env, po
 from tests.integration.test_first_run import demo_serves_its_page
 from tests.integration.test_multihost import config, eventually, inject, network, outbound  # noqa: F401
 
-_why = netns.unavailable()
-pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.timeout(300)]
+pytestmark = netns.marks(timeout=300)
 
 
 def test_version_from_a_clean_home(single_file: Path, tmp_path: Path) -> None:
