@@ -11,8 +11,6 @@ import signal
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.integration import netns
 from tests.integration.conftest import Process
 from tests.integration.test_multihost import eventually, network  # noqa: F401 - the fixture

@@ -13,8 +13,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.integration import netns
 from tests.integration.conftest import APPS, READY, ProxyInfo, bare_host_env, port_of
 from tests.integration.test_first_run import demo_serves_its_page
