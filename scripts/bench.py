@@ -65,6 +65,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 MESH = ROOT / ".venv" / "bin" / "mesh"
 HOST_HEADER = "web"
+WORKERS_SERVICE = f"{HOST_HEADER}-2w"  # the mesh-2w pair's own service
 CONNECTIONS = 16
 RATE_PER_CONNECTION = 32  # hey -q is per worker: 16 x 32 = 512 req/s
 TARGETS = {  # issue 16
@@ -1215,18 +1216,20 @@ def main(argv: list[str] | None = None) -> int:
         client.name, web.name = "mesh outbound", "mesh inbound"
         verify_200("mesh", client_ports["outbound"])
         # The same pair, each proxy with --workers 2 (SO_REUSEPORT): how the mesh uses a second CPU.
+        # A service name of its own: with zeroconf on, a second `web` would be found by the mesh
+        # pair's client too, which would then split its requests between both pairs.
         web2, web2_ports = start_mesh(procs, "mesh-2w inbound (web)", [
-            "--service", "web", "--app", f"127.0.0.1:{app_port}", "--inbound", "127.0.0.1:0",
+            "--service", WORKERS_SERVICE, "--app", f"127.0.0.1:{app_port}", "--inbound", "127.0.0.1:0",
             "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--drain-timeout", "1s"], tmp / "mesh-2w-web.log",
             mesh_env, workers=2)
         endpoints2 = tmp / "endpoints-2w.toml"
-        endpoints2.write_text(f'[[endpoint]]\nservice = "web"\naddress = "127.0.0.1:{web2_ports["inbound"]}"\n')
+        endpoints2.write_text(f'[[endpoint]]\nservice = "{WORKERS_SERVICE}"\naddress = "127.0.0.1:{web2_ports["inbound"]}"\n')
         client2, client2_ports = start_mesh(procs, "mesh-2w outbound (client)", [
             "--service", "client", "--app", "127.0.0.1:1", "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0",
             "--admin", "127.0.0.1:0", "--endpoints", str(endpoints2), "--drain-timeout", "1s"], tmp / "mesh-2w-client.log",
             mesh_env, workers=2)
         client2.name, web2.name = "mesh-2w outbound", "mesh-2w inbound"
-        verify_200("mesh-2w", client2_ports["outbound"])
+        verify_200("mesh-2w", client2_ports["outbound"], host=WORKERS_SERVICE)
         if h2:
             verify_h2("mesh-h2", tools, client_ports["outbound"], mesh_env)
 
@@ -1292,7 +1295,7 @@ def main(argv: list[str] | None = None) -> int:
         shapes = {
             "direct": Shape("direct", app_port, []),
             "mesh": Shape("mesh", client_ports["outbound"], [client, web]),
-            "mesh-2w": Shape("mesh-2w", client2_ports["outbound"], [client2, web2]),  # both proxies with --workers 2
+            "mesh-2w": Shape("mesh-2w", client2_ports["outbound"], [client2, web2], host=WORKERS_SERVICE),  # both proxies with --workers 2
         }
         # Mesh pairs with telemetry on, each serving a service of its own (zeroconf never mixes them).
         for name, (option, flags) in TELEMETRY_SHAPES.items():
