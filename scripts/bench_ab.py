@@ -1,7 +1,7 @@
 """A/B of the proxy's cost: the same loads through proxy pairs built from different checkouts.
 
     scripts/bench_ab before=/path/to/worktree-a after=/path/to/worktree-b [--mode http1|http2|hey|grpc]
-                     [--rounds 4] [--duration 4]
+                     [--rounds 4] [--duration 4] [--profile DIR]
 
 Each NAME=CHECKOUT gets its own MESH_HOME (`mesh ca init`), an inbound proxy `web` in front of
 one nginx app (HTTP/1 and h2c), an inbound proxy `webh2` in front of its HTTP/2 port, and an
@@ -14,6 +14,10 @@ else on the machine used; then the medians.
 
 Loads: http1 = wrk -t1 -c16; hey = hey -c16 -q32 (p50/p99 too); http2 = h2load -t1 -c4 -m16;
 grpc = scripts/grpc_load.py (unary 1 KiB, 16 in flight) to a grpcio echo server behind `webgrpc`.
+With --profile DIR, each variant then runs the load twice more, once with both proxies under
+`strace -c` (system calls per request) and once under `py-spy record --native` (the share of
+samples per component: mesh, the HTTP/2 codec, trio, OpenSSL, httptools, system calls, the
+interpreter); scripts/_profile.py. These rounds are not in the medians (the tools slow the proxies).
 Traffic stays on 127.0.0.1; every process started is stopped at the end. docs/performance.md.
 """
 
@@ -231,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode", choices=("http1", "http2", "hey", "grpc"), default="http1")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--duration", type=float, default=4.0, metavar="SECONDS")
+    ap.add_argument("--profile", type=Path, metavar="DIR",
+                    help="then, per variant, one round under strace -c and one under py-spy --native (raw files in DIR)")
     args = ap.parse_args(argv)
     variants: dict[str, Path] = {}
     for spec in args.variants:
@@ -269,6 +275,14 @@ def main(argv: list[str] | None = None) -> int:
             rps = statistics.median(r["rps"] for r in rs)  # type: ignore[misc]
             others = statistics.median(r["others_cpus"] for r in rs)  # type: ignore[misc]
             print(f"{name:>10}: {rps:8.0f} req/s  CPU us/req out {out:6.1f} in {inn:6.1f}  (others {others:.2f} CPUs)")
+        if args.profile:
+            from _profile import profile  # scripts/_profile.py
+
+            for name, variant in started.items():
+                inner = variant[{"http2": "webh2", "grpc": "webgrpc"}.get(args.mode, "web")]
+                pids = [variant["client"].pid, inner.pid]  # type: ignore[attr-defined]
+                report = profile(name, pids, lambda v=variant: load(args.mode, v, args.duration, env), args.profile)
+                print("\n".join(report), flush=True)
     finally:
         run.stop()
         shutil.rmtree(run.tmp, ignore_errors=True)
