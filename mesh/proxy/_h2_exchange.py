@@ -279,7 +279,8 @@ class StreamExchange:
                                 response_complete = True
                                 await client.flush()
                                 break
-                            await client.flush()
+                            if not up_queue.items:  # else the head goes out with what follows: one write
+                                await client.flush()
                         case Body(data=data, flow=flow):
                             await client.send_data(st.id, data, end=False, flush=False)
                             outcome.bytes_out += len(data)
