@@ -37,8 +37,8 @@ from mesh.identity._certs import (
     utcnow,
 )
 from mesh.identity._credentials import IssuedCredentials
+from mesh.identity._facts import iso_utc, mesh_id, mesh_ids
 from mesh.identity._files import read_file, warn_if_loose
-from mesh.identity._inspect import iso_utc, mesh_id, mesh_ids
 from mesh.identity._spiffe import DEFAULT_TRUST_DOMAIN, SpiffeId, validate_trust_domain
 
 _INIT_HINT = "run `mesh ca init` (or point --home / MESH_HOME at the directory that holds the CA)"

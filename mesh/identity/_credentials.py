@@ -5,14 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-
-from cryptography import x509
+from typing import TYPE_CHECKING
 
 from mesh.errors import IdentityError
 from mesh.home import atomic_write
-from mesh.identity._certs import key_matches_cert, load_certificates, load_key, spiffe_id_of
+from mesh.identity._der import CertificateFacts, read_pem_certificates
+from mesh.identity._facts import spiffe_id_of
 from mesh.identity._files import read_file, warn_if_loose
 from mesh.identity._spiffe import SpiffeId
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 CERT_FILE = "cert.pem"
 KEY_FILE = "key.pem"
@@ -42,7 +45,15 @@ class IssuedCredentials:
 
     @property
     def leaf(self) -> x509.Certificate:
+        """The leaf, as cryptography reads it (loads cryptography: a sidecar uses ``leaf_facts``)."""
+        from mesh.identity._certs import load_certificates
+
         return load_certificates(self.cert_chain_pem, source="the certificate chain")[0]
+
+    @property
+    def leaf_facts(self) -> CertificateFacts:
+        """The leaf's serial, dates and SANs, read without cryptography."""
+        return read_pem_certificates(self.cert_chain_pem, source="the certificate chain")[0]
 
     def write(self, directory: Path) -> CredentialPaths:
         """Write ``cert.pem``, ``key.pem`` (0600) and ``bundle.pem`` into ``directory``.
@@ -77,6 +88,15 @@ def load_credentials(cert_path: Path, key_path: Path, bundle_path: Path) -> Issu
     key_pem = read_file(key_path, "private key", hint=hint)
     bundle_pem = read_file(bundle_path, "trust bundle", hint=hint)
     warn_if_loose(key_path)
+    return check_credentials(cert_path, key_path, bundle_path, chain_pem, key_pem, bundle_pem)
+
+
+def check_credentials(
+    cert_path: Path, key_path: Path, bundle_path: Path, chain_pem: bytes, key_pem: bytes, bundle_pem: bytes
+) -> IssuedCredentials:
+    """``load_credentials``'s checks on the files' contents (errors name the files). Uses cryptography:
+    a sidecar runs it in its identity helper process (mesh/identity/_helper.py)."""
+    from mesh.identity._certs import key_matches_cert, load_certificates, load_key
 
     chain = load_certificates(chain_pem, source=str(cert_path))
     load_certificates(bundle_pem, source=str(bundle_path))
