@@ -38,6 +38,11 @@ def _first_leaf(group: BaseExceptionGroup) -> BaseException:
 
 
 def _run(args: list[str]) -> None:
+    if args == ["_identity-helper"]:  # mesh.identity.HELPER_COMMAND: keys and CSRs for a sidecar
+        from mesh.identity import serve_helper
+
+        serve_helper()
+        return
     from mesh.cli import _sidecar
     from mesh.cli._proxy_fast import parse_proxy_argv
 

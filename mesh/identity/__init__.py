@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mesh.identity._credentials import CredentialPaths, IssuedCredentials, check_credentials, load_credentials
+from mesh.identity._credentials import (
+    CredentialPaths,
+    IssuedCredentials,
+    check_credentials,
+    load_credentials,
+    read_credential_files,
+)
 from mesh.identity._der import CertificateFacts, read_pem_certificates
 from mesh.identity._facts import (
     CLOCK_SKEW,
@@ -28,6 +34,7 @@ from mesh.identity._facts import (
     trust_domains_of,
 )
 from mesh.identity._files import InsecurePermissionsWarning
+from mesh.identity._helper import HELPER_COMMAND, serve_helper
 from mesh.identity._revocation import CertificateRevoked, RevocationList, parse_serial, serial_text, serials_from
 from mesh.identity._server_certs import EDGE_ALPN, ServerCertificate, edge_server_context, read_server_certificate
 from mesh.identity._spiffe import (
@@ -98,6 +105,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CLOCK_SKEW",
     "EDGE_ALPN",
+    "HELPER_COMMAND",
     "CONTROLLER_SERVICE",
     "DEFAULT_LEAF_TTL",
     "DEFAULT_TRUST_DOMAIN",
@@ -143,11 +151,13 @@ __all__ = [
     "parse_fingerprint",
     "parse_serial",
     "peer_identity",
+    "read_credential_files",
     "read_pem_certificates",
     "read_server_certificate",
     "renew_at",
     "serial_text",
     "serials_from",
+    "serve_helper",
     "server_context",
     "service_identity",
     "spiffe_id_of",

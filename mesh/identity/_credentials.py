@@ -43,6 +43,20 @@ class IssuedCredentials:
         identity, not_after = str(self.identity), self.not_after.isoformat()
         return f"IssuedCredentials(identity={identity!r}, not_after={not_after})"
 
+    @classmethod
+    def from_pem(
+        cls, cert_chain_pem: bytes, key_pem: bytes, bundle_pem: bytes, identity: SpiffeId | None = None
+    ) -> IssuedCredentials:
+        """Credentials from PEM already checked (its identity: the leaf's SPIFFE id unless given)."""
+        leaf = read_pem_certificates(cert_chain_pem, source="the certificate chain")[0]
+        return cls(
+            identity=identity if identity is not None else spiffe_id_of(leaf),
+            cert_chain_pem=cert_chain_pem,
+            key_pem=key_pem,
+            bundle_pem=bundle_pem,
+            not_after=leaf.not_valid_after_utc,
+        )
+
     @property
     def leaf(self) -> x509.Certificate:
         """The leaf, as cryptography reads it (loads cryptography: a sidecar uses ``leaf_facts``)."""
@@ -76,19 +90,24 @@ class IssuedCredentials:
         return paths
 
 
+def read_credential_files(cert_path: Path, key_path: Path, bundle_path: Path) -> tuple[bytes, bytes, bytes]:
+    """The contents of the three files (errors name the file); a key readable by others only warns."""
+    hint = "issue credentials with `mesh ca issue NAME --out DIR`"
+    chain_pem = read_file(Path(cert_path), "certificate", hint=hint)
+    key_pem = read_file(Path(key_path), "private key", hint=hint)
+    bundle_pem = read_file(Path(bundle_path), "trust bundle", hint=hint)
+    warn_if_loose(Path(key_path))
+    return chain_pem, key_pem, bundle_pem
+
+
 def load_credentials(cert_path: Path, key_path: Path, bundle_path: Path) -> IssuedCredentials:
     """Read and check credentials written by ``IssuedCredentials.write`` or ``mesh ca issue``.
 
     Checked: every file parses, the key is P-256 and matches the leaf, the leaf
     carries exactly one SPIFFE id. A key readable by others only warns.
     """
-    cert_path, key_path, bundle_path = Path(cert_path), Path(key_path), Path(bundle_path)
-    hint = "issue credentials with `mesh ca issue NAME --out DIR`"
-    chain_pem = read_file(cert_path, "certificate", hint=hint)
-    key_pem = read_file(key_path, "private key", hint=hint)
-    bundle_pem = read_file(bundle_path, "trust bundle", hint=hint)
-    warn_if_loose(key_path)
-    return check_credentials(cert_path, key_path, bundle_path, chain_pem, key_pem, bundle_pem)
+    paths = Path(cert_path), Path(key_path), Path(bundle_path)
+    return check_credentials(*paths, *read_credential_files(*paths))
 
 
 def check_credentials(
