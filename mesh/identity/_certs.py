@@ -21,35 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mesh.errors import IdentityError
-from mesh.identity._facts import (
-    CLOCK_SKEW,
-    DEFAULT_LEAF_TTL,
-    ISSUER_LIFETIME,
-    MIN_LEAF_TTL,
-    RENEW_FRACTION,
-    RENEW_MIN_INTERVAL,
-    ROOT_LIFETIME,
-    renew_at,
-    spiffe_id_of,
-    trust_domain_of,
-    utcnow,
-)
+from mesh.identity._facts import CLOCK_SKEW, DEFAULT_LEAF_TTL, ISSUER_LIFETIME, ROOT_LIFETIME, trust_domain_of, utcnow
 from mesh.identity._files import read_file
 from mesh.identity._spiffe import SpiffeId, trust_domain_uri
-
-__all__ = [  # the schedule and the readers moved to _facts (light); kept importable from here
-    "CLOCK_SKEW",
-    "DEFAULT_LEAF_TTL",
-    "ISSUER_LIFETIME",
-    "MIN_LEAF_TTL",
-    "RENEW_FRACTION",
-    "RENEW_MIN_INTERVAL",
-    "ROOT_LIFETIME",
-    "renew_at",
-    "spiffe_id_of",
-    "trust_domain_of",
-    "utcnow",
-]
 
 PrivateKey = ec.EllipticCurvePrivateKey
 

@@ -43,7 +43,14 @@ _SHORT_NAMES = {
     "0.9.2342.19200300.100.1.1": "UID",
 }
 # String types an attribute value may have, and how their bytes decode.
-_TEXT_ENCODINGS = {0x0C: "utf-8", 0x13: "latin-1", 0x14: "latin-1", 0x16: "latin-1", 0x1E: "utf-16-be", 0x1C: "utf-32-be"}
+_TEXT_ENCODINGS = {
+    0x0C: "utf-8",
+    0x13: "latin-1",
+    0x14: "latin-1",
+    0x16: "latin-1",
+    0x1E: "utf-16-be",
+    0x1C: "utf-32-be",
+}
 
 _PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.DOTALL)
 

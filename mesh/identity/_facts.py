@@ -80,8 +80,7 @@ def trust_domain_of(root: AnyCertificate) -> str:
     uris, subject = _spiffe_uris(root)
     if len(uris) != 1:
         raise IdentityError(
-            f"root certificate {subject!r} does not name a trust domain "
-            "(expected one URI SAN spiffe://<trust-domain>)",
+            f"root certificate {subject!r} does not name a trust domain (expected one URI SAN spiffe://<trust-domain>)",
             hint="re-create the CA with `mesh ca init --force`",
         )
     return parse_trust_domain_uri(uris[0])
@@ -148,4 +147,3 @@ def renew_at(
     if previous is not None:
         due = max(due, previous + max(lifetime, MIN_LEAF_TTL) * RENEW_MIN_INTERVAL)
     return due
-

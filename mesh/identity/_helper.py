@@ -56,9 +56,11 @@ def _issue(request: dict[str, Any]) -> dict[str, Any]:
 def _check(request: dict[str, Any]) -> dict[str, Any]:
     from mesh.identity._credentials import check_credentials
 
-    paths = [Path(request[name]) for name in ("cert_path", "key_path", "bundle_path")]
-    contents = [request[name].encode("latin-1") for name in ("chain_pem", "key_pem", "bundle_pem")]
-    creds = check_credentials(*paths, *contents)
+    cert, key, bundle = (Path(request[name]) for name in ("cert_path", "key_path", "bundle_path"))
+    chain_pem, key_pem, bundle_pem = (
+        request[name].encode("latin-1") for name in ("chain_pem", "key_pem", "bundle_pem")
+    )
+    creds = check_credentials(cert, key, bundle, chain_pem, key_pem, bundle_pem)
     return {"identity": str(creds.identity)}
 
 

@@ -20,8 +20,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 
 from mesh.errors import IdentityError
-from mesh.identity._certs import is_ca, load_certificate, load_certificates, uri_sans, utcnow
-from mesh.identity._facts import FINGERPRINT_PREFIX, fingerprint, iso_utc
+from mesh.identity._certs import is_ca, load_certificate, load_certificates, uri_sans
+from mesh.identity._facts import FINGERPRINT_PREFIX, fingerprint, iso_utc, utcnow
 
 # Longest chain we follow: leaf → issuer → root is 3; leave room, refuse loops.
 _MAX_DEPTH = 8

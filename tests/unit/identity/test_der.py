@@ -10,13 +10,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from mesh.errors import IdentityError
+from mesh.home import MeshHome
 from mesh.identity import CertificateAuthority, fingerprint, service_identity
 from mesh.identity._der import CertificateFacts, read_der_certificate, read_pem_certificates
-from mesh.home import MeshHome
 
 _KEY = ec.generate_private_key(ec.SECP256R1())
 _RSA = rsa.generate_private_key(public_exponent=65537, key_size=1024 + 1024)
@@ -67,8 +66,15 @@ _TEXT = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), min_size=1, max_size=12
 )
 _ATTRIBUTES = st.sampled_from(
-    [NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME, NameOID.ORGANIZATIONAL_UNIT_NAME, NameOID.LOCALITY_NAME,
-     NameOID.EMAIL_ADDRESS, NameOID.TITLE, NameOID.DOMAIN_COMPONENT]
+    [
+        NameOID.COMMON_NAME,
+        NameOID.ORGANIZATION_NAME,
+        NameOID.ORGANIZATIONAL_UNIT_NAME,
+        NameOID.LOCALITY_NAME,
+        NameOID.EMAIL_ADDRESS,
+        NameOID.TITLE,
+        NameOID.DOMAIN_COMPONENT,
+    ]
 )
 _DNS = st.from_regex(r"\A(\*\.)?[a-z0-9]{1,10}(\.[a-z0-9]{1,10}){0,2}\Z")
 _URI = st.from_regex(r"\Aspiffe://[a-z0-9.]{1,12}(/[a-z0-9]{1,8}){0,2}\Z")
@@ -112,6 +118,13 @@ def test_generated_certificates_read_as_cryptography_reads_them(names, uris, dns
     assert_same(read_der_certificate(cert.public_bytes(serialization.Encoding.DER)), cert)
 
 
+def _self_signed(subject: x509.Name) -> x509.Certificate:
+    now = datetime.now(UTC).replace(microsecond=0)
+    builder = x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(_KEY.public_key())
+    builder = builder.serial_number(7).not_valid_before(now).not_valid_after(now + timedelta(days=1))
+    return builder.sign(_KEY, hashes.SHA256())
+
+
 def test_a_multi_valued_rdn_and_escaped_values() -> None:
     subject = x509.Name(
         [
@@ -121,27 +134,12 @@ def test_a_multi_valued_rdn_and_escaped_values() -> None:
             x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COUNTRY_NAME, "DE")]),
         ]
     )
-    now = datetime.now(UTC).replace(microsecond=0)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(_KEY.public_key())
-        .serial_number(7)
-        .not_valid_before(now)
-        .not_valid_after(now + timedelta(days=1))
-        .sign(_KEY, hashes.SHA256())
-    )
+    cert = _self_signed(subject)
     assert_same(read_der_certificate(cert.public_bytes(serialization.Encoding.DER)), cert)
 
 
 def _one_cert_pem() -> bytes:
-    now = datetime.now(UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(_KEY.public_key())
-        .serial_number(1).not_valid_before(now).not_valid_after(now + timedelta(days=1)).sign(_KEY, hashes.SHA256())
-    )
+    cert = _self_signed(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")]))
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
@@ -152,7 +150,9 @@ def _one_cert_pem() -> bytes:
         (b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n", "corrupted PEM certificate"),
         (b"-----BEGIN CERTIFICATE-----\nMIIB\n", "corrupted PEM certificate"),
         (
-            b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(b"\x30\x03\x02\x01\x01") + b"-----END CERTIFICATE-----\n",
+            b"-----BEGIN CERTIFICATE-----\n"
+            + base64.encodebytes(b"\x30\x03\x02\x01\x01")
+            + b"-----END CERTIFICATE-----\n",
             "corrupted PEM certificate",
         ),
     ],
