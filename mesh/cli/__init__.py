@@ -38,11 +38,6 @@ def _first_leaf(group: BaseExceptionGroup) -> BaseException:
 
 
 def _run(args: list[str]) -> None:
-    if args == ["_identity-helper"]:  # mesh.identity.HELPER_COMMAND: keys and CSRs for a sidecar
-        from mesh.identity import serve_helper
-
-        serve_helper()
-        return
     from mesh.cli import _sidecar
     from mesh.cli._proxy_fast import parse_proxy_argv
 
@@ -84,6 +79,11 @@ def single_file_main() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `mesh` executable."""
     args = sys.argv[1:] if argv is None else argv
+    if args == ["_identity-helper"]:  # mesh.identity.HELPER_COMMAND: a sidecar's keys and CSRs, first and fast
+        from mesh.identity import serve_helper
+
+        serve_helper()
+        return
     debug = "--debug" in args
     if argv is None:  # this process is `mesh ...` itself: inject/gateway may re-exec it lean
         from mesh.cli import _sidecar
