@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 from mesh.errors import IdentityError
 
 HELPER_COMMAND = "_identity-helper"
+_NOT_UNDERSTOOD = "the identity helper got a request it does not understand"
 
 
 def _new_key(request: dict[str, Any]) -> dict[str, Any]:
@@ -79,11 +80,13 @@ def serve_helper(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) 
         request = json.loads(source.read())
         operation = _OPERATIONS[request["op"]]
     except (ValueError, KeyError, TypeError):
-        answer: dict[str, Any] = {"error": "the identity helper got a request it does not understand"}
+        answer: dict[str, Any] = {"error": _NOT_UNDERSTOOD}
     else:
         try:
             answer = operation(request)
         except IdentityError as exc:
             answer = {"error": exc.message, "hint": exc.hint}
+        except (KeyError, TypeError):  # a field missing or of the wrong type
+            answer = {"error": _NOT_UNDERSTOOD}
     sink.write(json.dumps(answer).encode())
     sink.flush()
