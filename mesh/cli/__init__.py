@@ -79,6 +79,11 @@ def single_file_main() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `mesh` executable."""
     args = sys.argv[1:] if argv is None else argv
+    if args == ["_identity-helper"]:  # mesh.identity.HELPER_COMMAND: a sidecar's keys and CSRs, first and fast
+        from mesh.identity import serve_helper
+
+        serve_helper()
+        return
     debug = "--debug" in args
     if argv is None:  # this process is `mesh ...` itself: inject/gateway may re-exec it lean
         from mesh.cli import _sidecar

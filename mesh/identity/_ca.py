@@ -20,7 +20,6 @@ from cryptography import x509
 from mesh.errors import IdentityError
 from mesh.home import MeshHome, atomic_write
 from mesh.identity._certs import (
-    DEFAULT_LEAF_TTL,
     PrivateKey,
     cert_to_pem,
     csr_public_key,
@@ -33,12 +32,10 @@ from mesh.identity._certs import (
     make_issuer,
     make_leaf,
     make_root,
-    trust_domain_of,
-    utcnow,
 )
 from mesh.identity._credentials import IssuedCredentials
+from mesh.identity._facts import DEFAULT_LEAF_TTL, iso_utc, mesh_id, mesh_ids, trust_domain_of, utcnow
 from mesh.identity._files import read_file, warn_if_loose
-from mesh.identity._inspect import iso_utc, mesh_id, mesh_ids
 from mesh.identity._spiffe import DEFAULT_TRUST_DOMAIN, SpiffeId, validate_trust_domain
 
 _INIT_HINT = "run `mesh ca init` (or point --home / MESH_HOME at the directory that holds the CA)"

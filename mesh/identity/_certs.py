@@ -21,32 +21,11 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mesh.errors import IdentityError
+from mesh.identity._facts import CLOCK_SKEW, DEFAULT_LEAF_TTL, ISSUER_LIFETIME, ROOT_LIFETIME, trust_domain_of, utcnow
 from mesh.identity._files import read_file
-from mesh.identity._spiffe import SpiffeId, parse_trust_domain_uri, trust_domain_uri
-
-ROOT_LIFETIME = timedelta(days=3650)
-ISSUER_LIFETIME = timedelta(days=365)
-DEFAULT_LEAF_TTL = timedelta(hours=24)
-# Certificates start a minute in the past so a peer whose clock is slightly
-# behind does not see a brand-new certificate as "not yet valid".
-CLOCK_SKEW = timedelta(minutes=1)
-# Holders renew at 70 % of the validity actually granted, counted from when they
-# got the certificate: early enough to survive a controller outage of about 7 h
-# on a 24 h leaf. (Counted from the backdated notBefore, a 15 s leaf was due at
-# once and a proxy renewed 1,730 times in 34 s.)
-RENEW_FRACTION = 0.7
-# Renewals are at least 10 % of a lifetime apart, so that a leaf cut short (at
-# the issuer's end, or by clocks that disagree) never turns into a signing loop.
-RENEW_MIN_INTERVAL = 0.1
-# The shortest leaf the controller signs and `--cert-ttl` accepts: renewal at
-# 70 % leaves 18 s for a controller that is briefly away.
-MIN_LEAF_TTL = timedelta(seconds=60)
+from mesh.identity._spiffe import SpiffeId, trust_domain_uri
 
 PrivateKey = ec.EllipticCurvePrivateKey
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 # --------------------------------------------------------------------- keys
@@ -131,65 +110,11 @@ def uri_sans(cert: x509.Certificate) -> list[str]:
     return list(san.get_values_for_type(x509.UniformResourceIdentifier))
 
 
-def spiffe_id_of(cert: x509.Certificate) -> SpiffeId:
-    """The SPIFFE id in a leaf's URI SAN (exactly one, as the SPIFFE spec demands)."""
-    uris = [u for u in uri_sans(cert) if u.startswith("spiffe://")]
-    if not uris:
-        raise IdentityError(
-            f"certificate {cert.subject.rfc4514_string()!r} carries no SPIFFE id (no spiffe:// URI SAN)",
-            hint="use a certificate issued by `mesh ca issue` or the mesh controller",
-        )
-    if len(uris) > 1:
-        raise IdentityError(
-            f"certificate {cert.subject.rfc4514_string()!r} carries {len(uris)} SPIFFE ids, expected one"
-        )
-    return SpiffeId.parse(uris[0])
-
-
-def trust_domain_of(root: x509.Certificate) -> str:
-    """The trust domain a root names in its URI SAN ``spiffe://<td>``."""
-    uris = [u for u in uri_sans(root) if u.startswith("spiffe://")]
-    if len(uris) != 1:
-        raise IdentityError(
-            f"root certificate {root.subject.rfc4514_string()!r} does not name a trust domain "
-            "(expected one URI SAN spiffe://<trust-domain>)",
-            hint="re-create the CA with `mesh ca init --force`",
-        )
-    return parse_trust_domain_uri(uris[0])
-
-
 def is_ca(cert: x509.Certificate) -> bool:
     try:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
     except x509.ExtensionNotFound:
         return False
-
-
-def renew_at(
-    cert: x509.Certificate | bytes,
-    *,
-    received_at: datetime | None = None,
-    previous: datetime | None = None,
-) -> datetime:
-    """When a holder should renew ``cert`` (UTC): 70 % into the validity it was granted.
-
-    The lifetime counts from ``received_at``, when the holder got the certificate
-    (by its own clock); when that is unknown, from the issue time mesh's CA
-    writes, ``notBefore`` + CLOCK_SKEW. So the renewal is never sooner than 50 %
-    of the granted life, whatever the backdating. ``previous``, the holder's last
-    renewal: the next one comes at least 10 % of the lifetime (60 s leaves at
-    least) after it.
-    """
-    if isinstance(cert, (bytes, str)):
-        cert = load_certificate(cert)
-    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
-    issued = received_at if received_at is not None else start + CLOCK_SKEW
-    issued = min(max(issued, start), end)
-    lifetime = end - issued
-    due = issued + lifetime * RENEW_FRACTION
-    if previous is not None:
-        due = max(due, previous + max(lifetime, MIN_LEAF_TTL) * RENEW_MIN_INTERVAL)
-    return due
 
 
 # ---------------------------------------------------------------- building

@@ -5,14 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-
-from cryptography import x509
+from typing import TYPE_CHECKING
 
 from mesh.errors import IdentityError
 from mesh.home import atomic_write
-from mesh.identity._certs import key_matches_cert, load_certificates, load_key, spiffe_id_of
+from mesh.identity._der import CertificateFacts, read_pem_certificates
+from mesh.identity._facts import spiffe_id_of
 from mesh.identity._files import read_file, warn_if_loose
 from mesh.identity._spiffe import SpiffeId
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 CERT_FILE = "cert.pem"
 KEY_FILE = "key.pem"
@@ -40,9 +43,31 @@ class IssuedCredentials:
         identity, not_after = str(self.identity), self.not_after.isoformat()
         return f"IssuedCredentials(identity={identity!r}, not_after={not_after})"
 
+    @classmethod
+    def from_pem(
+        cls, cert_chain_pem: bytes, key_pem: bytes, bundle_pem: bytes, identity: SpiffeId | None = None
+    ) -> IssuedCredentials:
+        """Credentials from PEM already checked (its identity: the leaf's SPIFFE id unless given)."""
+        leaf = read_pem_certificates(cert_chain_pem, source="the certificate chain")[0]
+        return cls(
+            identity=identity if identity is not None else spiffe_id_of(leaf),
+            cert_chain_pem=cert_chain_pem,
+            key_pem=key_pem,
+            bundle_pem=bundle_pem,
+            not_after=leaf.not_valid_after_utc,
+        )
+
     @property
     def leaf(self) -> x509.Certificate:
+        """The leaf, as cryptography reads it (loads cryptography: a sidecar uses ``leaf_facts``)."""
+        from mesh.identity._certs import load_certificates
+
         return load_certificates(self.cert_chain_pem, source="the certificate chain")[0]
+
+    @property
+    def leaf_facts(self) -> CertificateFacts:
+        """The leaf's serial, dates and SANs, read without cryptography."""
+        return read_pem_certificates(self.cert_chain_pem, source="the certificate chain")[0]
 
     def write(self, directory: Path) -> CredentialPaths:
         """Write ``cert.pem``, ``key.pem`` (0600) and ``bundle.pem`` into ``directory``.
@@ -65,18 +90,32 @@ class IssuedCredentials:
         return paths
 
 
+def read_credential_files(cert_path: Path, key_path: Path, bundle_path: Path) -> tuple[bytes, bytes, bytes]:
+    """The contents of the three files (errors name the file); a key readable by others only warns."""
+    hint = "issue credentials with `mesh ca issue NAME --out DIR`"
+    chain_pem = read_file(Path(cert_path), "certificate", hint=hint)
+    key_pem = read_file(Path(key_path), "private key", hint=hint)
+    bundle_pem = read_file(Path(bundle_path), "trust bundle", hint=hint)
+    warn_if_loose(Path(key_path))
+    return chain_pem, key_pem, bundle_pem
+
+
 def load_credentials(cert_path: Path, key_path: Path, bundle_path: Path) -> IssuedCredentials:
     """Read and check credentials written by ``IssuedCredentials.write`` or ``mesh ca issue``.
 
     Checked: every file parses, the key is P-256 and matches the leaf, the leaf
     carries exactly one SPIFFE id. A key readable by others only warns.
     """
-    cert_path, key_path, bundle_path = Path(cert_path), Path(key_path), Path(bundle_path)
-    hint = "issue credentials with `mesh ca issue NAME --out DIR`"
-    chain_pem = read_file(cert_path, "certificate", hint=hint)
-    key_pem = read_file(key_path, "private key", hint=hint)
-    bundle_pem = read_file(bundle_path, "trust bundle", hint=hint)
-    warn_if_loose(key_path)
+    paths = Path(cert_path), Path(key_path), Path(bundle_path)
+    return check_credentials(*paths, *read_credential_files(*paths))
+
+
+def check_credentials(
+    cert_path: Path, key_path: Path, bundle_path: Path, chain_pem: bytes, key_pem: bytes, bundle_pem: bytes
+) -> IssuedCredentials:
+    """``load_credentials``'s checks on the files' contents (errors name the files). Uses cryptography:
+    a sidecar runs it in its identity helper process (mesh/identity/_helper.py)."""
+    from mesh.identity._certs import key_matches_cert, load_certificates, load_key
 
     chain = load_certificates(chain_pem, source=str(cert_path))
     load_certificates(bundle_pem, source=str(bundle_path))

@@ -12,7 +12,7 @@ cryptography's client verifier and ``openssl verify`` where available.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography import x509
@@ -20,34 +20,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 
 from mesh.errors import IdentityError
-from mesh.identity._certs import is_ca, load_certificate, load_certificates, uri_sans, utcnow
+from mesh.identity._certs import is_ca, load_certificate, load_certificates, uri_sans
+from mesh.identity._facts import FINGERPRINT_PREFIX, fingerprint, iso_utc, utcnow
 
-FINGERPRINT_PREFIX = "sha256:"
 # Longest chain we follow: leaf → issuer → root is 3; leave room, refuse loops.
 _MAX_DEPTH = 8
-
-
-def fingerprint(cert: x509.Certificate | bytes) -> str:
-    """``sha256:<64 lowercase hex>`` of the certificate's DER: the one format mesh prints."""
-    if not isinstance(cert, x509.Certificate):
-        cert = load_certificate(cert)
-    return FINGERPRINT_PREFIX + cert.fingerprint(hashes.SHA256()).hex()
-
-
-MESH_ID_HEX = 16  # 64 bits of the root's fingerprint: enough to tell meshes on one LAN apart
-
-
-def mesh_id(root: x509.Certificate | bytes) -> str:
-    """The mesh a trust anchor belongs to, as discovery records carry it (TXT ``mesh``): the first
-    16 hex digits of the root's SHA-256 fingerprint. Not a secret, and no proof: the mTLS handshake
-    is; it lets a proxy ignore the records of another mesh instead of failing handshakes with it."""
-    return fingerprint(root)[len(FINGERPRINT_PREFIX) : len(FINGERPRINT_PREFIX) + MESH_ID_HEX]
-
-
-def mesh_ids(bundle_pem: bytes) -> tuple[str, ...]:
-    """The mesh ids of every anchor of a bundle (more than one during a root rotation), in order."""
-    return tuple(mesh_id(cert) for cert in load_certificates(bundle_pem, source="the trust bundle"))
-
 
 _HEX_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -71,10 +48,6 @@ def parse_fingerprint(text: str) -> str:
             hint="copy the fingerprint printed by `mesh up` or `mesh ca init`",
         )
     return FINGERPRINT_PREFIX + digits
-
-
-def iso_utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def human_duration(delta: timedelta) -> str:

@@ -19,15 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-from cryptography.x509.oid import NameOID
-
 from mesh.errors import IdentityError
-from mesh.identity._certs import _public_der, load_certificates, utcnow
+from mesh.identity._der import CertificateFacts, read_pem_certificates
+from mesh.identity._facts import fingerprint, iso_utc, utcnow
 from mesh.identity._files import read_file
-from mesh.identity._inspect import fingerprint, iso_utc
+from mesh.identity._tls import load_pem_pair
 
 # TLS 1.2 suites (TLS 1.3 has its own, all good): ECDHE for forward secrecy, AEAD only.
 TLS12_CIPHERS = ":".join(
@@ -79,14 +75,8 @@ def read_server_certificate(cert_path: Path, key_path: Path) -> ServerCertificat
     cert_path, key_path = Path(cert_path), Path(key_path)
     chain_pem = read_file(cert_path, "certificate file", unreadable_hint=_UNREADABLE_HINT)
     key_pem = read_file(key_path, "key file", unreadable_hint=_UNREADABLE_HINT)
-    chain = load_certificates(chain_pem, source=str(cert_path))
-    leaf = chain[0]
-    key = _load_key(key_pem, key_path)
-    if _public_der(key.public_key()) != _public_der(leaf.public_key()):
-        raise IdentityError(
-            f"the key in {key_path} does not belong to the certificate in {cert_path}",
-            hint="give each --tls-cert the key it was issued for (the pairs go in the same order)",
-        )
+    leaf = read_pem_certificates(chain_pem, source=str(cert_path))[0]
+    _check_key(chain_pem, key_pem, cert_path, key_path)
     return ServerCertificate(
         cert_path=cert_path,
         key_path=key_path,
@@ -99,38 +89,41 @@ def read_server_certificate(cert_path: Path, key_path: Path) -> ServerCertificat
     )
 
 
-def _load_key(pem: bytes, path: Path) -> PrivateKeyTypes:
-    try:
-        return serialization.load_pem_private_key(pem, password=None)
-    except TypeError:  # "Password was not given but private key is encrypted"
+_ENCRYPTED_MARKS = (b"-----BEGIN ENCRYPTED PRIVATE KEY-----", b"Proc-Type: 4,ENCRYPTED")
+
+
+def _check_key(chain_pem: bytes, key_pem: bytes, cert_path: Path, key_path: Path) -> None:
+    """The key can be read and belongs to the leaf: OpenSSL, which will serve them, loads the pair
+    (any key type it takes; X509_check_private_key), so the gateway needs no cryptography."""
+    if any(mark in key_pem for mark in _ENCRYPTED_MARKS):  # "Password was not given but private key is encrypted"
         raise IdentityError(
-            f"the key in {path} is encrypted with a passphrase",
+            f"the key in {key_path} is encrypted with a passphrase",
             hint=f"the gateway needs it unencrypted and protected by file permissions: "
-            f"openssl pkey -in {path} -out KEY.pem && chmod 600 KEY.pem",
-        ) from None
-    except Exception:  # noqa: BLE001 - cryptography raises UnsupportedAlgorithm and friends
+            f"openssl pkey -in {key_path} -out KEY.pem && chmod 600 KEY.pem",
+        )
+    try:
+        load_pem_pair(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), chain_pem, key_pem, what=str(cert_path))
+    except IdentityError as exc:
+        # OpenSSL's reasons, in the message: another key of the leaf's type, or a key of another type.
+        if "KEY_VALUES_MISMATCH" in exc.message or "NO_CERTIFICATE_ASSIGNED" in exc.message:
+            raise IdentityError(
+                f"the key in {key_path} does not belong to the certificate in {cert_path}",
+                hint="give each --tls-cert the key it was issued for (the pairs go in the same order)",
+            ) from None
         raise IdentityError(
-            f"{path} holds no PEM private key that can be read",
+            f"{key_path} holds no PEM private key that can be read",
             hint="give the key file (-----BEGIN PRIVATE KEY----- or RSA/EC PRIVATE KEY) of this certificate",
         ) from None
 
 
-def dns_names(cert: x509.Certificate) -> tuple[str, ...]:
+def dns_names(cert: CertificateFacts) -> tuple[str, ...]:
     """The DNS names of the subjectAltName; the common name only when there are none (RFC 6125)."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = [n.lower().rstrip(".") for n in san.get_values_for_type(x509.DNSName)]
-    except x509.ExtensionNotFound:
-        names = []
-    if not names:
-        names = [str(a.value).lower() for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    names = [n.lower().rstrip(".") for n in cert.dns_sans] or [n.lower() for n in cert.common_names]
     return tuple(dict.fromkeys(names))
 
 
 def edge_server_context(cert: ServerCertificate, alpn: Sequence[str] = EDGE_ALPN) -> ssl.SSLContext:
     """A server context for outside clients: TLS 1.2–1.3, no client certificate, ``cert`` served."""
-    from mesh.identity._tls import load_pem_pair
-
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.maximum_version = ssl.TLSVersion.TLSv1_3

@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from cryptography import x509
-
 from mesh.errors import IdentityError
-from mesh.identity._certs import spiffe_id_of
 from mesh.identity._credentials import IssuedCredentials
+from mesh.identity._der import read_der_certificate
+from mesh.identity._facts import spiffe_id_of
 from mesh.identity._revocation import CertificateRevoked, RevocationList, serial_text
 from mesh.identity._spiffe import SpiffeId
 
@@ -196,7 +195,10 @@ def verified_peer(ssl_object: PeerCertSource) -> VerifiedPeer:
     der = ssl_object.getpeercert(binary_form=True)
     if not der:
         raise IdentityError("the peer presented no certificate", hint="the peer must use mesh mTLS")
-    certificate = x509.load_der_x509_certificate(der)
+    try:
+        certificate = read_der_certificate(der)
+    except ValueError:  # OpenSSL verified it: only a certificate we cannot read gets here
+        raise IdentityError("the peer certificate cannot be read", hint="the peer must use mesh mTLS") from None
     identity = spiffe_id_of(certificate)
     ours = getattr(context, "trust_domain", None)
     if ours is not None and identity.trust_domain != ours:

@@ -65,22 +65,16 @@ async def request_certificate(
     current: Any | None,
     ttl: timedelta | None = None,
 ) -> Any:
-    """A fresh key (never leaves this process) and a leaf signed by the controller."""
-    from mesh.identity import (
-        IssuedCredentials,
-        SpiffeId,
-        client_context,
-        generate_key,
-        key_to_pem,
-        load_certificates,
-        make_csr,
-    )
+    """A fresh key (made by our identity helper process; it never leaves this host) and a leaf
+    signed by the controller."""
+    from mesh.identity import IssuedCredentials, SpiffeId, client_context
     from mesh.net import ApiClient, bootstrap_client_context
+    from mesh.proxy._identity import ask_identity_helper
 
     trust_domain = SpiffeId.parse(controller.identity).trust_domain
     identity = SpiffeId(trust_domain, "svc", service)
-    key = generate_key()
-    body: dict[str, Any] = {"service": service, "csr": make_csr(key, identity).decode()}
+    fresh = await ask_identity_helper({"op": "new-key", "identity": str(identity)})
+    body: dict[str, Any] = {"service": service, "csr": fresh["csr"]}
     if ttl is not None:
         body["ttl_seconds"] = ttl.total_seconds()
     if current is None:
@@ -101,15 +95,8 @@ async def request_certificate(
     if response.status != 200:
         error = response.body.get("error") if isinstance(response.body, dict) else response.body
         raise IdentityError(f"the controller refused a certificate for {service}: {error}")
-    chain = response.body["certificate"].encode()
-    leaf = load_certificates(chain)[0]
-    return IssuedCredentials(
-        identity=identity,
-        cert_chain_pem=chain,
-        key_pem=key_to_pem(key),
-        bundle_pem=response.body.get("bundle", controller.bundle_pem.decode()).encode(),
-        not_after=leaf.not_valid_after_utc,
-    )
+    bundle = response.body.get("bundle", controller.bundle_pem.decode()).encode()
+    return IssuedCredentials.from_pem(response.body["certificate"].encode(), fresh["key"].encode(), bundle, identity)
 
 
 async def keep_renewed(
@@ -130,7 +117,7 @@ async def keep_renewed(
     while True:
         identity = proxy.identity
         creds = identity.creds
-        due = renew_at(creds.leaf, received_at=identity.received_at, previous=previous)
+        due = renew_at(creds.leaf_facts, received_at=identity.received_at, previous=previous)
         wait = (due - now()).total_seconds()
         if wait > 0:
             await trio.sleep(wait)

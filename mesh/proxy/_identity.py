@@ -3,12 +3,14 @@ contexts it dials peers with."""
 
 from __future__ import annotations
 
+import json
 import ssl
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from mesh.errors import IdentityError
 from mesh.net import ALPN_ADMIN, ALPN_H2, ALPN_HTTP1, ALPN_TCP
 from mesh.proxy._exchange import (
     ConnectFailure,
@@ -27,7 +29,7 @@ class Identity:
         from mesh.identity import RevocationList, client_context, server_context
 
         self.creds = creds
-        self.serial: int = creds.leaf.serial_number
+        self.serial: int = creds.leaf_facts.serial_number
         # When the certificate arrived, by our clock: renewal counts its lifetime from here.
         self.received_at = received_at or datetime.now(UTC)
         # One list for every context, kept across renewals: the controller's snapshots replace it.
@@ -43,6 +45,34 @@ class Identity:
     @property
     def trust_domain(self) -> str:
         return str(self.creds.identity.trust_domain)
+
+
+async def ask_identity_helper(request: dict[str, Any]) -> dict[str, Any]:
+    """One request to a fresh identity helper process (mesh/identity/_helper.py): what needs the
+    cryptography package (keys, CSRs, the local CA) runs there, so this process never loads it.
+    Its stderr (warnings) is ours; the answer, which may hold a private key, comes over a pipe."""
+    from mesh.identity import HELPER_COMMAND
+    from mesh.self_command import child_env, mesh_command
+
+    argv = [*mesh_command(), HELPER_COMMAND]
+    try:
+        result = await trio.run_process(
+            argv, stdin=json.dumps(request).encode(), capture_stdout=True, check=False, env=child_env()
+        )
+    except OSError as exc:
+        raise IdentityError(f"cannot start the identity helper process {argv[0]}: {exc.strerror or exc}") from None
+    try:
+        answer = json.loads(result.stdout)
+    except ValueError:
+        answer = None
+    if result.returncode != 0 or not isinstance(answer, dict):
+        raise IdentityError(
+            f"the identity helper process ({' '.join(argv)}) failed with exit status {result.returncode}",
+            hint="its error is printed above; `mesh check` looks at this installation",
+        )
+    if "error" in answer:
+        raise IdentityError(str(answer["error"]), hint=answer.get("hint"))
+    return answer
 
 
 class PeerTLS:

@@ -201,51 +201,53 @@ def telemetry_settings(otlp_endpoint: str | None, trace_sample: str, access_log:
     return TelemetrySettings(endpoint, sample, access_log)
 
 
-def issue_locally(options: ProxyOptions, ttl: timedelta) -> Any:
-    """No controller: sign our own CSR with MESH_HOME's CA (single-host development)."""
-    from mesh.identity import (
-        CertificateAuthority,
-        IssuedCredentials,
-        generate_key,
-        key_to_pem,
-        load_certificates,
-        make_csr,
-        service_identity,
-    )
+async def issue_locally(options: ProxyOptions, ttl: timedelta) -> Any:
+    """No controller: a key and certificate from MESH_HOME's CA (single-host development), made by
+    the identity helper process (the CA needs cryptography; this process never loads it)."""
+    from mesh.identity import IssuedCredentials
+    from mesh.proxy._identity import ask_identity_helper
 
     if not options.home.has_ca():
         raise IdentityError(
             f"no certificate given, no controller and no CA in {options.home.root}",
             hint="run `mesh up` (or `mesh ca init`), or pass --cert/--key/--bundle",
         )
-    ca = CertificateAuthority.load(options.home)
-    identity = service_identity(ca.trust_domain, options.service)
-    key = generate_key()
-    chain = ca.sign_csr(make_csr(key, identity), identity, ttl)
-    return IssuedCredentials(
-        identity=identity,
-        cert_chain_pem=chain,
-        key_pem=key_to_pem(key),
-        bundle_pem=ca.bundle_pem,
-        not_after=load_certificates(chain)[0].not_valid_after_utc,
+    issued = await ask_identity_helper(
+        {"op": "issue", "home": str(options.home.root), "service": options.service, "ttl_seconds": ttl.total_seconds()}
     )
+    return IssuedCredentials.from_pem(issued["chain"].encode(), issued["key"].encode(), issued["bundle"].encode())
 
 
-def credentials_from_files(options: ProxyOptions) -> Any | None:
-    from mesh.identity import load_certificates, load_credentials, trust_domain_of
+async def credentials_from_files(options: ProxyOptions) -> Any | None:
+    """``--cert/--key/--bundle``: read once here, checked by the identity helper (cryptography), and
+    what was checked is what is served."""
+    from mesh.identity import IssuedCredentials, read_credential_files, trust_domains_of
+    from mesh.proxy._identity import ask_identity_helper
 
     given = [p for p in (options.cert, options.key, options.bundle) if p is not None]
     if not given:
         return None
     if len(given) != 3:
         raise IdentityError("--cert, --key and --bundle go together", hint="give all three, or none")
-    creds = load_credentials(options.cert, options.key, options.bundle)  # type: ignore[arg-type]
+    paths = {"cert_path": options.cert, "key_path": options.key, "bundle_path": options.bundle}
+    chain_pem, key_pem, bundle_pem = read_credential_files(*paths.values())  # type: ignore[arg-type]
+    await ask_identity_helper(
+        {
+            "op": "check",
+            **{name: str(path) for name, path in paths.items()},
+            **{
+                name: pem.decode("latin-1")
+                for name, pem in (("chain_pem", chain_pem), ("key_pem", key_pem), ("bundle_pem", bundle_pem))
+            },
+        }
+    )
+    creds = IssuedCredentials.from_pem(chain_pem, key_pem, bundle_pem)
     if creds.identity.name != options.service:
         raise IdentityError(
             f"the certificate is for {creds.identity}, not for service {options.service!r}",
             hint=f"issue one with `mesh ca issue {options.service}`",
         )
-    domains = {trust_domain_of(root) for root in load_certificates(creds.bundle_pem, source=str(options.bundle))}
+    domains = set(trust_domains_of(creds.bundle_pem, source=str(options.bundle)))
     if creds.identity.trust_domain not in domains:
         raise IdentityError(
             f"the certificate is for {creds.identity}, but {options.bundle} trusts the trust domain "
@@ -259,7 +261,7 @@ async def obtain_identity(options: ProxyOptions, controllers: list[Any], ttl: ti
     """Files first; else a controller (CSR with the join token; the next one if it is down); else the local CA."""
     from mesh.proxy._control import read_join_token, request_certificate
 
-    creds = credentials_from_files(options)
+    creds = await credentials_from_files(options)
     if creds is not None:
         return creds
     failure: ControllerError | IdentityError | None = None
@@ -276,7 +278,7 @@ async def obtain_identity(options: ProxyOptions, controllers: list[Any], ttl: ti
         if not options.home.has_ca():
             raise failure
         log.warning("%s; issuing a certificate from the local CA instead", failure.message)
-    return issue_locally(options, ttl or timedelta(hours=24))
+    return await issue_locally(options, ttl or timedelta(hours=24))
 
 
 def run_proxy_command(options: ProxyOptions) -> int | None:
@@ -389,14 +391,14 @@ async def build_proxy(options: ProxyOptions, settings: ProxySettings) -> Proxy:
 async def _controller_by_zeroconf(options: ProxyOptions) -> Any:
     """No controller.json: look for `_mesh-ctl._tcp`, trusting it only through the bundle we hold."""
     from mesh.discovery import ControllerAddress, find_controller
-    from mesh.identity import SpiffeId, load_certificates, mesh_ids, trust_domain_of
+    from mesh.identity import SpiffeId, mesh_ids, trust_domains_of
 
     bundle_path = options.home.bundle
     if not bundle_path.exists():
         return None
     # Only a controller of our own mesh: others on the same LAN (or laptop) are ignored.
     bundle = bundle_path.read_bytes()
-    trust_domain = trust_domain_of(load_certificates(bundle)[0])
+    trust_domain = trust_domains_of(bundle)[0]
     assert options.interfaces is not None
     record = await find_controller(
         options.interfaces, timeout=1.5, trust_domain=trust_domain, mesh_ids=mesh_ids(bundle)
@@ -447,6 +449,6 @@ async def _renew_locally(proxy: Proxy, options: ProxyOptions, ttl: timedelta) ->
     from mesh.proxy._control import keep_renewed
 
     async def from_local_ca(current: Any) -> Any:
-        return issue_locally(options, ttl)
+        return await issue_locally(options, ttl)
 
     await keep_renewed(proxy, from_local_ca)

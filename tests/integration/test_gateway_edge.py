@@ -159,6 +159,15 @@ def test_two_hosts_each_reach_their_own_service(edge: Edge, version: str) -> Non
     assert download.stdout == "5000000", download.stderr
 
 
+def test_the_gateway_serves_without_cryptography(edge: Edge) -> None:
+    """Its certificates are read and checked with the ssl module and mesh's DER reader: the
+    cryptography package (~9 MB) is not in the running gateway (docs/performance.md, Memory)."""
+    from tests.integration.test_sidecar_cryptography import cryptography_mapped
+
+    assert https(edge, "shop.example", "/", "--http2").returncode == 0
+    assert cryptography_mapped(edge.gateway.process.popen.pid) == []
+
+
 @pytest.mark.parametrize(("server_name", "names"), [("shop.example", "DNS:shop.example, DNS:www.shop.example"),
                                                      ("blog.example", "DNS:blog.example, DNS:*.blog.example")])
 def test_openssl_sees_the_certificate_of_each_server_name(edge: Edge, server_name: str, names: str) -> None:

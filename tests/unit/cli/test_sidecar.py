@@ -56,7 +56,8 @@ def loaded(env: dict[str, str], pid: int) -> set[str]:
 
 
 def framework(modules: set[str]) -> list[str]:
-    return sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in CLI_FRAMEWORK))
+    """The CLI framework's modules, and cryptography's (a sidecar's keys come from a helper process)."""
+    return sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in (*CLI_FRAMEWORK, "cryptography")))
 
 
 def test_inject_runs_its_sidecar_without_typer(env: dict[str, str], tmp_path: Path) -> None:
