@@ -66,13 +66,16 @@ def outcome(call: Any) -> tuple[Any, Any]:
 def state(conn: Any) -> Any:
     if isinstance(conn, Connection):
         machine = conn.state
-        streams = {sid: (s.state, s.outbound_flow_control_window, s.inbound_flow_control_window) for sid, s in conn.streams.items()}
+        streams = {sid: (s.state, s.outbound_flow_control_window, s.window.size, s.window.max_size, s.window.processed) for sid, s in conn.streams.items()}
+        window = (conn._window.size, conn._window.max_size, conn._window.processed)
     else:
         machine = conn.state_machine.state.value
-        streams = {
-            sid: (int(s.state_machine.state), s.outbound_flow_control_window, s.inbound_flow_control_window)
-            for sid, s in conn.streams.items()
-        }
+        streams = {}
+        for sid, s in conn.streams.items():
+            manager = s._inbound_window_manager
+            streams[sid] = (int(s.state_machine.state), s.outbound_flow_control_window, manager.current_window_size, manager.max_window_size, manager._bytes_processed)  # fmt: skip
+        manager = conn._inbound_flow_control_window_manager
+        window = (manager.current_window_size, manager.max_window_size, manager._bytes_processed)
     view = [
         machine,
         streams,
@@ -80,7 +83,7 @@ def state(conn: Any) -> Any:
         conn.highest_inbound_stream_id,
         conn.highest_outbound_stream_id,
         conn.outbound_flow_control_window,
-        conn.inbound_flow_control_window,
+        window,
         conn.max_outbound_frame_size,
         conn.max_inbound_frame_size,
     ]
@@ -147,6 +150,19 @@ FIELD = st.tuples(st.sampled_from(NAMES), st.sampled_from(VALUES))
 EXTRA = st.lists(st.sampled_from([(b"x-a", b"x"), (b"cookie", b"a=b"), (b"cookie", b"c=d"), (b"content-type", b"application/grpc"), (b"authorization", b"secret"), (b"user-agent", b"t")]), max_size=3)  # fmt: skip
 
 
+FLAWS: list[tuple[str, bytes, bytes]] = [
+    ("append", b"te", b"gzip"), ("append", b"te", b"Trailers"), ("append", b"connection", b"close"),
+    ("append", b"keep-alive", b"5"), ("append", b"Upper", b"x"), ("append", b"sp ace", b"x"), ("append", b"a:b", b"x"),
+    ("append", b"x-v", b" x"), ("append", b"x-v", b"x\t"), ("append", b"x-v", b"a\x00b"), ("append", b"x-v", b"a\nb"),
+    ("append", b"host", b"web"), ("append", b"host", b"elsewhere"), ("append", b":path", b"/again"),
+    ("append", b":bogus", b"x"), ("append", b":status", b"200"), ("append", b":protocol", b"websocket"),
+    ("append", b"content-length", b"1"), ("append", b"", b"x"), ("append", b"x-v", b""), ("append", b"cookie", b"z=1"),
+    ("first", b"x-early", b"1"), ("first", b":method", b"GET"), ("drop", b":path", b""), ("drop", b":authority", b""),
+    ("drop", b":status", b""), ("replace", b":path", b""), ("replace", b":method", b"CONNECT"),
+    ("replace", b":authority", b"a b"),
+]  # fmt: skip
+
+
 @st.composite
 def header_list(draw: st.DrawFn, client_side: bool, polite: bool = False) -> list[tuple[bytes, bytes]]:
     """What the peer sends: requests to a server, responses and trailers to a client; often mangled."""
@@ -170,6 +186,17 @@ def header_list(draw: st.DrawFn, client_side: bool, polite: bool = False) -> lis
     else:
         fields = draw(st.lists(FIELD, max_size=6))
     fields = fields + draw(EXTRA)
+    if not polite and draw(st.booleans()):  # one flaw in an otherwise good block
+        how, name, value = draw(st.sampled_from(FLAWS))
+        if how == "append":
+            fields.append((name, value))
+        elif how == "first":
+            fields.insert(0, (name, value))
+        elif how == "drop":
+            fields = [f for f in fields if f[0] != name]
+        else:
+            fields = [(n, value if n == name else v) for n, v in fields]
+        return fields
     for _ in range(0 if polite else draw(st.integers(0, 2))):  # mangle: insert, drop or swap a field
         how = draw(st.sampled_from(["insert", "drop", "swap"]))
         if how == "insert":
@@ -195,14 +222,14 @@ def header_block(draw: st.DrawFn, encoder: hpack.Encoder, client_side: bool, pol
 
 
 @st.composite
-def frames(draw: st.DrawFn, encoder: hpack.Encoder, client_side: bool) -> bytes:
+def frames(draw: st.DrawFn, encoder: hpack.Encoder, client_side: bool, known: list[int]) -> bytes:
     kind = draw(
         st.sampled_from(
             ["headers"] * 6 + ["data"] * 5 + ["window"] * 2 + ["rst"] * 2
             + ["settings", "ping", "priority", "goaway", "unknown", "altsvc", "push", "continuation", "junk"]
         )
     )  # fmt: skip
-    stream_id = draw(STREAM_IDS)
+    stream_id = draw(st.sampled_from(known)) if known and draw(st.booleans()) else draw(STREAM_IDS)
     if kind == "headers":
         block = draw(header_block(encoder, client_side))
         flags = draw(st.sampled_from([0x5, 0x4, 0x4, 0x5, 0x1, 0x0, 0x24, 0xD, 0x2D]))
@@ -212,15 +239,26 @@ def frames(draw: st.DrawFn, encoder: hpack.Encoder, client_side: bool) -> bytes:
             payload = struct.pack(">LB", depends, draw(st.integers(0, 255))) + payload
         if flags & 0x8:
             pad = draw(st.integers(0, 6))
-            payload = bytes([draw(st.sampled_from([pad, 200]))]) + payload + b"\0" * pad
+            payload = bytes([draw(st.sampled_from([pad, 200, min(len(payload) + pad, 255), min(len(payload) + pad - 1, 255)]))]) + payload + b"\0" * pad
         if flags & 0x4:
             return raw_frame(1, flags, stream_id, payload)
         # No END_HEADERS: the rest comes in CONTINUATIONs, maybe with something else in between.
         out = raw_frame(1, flags, stream_id, payload[: len(payload) // 2])
         rest = payload[len(payload) // 2 :]
-        if draw(st.integers(0, 5)) == 0:
-            out += raw_frame(draw(st.sampled_from([0, 8, 6, 9])), 0, draw(STREAM_IDS), b"\0\0\0\1\0\0\0\0"[: draw(st.integers(0, 8))])
-        for _ in range(draw(st.sampled_from([0, 0, 1, 70]))):
+        if draw(st.integers(0, 3)) == 0:  # something else in the middle of the header block
+            out += draw(
+                st.sampled_from(
+                    [
+                        raw_frame(6, 0, 0, b"12345678"),
+                        raw_frame(8, 0, 0, b"\0\0\0\1"),
+                        raw_frame(0, 0, 1, b"x"),
+                        raw_frame(0x0B, 0, 0, b""),
+                        raw_frame(9, 0, stream_id + 2, b""),
+                        raw_frame(1, 0x4, stream_id, b"\x82"),
+                    ]
+                )
+            )
+        for _ in range(draw(st.sampled_from([0, 0, 1, 62, 63, 70]))):
             out += raw_frame(9, 0, stream_id, b"")
         return out + raw_frame(9, 0x4, stream_id, rest)
     if kind == "data":
@@ -229,7 +267,7 @@ def frames(draw: st.DrawFn, encoder: hpack.Encoder, client_side: bool) -> bytes:
         payload = b"d" * size
         if flags & 0x8:
             pad = draw(st.integers(0, 10))
-            payload = bytes([draw(st.sampled_from([pad, 255, 0]))]) + payload + b"\0" * pad
+            payload = bytes([draw(st.sampled_from([pad, 255, 0, min(len(payload) + pad, 255)]))]) + payload + b"\0" * pad
         return raw_frame(0, flags, stream_id, payload)
     if kind == "window":
         increment = draw(st.sampled_from([1, 100, 65535, 2**31 - 1, 0, 2**31 + 5, 2**24]))
@@ -279,7 +317,7 @@ class Peer:
 
 
 @st.composite
-def polite_frames(draw: st.DrawFn, encoder: hpack.Encoder, peer: Peer) -> bytes:
+def polite_frames(draw: st.DrawFn, encoder: hpack.Encoder, peer: Peer, flaws: bool = False) -> bytes:
     """What a well-behaved peer sends, mostly: requests on new streams (or responses on ours), their
     bodies and trailers, window updates, resets, pings, SETTINGS."""
     kind = draw(st.sampled_from(["headers"] * 4 + ["data"] * 4 + ["window"] * 2 + ["rst", "ping", "settings"]))
@@ -304,6 +342,16 @@ def polite_frames(draw: st.DrawFn, encoder: hpack.Encoder, peer: Peer) -> bytes:
                 fields = REQUEST + fields
         if first and peer.client_side and not fields[0][0].startswith(b":"):
             fields = RESPONSE + fields
+        if flaws and draw(st.integers(0, 2)) == 0:  # one flaw in an otherwise good block
+            how, name, value = draw(st.sampled_from(FLAWS))
+            if how == "append":
+                fields = [*fields, (name, value)]
+            elif how == "first":
+                fields = [(name, value), *fields]
+            elif how == "drop":
+                fields = [f for f in fields if f[0] != name]
+            else:
+                fields = [(n, value if n == name else v) for n, v in fields]
         block = bytes(encoder.encode(fields, huffman=draw(st.booleans())))
         end = 0x1 if not first or draw(st.integers(0, 2)) == 0 else 0
         if draw(st.integers(0, 4)):
@@ -314,7 +362,7 @@ def polite_frames(draw: st.DrawFn, encoder: hpack.Encoder, peer: Peer) -> bytes:
         return raw_frame(6, 1, 0, b"12345678")
     stream_id = draw(st.sampled_from(headed))
     if kind == "data":
-        size = draw(st.sampled_from([0, 1, 3, 5, 200, 5000]))
+        size = draw(st.sampled_from([0, 1, 3, 5, 50, 200, 5000]))
         flags = draw(st.sampled_from([0, 0, 1, 8, 9]))
         payload = b"\x02" + b"d" * size + b"\0\0" if flags & 0x8 else b"d" * size  # PADDED: 2 bytes of padding
         return raw_frame(0, flags, stream_id, payload)
@@ -336,7 +384,9 @@ REQUEST = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"web")
 def calls(draw: st.DrawFn, client_side: bool) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
     """What the proxy calls on a connection (and a few things it never should)."""
     stream_id = draw(STREAM_IDS)
-    kind = draw(st.sampled_from(["headers"] * 3 + ["data"] * 3 + ["end", "reset", "reset", "ack", "ack", "window", "goaway", "ping", "next", "count"]))  # fmt: skip
+    kind = draw(st.sampled_from(["headers"] * 6 + ["data"] * 6 + ["end", "end", "reset", "reset", "ack", "ack", "ack", "window", "ping", "next", "count"]))  # fmt: skip
+    if draw(st.integers(0, 30)) == 0:
+        kind = "goaway"  # ends the connection: rare
     if kind == "headers":
         head = draw(st.sampled_from([REQUEST, RESPONSE, [(b"grpc-status", b"0")], [(b":status", b"103")]]))
         if client_side and head is REQUEST and draw(st.booleans()):
@@ -350,7 +400,7 @@ def calls(draw: st.DrawFn, client_side: bool) -> tuple[str, tuple[Any, ...], dic
     if kind == "reset":
         return "reset_stream", (stream_id, draw(st.sampled_from([0, 7, 8]))), {}
     if kind == "ack":
-        return "acknowledge_received_data", (draw(st.sampled_from([0, 1, 40, 5000, 200000])), stream_id), {}
+        return "acknowledge_received_data", (draw(st.sampled_from([0, 1, 40, 50, 5000, 32767, 131072, 200000])), stream_id), {}
     if kind == "window":
         return "increment_flow_control_window", (draw(st.sampled_from([1, 1000, 2**31 - 1])),), {}
     if kind == "goaway":
@@ -390,7 +440,7 @@ def scripts(draw: st.DrawFn) -> tuple[Setup, list[Any]]:
             parts = []
             for _ in range(draw(st.integers(1, 4))):
                 hostile = hostility and draw(st.integers(1, hostility)) == 1
-                parts.append(draw(frames(encoder, client_side) if hostile else polite_frames(encoder, peer)))
+                parts.append(draw(frames(encoder, client_side, peer.streams) if hostile else polite_frames(encoder, peer, hostility > 0)))
             wire = b"".join(parts)
             cuts = sorted(draw(st.lists(st.integers(0, len(wire)), max_size=2)))
             steps.append(("recv", wire, cuts))
@@ -423,7 +473,7 @@ def _run(conn: Any, step: Any) -> Any:
     return outcome(call), None
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(scripts())
 def test_the_codec_does_what_h2_does(script: tuple[Setup, list[Any]]) -> None:
     setup, steps = script
@@ -437,6 +487,41 @@ def test_the_codec_does_what_h2_does(script: tuple[Setup, list[Any]]) -> None:
         assert state(ours) == state(theirs), f"state after step {number}"
         if step[0] == "recv" and mine[0][0] == "raised":
             break  # the connection is over: the proxy stops reading it
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.booleans(),
+    st.booleans(),
+    st.lists(st.one_of(st.sampled_from(FLAWS), st.tuples(st.just("append"), *[st.sampled_from(NAMES), st.sampled_from(VALUES)])), max_size=2),
+    st.sampled_from([0, 1]),
+)
+def test_header_blocks_are_judged_as_h2_judges_them(client_side: bool, trailers: bool, flaws: list[Any], end: int) -> None:
+    """A good head (request, response, or trailers after one) with up to two flaws: accepted or refused alike."""
+    setup = Setup(client_side=client_side, peer_proxy=False, limit=100, stream_window=STREAM_WINDOW, grow_connection=True)
+    ours, theirs = build(setup)
+    encoder = hpack.Encoder()
+    fields = list(RESPONSE if client_side else REQUEST)
+    steps: list[Any] = [] if client_side else [("recv", PREFACE)]
+    if client_side:
+        steps.append(("call", "send_headers", (1, REQUEST), {"end_stream": True}))
+    if trailers:
+        steps.append(("recv", raw_frame(1, 0x4, 1, bytes(encoder.encode(fields)))))
+        fields = [(b"grpc-status", b"0")]
+    for how, name, value in flaws:
+        if how == "append":
+            fields.append((name, value))
+        elif how == "first":
+            fields.insert(0, (name, value))
+        elif how == "drop":
+            fields = [f for f in fields if f[0] != name]
+        else:
+            fields = [(n, value if n == name else v) for n, v in fields]
+    steps.append(("recv", raw_frame(1, 0x4 | end, 1, bytes(encoder.encode(fields)))))
+    for number, step in enumerate(steps):
+        note(f"step {number}: {step!r}")
+        assert _run(ours, step) == _run(theirs, step)
+        assert ours.data_to_send() == theirs.data_to_send()
 
 
 # -- what the codec sends, as an h2 peer reads it ---------------------------------------------------
