@@ -25,8 +25,8 @@ from h2.config import H2Configuration
 from h2.exceptions import StreamClosedError
 
 from mesh.proxy._h2_transport import MAX_CONCURRENT_STREAMS
-from mesh.proxy.protocol.http2 import RECV_RST_STREAM, SEND_RST_STREAM, Connection
 from mesh.proxy._policy import TokenBucket
+from mesh.proxy.protocol.http2 import RECV_RST_STREAM, SEND_RST_STREAM, Connection
 
 # Streams that end by a reset, per connection. What bounds the work is the stream limit (a reset
 # stream holds its slot until its task has ended); the budget ends connections that do little else

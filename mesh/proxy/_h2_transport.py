@@ -132,6 +132,7 @@ def _frame_for_log(frame: object) -> object:
 
 h2.connection.repr = _frame_for_log  # type: ignore[attr-defined]
 
+
 def h2_config(client_side: bool, peer_proxy: bool = False) -> h2.config.H2Configuration:
     # What we send was validated when it was received (or built by us): checking it again
     # on the way out costs a third of h2's header work. What we receive is validated, except

@@ -27,7 +27,6 @@ from mesh.proxy._h2_transport import (
     MAX_HEADER_LIST_SIZE,
     STREAM_WINDOW,
     Body,
-    Connection,
     H2Endpoint,
     Head,
     Headers,
@@ -39,6 +38,7 @@ from mesh.proxy._h2_transport import (
 )
 from mesh.proxy._policy import TokenBucket
 from mesh.proxy._pool import ContextProvider, open_upstream
+from mesh.proxy.protocol.http2 import Connection
 
 log = logging.getLogger("mesh.proxy")
 

@@ -66,7 +66,10 @@ def outcome(call: Any) -> tuple[Any, Any]:
 def state(conn: Any) -> Any:
     if isinstance(conn, Connection):
         machine = conn.state
-        streams = {sid: (s.state, s.outbound_flow_control_window, s.window.size, s.window.max_size, s.window.processed) for sid, s in conn.streams.items()}
+        streams = {
+            sid: (s.state, s.outbound_flow_control_window, s.window.size, s.window.max_size, s.window.processed)
+            for sid, s in conn.streams.items()
+        }
         window = (conn._window.size, conn._window.max_size, conn._window.processed)
     else:
         machine = conn.state_machine.state.value
@@ -167,7 +170,9 @@ FLAWS: list[tuple[str, bytes, bytes]] = [
 def header_list(draw: st.DrawFn, client_side: bool, polite: bool = False) -> list[tuple[bytes, bytes]]:
     """What the peer sends: requests to a server, responses and trailers to a client; often mangled."""
     if polite:
-        kind = draw(st.sampled_from(["response", "response", "trailers"] if client_side else ["request", "request", "trailers"]))
+        kind = draw(
+            st.sampled_from(["response", "response", "trailers"] if client_side else ["request", "request", "trailers"])
+        )
     else:
         kind = draw(st.sampled_from(["request", "response", "trailers", "informational", "random"]))
     if kind == "request":
@@ -239,7 +244,13 @@ def frames(draw: st.DrawFn, encoder: hpack.Encoder, client_side: bool, known: li
             payload = struct.pack(">LB", depends, draw(st.integers(0, 255))) + payload
         if flags & 0x8:
             pad = draw(st.integers(0, 6))
-            payload = bytes([draw(st.sampled_from([pad, 200, min(len(payload) + pad, 255), min(len(payload) + pad - 1, 255)]))]) + payload + b"\0" * pad
+            payload = (
+                bytes(
+                    [draw(st.sampled_from([pad, 200, min(len(payload) + pad, 255), min(len(payload) + pad - 1, 255)]))]
+                )
+                + payload
+                + b"\0" * pad
+            )
         if flags & 0x4:
             return raw_frame(1, flags, stream_id, payload)
         # No END_HEADERS: the rest comes in CONTINUATIONs, maybe with something else in between.
@@ -267,7 +278,9 @@ def frames(draw: st.DrawFn, encoder: hpack.Encoder, client_side: bool, known: li
         payload = b"d" * size
         if flags & 0x8:
             pad = draw(st.integers(0, 10))
-            payload = bytes([draw(st.sampled_from([pad, 255, 0, min(len(payload) + pad, 255)]))]) + payload + b"\0" * pad
+            payload = (
+                bytes([draw(st.sampled_from([pad, 255, 0, min(len(payload) + pad, 255)]))]) + payload + b"\0" * pad
+            )
         return raw_frame(0, flags, stream_id, payload)
     if kind == "window":
         increment = draw(st.sampled_from([1, 100, 65535, 2**31 - 1, 0, 2**31 + 5, 2**24]))
@@ -285,12 +298,21 @@ def frames(draw: st.DrawFn, encoder: hpack.Encoder, client_side: bool, known: li
             body = body[:-1] + b""
         return raw_frame(4, 0, draw(st.sampled_from([0, 0, 0, 3])), body)
     if kind == "ping":
-        return raw_frame(6, draw(st.sampled_from([0, 1])), draw(st.sampled_from([0, 0, 1])), b"12345678"[: draw(st.sampled_from([8, 8, 7]))])
+        return raw_frame(
+            6,
+            draw(st.sampled_from([0, 1])),
+            draw(st.sampled_from([0, 0, 1])),
+            b"12345678"[: draw(st.sampled_from([8, 8, 7]))],
+        )
     if kind == "priority":
-        body = struct.pack(">LB", draw(st.sampled_from([0, stream_id, 0x80000003])), 9)[: draw(st.sampled_from([5, 5, 4]))]
+        body = struct.pack(">LB", draw(st.sampled_from([0, stream_id, 0x80000003])), 9)[
+            : draw(st.sampled_from([5, 5, 4]))
+        ]
         return raw_frame(2, 0, stream_id, body)
     if kind == "goaway":
-        body = struct.pack(">LL", draw(st.sampled_from([0, 1, 3, 2**31 - 1])), draw(st.sampled_from([0, 0, 1, 2, 0x99])))
+        body = struct.pack(
+            ">LL", draw(st.sampled_from([0, 1, 3, 2**31 - 1])), draw(st.sampled_from([0, 0, 1, 2, 0x99]))
+        )
         body += draw(st.sampled_from([b"", b"bye"]))
         return raw_frame(7, 0, draw(st.sampled_from([0, 0, 0, 1])), body[: draw(st.sampled_from([20, 20, 6]))])
     if kind == "unknown":
@@ -367,12 +389,16 @@ def polite_frames(draw: st.DrawFn, encoder: hpack.Encoder, peer: Peer, flaws: bo
         payload = b"\x02" + b"d" * size + b"\0\0" if flags & 0x8 else b"d" * size  # PADDED: 2 bytes of padding
         return raw_frame(0, flags, stream_id, payload)
     if kind == "window":
-        return raw_frame(8, 0, draw(st.sampled_from([0, stream_id])), struct.pack(">L", draw(st.sampled_from([1, 5000, 2**20]))))
+        return raw_frame(
+            8, 0, draw(st.sampled_from([0, stream_id])), struct.pack(">L", draw(st.sampled_from([1, 5000, 2**20])))
+        )
     if kind == "rst":
         return raw_frame(3, 0, stream_id, struct.pack(">L", draw(st.sampled_from([0, 8]))))
     if kind == "ping":
         return raw_frame(6, draw(st.sampled_from([0, 1])), 0, b"12345678")
-    values = draw(st.sampled_from([b"", struct.pack(">HL", 4, 70000), struct.pack(">HL", 1, 0), struct.pack(">HL", 5, 20000)]))
+    values = draw(
+        st.sampled_from([b"", struct.pack(">HL", 4, 70000), struct.pack(">HL", 1, 0), struct.pack(">HL", 5, 20000)])
+    )
     return raw_frame(4, 0, 0, values) if draw(st.integers(0, 3)) else raw_frame(4, 1, 0, b"")
 
 
@@ -400,11 +426,19 @@ def calls(draw: st.DrawFn, client_side: bool) -> tuple[str, tuple[Any, ...], dic
     if kind == "reset":
         return "reset_stream", (stream_id, draw(st.sampled_from([0, 7, 8]))), {}
     if kind == "ack":
-        return "acknowledge_received_data", (draw(st.sampled_from([0, 1, 40, 50, 5000, 32767, 131072, 200000])), stream_id), {}
+        return (
+            "acknowledge_received_data",
+            (draw(st.sampled_from([0, 1, 40, 50, 5000, 32767, 131072, 200000])), stream_id),
+            {},
+        )
     if kind == "window":
         return "increment_flow_control_window", (draw(st.sampled_from([1, 1000, 2**31 - 1])),), {}
     if kind == "goaway":
-        return "close_connection", (), {"error_code": draw(st.sampled_from([0, 11])), "last_stream_id": draw(st.sampled_from([None, 3]))}
+        return (
+            "close_connection",
+            (),
+            {"error_code": draw(st.sampled_from([0, 11])), "last_stream_id": draw(st.sampled_from([None, 3]))},
+        )
     if kind == "ping":
         return "ping", (b"pingping",), {}
     if kind == "next":
@@ -440,7 +474,13 @@ def scripts(draw: st.DrawFn) -> tuple[Setup, list[Any]]:
             parts = []
             for _ in range(draw(st.integers(1, 4))):
                 hostile = hostility and draw(st.integers(1, hostility)) == 1
-                parts.append(draw(frames(encoder, client_side, peer.streams) if hostile else polite_frames(encoder, peer, hostility > 0)))
+                parts.append(
+                    draw(
+                        frames(encoder, client_side, peer.streams)
+                        if hostile
+                        else polite_frames(encoder, peer, hostility > 0)
+                    )
+                )
             wire = b"".join(parts)
             cuts = sorted(draw(st.lists(st.integers(0, len(wire)), max_size=2)))
             steps.append(("recv", wire, cuts))
@@ -493,12 +533,21 @@ def test_the_codec_does_what_h2_does(script: tuple[Setup, list[Any]]) -> None:
 @given(
     st.booleans(),
     st.booleans(),
-    st.lists(st.one_of(st.sampled_from(FLAWS), st.tuples(st.just("append"), *[st.sampled_from(NAMES), st.sampled_from(VALUES)])), max_size=2),
+    st.lists(
+        st.one_of(
+            st.sampled_from(FLAWS), st.tuples(st.just("append"), *[st.sampled_from(NAMES), st.sampled_from(VALUES)])
+        ),
+        max_size=2,
+    ),
     st.sampled_from([0, 1]),
 )
-def test_header_blocks_are_judged_as_h2_judges_them(client_side: bool, trailers: bool, flaws: list[Any], end: int) -> None:
+def test_header_blocks_are_judged_as_h2_judges_them(
+    client_side: bool, trailers: bool, flaws: list[Any], end: int
+) -> None:
     """A good head (request, response, or trailers after one) with up to two flaws: accepted or refused alike."""
-    setup = Setup(client_side=client_side, peer_proxy=False, limit=100, stream_window=STREAM_WINDOW, grow_connection=True)
+    setup = Setup(
+        client_side=client_side, peer_proxy=False, limit=100, stream_window=STREAM_WINDOW, grow_connection=True
+    )
     ours, theirs = build(setup)
     encoder = hpack.Encoder()
     fields = list(RESPONSE if client_side else REQUEST)
@@ -531,7 +580,16 @@ def test_header_blocks_are_judged_as_h2_judges_them(client_side: bool, trailers:
 def exchanges(draw: st.DrawFn) -> list[Any]:
     steps: list[Any] = []
     for stream_id in range(1, 2 * draw(st.integers(1, 4)), 2):
-        headers = REQUEST + draw(EXTRA) + draw(st.lists(st.tuples(st.sampled_from([b"x-b", b"accept"]), st.text("abc/-=; ", max_size=300).map(str.encode)), max_size=2))
+        headers = (
+            REQUEST
+            + draw(EXTRA)
+            + draw(
+                st.lists(
+                    st.tuples(st.sampled_from([b"x-b", b"accept"]), st.text("abc/-=; ", max_size=300).map(str.encode)),
+                    max_size=2,
+                )
+            )
+        )
         body = draw(st.lists(st.integers(0, 40000), max_size=3))
         trailers = draw(st.booleans())
         steps.append(("send_headers", stream_id, headers, not body and not trailers))
@@ -553,13 +611,17 @@ def test_what_the_codec_sends_h2_reads_as_what_h2_sends(steps: list[Any], frame_
     def run(sender: Any) -> list[Any]:
         receiver = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
         receiver.initiate_connection()
-        receiver.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**20, h2.settings.SettingCodes.MAX_FRAME_SIZE: frame_size})
+        receiver.update_settings(
+            {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**20, h2.settings.SettingCodes.MAX_FRAME_SIZE: frame_size}
+        )
         sender.encoder = ProxyEncoder()
         sender.initiate_connection()
         receiver.receive_data(sender.data_to_send())
         sender.receive_data(receiver.data_to_send())
         receiver.receive_data(sender.data_to_send())
-        sender.max_outbound_frame_size = min(sender.max_outbound_frame_size, 16384) if frame_size == 16384 else sender.max_outbound_frame_size
+        sender.max_outbound_frame_size = (
+            min(sender.max_outbound_frame_size, 16384) if frame_size == 16384 else sender.max_outbound_frame_size
+        )
         received = []
         for name, *args in steps:
             try:
@@ -588,7 +650,10 @@ def test_what_the_codec_sends_h2_reads_as_what_h2_sends(steps: list[Any], frame_
 
 
 @settings(max_examples=1500, deadline=None)
-@given(st.lists(st.one_of(st.binary(max_size=40), st.lists(FIELD, max_size=5)), min_size=1, max_size=4), st.integers(0, 2**16))
+@given(
+    st.lists(st.one_of(st.binary(max_size=40), st.lists(FIELD, max_size=5)), min_size=1, max_size=4),
+    st.integers(0, 2**16),
+)
 def test_the_hpack_decoder_does_what_hpacks_does(blocks: list[Any], list_limit: int) -> None:
     """Block after block on one context (the dynamic table carries over): same fields, same errors."""
     encoder = hpack.Encoder()

@@ -65,7 +65,9 @@ from mesh.proxy.protocol.http2._stream import (
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 # Frame types (RFC 9113 6; ALTSVC: RFC 7838).
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION, ALTSVC = range(11)
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION, ALTSVC = range(
+    11
+)
 END_STREAM = ACK = 0x1
 END_HEADERS = 0x4
 PADDED = 0x8
@@ -164,7 +166,10 @@ def _transitions() -> tuple[tuple[int | None, ...], ...]:
         RECV_PRIORITY,
         RECV_ALTERNATIVE_SERVICE,
     )
-    for state, extra in ((C_CLIENT_OPEN, (RECV_PUSH_PROMISE,)), (C_SERVER_OPEN, (SEND_PUSH_PROMISE, SEND_ALTERNATIVE_SERVICE))):
+    for state, extra in (
+        (C_CLIENT_OPEN, (RECV_PUSH_PROMISE,)),
+        (C_SERVER_OPEN, (SEND_PUSH_PROMISE, SEND_ALTERNATIVE_SERVICE)),
+    ):
         for stay in common + extra:
             table[state][stay] = state
     for state in range(4):
@@ -206,7 +211,9 @@ class Connection:
 
     def __init__(self, config: H2Configuration, encoder: Any = None) -> None:
         if config.validate_outbound_headers or config.normalize_outbound_headers or config.header_encoding:
-            raise ValueError("the proxy's HTTP/2 codec sends header blocks as given: no outbound validation or encoding")
+            raise ValueError(
+                "the proxy's HTTP/2 codec sends header blocks as given: no outbound validation or encoding"
+            )
         self.config = config
         self.client_side = bool(config.client_side)
         self._validate_inbound = bool(config.validate_inbound_headers)
@@ -246,7 +253,9 @@ class Connection:
         state = _NEXT_STATE[self.state][what]
         if state is None:
             old, self.state = self.state, C_CLOSED
-            raise ProtocolError(f"Invalid input ConnectionInputs.{_INPUT_NAMES[what]} in state ConnectionState.{_STATE_NAMES[old]}")
+            raise ProtocolError(
+                f"Invalid input ConnectionInputs.{_INPUT_NAMES[what]} in state ConnectionState.{_STATE_NAMES[old]}"
+            )
         self.state = state
 
     def _open_streams(self, remainder: int) -> int:
@@ -567,7 +576,9 @@ class Connection:
         else:
             self._receive_control_frame(frame_type, flags, stream_id, body, events)
 
-    def _receive_control_frame(self, frame_type: int, flags: int, stream_id: int, body: bytes, events: list[Any]) -> None:
+    def _receive_control_frame(
+        self, frame_type: int, flags: int, stream_id: int, body: bytes, events: list[Any]
+    ) -> None:
         if frame_type == WINDOW_UPDATE:
             if len(body) != 4:
                 raise FrameDataMissingError("Frame data missing or invalid")
@@ -703,7 +714,7 @@ class Connection:
         if informational and end_stream:
             raise ProtocolError("Cannot set END_STREAM on informational responses")
         event_class = stream.receive_headers(informational)
-        event = event_class(stream_id=stream_id)
+        event: Any = event_class(stream_id=stream_id)
         ended = stream.receive_end_stream() if end_stream else None
         if ended is not None:
             event.stream_ended = ended
@@ -761,7 +772,7 @@ class Connection:
         if end_stream:
             ended = stream.receive_end_stream()
             event.stream_ended = ended
-            events.append(ended)  # type: ignore[arg-type]
+            events.append(ended)
 
     def _data_on_closed_stream(self, exc: StreamClosedError, flow: int, end_stream: bool, events: list[Any]) -> None:
         """DATA on a closed stream: its bytes still count for the connection's window; RST_STREAM."""
@@ -867,7 +878,9 @@ class Connection:
         events.append(event)
 
 
-def _parse_header_block_frame(frame_type: int, flags: int, body: bytes) -> tuple[bytes, tuple[int, int, bool], int | None]:
+def _parse_header_block_frame(
+    frame_type: int, flags: int, body: bytes
+) -> tuple[bytes, tuple[int, int, bool], int | None]:
     """A HEADERS or PUSH_PROMISE frame's fragment, priority and promised stream, as hyperframe parses them."""
     start = 0
     pad = 0

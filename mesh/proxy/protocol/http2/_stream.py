@@ -31,6 +31,12 @@ SEND_RST_STREAM = StreamClosedBy.SEND_RST_STREAM
 RECV_RST_STREAM = StreamClosedBy.RECV_RST_STREAM
 
 LARGEST_WINDOW = 2**31 - 1
+HeadersEvent = (
+    h2.events.RequestReceived
+    | h2.events.ResponseReceived
+    | h2.events.TrailersReceived
+    | h2.events.InformationalResponseReceived
+)
 _COUNTS_AS_OPEN = (False, False, False, True, True, True, False)
 
 
@@ -140,7 +146,9 @@ class Stream:
         self.state = CLOSED
         self.closed_by = SEND_RST_STREAM
         error = StreamClosedError(self.stream_id)
-        error._events = [h2.events.StreamReset(stream_id=self.stream_id, error_code=ErrorCodes.STREAM_CLOSED, remote_reset=False)]
+        error._events = [
+            h2.events.StreamReset(stream_id=self.stream_id, error_code=ErrorCodes.STREAM_CLOSED, remote_reset=False)
+        ]
         return error
 
     # -- sending ------------------------------------------------------------------
@@ -216,7 +224,7 @@ class Stream:
 
     # -- receiving ------------------------------------------------------------------
 
-    def receive_headers(self, informational: bool) -> type[h2.events.Event]:
+    def receive_headers(self, informational: bool) -> type[HeadersEvent]:
         """The state change for a header block received; the event class it makes."""
         state = self.state
         if informational:
