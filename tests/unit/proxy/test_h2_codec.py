@@ -166,6 +166,17 @@ FLAWS: list[tuple[str, bytes, bytes]] = [
 ]  # fmt: skip
 
 
+def with_flaw(fields: list[tuple[bytes, bytes]], flaw: tuple[str, bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    how, name, value = flaw
+    if how == "append":
+        return [*fields, (name, value)]
+    if how == "first":
+        return [(name, value), *fields]
+    if how == "drop":
+        return [f for f in fields if f[0] != name]
+    return [(n, value if n == name else v) for n, v in fields]
+
+
 @st.composite
 def header_list(draw: st.DrawFn, client_side: bool, polite: bool = False) -> list[tuple[bytes, bytes]]:
     """What the peer sends: requests to a server, responses and trailers to a client; often mangled."""
@@ -192,16 +203,7 @@ def header_list(draw: st.DrawFn, client_side: bool, polite: bool = False) -> lis
         fields = draw(st.lists(FIELD, max_size=6))
     fields = fields + draw(EXTRA)
     if not polite and draw(st.booleans()):  # one flaw in an otherwise good block
-        how, name, value = draw(st.sampled_from(FLAWS))
-        if how == "append":
-            fields.append((name, value))
-        elif how == "first":
-            fields.insert(0, (name, value))
-        elif how == "drop":
-            fields = [f for f in fields if f[0] != name]
-        else:
-            fields = [(n, value if n == name else v) for n, v in fields]
-        return fields
+        return with_flaw(fields, draw(st.sampled_from(FLAWS)))
     for _ in range(0 if polite else draw(st.integers(0, 2))):  # mangle: insert, drop or swap a field
         how = draw(st.sampled_from(["insert", "drop", "swap"]))
         if how == "insert":
@@ -246,7 +248,7 @@ def frames(draw: st.DrawFn, encoder: hpack.Encoder, client_side: bool, known: li
             pad = draw(st.integers(0, 6))
             payload = (
                 bytes(
-                    [draw(st.sampled_from([pad, 200, min(len(payload) + pad, 255), min(len(payload) + pad - 1, 255)]))]
+                    [draw(st.sampled_from([pad, 200, min(len(payload) + pad, 255), max(min(len(payload) + pad - 1, 255), 0)]))]
                 )
                 + payload
                 + b"\0" * pad
@@ -365,15 +367,7 @@ def polite_frames(draw: st.DrawFn, encoder: hpack.Encoder, peer: Peer, flaws: bo
         if first and peer.client_side and not fields[0][0].startswith(b":"):
             fields = RESPONSE + fields
         if flaws and draw(st.integers(0, 2)) == 0:  # one flaw in an otherwise good block
-            how, name, value = draw(st.sampled_from(FLAWS))
-            if how == "append":
-                fields = [*fields, (name, value)]
-            elif how == "first":
-                fields = [(name, value), *fields]
-            elif how == "drop":
-                fields = [f for f in fields if f[0] != name]
-            else:
-                fields = [(n, value if n == name else v) for n, v in fields]
+            fields = with_flaw(fields, draw(st.sampled_from(FLAWS)))
         block = bytes(encoder.encode(fields, huffman=draw(st.booleans())))
         end = 0x1 if not first or draw(st.integers(0, 2)) == 0 else 0
         if draw(st.integers(0, 4)):
@@ -557,15 +551,8 @@ def test_header_blocks_are_judged_as_h2_judges_them(
     if trailers:
         steps.append(("recv", raw_frame(1, 0x4, 1, bytes(encoder.encode(fields)))))
         fields = [(b"grpc-status", b"0")]
-    for how, name, value in flaws:
-        if how == "append":
-            fields.append((name, value))
-        elif how == "first":
-            fields.insert(0, (name, value))
-        elif how == "drop":
-            fields = [f for f in fields if f[0] != name]
-        else:
-            fields = [(n, value if n == name else v) for n, v in fields]
+    for flaw in flaws:
+        fields = with_flaw(fields, flaw)
     steps.append(("recv", raw_frame(1, 0x4 | end, 1, bytes(encoder.encode(fields)))))
     for number, step in enumerate(steps):
         note(f"step {number}: {step!r}")
