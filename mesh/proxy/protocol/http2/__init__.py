@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from mesh.proxy.protocol.http2._connection import PREFACE, Connection, error_code
+from mesh.proxy.protocol.http2._connection import Connection, error_code
+from mesh.proxy.protocol.http2._frames import PREFACE
 from mesh.proxy.protocol.http2._stream import RECV_RST_STREAM, SEND_RST_STREAM, Stream
 
 __all__ = ["PREFACE", "RECV_RST_STREAM", "SEND_RST_STREAM", "Connection", "Stream", "error_code"]

@@ -22,7 +22,6 @@ What it does differently, on purpose:
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable
 from typing import Any
 
@@ -46,7 +45,62 @@ from h2.stream import StreamClosedBy
 from hpack.exceptions import HPACKError, OversizedHeaderListError
 
 from mesh.proxy.protocol.http2._fields import join_cookies, validate
+from mesh.proxy.protocol.http2._frames import (
+    ACK,
+    ALTSVC,
+    ASSOCIATION,
+    CONTINUATION,
+    CONTINUATION_BACKLOG,
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    FRAME_HEADER,
+    FRAME_NAMES,
+    GOAWAY,
+    HAS_STREAM,
+    HEADERS,
+    NO_STREAM,
+    PADDED,
+    PING,
+    PREFACE,
+    PRIORITY,
+    PRIORITY_FLAG,
+    PUSH_PROMISE,
+    RST_STREAM,
+    SETTINGS,
+    U16,
+    U16_U32,
+    U32,
+    U32_U8,
+    U32_U32,
+    WINDOW_UPDATE,
+    parse_header_block_frame,
+)
 from mesh.proxy.protocol.http2._hpack import Decoder
+from mesh.proxy.protocol.http2._machine import (
+    C_CLOSED,
+    C_IDLE,
+    INPUT_NAMES,
+    NEXT_STATE,
+    RECV_ALTERNATIVE_SERVICE,
+    RECV_DATA,
+    RECV_GOAWAY,
+    RECV_HEADERS,
+    RECV_PING,
+    RECV_PRIORITY,
+    RECV_PUSH_PROMISE,
+    RECV_RST_STREAM_INPUT,
+    RECV_SETTINGS,
+    RECV_WINDOW_UPDATE,
+    SEND_DATA,
+    SEND_GOAWAY,
+    SEND_HEADERS,
+    SEND_PING,
+    SEND_RST_STREAM_INPUT,
+    SEND_SETTINGS,
+    SEND_WINDOW_UPDATE,
+    STATE_NAMES,
+)
 from mesh.proxy.protocol.http2._stream import (
     CLOSED,
     HALF_CLOSED_LOCAL,
@@ -62,122 +116,6 @@ from mesh.proxy.protocol.http2._stream import (
     grow,
 )
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-# Frame types (RFC 9113 6; ALTSVC: RFC 7838).
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION, ALTSVC = range(
-    11
-)
-END_STREAM = ACK = 0x1
-END_HEADERS = 0x4
-PADDED = 0x8
-PRIORITY_FLAG = 0x20
-
-_HAS_STREAM, _NO_STREAM, _EITHER = 1, 2, 3
-_ASSOCIATION = (
-    _HAS_STREAM,  # DATA
-    _HAS_STREAM,  # HEADERS
-    _HAS_STREAM,  # PRIORITY
-    _HAS_STREAM,  # RST_STREAM
-    _NO_STREAM,  # SETTINGS
-    _HAS_STREAM,  # PUSH_PROMISE
-    _NO_STREAM,  # PING
-    _NO_STREAM,  # GOAWAY
-    _EITHER,  # WINDOW_UPDATE
-    _HAS_STREAM,  # CONTINUATION
-    _EITHER,  # ALTSVC
-)
-_FRAME_NAMES = (
-    "DataFrame",
-    "HeadersFrame",
-    "PriorityFrame",
-    "RstStreamFrame",
-    "SettingsFrame",
-    "PushPromiseFrame",
-    "PingFrame",
-    "GoAwayFrame",
-    "WindowUpdateFrame",
-    "ContinuationFrame",
-    "AltSvcFrame",
-)
-CONTINUATION_BACKLOG = 64  # frames in one header block, as h2's frame buffer allows
-
-_FRAME_HEADER = struct.Struct(">HBBBL")  # length (24 bits, split), type, flags, stream id
-_U32 = struct.Struct(">L")
-_U32_U8 = struct.Struct(">LB")
-_U16_U32 = struct.Struct(">HL")
-_U32_U32 = struct.Struct(">LL")
-_U16 = struct.Struct(">H")
-
-# The connection's state machine (h2.connection.H2ConnectionStateMachine): states and inputs.
-C_IDLE, C_CLIENT_OPEN, C_SERVER_OPEN, C_CLOSED = range(4)
-_STATE_NAMES = ("IDLE", "CLIENT_OPEN", "SERVER_OPEN", "CLOSED")
-(
-    SEND_HEADERS,
-    SEND_PUSH_PROMISE,
-    SEND_DATA,
-    SEND_GOAWAY,
-    SEND_WINDOW_UPDATE,
-    SEND_PING,
-    SEND_SETTINGS,
-    SEND_RST_STREAM_INPUT,
-    SEND_PRIORITY,
-    RECV_HEADERS,
-    RECV_PUSH_PROMISE,
-    RECV_DATA,
-    RECV_GOAWAY,
-    RECV_WINDOW_UPDATE,
-    RECV_PING,
-    RECV_SETTINGS,
-    RECV_RST_STREAM_INPUT,
-    RECV_PRIORITY,
-    SEND_ALTERNATIVE_SERVICE,
-    RECV_ALTERNATIVE_SERVICE,
-) = range(20)
-_INPUT_NAMES = (
-    "SEND_HEADERS SEND_PUSH_PROMISE SEND_DATA SEND_GOAWAY SEND_WINDOW_UPDATE SEND_PING SEND_SETTINGS SEND_RST_STREAM"
-    " SEND_PRIORITY RECV_HEADERS RECV_PUSH_PROMISE RECV_DATA RECV_GOAWAY RECV_WINDOW_UPDATE RECV_PING RECV_SETTINGS"
-    " RECV_RST_STREAM RECV_PRIORITY SEND_ALTERNATIVE_SERVICE RECV_ALTERNATIVE_SERVICE"
-).split()
-
-
-def _transitions() -> tuple[tuple[int | None, ...], ...]:
-    table: list[list[int | None]] = [[None] * 20 for _ in range(4)]
-    idle = table[C_IDLE]
-    for stay in (SEND_SETTINGS, RECV_SETTINGS, SEND_WINDOW_UPDATE, RECV_WINDOW_UPDATE, SEND_PING, RECV_PING):
-        idle[stay] = C_IDLE
-    idle[SEND_PRIORITY] = idle[RECV_PRIORITY] = C_IDLE
-    idle[SEND_HEADERS] = idle[RECV_ALTERNATIVE_SERVICE] = C_CLIENT_OPEN
-    idle[RECV_HEADERS] = idle[SEND_ALTERNATIVE_SERVICE] = C_SERVER_OPEN
-    common = (
-        SEND_HEADERS,
-        SEND_DATA,
-        SEND_WINDOW_UPDATE,
-        SEND_PING,
-        SEND_SETTINGS,
-        SEND_PRIORITY,
-        RECV_HEADERS,
-        RECV_DATA,
-        RECV_WINDOW_UPDATE,
-        RECV_PING,
-        RECV_SETTINGS,
-        SEND_RST_STREAM_INPUT,
-        RECV_RST_STREAM_INPUT,
-        RECV_PRIORITY,
-        RECV_ALTERNATIVE_SERVICE,
-    )
-    for state, extra in (
-        (C_CLIENT_OPEN, (RECV_PUSH_PROMISE,)),
-        (C_SERVER_OPEN, (SEND_PUSH_PROMISE, SEND_ALTERNATIVE_SERVICE)),
-    ):
-        for stay in common + extra:
-            table[state][stay] = state
-    for state in range(4):
-        table[state][SEND_GOAWAY] = table[state][RECV_GOAWAY] = C_CLOSED
-    return tuple(tuple(row) for row in table)
-
-
-_NEXT_STATE = _transitions()
 _ERROR_CODES = {int(code): code for code in ErrorCodes}
 MAX_CLOSED_STREAMS = 2**16
 HIGHEST_ALLOWED_STREAM_ID = 2**31 - 1
@@ -245,16 +183,16 @@ class Connection:
 
     def __repr__(self) -> str:
         side = "client" if self.client_side else "server"
-        return f"<http2.Connection {side} {_STATE_NAMES[self.state]} streams={len(self.streams)}>"
+        return f"<http2.Connection {side} {STATE_NAMES[self.state]} streams={len(self.streams)}>"
 
     # -- the state machine and bookkeeping ------------------------------------------
 
     def _input(self, what: int) -> None:
-        state = _NEXT_STATE[self.state][what]
+        state = NEXT_STATE[self.state][what]
         if state is None:
             old, self.state = self.state, C_CLOSED
             raise ProtocolError(
-                f"Invalid input ConnectionInputs.{_INPUT_NAMES[what]} in state ConnectionState.{_STATE_NAMES[old]}"
+                f"Invalid input ConnectionInputs.{INPUT_NAMES[what]} in state ConnectionState.{STATE_NAMES[old]}"
             )
         self.state = state
 
@@ -329,15 +267,15 @@ class Connection:
     def _emit(self, frame_type: int, flags: int, stream_id: int, payload: bytes) -> None:
         length = len(payload)
         out = self._out
-        out += _FRAME_HEADER.pack(length >> 8, length & 0xFF, frame_type, flags, stream_id & 0x7FFFFFFF)
+        out += FRAME_HEADER.pack(length >> 8, length & 0xFF, frame_type, flags, stream_id & 0x7FFFFFFF)
         if length:
             out += payload
 
     def _emit_window_update(self, stream_id: int, increment: int) -> None:
-        self._emit(WINDOW_UPDATE, 0, stream_id, _U32.pack(increment & 0x7FFFFFFF))
+        self._emit(WINDOW_UPDATE, 0, stream_id, U32.pack(increment & 0x7FFFFFFF))
 
     def _emit_reset(self, stream_id: int, code: int) -> None:
-        self._emit(RST_STREAM, 0, stream_id, _U32.pack(code))
+        self._emit(RST_STREAM, 0, stream_id, U32.pack(code))
 
     # -- what the proxy calls ---------------------------------------------------------
 
@@ -345,7 +283,7 @@ class Connection:
         self._input(SEND_SETTINGS)
         if self.client_side:
             self._out += PREFACE
-        payload = b"".join(_U16_U32.pack(setting & 0xFF, value) for setting, value in self.local_settings.items())
+        payload = b"".join(U16_U32.pack(setting & 0xFF, value) for setting, value in self.local_settings.items())
         self._emit(SETTINGS, 0, 0, payload)
 
     def get_next_available_stream_id(self) -> int:
@@ -468,12 +406,12 @@ class Connection:
         self._input(SEND_GOAWAY)
         if last_stream_id is None:
             last_stream_id = self.highest_inbound_stream_id
-        self._emit(GOAWAY, 0, 0, _U32_U32.pack(last_stream_id & 0x7FFFFFFF, error_code) + (additional_data or b""))
+        self._emit(GOAWAY, 0, 0, U32_U32.pack(last_stream_id & 0x7FFFFFFF, error_code) + (additional_data or b""))
 
     def update_settings(self, new_settings: dict[Any, int]) -> None:
         self._input(SEND_SETTINGS)
         self.local_settings.update(new_settings)
-        self._emit(SETTINGS, 0, 0, b"".join(_U16_U32.pack(k & 0xFF, v) for k, v in new_settings.items()))
+        self._emit(SETTINGS, 0, 0, b"".join(U16_U32.pack(k & 0xFF, v) for k, v in new_settings.items()))
 
     def data_to_send(self, amount: int | None = None) -> bytes:
         if amount is None:
@@ -505,14 +443,14 @@ class Connection:
         end = len(buf)
         try:
             while end - pos >= 9:
-                high, low, frame_type, flags, stream_id = _FRAME_HEADER.unpack_from(buf, pos)
+                high, low, frame_type, flags, stream_id = FRAME_HEADER.unpack_from(buf, pos)
                 stream_id &= 0x7FFFFFFF
                 if frame_type < 11:
-                    association = _ASSOCIATION[frame_type]
-                    if (association == _HAS_STREAM and not stream_id) or (association == _NO_STREAM and stream_id):
-                        zero = "non-zero" if association == _HAS_STREAM else "zero"
+                    association = ASSOCIATION[frame_type]
+                    if (association == HAS_STREAM and not stream_id) or (association == NO_STREAM and stream_id):
+                        zero = "non-zero" if association == HAS_STREAM else "zero"
                         raise ProtocolError(
-                            f"Received frame with invalid header: Stream ID must be {zero} for {_FRAME_NAMES[frame_type]}"
+                            f"Received frame with invalid header: Stream ID must be {zero} for {FRAME_NAMES[frame_type]}"
                         )
                 length = (high << 8) | low
                 start = pos + 9
@@ -530,7 +468,7 @@ class Connection:
 
     def _terminate_connection(self, code: int) -> None:
         self._input(SEND_GOAWAY)
-        self._emit(GOAWAY, 0, 0, _U32_U32.pack(self.highest_inbound_stream_id & 0x7FFFFFFF, code))
+        self._emit(GOAWAY, 0, 0, U32_U32.pack(self.highest_inbound_stream_id & 0x7FFFFFFF, code))
 
     def _receive_frame(self, frame_type: int, flags: int, stream_id: int, body: bytes, events: list[Any]) -> None:
         if frame_type == DATA:
@@ -549,7 +487,7 @@ class Connection:
                 raise ProtocolError("Invalid frame during header block.")
             self._receive_data(stream_id, data, flow, bool(flags & END_STREAM), events)
         elif frame_type == HEADERS or frame_type == PUSH_PROMISE:
-            fragment, priority, promised = _parse_header_block_frame(frame_type, flags, body)
+            fragment, priority, promised = parse_header_block_frame(frame_type, flags, body)
             if self._block:
                 raise ProtocolError("Invalid frame during header block.")
             if not flags & END_HEADERS:
@@ -582,7 +520,7 @@ class Connection:
         if frame_type == WINDOW_UPDATE:
             if len(body) != 4:
                 raise FrameDataMissingError("Frame data missing or invalid")
-            increment = _U32.unpack(body)[0]
+            increment = U32.unpack(body)[0]
             if not 1 <= increment <= 2**31 - 1:
                 raise ProtocolError("Received frame with non-compliant data")
             self._check_no_block()
@@ -597,7 +535,7 @@ class Connection:
             except NoSuchStreamError:
                 return
             if stream.receive_reset():
-                events.append(h2.events.StreamReset(stream_id=stream_id, error_code=error_code(_U32.unpack(body)[0])))
+                events.append(h2.events.StreamReset(stream_id=stream_id, error_code=error_code(U32.unpack(body)[0])))
         elif frame_type == SETTINGS:
             if flags & ACK and body:
                 raise ProtocolError("Received frame with non-compliant data")
@@ -605,7 +543,7 @@ class Connection:
             for offset in range(0, len(body), 6):
                 if offset + 6 > len(body):
                     raise FrameDataMissingError("Frame data missing or invalid")
-                name, value = _U16_U32.unpack_from(body, offset)
+                name, value = U16_U32.unpack_from(body, offset)
                 settings[name] = value
             self._check_no_block()
             self._receive_settings(bool(flags & ACK), settings, events)
@@ -622,19 +560,19 @@ class Connection:
         elif frame_type == GOAWAY:
             if len(body) < 8:
                 raise FrameDataMissingError("Frame data missing or invalid")
-            last_stream_id, code = _U32_U32.unpack_from(body)
+            last_stream_id, code = U32_U32.unpack_from(body)
             self._check_no_block()
             self._receive_goaway(last_stream_id, code, body[8:], events)
         elif frame_type == PRIORITY:
             if len(body) != 5:
                 raise FrameDataMissingError("Frame data missing or invalid")
-            depends_on, weight = _U32_U8.unpack(body)
+            depends_on, weight = U32_U8.unpack(body)
             self._check_no_block()
             self._receive_priority(stream_id, (depends_on & 0x7FFFFFFF, weight, bool(depends_on >> 31)), events)
         elif frame_type == ALTSVC:
             if len(body) < 2:
                 raise FrameDataMissingError("Frame data missing or invalid")
-            origin_length = _U16.unpack_from(body)[0]
+            origin_length = U16.unpack_from(body)[0]
             origin = body[2 : 2 + origin_length]
             if len(origin) != origin_length:
                 raise FrameDataMissingError("Frame data missing or invalid")
@@ -876,39 +814,3 @@ class Connection:
         event.origin = origin
         event.field_value = field
         events.append(event)
-
-
-def _parse_header_block_frame(
-    frame_type: int, flags: int, body: bytes
-) -> tuple[bytes, tuple[int, int, bool], int | None]:
-    """A HEADERS or PUSH_PROMISE frame's fragment, priority and promised stream, as hyperframe parses them."""
-    start = 0
-    pad = 0
-    if flags & PADDED:
-        if not body:
-            raise FrameDataMissingError("Frame data missing or invalid")
-        pad = body[0]
-        start = 1
-    if frame_type == PUSH_PROMISE:
-        if len(body) < start + 4:
-            raise FrameDataMissingError("Frame data missing or invalid")
-        promised = _U32.unpack_from(body, start)[0]
-        fragment = body[start + 4 : len(body) - pad]
-        if promised == 0 or promised % 2 != 0:
-            raise ProtocolError("Received frame with non-compliant data")
-        if pad and pad >= len(body):
-            raise ProtocolError("Received frame with invalid padding.")
-        return fragment, (0, 0, False), promised
-    priority = (0, 0, False)
-    rest = len(body) - start  # hyperframe's body_len: what follows the pad length
-    if flags & PRIORITY_FLAG:
-        if rest < 5:
-            raise FrameDataMissingError("Frame data missing or invalid")
-        depends_on, weight = _U32_U8.unpack_from(body, start)
-        priority = (depends_on & 0x7FFFFFFF, weight, bool(depends_on >> 31))
-        fragment = body[start + 5 : len(body) - pad]
-    else:
-        fragment = body[start : len(body) - pad]
-    if pad and pad >= rest:
-        raise ProtocolError("Received frame with invalid padding.")
-    return fragment, priority, None
