@@ -179,7 +179,7 @@ class Stream:
                 return "response"
             if self.trailers_sent:
                 self.state = CLOSED
-                raise ProtocolError("AssertionError")
+                raise ProtocolError("Trailers were already sent on this stream.")
             self.trailers_sent = True
             return "trailers"
         if state == CLOSED:
@@ -245,12 +245,12 @@ class Stream:
             if not self.headers_received:
                 if self.client is not True:
                     self.state = CLOSED
-                    raise ProtocolError("AssertionError")
+                    raise ProtocolError("Received a response head on a stream the peer opened.")
                 self.headers_received = True
                 return h2.events.ResponseReceived
             if self.trailers_received:
                 self.state = CLOSED
-                raise ProtocolError("AssertionError")
+                raise ProtocolError("Received a second block of trailers.")
             self.trailers_received = True
             return h2.events.TrailersReceived
         if state == HALF_CLOSED_REMOTE:
