@@ -153,8 +153,8 @@ class Stream:
 
     # -- sending ------------------------------------------------------------------
 
-    def send_headers(self, informational: bool) -> str:
-        """The state change for a header block we send: "request", "response" or "trailers"."""
+    def send_headers(self, informational: bool) -> None:
+        """The state change for a header block we send (a request, a response, or trailers)."""
         state = self.state
         if informational:
             if state not in (OPEN, HALF_CLOSED_REMOTE):
@@ -162,12 +162,12 @@ class Stream:
             if self.headers_sent:
                 self.state = CLOSED
                 raise ProtocolError("Information response after final response")
-            return "response"
+            return
         if state == IDLE:
             self.state = OPEN
             self.client = True
             self.headers_sent = True
-            return "request"
+            return
         if state in (OPEN, HALF_CLOSED_REMOTE, RESERVED_LOCAL):
             if state == RESERVED_LOCAL:
                 self.state = HALF_CLOSED_REMOTE
@@ -176,12 +176,12 @@ class Stream:
                     self.state = CLOSED
                     raise ProtocolError("Client cannot send responses.")
                 self.headers_sent = True
-                return "response"
+                return
             if self.trailers_sent:
                 self.state = CLOSED
                 raise ProtocolError("Trailers were already sent on this stream.")
             self.trailers_sent = True
-            return "trailers"
+            return
         if state == CLOSED:
             raise self.closed_error()
         raise self.invalid("SEND_HEADERS")
