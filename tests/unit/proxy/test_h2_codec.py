@@ -662,3 +662,27 @@ def test_a_misconfigured_codec_says_so(client_side: bool) -> None:
     with pytest.raises(ValueError, match="no outbound validation"):
         Connection(h2.config.H2Configuration(client_side=client_side))
     assert ErrorCodes.NO_ERROR == 0
+
+
+def test_a_frame_in_many_reads_is_gathered_not_copied_per_read() -> None:
+    """A frame header announcing 16 MiB, then its body in 64 KiB reads: refused once whole (as h2 does,
+    FRAME_SIZE_ERROR), in CPU time like h2's, not re-copying everything received at each read."""
+    import time
+
+    def dribble(conn: Any) -> tuple[str, float]:
+        conn.initiate_connection()
+        conn.receive_data(PREFACE + raw_frame(4, 0, 0, b""))
+        conn.receive_data(raw_frame(0, 0, 1, b"")[:3].replace(b"\0\0\0", b"\xff\xff\xff") + b"\0\0\0\0\0\1")
+        chunk = b"x" * 65536
+        started = time.process_time()
+        try:
+            for _ in range(2**24 // len(chunk) + 1):
+                conn.receive_data(chunk)
+        except h2.exceptions.ProtocolError as exc:
+            return type(exc).__name__, time.process_time() - started
+        return "accepted", time.process_time() - started
+
+    config = h2_config(client_side=False)
+    ours, theirs = dribble(ServerConnection(config)), dribble(OracleServerConnection(config=config))
+    assert ours[0] == theirs[0] == "FrameTooLargeError"
+    assert ours[1] < max(0.25, 20 * theirs[1]), (ours, theirs)

@@ -176,7 +176,7 @@ class Connection:
         self.max_inbound_frame_size = self.local_settings.max_frame_size
         self._window = Window(self.local_settings.initial_window_size)
         self._closed_streams: dict[int, StreamClosedBy | None] = {}
-        self._in = b""  # received bytes that make no whole frame yet
+        self._in = bytearray()  # received bytes that make no whole frame yet
         self._preamble = b"" if self.client_side else PREFACE  # still expected from the client
         self._block: list[tuple[int, int, int, bytes, tuple[int, int, bool]]] = []  # a header block's frames
         self._out = bytearray()
@@ -436,7 +436,12 @@ class Connection:
                 raise ProtocolError("Invalid HTTP/2 preamble.")
             data = data[size:]
             self._preamble = self._preamble[size:]
-        buf = self._in + data if self._in else data
+        # Most reads end on a frame boundary: parsed in place. A frame that comes in pieces is
+        # gathered in one growing buffer (a 16 MiB frame in 64 KiB reads is not copied per read).
+        buf: bytes | bytearray = data
+        if self._in:
+            self._in += data
+            buf = self._in
         events: list[h2.events.Event] = []
         max_frame = self.max_inbound_frame_size
         pos = 0
@@ -459,11 +464,15 @@ class Connection:
                 if length > max_frame:
                     raise FrameTooLargeError(f"Received overlong frame: length {length}, max {max_frame}")
                 pos = start + length
-                self._receive_frame(frame_type, flags, stream_id, buf[start:pos], events)
+                body = buf[start:pos]
+                self._receive_frame(frame_type, flags, stream_id, body if type(body) is bytes else bytes(body), events)
         except ProtocolError as exc:
             self._terminate_connection(exc.error_code)
             raise
-        self._in = buf[pos:] if pos < end else b""
+        if buf is self._in:
+            del self._in[:pos]
+        elif pos < end:
+            self._in = bytearray(buf[pos:])
         return events
 
     def _terminate_connection(self, code: int) -> None:
