@@ -56,7 +56,7 @@ class ServerConnection(Connection):
       stream is opened and listed in ``over_limit``, and the proxy refuses it (REFUSED_STREAM,
       which clients retry safely).
     - Frames still in flight on a stream after we reset it are ignored (section 5.1, "closed");
-      h2 answered each DATA frame with one more RST_STREAM.
+      h2 answers each DATA frame with one more RST_STREAM.
     - Every other RST_STREAM that the codec sends of its own accord (frames after the client's own
       reset or after its END_STREAM: MadeYouReset) is counted in ``resets_answered``, so the proxy
       charges it to the reset budget like the client's own resets. The first such reset of a

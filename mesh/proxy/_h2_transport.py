@@ -120,7 +120,7 @@ class StreamStalled(StreamGone):
     """The peer gave the stream no flow-control window for longer than the stall timeout."""
 
 
-# -- h2's state machine, as the proxy needs it ------------------------------------------
+# -- h2 itself, where the process still uses it (the controller's API) ----------------------
 
 
 def _frame_for_log(frame: object) -> object:
@@ -134,9 +134,10 @@ h2.connection.repr = _frame_for_log  # type: ignore[attr-defined]
 
 
 def h2_config(client_side: bool, peer_proxy: bool = False) -> h2.config.H2Configuration:
-    # What we send was validated when it was received (or built by us): checking it again
-    # on the way out costs a third of h2's header work. What we receive is validated, except
-    # from a peer proxy over mTLS, which validated it when it came from its app.
+    # The codec's settings, in h2's terms (h2 is the codec's oracle in tests). What we send was
+    # validated when it was received (or built by us): it is not checked again on the way out.
+    # What we receive is validated, except from a peer proxy over mTLS, which validated it when
+    # it came from its app.
     return h2.config.H2Configuration(
         client_side=client_side,
         header_encoding=None,
@@ -147,9 +148,9 @@ def h2_config(client_side: bool, peer_proxy: bool = False) -> h2.config.H2Config
 
 
 class H2Endpoint:
-    """One HTTP/2 connection: h2's state machine over a stream, and its one writer task.
+    """One HTTP/2 connection: the codec's state machine over a stream, and its one writer task.
 
-    Streams queue frames with h2 and call ``flush``: when no write is in progress
+    Streams queue frames with the codec and call ``flush``: when no write is in progress
     the bytes go out at once (the next hop starts working sooner: with every write
     deferred to a writer task, the two proxies ran in lock-step convoys, 30 %
     slower at 64 streams in flight); while a write is in progress, the frames of
@@ -184,7 +185,7 @@ class H2Endpoint:
         self._progress = trio.Event()
 
     def kick(self) -> None:
-        """Hand what h2 queued to the writer, without waiting: for the reading task, which must
+        """Hand what the codec queued to the writer, without waiting: for the reading task, which must
         go on reading (two proxies whose readers both waited for the other to read would deadlock)."""
         data = self.h2.data_to_send()
         if data:

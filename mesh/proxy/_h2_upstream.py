@@ -2,7 +2,7 @@
 
 ``H2Pool`` hands out a connection with room for one more stream (opening one when
 needed, never the one that just refused a stream); each connection's reading task
-turns h2's events into each stream's events (``StreamQueue``).
+turns the codec's events (h2's event classes) into each stream's events (``StreamQueue``).
 """
 
 from __future__ import annotations
