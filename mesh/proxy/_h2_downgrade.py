@@ -141,7 +141,7 @@ def _request_head(exchange: StreamExchange, forward: Forward, body: bytes | None
         if framing is Framing.LENGTH:
             headers.append((b"content-length", b"%d" % len(body)))
     elif length is not None:
-        framing = Framing.LENGTH  # h2 holds the DATA frames to it
+        framing = Framing.LENGTH  # the codec holds the DATA frames to it
         headers.append((b"content-length", length))
     else:
         framing = Framing.CHUNKED

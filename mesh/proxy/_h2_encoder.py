@@ -71,14 +71,14 @@ def _as_bytes(value: Any) -> bytes:
 
 
 class ProxyEncoder(Encoder):
-    """A drop-in ``hpack.Encoder`` for h2 (``conn.encoder = ProxyEncoder()``): see the module's doc."""
+    """A drop-in ``hpack.Encoder`` for the HTTP/2 codec (``conn.encoder = ProxyEncoder()``): see the module's doc."""
 
     def encode(self, headers: Iterable[Any], huffman: bool = True) -> bytes:
         block: list[bytes] = []
         if self.header_table.resized:
             block.append(self._encode_table_size_change())
             self.header_table.resized = False
-        for header in headers:  # h2 hands a list of tuples, pseudo-headers first
+        for header in headers:  # a list of tuples, pseudo-headers first
             if isinstance(header, HeaderTuple):
                 sensitive = not header.indexable
             else:

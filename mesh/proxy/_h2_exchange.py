@@ -254,7 +254,7 @@ class StreamExchange:
                     match item:
                         case Head(headers=resp):
                             status = next((v for k, v in resp if k == b":status"), b"")
-                            if len(status) != 3 or not status.isdigit():  # h2 does not check it
+                            if len(status) != 3 or not status.isdigit():  # the codec does not check it (nor does h2)
                                 nursery.cancel_scope.cancel()
                                 await self.fail(
                                     Failure(Reason.UPSTREAM_PROTOCOL, 502, f"{key.address} sent :status {status!r}")

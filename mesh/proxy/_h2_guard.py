@@ -4,14 +4,14 @@ docs/security.md ("HTTP/2 budgets") lists every number and why. Two budgets per
 client-facing connection, for apps and peer proxies alike:
 
 - resets: the client's RST_STREAMs and the ones the proxy sends because of what the
-  client did (h2's answers to frames on closed streams, REFUSED_STREAM beyond the
+  client did (the codec's answers to frames on closed streams, REFUSED_STREAM beyond the
   stream limit) — Rapid Reset (CVE-2023-44487) and MadeYouReset (CVE-2025-8671);
 - frames that cost work and carry nothing: empty DATA, PING, PRIORITY, SETTINGS,
   unknown types, GOAWAYs (CVE-2019-9512/9516/9518).
 
 Exhausting one ends the connection with GOAWAY(ENHANCE_YOUR_CALM). ``ServerConnection``
-is h2's state machine where RFC 9113 asks for less than h2 does, counting what h2
-answers on its own so that ``Guard`` can charge it.
+is the proxy's HTTP/2 codec (``mesh/proxy/protocol/http2``) where RFC 9113 asks for less
+than h2 does, counting what the codec answers on its own so that ``Guard`` can charge it.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from collections.abc import Callable
 from typing import Any
 
 import h2.events
-import h2.exceptions
-from h2.stream import StreamClosedBy
-from hyperframe.frame import RstStreamFrame
+from h2.config import H2Configuration
+from h2.exceptions import StreamClosedError
 
-from mesh.proxy._h2_transport import MAX_CONCURRENT_STREAMS, Connection
+from mesh.proxy._h2_transport import MAX_CONCURRENT_STREAMS
 from mesh.proxy._policy import TokenBucket
+from mesh.proxy.protocol.http2 import RECV_RST_STREAM, SEND_RST_STREAM, Connection
 
 # Streams that end by a reset, per connection. What bounds the work is the stream limit (a reset
 # stream holds its slot until its task has ended); the budget ends connections that do little else
@@ -56,59 +56,45 @@ class ServerConnection(Connection):
       stream is opened and listed in ``over_limit``, and the proxy refuses it (REFUSED_STREAM,
       which clients retry safely).
     - Frames still in flight on a stream after we reset it are ignored (section 5.1, "closed");
-      h2 answered each DATA frame with one more RST_STREAM.
-    - Every other RST_STREAM that h2 sends of its own accord (frames after the client's own reset
-      or after its END_STREAM: MadeYouReset) is counted in ``resets_answered``, so the proxy charges
-      it to the reset budget like the client's own resets. The first such reset of a stream is also
-      reported as a ``StreamReset`` event (``remote_reset`` False) and counted there instead.
+      h2 answers each DATA frame with one more RST_STREAM.
+    - Every other RST_STREAM that the codec sends of its own accord (frames after the client's own
+      reset or after its END_STREAM: MadeYouReset) is counted in ``resets_answered``, so the proxy
+      charges it to the reset budget like the client's own resets. The first such reset of a
+      stream is also reported as a ``StreamReset`` event (``remote_reset`` False) and counted there.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, config: H2Configuration, encoder: Any = None) -> None:
+        super().__init__(config, encoder)
         self.over_limit: set[int] = set()
         self.resets_answered = 0
         self.idle_frames = 0  # frames on streams we reset, that carry nothing: the idle-frame budget's
-        self._lift_limit = False
 
-    @property
-    def open_inbound_streams(self) -> int:
-        count: int = super().open_inbound_streams  # also forgets closed streams: always computed
-        return 0 if self._lift_limit else count
+    def _too_many_inbound(self, stream_id: int, count: int, limit: int) -> None:
+        if stream_id <= self.highest_inbound_stream_id:
+            super()._too_many_inbound(stream_id, count, limit)
+        self.over_limit.add(stream_id)  # decoded and opened as usual (the HPACK state stays in step)
 
-    def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[h2.events.Event]]:
-        try:
-            return super()._receive_headers_frame(frame)
-        except h2.exceptions.TooManyStreamsError:
-            if frame.stream_id <= self.highest_inbound_stream_id:
-                raise
-        # h2 refused before decoding the header block, so the HPACK state is untouched: receive it
-        # again with the limit lifted, as a stream to refuse.
-        self.over_limit.add(frame.stream_id)
-        self._lift_limit = True
-        try:
-            return super()._receive_headers_frame(frame)
-        finally:
-            self._lift_limit = False
-
-    def _handle_data_on_closed_stream(self, events: list[Any], exc: Any, frame: Any) -> tuple[list[Any], list[Any]]:
-        frames, events = super()._handle_data_on_closed_stream(events, exc, frame)
+    def _data_on_closed_stream(self, exc: StreamClosedError, flow: int, end_stream: bool, events: list[Any]) -> None:
         if exc._events:
-            return frames, events  # the stream's first error reset: reported as a StreamReset event
-        if self._stream_closed_by(frame.stream_id) is StreamClosedBy.SEND_RST_STREAM:
-            if not frame.flow_controlled_length and "END_STREAM" not in frame.flags:
+            super()._data_on_closed_stream(exc, flow, end_stream, events)  # the stream's first error reset
+        elif self._stream_closed_by(exc.stream_id) is SEND_RST_STREAM:
+            if not flow and not end_stream:
                 self.idle_frames += 1  # an upload's last (empty) frame after an early answer is not
-            return [f for f in frames if not isinstance(f, RstStreamFrame)], events
-        self.resets_answered += 1
-        return frames, events
+            increment = self._window.process(flow)  # its bytes count for the connection, no RST_STREAM
+            if increment:
+                self._emit_window_update(0, increment)
+        else:
+            self.resets_answered += 1
+            super()._data_on_closed_stream(exc, flow, end_stream, events)
 
     def _stream_is_closed_by_reset(self, stream_id: int) -> bool:
-        # h2 asks this of a stream that got a frame after it closed, and answers RST_STREAM when true.
+        # Asked of a stream that got a frame after it closed; RST_STREAM is answered when true.
         closed_by = self._stream_closed_by(stream_id)
-        if closed_by is StreamClosedBy.RECV_RST_STREAM:
+        if closed_by is RECV_RST_STREAM:
             self.resets_answered += 1
             return True
-        if closed_by is StreamClosedBy.SEND_RST_STREAM:
-            self.idle_frames += 1  # in flight when we reset it (answered by h2, harmless), or a flood
+        if closed_by is SEND_RST_STREAM:
+            self.idle_frames += 1  # in flight when we reset it (answered, harmless), or a flood
             return True
         return False
 
@@ -131,7 +117,7 @@ class Guard:
         return self._charge(self._idle_frames, 1, f"sent a flood of frames that carry nothing ({what})")
 
     def answered(self, conn: ServerConnection) -> str | None:
-        """Charge what h2 answered on its own in the last read: RST_STREAMs, ignored frames."""
+        """Charge what the codec answered on its own in the last read: RST_STREAMs, ignored frames."""
         resets, idle, conn.resets_answered, conn.idle_frames = conn.resets_answered, conn.idle_frames, 0, 0
         why = self._charge(
             self._resets, resets, "sent frames on closed streams, each answered with RST_STREAM (MadeYouReset)"

@@ -101,7 +101,7 @@ class H2ProxyConnection:
         self.streams: dict[int, ClientStream] = {}  # every stream with a task, running or waiting
         # Tasks running: a stream reset by either side keeps its slot until its task has ended,
         # so a reset never makes room for more work than MAX_CONCURRENT_STREAMS; streams beyond
-        # wait their turn (they are within the advertised limit: h2 counts them open).
+        # wait their turn (they are within the advertised limit: the codec counts them open).
         self._running = 0
         self._waiting: deque[ClientStream] = deque()
         self._last_started = 0  # the GOAWAY's last stream: none above it was processed
@@ -121,7 +121,7 @@ class H2ProxyConnection:
         conn = ep.h2
         conn.initiate_connection()
         conn.increment_flow_control_window(CONNECTION_WINDOW - DEFAULT_WINDOW)
-        # Our SETTINGS leave h2's buffer now: a budget broken by the client's first read clears
+        # Our SETTINGS leave the codec's buffer now: a budget broken by the client's first read clears
         # that buffer, and the connection must still start with SETTINGS (RFC 9113 3.4).
         ep.kick()
         try:
@@ -224,7 +224,7 @@ class H2ProxyConnection:
                 if (st := self.streams.get(event.stream_id)) is not None:
                     st.queue.put(END)
             case h2.events.StreamReset():
-                # The client's reset (Rapid Reset), or h2's answer to a frame after END_STREAM (MadeYouReset).
+                # The client's reset (Rapid Reset), or the codec's answer to a frame after END_STREAM (MadeYouReset).
                 self._calm_down(
                     self.guard.reset(
                         "reset streams too fast (Rapid Reset)"
@@ -267,7 +267,7 @@ class H2ProxyConnection:
         if why is None or self._closing:
             return
         log.warning("%s: the client %s; GOAWAY(ENHANCE_YOUR_CALM)", self.router.direction, why)
-        # What h2 answered to the read that broke the budget (a RST_STREAM per frame) is not sent;
+        # What the codec answered to the read that broke the budget (a RST_STREAM per frame) is not sent;
         # every stream is ended with the connection anyway.
         self.h2.clear_outbound_data_buffer()
         self.h2.close_connection(error_code=ErrorCodes.ENHANCE_YOUR_CALM, last_stream_id=self._last_started)

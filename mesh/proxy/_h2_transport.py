@@ -1,5 +1,6 @@
-"""HTTP/2 connections as the proxy's loops use them: h2's state machine over a trio stream,
-one writer per connection, flow-controlled sends, and a stream's events as dataclasses.
+"""HTTP/2 connections as the proxy's loops use them: the proxy's HTTP/2 codec
+(``mesh/proxy/protocol/http2``, h2's behaviour, h2's events) over a trio stream, one
+writer per connection, flow-controlled sends, and a stream's events as dataclasses.
 
 Both sides of the proxy use it: the client-facing connection (``_h2_server.py``) and
 the shared connections to upstreams (``_h2_upstream.py``). Nothing here decides
@@ -19,11 +20,10 @@ import h2.events
 import h2.exceptions
 import hpack.hpack
 import trio
-from h2.errors import ErrorCodes
-from h2.stream import STREAM_OPEN, StreamClosedBy, StreamState
 
 from mesh.net import receive_or_eof, send_now
 from mesh.proxy._h2_encoder import ProxyEncoder
+from mesh.proxy.protocol.http2 import Connection
 
 MAX_CONCURRENT_STREAMS = 100
 MAX_HEADER_LIST_SIZE = 64 * 1024
@@ -120,7 +120,7 @@ class StreamStalled(StreamGone):
     """The peer gave the stream no flow-control window for longer than the stall timeout."""
 
 
-# -- h2's state machine, as the proxy needs it ------------------------------------------
+# -- h2 itself, where the process still uses it (the controller's API) ----------------------
 
 
 def _frame_for_log(frame: object) -> object:
@@ -132,53 +132,12 @@ def _frame_for_log(frame: object) -> object:
 
 h2.connection.repr = _frame_for_log  # type: ignore[attr-defined]
 
-_COUNTS_AS_OPEN = STREAM_OPEN  # by state: OPEN and both HALF_CLOSED (RFC 9113 5.1.2)
-_CLOSED = StreamState.CLOSED
-
-
-class Connection(h2.connection.H2Connection):
-    """h2's connection, but a graceful GOAWAY (NO_ERROR) lets the streams it covers finish.
-
-    h2 closes its whole state machine on any GOAWAY and drops what is queued to
-    send, so responses to streams the peer promised to finish (id <= last_stream_id,
-    RFC 9113 section 6.8) would be lost — nginx says GOAWAY after every 1000
-    requests. Here the event is reported and the connection stays usable for
-    those streams; the owner opens no new ones (``H2Upstream.goaway``).
-    """
-
-    def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[h2.events.Event]]:
-        if frame.error_code != ErrorCodes.NO_ERROR:
-            return super()._receive_goaway_frame(frame)
-        event = h2.events.ConnectionTerminated()
-        event.error_code = ErrorCodes.NO_ERROR
-        event.last_stream_id = frame.last_stream_id
-        event.additional_data = frame.additional_data or None
-        return [], [event]
-
-    def _open_streams(self, remainder: int) -> int:
-        # h2's count (and clean-up of closed streams) with its two properties per stream inlined:
-        # it runs over every stream for every stream opened, ~3 % of an HTTP/2 proxy's CPU.
-        count = 0
-        closed: list[int] = []
-        for stream_id, stream in self.streams.items():
-            state = stream.state_machine.state
-            if _COUNTS_AS_OPEN[state] and stream_id % 2 == remainder:
-                count += 1
-            elif state == _CLOSED:
-                closed.append(stream_id)
-        for stream_id in closed:
-            self._closed_streams[stream_id] = self.streams.pop(stream_id).closed_by
-        return count
-
-    def reset_by_us(self, stream_id: int) -> bool:
-        """Whether the stream was closed by a RST_STREAM that we sent."""
-        return self._stream_closed_by(stream_id) is StreamClosedBy.SEND_RST_STREAM
-
 
 def h2_config(client_side: bool, peer_proxy: bool = False) -> h2.config.H2Configuration:
-    # What we send was validated when it was received (or built by us): checking it again
-    # on the way out costs a third of h2's header work. What we receive is validated, except
-    # from a peer proxy over mTLS, which validated it when it came from its app.
+    # The codec's settings, in h2's terms (h2 is the codec's oracle in tests). What we send was
+    # validated when it was received (or built by us): it is not checked again on the way out.
+    # What we receive is validated, except from a peer proxy over mTLS, which validated it when
+    # it came from its app.
     return h2.config.H2Configuration(
         client_side=client_side,
         header_encoding=None,
@@ -189,9 +148,9 @@ def h2_config(client_side: bool, peer_proxy: bool = False) -> h2.config.H2Config
 
 
 class H2Endpoint:
-    """One HTTP/2 connection: h2's state machine over a stream, and its one writer task.
+    """One HTTP/2 connection: the codec's state machine over a stream, and its one writer task.
 
-    Streams queue frames with h2 and call ``flush``: when no write is in progress
+    Streams queue frames with the codec and call ``flush``: when no write is in progress
     the bytes go out at once (the next hop starts working sooner: with every write
     deferred to a writer task, the two proxies ran in lock-step convoys, 30 %
     slower at 64 streams in flight); while a write is in progress, the frames of
@@ -226,7 +185,7 @@ class H2Endpoint:
         self._progress = trio.Event()
 
     def kick(self) -> None:
-        """Hand what h2 queued to the writer, without waiting: for the reading task, which must
+        """Hand what the codec queued to the writer, without waiting: for the reading task, which must
         go on reading (two proxies whose readers both waited for the other to read would deadlock)."""
         data = self.h2.data_to_send()
         if data:

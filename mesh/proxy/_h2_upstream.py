@@ -2,7 +2,7 @@
 
 ``H2Pool`` hands out a connection with room for one more stream (opening one when
 needed, never the one that just refused a stream); each connection's reading task
-turns h2's events into each stream's events (``StreamQueue``).
+turns the codec's events (h2's event classes) into each stream's events (``StreamQueue``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from mesh.proxy._h2_transport import (
     MAX_HEADER_LIST_SIZE,
     STREAM_WINDOW,
     Body,
-    Connection,
     H2Endpoint,
     Head,
     Headers,
@@ -39,6 +38,7 @@ from mesh.proxy._h2_transport import (
 )
 from mesh.proxy._policy import TokenBucket
 from mesh.proxy._pool import ContextProvider, open_upstream
+from mesh.proxy.protocol.http2 import Connection
 
 log = logging.getLogger("mesh.proxy")
 
