@@ -24,8 +24,8 @@ LEAF_FILE = re.compile(r"\(([^()]*?)(?::\d+)?\)$")
 # or C source. A Python frame as leaf means the interpreter was running that function's bytecode.
 SYSTEM_CALLS = re.compile(r"^libc\.so")  # a leaf in libc: inside send/recv/epoll (the kernel's work)
 COMPONENTS: list[tuple[str, re.Pattern[str]]] = [
-    ("mesh", re.compile(r"(^|/)mesh/")),
-    ("h2, hpack, hyperframe (the HTTP/2 codec)", re.compile(r"(^|/)(h2|hpack|hyperframe)/")),
+    ("the HTTP/2 codec (mesh/proxy/protocol/http2, hpack)", re.compile(r"(^|/)(mesh/proxy/protocol/http2|h2|hpack|hyperframe)/")),
+    ("mesh (the rest)", re.compile(r"(^|/)mesh/")),
     ("trio, outcome (scheduler, epoll, cancel scopes)", re.compile(r"(^|/)(trio|outcome|sniffio)/|<attrs generated")),
     ("httptools (llhttp)", re.compile(r"^(llhttp|parser|api|http)\.c$|(^|/)httptools/")),
     ("OpenSSL (libssl, libcrypto, _ssl, ssl.py)", re.compile(r"libssl|libcrypto|^_ssl\.c|(^|/)ssl\.py$")),
