@@ -12,7 +12,7 @@ disturbs both alike. Printed per load: requests/s, CPU µs per request of the ou
 inbound proxy (utime + stime from /proc), their system-time share, and the CPU that everything
 else on the machine used; then the medians.
 
-Loads: http1 = wrk -t1 -c16; hey = hey -c16 -q32 (p50/p99 too); http2 = h2load -t1 -c4 -m16;
+Loads: http1 = wrk -t1 -c16; hey = hey -c16 -q32 (p50/p99 too; --hey-concurrency N: -cN at 512/N each); http2 = h2load -t1 -c4 -m16;
 grpc = scripts/grpc_load.py (unary 1 KiB, 16 in flight) to a grpcio echo server behind `webgrpc`.
 With --profile DIR, each variant then runs the load twice more, once with both proxies under
 `strace -c` (system calls per request) and once under `py-spy record --native` (the share of
@@ -176,14 +176,18 @@ def start_variant(run: Run, name: str, checkout: Path, app: tuple[int, int, int]
     return {"client": client, "web": web, "webh2": web_h2, "webgrpc": web_grpc, "port": outbound}
 
 
-def load(mode: str, variant: dict[str, object], seconds: float, env: dict[str, str]) -> dict[str, object]:
+HEY_RATE = 512  # requests/s in all, split over hey's connections (16 x 32 by default, as scripts/bench)
+
+
+def load(mode: str, variant: dict[str, object], seconds: float, env: dict[str, str], concurrency: int = 16) -> dict[str, object]:
     port = variant["port"]
     inner = variant[{"http2": "webh2", "grpc": "webgrpc"}.get(mode, "web")]
     client = variant["client"]
     if mode == "http1":
         cmd = ["wrk", "-t1", "-c16", f"-d{seconds:g}s", "-H", "Host: web", f"http://127.0.0.1:{port}/"]
     elif mode == "hey":
-        cmd = ["hey", "-z", f"{seconds:g}s", "-c", "16", "-q", "32", "-host", "web", f"http://127.0.0.1:{port}/"]
+        rate = max(1, round(HEY_RATE / concurrency))  # hey's -q is per connection; its connections fire together
+        cmd = ["hey", "-z", f"{seconds:g}s", "-c", str(concurrency), "-q", str(rate), "-host", "web", f"http://127.0.0.1:{port}/"]
     elif mode == "grpc":
         cmd = [sys.executable, str(GRPC_LOAD), "load", str(port), "webgrpc", f"{seconds:g}", "16", "1024"]
     else:
@@ -235,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode", choices=("http1", "http2", "hey", "grpc"), default="http1")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--duration", type=float, default=4.0, metavar="SECONDS")
+    ap.add_argument("--hey-concurrency", type=int, default=16, metavar="N",
+                    help="--mode hey: N connections at 512/N requests/s each (the bursts are N requests)")
     ap.add_argument("--profile", type=Path, metavar="DIR",
                     help="then, per variant, one round under strace -c and one under py-spy --native (raw files in DIR)")
     args = ap.parse_args(argv)
@@ -257,11 +263,11 @@ def main(argv: list[str] | None = None) -> int:
         app = (*start_app(run, env), start_grpc_app(run, env) if args.mode == "grpc" else 0)
         started = {name: start_variant(run, name, checkout, app, env) for name, checkout in variants.items()}
         for variant in started.values():
-            load(args.mode, variant, 1, env)  # warm-up: pools filled, code paths hot
+            load(args.mode, variant, 1, env, args.hey_concurrency)  # warm-up: pools filled, code paths hot
         names = list(started)
         for rnd in range(args.rounds):
             for name in names if rnd % 2 == 0 else names[::-1]:
-                r = load(args.mode, started[name], args.duration, env)
+                r = load(args.mode, started[name], args.duration, env, args.hey_concurrency)
                 results[name].append(r)
                 us = r["us_per_request"]
                 latency = f"  p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms" if args.mode in ("hey", "grpc") else ""
@@ -281,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, variant in started.items():
                 inner = variant[{"http2": "webh2", "grpc": "webgrpc"}.get(args.mode, "web")]
                 pids = [variant["client"].pid, inner.pid]  # type: ignore[attr-defined]
-                report = profile(name, pids, lambda v=variant: load(args.mode, v, args.duration, env), args.profile)
+                report = profile(name, pids, lambda v=variant: load(args.mode, v, args.duration, env, args.hey_concurrency), args.profile)
                 print("\n".join(report), flush=True)
     finally:
         run.stop()
