@@ -109,6 +109,16 @@ class ConnectionPool:
         self.max_idle_per_key = max_idle_per_key
         self._idle: dict[UpstreamKey, list[UpstreamConnection]] = {}
 
+    def take_idle(self, key: UpstreamKey, now: float) -> UpstreamConnection | None:
+        """The most recent idle connection for ``key`` when it is still fresh at ``now`` (trio's
+        clock), without waiting; None: ``acquire`` closes the stale ones and opens one."""
+        idle = self._idle.get(key)
+        if idle and now - idle[-1].idle_since < self.idle_timeout:
+            conn = idle.pop()
+            conn.uses += 1
+            return conn
+        return None
+
     async def acquire(self, key: UpstreamKey) -> UpstreamConnection:
         idle = self._idle.get(key)
         if idle:
@@ -124,16 +134,23 @@ class ConnectionPool:
         conn.uses = 1
         return conn
 
-    async def release(self, conn: UpstreamConnection, reusable: bool) -> None:
+    def keep_idle(self, conn: UpstreamConnection, reusable: bool, now: float) -> bool:
+        """Put ``conn`` back, idle since ``now`` (trio's clock), when it can carry another request
+        and there is room; False: the caller closes it."""
         if not reusable or conn.closed or conn.pending or not conn.reader.reusable:
-            await conn.aclose()
-            return
-        idle = self._idle.setdefault(conn.key, [])
-        if len(idle) >= self.max_idle_per_key:
-            await conn.aclose()
-            return
-        conn.idle_since = trio.current_time()
+            return False
+        idle = self._idle.get(conn.key)
+        if idle is None:
+            idle = self._idle[conn.key] = []
+        elif len(idle) >= self.max_idle_per_key:
+            return False
+        conn.idle_since = now
         idle.append(conn)
+        return True
+
+    async def release(self, conn: UpstreamConnection, reusable: bool) -> None:
+        if not self.keep_idle(conn, reusable, trio.current_time()):
+            await conn.aclose()
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, {}
