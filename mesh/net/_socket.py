@@ -23,11 +23,14 @@ _CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
 
 
 class FastSocketStream(trio.abc.HalfCloseableStream):
-    __slots__ = ("socket", "_calls", "_sending", "_eof_sent", "_closed")
+    __slots__ = ("socket", "wait_first", "_calls", "_sending", "_eof_sent", "_closed")
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self.socket = sock
+        # Set by a caller that knows the next read cannot find data yet (an answer to what it has
+        # just sent): that read waits for epoll at once, without a recv that says EAGAIN.
+        self.wait_first = False
         self._calls = 0  # calls since the last real yield to the scheduler
         self._sending = False
         self._eof_sent = False
@@ -46,12 +49,17 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
             raise trio.ClosedResourceError("the socket is closed")
         # The checkpoint inline (a coroutine less per read): cancellation at every call, a real
         # yield every YIELD_EVERY calls that did not wait.
-        calls = self._calls = self._calls + 1
-        if calls >= YIELD_EVERY:
+        if self.wait_first:
+            self.wait_first = False
             self._calls = 0
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.wait_readable(self.socket)
         else:
-            await trio.lowlevel.checkpoint_if_cancelled()
+            calls = self._calls = self._calls + 1
+            if calls >= YIELD_EVERY:
+                self._calls = 0
+                await trio.lowlevel.checkpoint()
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()
         size = max_bytes or RECEIVE_SIZE
         while True:
             try:

@@ -15,7 +15,7 @@ import time
 
 import trio
 
-from mesh.net import linger, relay_bytes
+from mesh.net import FastSocketStream, linger, relay_bytes
 from mesh.proxy._conn import HttpConnection, PeerClosed
 from mesh.proxy._drain import Drain, Wait
 from mesh.proxy._exchange import (
@@ -101,6 +101,9 @@ class HttpProxyConnection:
         self.deadline = drain.deadline()
         self._timed_out: tuple[RequestHead, Failure] | None = None
         self._now = trio.current_time  # the run's clock, read directly once serve() starts
+        # Set when the client is a peer proxy (inbound, mTLS): its next request needs a whole new
+        # request through that proxy first, so the idle read waits for it at once (``answer_pending``).
+        self.peer_socket: FastSocketStream | None = None
 
     def __repr__(self) -> str:
         return f"<HttpProxyConnection {self.router.direction} {self.client!r}>"
@@ -178,6 +181,8 @@ class HttpProxyConnection:
                 if self.drain.draining:
                     return None
                 timer.arm(self._now() + self.timeouts.idle_timeout, Wait.IDLE)
+                if self.peer_socket is not None:
+                    self.peer_socket.wait_first = True
                 data = await client.receive_bytes()
                 # A head that is still partial gets its deadline when the loop comes round, with no
                 # wait in between: from this first byte.
@@ -344,6 +349,7 @@ class HttpProxyConnection:
                         await upstream.send(head_bytes + body)
                     except PeerClosed:
                         raise _Stale() from None
+                    upstream.answer_pending()
                     self._response_deadline = deadline
                     keep, reusable = await self._relay_response(upstream, head, outcome, plan)
                 except _Stale:

@@ -85,13 +85,29 @@ async def open_upstream(key: UpstreamKey, contexts: ContextProvider | None, time
 
 
 class UpstreamConnection(HttpConnection[ResponseReader]):
-    __slots__ = ("key", "idle_since", "uses")
+    __slots__ = ("key", "idle_since", "uses", "socket_stream")
 
     def __init__(self, stream: trio.abc.Stream, key: UpstreamKey) -> None:
         super().__init__(stream, ResponseReader())
         self.key = key
         self.idle_since = 0.0
         self.uses = 0
+        self.socket_stream = peer_socket(stream)
+
+    def answer_pending(self) -> None:
+        """A whole request was just sent to a peer proxy: its answer takes that proxy's round trip
+        to the app and back, so the next read waits for it at once (measured: the answer was there
+        for ~1 % of first reads; a recv that says EAGAIN costs a system call and an exception). An
+        app may answer within microseconds (nginx's answer was there for 50-85 %): read it first."""
+        if self.socket_stream is not None:
+            self.socket_stream.wait_first = True
+
+
+def peer_socket(stream: trio.abc.Stream) -> FastSocketStream | None:
+    """The socket under a connection to or from a peer proxy (mTLS), else None."""
+    if isinstance(stream, TLSStream) and isinstance(stream.transport, FastSocketStream):
+        return stream.transport
+    return None
 
 
 class ConnectionPool:
