@@ -15,7 +15,7 @@ import time
 
 import trio
 
-from mesh.net import linger, relay_bytes
+from mesh.net import FastSocketStream, linger, relay_bytes
 from mesh.proxy._conn import HttpConnection, PeerClosed
 from mesh.proxy._drain import Drain, Wait
 from mesh.proxy._exchange import (
@@ -100,11 +100,17 @@ class HttpProxyConnection:
         # not one per wait. A response that timed out is answered once its scope has ended.
         self.deadline = drain.deadline()
         self._timed_out: tuple[RequestHead, Failure] | None = None
+        self._now = trio.current_time  # the run's clock, read directly once serve() starts
+        # Set when the client is a peer proxy (inbound, mTLS): its next request needs a whole new
+        # request through that proxy first, so the idle read waits for it at once (``answer_pending``).
+        self.peer_socket: FastSocketStream | None = None
 
     def __repr__(self) -> str:
         return f"<HttpProxyConnection {self.router.direction} {self.client!r}>"
 
     async def serve(self) -> None:
+        # trio.current_time() is three calls deep; its clock's own method is one (4 reads per request).
+        self._now = trio.lowlevel.current_clock().current_time
         client = self.client
         refused = False
         try:
@@ -174,13 +180,15 @@ class HttpProxyConnection:
                 # Between requests: wait for the first byte of the next one.
                 if self.drain.draining:
                     return None
-                timer.arm(trio.current_time() + self.timeouts.idle_timeout, Wait.IDLE)
+                timer.arm(self._now() + self.timeouts.idle_timeout, Wait.IDLE)
+                if self.peer_socket is not None:
+                    self.peer_socket.wait_first = True
                 data = await client.receive_bytes()
                 # A head that is still partial gets its deadline when the loop comes round, with no
                 # wait in between: from this first byte.
             else:
                 if deadline is None:  # a partial head (with the previous request, or just begun)
-                    deadline = trio.current_time() + self.timeouts.head_timeout
+                    deadline = self._now() + self.timeouts.head_timeout
                 timer.arm(deadline, Wait.HEAD)
                 data = await client.receive_bytes()
             timer.disarm()
@@ -320,12 +328,15 @@ class HttpProxyConnection:
         try:
             if plan.delay:
                 await trio.sleep(plan.delay)  # an injected fault
-            deadline = trio.current_time() + forward.timeout  # for every attempt together
+            now = self._now()
+            deadline = now + forward.timeout  # for every attempt together
             while True:
                 current = outcome.forward = plan.current
                 head_bytes = self._request_head_bytes(head, current)
+                if plan.retries:
+                    now = self._now()
                 try:
-                    upstream = await self.pool.acquire(current.key)
+                    upstream = self.pool.take_idle(current.key, now) or await self.pool.acquire(current.key)
                 except ConnectFailure as failure:
                     if isinstance(plan.connect_failed(failure), GiveUp):
                         raise
@@ -338,6 +349,7 @@ class HttpProxyConnection:
                         await upstream.send(head_bytes + body)
                     except PeerClosed:
                         raise _Stale() from None
+                    upstream.answer_pending()
                     self._response_deadline = deadline
                     keep, reusable = await self._relay_response(upstream, head, outcome, plan)
                 except _Stale:
@@ -353,7 +365,8 @@ class HttpProxyConnection:
                 except BaseException:
                     await upstream.aclose()
                     raise
-                await self.pool.release(upstream, reusable)
+                if not self.pool.keep_idle(upstream, reusable, self._now()):
+                    await upstream.aclose()
                 return keep
         finally:
             outcome.retries = plan.retries
@@ -483,13 +496,21 @@ class HttpProxyConnection:
         http10 = head.http_version == b"1.0"
         while True:
             try:
-                if response is None:
+                if upstream.pending:
+                    events, upstream.pending = upstream.pending, []
+                elif response is None:
                     deadline = self.deadline
                     deadline.arm(self._response_deadline, Wait.RESPONSE)
                     try:
-                        events = await upstream.receive_events()
+                        # upstream.receive_events(), inlined: a coroutine less per response
+                        data = await upstream.receive_bytes()
                     finally:
                         deadline.disarm()
+                    if not data:
+                        raise PeerClosed()
+                    events = upstream.reader.feed(data)
+                    if not events:
+                        continue  # a partial head: read on, by the same deadline
                 else:
                     events = await upstream.receive_events()
             except PeerClosed:
@@ -543,17 +564,17 @@ class HttpProxyConnection:
                     if framing is Framing.CHUNKED:
                         out.append(encode_last_chunk(event.trailers))
                     upstream.pending = events[index + 1 :]
-                    await self._send(b"".join(out))
+                    try:
+                        await self.client.send(b"".join(out))
+                    except PeerClosed:
+                        raise _client_gone() from None
                     assert response is not None
                     return keep, response.keep_alive and response.framing is not Framing.CLOSE
             if out:
-                await self._send(b"".join(out))
-
-    async def _send(self, data: bytes) -> None:
-        try:
-            await self.client.send(data)
-        except PeerClosed:
-            raise _client_gone() from None
+                try:
+                    await self.client.send(b"".join(out))
+                except PeerClosed:
+                    raise _client_gone() from None
 
     # -- CONNECT and Upgrade ------------------------------------------------
 

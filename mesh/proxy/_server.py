@@ -65,7 +65,7 @@ from mesh.proxy._listeners import (
 from mesh.proxy._metrics import ProxyMetrics
 from mesh.proxy._observe import observe
 from mesh.proxy._policy import PolicyState
-from mesh.proxy._pool import ConnectionPool, open_upstream
+from mesh.proxy._pool import ConnectionPool, open_upstream, peer_socket
 from mesh.proxy._revocation import PeerConnections
 from mesh.proxy._routing import InboundRouter, OutboundRouter, declared_protocol, tcp_key_for
 from mesh.proxy.protocol.detect import Mode, Protocol, detect, listener_mode
@@ -548,6 +548,8 @@ class Proxy:
             pool = self.app_pool if inbound else self.peer_pool
             conn = HttpProxyConnection(stream, detected.prefix, router, pool, record, timeouts, self.drain)
             conn.head_deadline = detected.head_deadline
+            if inbound:
+                conn.peer_socket = peer_socket(stream)
         await self._serve_counted(conn, direction)
 
     async def _relay_to_service(self, stream: FastSocketStream, prefix: bytes, fixed_service: str | None) -> None:

@@ -115,3 +115,21 @@ async def test_send_nowait_takes_what_the_kernel_takes_and_keeps_the_order() -> 
     await left.aclose()
     assert left.send_nowait(b"late") == 0  # closed: nothing taken (send_all says why)
     await right.aclose()
+
+
+async def test_a_read_told_to_wait_first_waits_once_and_still_gets_what_is_there() -> None:
+    """``wait_first``: no recv before epoll says readable; cancellable; the flag is used once."""
+    left, right = await _pair()
+    right.wait_first = True
+    with trio.move_on_after(0.05) as scope:
+        await right.receive_some(10)
+    assert scope.cancelled_caught
+    right.wait_first = True
+    await left.send_all(b"answer")  # already there when the read starts: the wait returns at once
+    assert await right.receive_some(10) == b"answer"
+    assert right.wait_first is False
+    await left.send_eof()
+    right.wait_first = True
+    assert await right.receive_some(10) == b""  # an EOF is readable too
+    await left.aclose()
+    await right.aclose()

@@ -74,6 +74,12 @@ class ScriptedPool:
     contexts: None = None
     connect_timeout: float = 5.0
 
+    def take_idle(self, key: UpstreamKey, now: float) -> UpstreamConnection | None:
+        return None  # every connection comes from acquire (the stale ones first)
+
+    def keep_idle(self, conn: UpstreamConnection, reusable: bool, now: float) -> bool:
+        return False  # the loop closes it, as release does
+
     async def acquire(self, key: UpstreamKey) -> UpstreamConnection:
         if self.stale:
             return self.stale.pop(0)
