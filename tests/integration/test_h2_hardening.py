@@ -761,10 +761,10 @@ def side(request: pytest.FixtureRequest, rmesh: Mesh) -> Side:
     return Side(rmesh, "inbound", context)
 
 
-def _flood_while_served(side: Side, frames: list, good: tuple) -> tuple[list, float, float]:
+def _flood_while_served(side: Side, frames: list, good: tuple) -> tuple[list, float, float, int]:
     """Write ``frames`` (after the preface) on a fresh connection from a thread while the good connection
     keeps calling; the frames the proxy sent back (until GOAWAY or close), the slowest good call (s) and
-    the proxy's peak RSS growth (MB)."""
+    the proxy's peak RSS growth (MB), and the good connection's next free stream id."""
     good_sock, good_conn = good
     # Warm: the proxy's peak so far includes a served call on each kind of connection.
     before = side.rss_kb()
@@ -785,14 +785,14 @@ def _flood_while_served(side: Side, frames: list, good: tuple) -> tuple[list, fl
     sender.join(10)
     attacker.sock.close()  # type: ignore[union-attr]
     growth = (side.rss_kb() - before) / 1024
-    return got, slowest, growth
+    return got, slowest, growth, stream_id
 
 
 def _flood_ends_calmly(side: Side, what: str, flood: list, good: tuple) -> list:
     """The flood (while ``good`` is served) ends in GOAWAY(ENHANCE_YOUR_CALM) after at most
     PROCESSED_BOUND streams, another connection is served at once, the RSS grows little; the frames
     the proxy sent back to the attacker."""
-    got, slowest, growth = _flood_while_served(side, flood, good)
+    got, slowest, growth, next_stream = _flood_while_served(side, flood, good)
     goaway = _goaway(got)
     processed = (goaway.last_stream_id + 1) // 2 if goaway is not None else None
     print(f"{side.name}: {what}: {goaway} after {processed} streams, {len(_resets(got))} resets sent, "
@@ -801,7 +801,7 @@ def _flood_ends_calmly(side: Side, what: str, flood: list, good: tuple) -> list:
     assert processed is not None and processed <= PROCESSED_BOUND, f"{side.name}: GOAWAY after {processed} streams"
     assert slowest < LATENCY_BOUND, f"{side.name}: another connection waited {slowest:.2f}s"
     assert growth < RSS_GROWTH_MB, f"{side.name}: RSS grew {growth:.1f} MB"
-    _still_served(good[0], good[1], 999)
+    _still_served(good[0], good[1], next_stream)  # the good connection's next stream (the loop used those below)
     _no_internal_errors(side.mesh.client_proxy, side.mesh.greeter_proxy)
     return got
 
