@@ -86,10 +86,7 @@ class TLSStream(trio.abc.Stream):
             while outgoing.pending:
                 await self.transport.send_all(outgoing.read())
         finally:
-            self._flushing = False
-            if self._flushed is not None:
-                self._flushed.set()
-                self._flushed = None
+            self._flush_done()
 
     def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
         """Encrypt ``data`` and send it without waiting, when the transport can (``FastSocketStream``):
@@ -192,10 +189,14 @@ class TLSStream(trio.abc.Stream):
             while outgoing.pending:
                 await self.transport.send_all(outgoing.read())
         finally:
-            self._flushing = False
-            if self._flushed is not None:
-                self._flushed.set()
-                self._flushed = None
+            self._flush_done()
+
+    def _flush_done(self) -> None:
+        """The flushing task is done: a writer that waited for it goes on."""
+        self._flushing = False
+        if self._flushed is not None:
+            self._flushed.set()
+            self._flushed = None
 
     async def _receive_raw(self) -> bytes:
         return await self.transport.receive_some(RECEIVE_SIZE)  # type: ignore[return-value]  # socket streams return bytes (trio types it bytes | bytearray)
