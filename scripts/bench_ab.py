@@ -176,12 +176,17 @@ def start_variant(run: Run, name: str, checkout: Path, app: tuple[int, int, int]
     return {"client": client, "web": web, "webh2": web_h2, "webgrpc": web_grpc, "port": outbound}
 
 
+def inner_proxy(mode: str, variant: dict[str, object]) -> object:
+    """The inbound proxy a load goes through (each mode has its own app behind its own proxy)."""
+    return variant[{"http2": "webh2", "grpc": "webgrpc"}.get(mode, "web")]
+
+
 HEY_RATE = 512  # requests/s in all, split over hey's connections (16 x 32 by default, as scripts/bench)
 
 
 def load(mode: str, variant: dict[str, object], seconds: float, env: dict[str, str], concurrency: int = 16) -> dict[str, object]:
     port = variant["port"]
-    inner = variant[{"http2": "webh2", "grpc": "webgrpc"}.get(mode, "web")]
+    inner = inner_proxy(mode, variant)
     client = variant["client"]
     if mode == "http1":
         cmd = ["wrk", "-t1", "-c16", f"-d{seconds:g}s", "-H", "Host: web", f"http://127.0.0.1:{port}/"]
@@ -285,8 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             from _profile import profile  # scripts/_profile.py
 
             for name, variant in started.items():
-                inner = variant[{"http2": "webh2", "grpc": "webgrpc"}.get(args.mode, "web")]
-                pids = [variant["client"].pid, inner.pid]  # type: ignore[attr-defined]
+                pids = [variant["client"].pid, inner_proxy(args.mode, variant).pid]  # type: ignore[attr-defined]
                 report = profile(name, pids, lambda v=variant: load(args.mode, v, args.duration, env, args.hey_concurrency), args.profile)
                 print("\n".join(report), flush=True)
     finally:
